@@ -1,0 +1,1 @@
+"""bit_trt.bench: measurements, kept as data under bench/results/."""

@@ -1,0 +1,1 @@
+"""bit_trt.engine: read a bundle and run it."""

@@ -1,0 +1,1 @@
+"""bit_trt.export: model sources -> TF -> ONNX -> verified artifact bundle."""

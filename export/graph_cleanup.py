@@ -1,0 +1,268 @@
+"""Rewrites of the converted graph, each checked numerically against the graph before it.
+
+- `fuse_group_norms`: tf2onnx decomposes every GroupNorm into Reshape/ReduceMean/Sub/Mul/Sqrt plus the
+  Shape/Cast/Concat chains that build its shapes. Each GroupNorm is rewritten as
+  Reshape[N,32,-1] -> InstanceNormalization -> Reshape[N,C,H,W] -> Mul(gamma) -> Add(beta), the pattern
+  ONNX Runtime runs as one kernel and TensorRT's parser maps to its normalization layer. Regions are found
+  by the TF name scope `group_norm` that `bit_tf` opens, so the match does not depend on how tf2onnx
+  happens to decompose the moments.
+- `fold_constants`: evaluates every node whose inputs are all constants: weight standardization and the
+  HWIO->OIHW kernel transposes become plain Conv weights.
+- `remove_dead`: Identity nodes, nodes nothing consumes, and unused initializers.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+import numpy as np
+
+from bit_trt.engine.errors import BitError
+from .variants import GN_EPS, GN_GROUPS
+
+_GN_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")
+# Ops whose value depends on more than their inputs, or that carry subgraphs: never folded.
+_NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                 "If", "Loop", "Scan", "Shape", "Size"}
+
+
+def histogram(model) -> dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items()))
+
+
+def layout_transposes(model) -> int:
+    """Transposes of activations (not of constant weights, which folding removes)."""
+    consts = {i.name for i in model.graph.initializer}
+    return sum(1 for n in model.graph.node if n.op_type == "Transpose" and n.input[0] not in consts)
+
+
+def light_copy(model, max_bytes: int = 4096):
+    """The model with every large initializer turned into a typed graph input: same shapes, no weight data.
+
+    Shape inference and inspection on a copy like this costs kilobytes instead of the weights' size.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    light.CopyFrom(_without_initializers(model))
+    for init in model.graph.initializer:
+        if len(init.raw_data) > max_bytes:
+            light.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        else:
+            light.graph.initializer.append(init)
+    return light
+
+
+def _without_initializers(model):
+    import onnx
+
+    saved = list(model.graph.initializer)
+    del model.graph.initializer[:]
+    try:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+    finally:
+        model.graph.initializer.extend(saved)
+    return copy
+
+
+def static_shapes(model) -> dict[str, list]:
+    """Tensor name -> inferred shape (ints for static dims, strings/None for dynamic ones)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(light_copy(model))
+    shapes = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        shapes[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims]
+    return shapes
+
+
+def _group_norm_regions(graph) -> dict[str, list]:
+    regions: dict[str, list] = defaultdict(list)
+    for node in graph.node:
+        m = _GN_SCOPE.match(node.name)
+        if m:
+            regions[m.group("scope")].append(node)
+    return regions
+
+
+def fuse_group_norms(model, groups: int = GN_GROUPS, eps: float = GN_EPS) -> int:
+    """Replace each `group_norm` scope with the InstanceNormalization pattern; return how many.
+
+    Regions are fused in graph order and shapes re-inferred after each one: the decomposed GroupNorm
+    computes its reshape targets at run time, which hides every downstream spatial size from shape
+    inference until the GroupNorm before it has been replaced.
+    """
+    fused = 0
+    while True:
+        regions = _group_norm_regions(model.graph)
+        if not regions:
+            return fused
+        position = {id(n): i for i, n in enumerate(model.graph.node)}
+        scope = min(regions, key=lambda s: max(position[id(n)] for n in regions[s]))
+        _fuse_one(model, scope, regions[scope], groups, eps)
+        fused += 1
+
+
+def _fuse_one(model, scope: str, nodes: list, groups: int, eps: float) -> None:
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    ids = {id(n) for n in nodes}
+    consumers = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    graph_outputs = {o.name for o in graph.output}
+    produced = {o for n in nodes for o in n.output}
+    inputs = {i for n in nodes for i in n.input if i and i not in produced}
+    outputs = [o for o in produced
+               if o in graph_outputs or any(id(c) not in ids for c in consumers.get(o, []))]
+    activations = [i for i in inputs if i not in inits]
+    gammas = [i for i in inputs if i.endswith("/gamma") and i in inits]
+    betas = [i for i in inputs if i.endswith("/beta") and i in inits]
+    if len(outputs) != 1 or len(activations) != 1 or len(gammas) != 1 or len(betas) != 1:
+        raise BitError(f"GroupNorm scope {scope!r} does not have the expected shape "
+                       f"(inputs {sorted(inputs)}, outputs {outputs}); refusing to rewrite it")
+    x, y = activations[0], outputs[0]
+    gamma = numpy_helper.to_array(inits[gammas[0]])
+    beta = numpy_helper.to_array(inits[betas[0]])
+    channels = gamma.shape[0]
+    x_shape = static_shapes(model).get(x)
+    s = f"{scope}_fused"  # a name the region pattern does not match again
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array([0, groups, -1], np.int64), f"{s}/grouped_shape"),
+        numpy_helper.from_array(np.ones(groups, np.float32), f"{s}/unit_scale"),
+        numpy_helper.from_array(np.zeros(groups, np.float32), f"{s}/zero_bias"),
+        numpy_helper.from_array(gamma.reshape(channels, 1, 1), f"{s}/gamma_c11"),
+        numpy_helper.from_array(beta.reshape(channels, 1, 1), f"{s}/beta_c11"),
+    ])
+    fused = []
+    if x_shape and len(x_shape) == 4 and all(isinstance(d, int) and d > 0 for d in x_shape[1:]):
+        # Spatial size known: a constant target keeps the graph free of Shape chains.
+        graph.initializer.append(numpy_helper.from_array(np.array([0] + x_shape[1:], np.int64), f"{s}/nchw_shape"))
+        target = f"{s}/nchw_shape"
+    else:  # dynamic H, W: the one Shape op this GroupNorm needs
+        target = f"{s}/x_shape"
+        fused.append(helper.make_node("Shape", [x], [target], name=f"{s}/Shape"))
+    fused += [
+        helper.make_node("Reshape", [x, f"{s}/grouped_shape"], [f"{s}/grouped"], name=f"{s}/ReshapeGroups"),
+        helper.make_node("InstanceNormalization", [f"{s}/grouped", f"{s}/unit_scale", f"{s}/zero_bias"],
+                         [f"{s}/normalized"], name=f"{s}/InstanceNormalization", epsilon=eps),
+        helper.make_node("Reshape", [f"{s}/normalized", target], [f"{s}/ungrouped"], name=f"{s}/ReshapeBack"),
+        helper.make_node("Mul", [f"{s}/ungrouped", f"{s}/gamma_c11"], [f"{s}/scaled"], name=f"{s}/Gamma"),
+        helper.make_node("Add", [f"{s}/scaled", f"{s}/beta_c11"], [y], name=f"{s}/Beta"),
+    ]
+    # The fused nodes stand where the region's last node stood, so topological order holds.
+    last = max(i for i, n in enumerate(graph.node) if id(n) in ids)
+    kept = []
+    for i, node in enumerate(graph.node):
+        if id(node) not in ids:
+            kept.append(node)
+        if i == last:
+            kept.extend(fused)
+    _set_nodes(graph, kept)
+    remove_dead(model)
+
+
+def _set_nodes(graph, nodes) -> None:
+    from onnx import NodeProto
+
+    copies = []
+    for n in nodes:
+        c = NodeProto()
+        c.CopyFrom(n)
+        copies.append(c)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def fold_constants(model) -> int:
+    """Evaluate every node whose inputs are all initializers; return how many nodes were folded."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    opset = {o.domain: o.version for o in model.opset_import}
+    inits = {i.name: i for i in graph.initializer}
+    values: dict[str, np.ndarray] = {}
+    remaining_uses = Counter(i for n in graph.node for i in n.input)
+    keep_names = {o.name for o in graph.output}
+
+    def value(name):
+        if name not in values:
+            values[name] = numpy_helper.to_array(inits[name])
+        return values[name]
+
+    kept, folded = [], 0
+    for node in graph.node:
+        if (node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx")
+                or not all((not i) or i in inits or i in values for i in node.input)):
+            kept.append(node)
+            continue
+        results = _evaluate(node, [value(i) if i else None for i in node.input], opset.get("", 17))
+        for name, arr in zip(node.output, results):
+            values[name] = arr
+        folded += 1
+        for name in node.input:
+            remaining_uses[name] -= 1
+            if remaining_uses[name] == 0 and name not in keep_names:
+                values.pop(name, None)  # free intermediates (and consumed weights) as soon as possible
+    live = {i for n in kept for i in n.input} | keep_names
+    _drop_initializers(graph, lambda init: init.name not in live)
+    graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(arr), name)
+                             for name, arr in values.items() if name in live and name not in inits)
+    _set_nodes(graph, kept)
+    return folded
+
+
+def _evaluate(node, inputs, opset_version: int):
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    feeds, graph_inputs = {}, []
+    for name, arr in zip(node.input, inputs):
+        if name:
+            feeds[name] = arr
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
+    graph_outputs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output]
+    single = helper.make_model(helper.make_graph([node], "fold", graph_inputs, graph_outputs),
+                               opset_imports=[helper.make_opsetid("", opset_version)])
+    return ReferenceEvaluator(single).run(None, feeds)
+
+
+def remove_dead(model) -> int:
+    """Drop Identity nodes (rewiring their consumers), unconsumed nodes and unused initializers."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    rename = {}
+    nodes = []
+    for n in graph.node:
+        if n.op_type == "Identity" and n.output[0] not in outputs:
+            rename[n.output[0]] = rename.get(n.input[0], n.input[0])
+            continue
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+        nodes.append(n)
+    removed = len(graph.node) - len(nodes)
+    changed = True
+    while changed:
+        used = {i for n in nodes for i in n.input} | outputs
+        alive = [n for n in nodes if any(o in used for o in n.output)]
+        changed = len(alive) != len(nodes)
+        removed += len(nodes) - len(alive)
+        nodes = alive
+    used = {i for n in nodes for i in n.input} | outputs
+    _drop_initializers(graph, lambda init: init.name not in used)
+    if removed:
+        _set_nodes(graph, nodes)
+    return removed
+
+
+def _drop_initializers(graph, doomed) -> None:
+    # Delete by index: `remove()` would compare whole tensors, and rebuilding the list would copy them.
+    for index in reversed([i for i, init in enumerate(graph.initializer) if doomed(init)]):
+        del graph.initializer[index]

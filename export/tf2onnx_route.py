@@ -1,0 +1,94 @@
+"""SavedModel weights -> ONNX with tf2onnx, without tf2onnx ever holding the weights.
+
+Why: tf2onnx freezes variables into graph constants and then copies them through grappler and its own
+optimizers; on R50x3 (870 MB of weights) that peaked above 24 GB and was killed. Here tf2onnx converts
+the forward function with every weight as a *function input*, so its graph is a few hundred KB and the
+conversion takes seconds whatever the model size. The weights are then bound to those inputs as ONNX
+initializers, and `graph_cleanup.fold_constants` evaluates everything that only depends on them
+(weight standardization, HWIO->OIHW kernel transposes) into plain constants.
+
+The graph is traced in NCHW (`bit_tf.forward(layout="NCHW")`): TF's NCHW conv cannot *run* on a CPU,
+but it only needs to be traced, and tf2onnx then emits Conv without the per-layer layout Transposes it
+would put around every NHWC conv. The NHWC input is transposed once, inside the graph.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from bit_trt.engine.errors import BitError
+from .variants import Variant
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+SUPPORTED_OPSETS = (17, 18)
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def convert(weights, variant: Variant, resolution: int | None, opset: int = DEFAULT_OPSET,
+            layout: str = "NCHW", bind: bool = True):
+    """Convert the BiT forward pass with tf2onnx; return an onnx.ModelProto.
+
+    resolution None makes H and W dynamic; batch is always dynamic. With bind=True the weights become
+    initializers named by their checkpoint keys; with bind=False they stay graph inputs.
+    """
+    if opset not in SUPPORTED_OPSETS:
+        raise BitError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
+    _quiet_tf()
+    import tensorflow as tf
+    import tf2onnx
+
+    from .bit_tf import forward
+
+    keys = list(weights)
+    arg_names = [f"w{i}" for i in range(len(keys))]
+    signature = [tf.TensorSpec([None, resolution, resolution, 3], tf.float32, name=INPUT_NAME)]
+    signature += [tf.TensorSpec(weights[k].shape, tf.float32, name=n) for k, n in zip(keys, arg_names)]
+
+    @tf.function(input_signature=signature)
+    def bit_forward(images, *ws):
+        return forward(dict(zip(keys, ws)), images, variant, layout)
+
+    model, _ = tf2onnx.convert.from_function(bit_forward, input_signature=signature, opset=opset)
+    graph = model.graph
+    _rename_tensor(graph, graph.output[0].name, OUTPUT_NAME)
+    for name, key in zip(arg_names, keys):
+        _rename_tensor(graph, name, key)
+    graph.name = f"bit_{variant.name}"
+    if bind:
+        bind_initializers(model, weights)
+    return model
+
+
+def _rename_tensor(graph, old: str, new: str) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new
+    for value in list(graph.input) + list(graph.output):
+        if value.name == old:
+            value.name = new
+
+
+def bind_initializers(model, arrays) -> None:
+    """Turn graph inputs named like `arrays`' keys into initializers holding those arrays."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    by_name = {v.name: v for v in graph.input}
+    for name, array in arrays.items():
+        if name not in by_name:
+            raise BitError(f"internal: converted graph has no input {name!r} to bind")
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        graph.input.remove(by_name[name])
