@@ -109,10 +109,9 @@ class BiTModule(tf.Module):
         super().__init__(name=name)
         self.variant_name = variant.name
         self._variant = variant
-        with tf.name_scope("resnet"):
-            self.weights = {k: tf.Variable(v, trainable=False, name=k.replace("/", "_")) for k, v in weights.items()}
-        # Keep the checkpoint key of every variable, so a SavedModel we write can be read back by key.
-        self.weight_keys = tf.constant(list(weights.keys()))
+        # Variables are named by their checkpoint keys, as in the TF Hub modules, so a SavedModel written
+        # from this module is read back by the same code that reads TF Hub's.
+        self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in weights.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def __call__(self, images):

@@ -1,0 +1,91 @@
+"""Reading an artifact bundle: the manifest, its files, and their checksums.
+
+The bundle is the only thing the engine reads. Export writes it (bit_trt.export.bundle_writer); this
+module owns the format's version and the checks a deployment host runs before trusting a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+from .errors import BitError
+from .preprocess import InputSpec
+
+MANIFEST = "manifest.json"
+FORMAT = "bit-trt-bundle"
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: str
+    manifest: dict
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_manifest(self.manifest["input"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest["model"]["num_classes"])
+
+    def artifacts(self, kind: str = "onnx") -> dict[str, dict]:
+        return {a["precision"]: a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind}
+
+    def artifact_path(self, precision: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
+        found = self.artifacts(kind)
+        if precision not in found:
+            raise BitError(f"bundle {self.path!r} has no {precision} {kind} artifact; it has: {', '.join(found) or 'none'}")
+        art = found[precision]
+        if verify:
+            self.verify_file(art)
+        return os.path.join(self.path, art["file"])
+
+    def verify_file(self, art: dict) -> None:
+        """Raise if an artifact (or its external data file) is missing or does not match its checksum."""
+        for file, digest in [(art["file"], art["sha256"])] + [(d["file"], d["sha256"]) for d in art.get("data_files", [])]:
+            full = os.path.join(self.path, file)
+            if not os.path.isfile(full):
+                raise BitError(f"bundle {self.path!r} is missing {file}; re-export it")
+            if sha256_file(full) != digest:
+                raise BitError(f"bundle {self.path!r}: {file} does not match its manifest checksum (corrupt or modified); re-export it")
+
+    def labels(self) -> list[dict]:
+        path = os.path.join(self.path, self.manifest["labels"]["file"])
+        try:
+            with open(path, encoding="utf-8") as f:
+                labels = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise BitError(f"bundle {self.path!r}: cannot read labels ({exc})") from None
+        if len(labels) != self.num_classes:
+            raise BitError(f"bundle {self.path!r}: {len(labels)} labels for {self.num_classes} classes")
+        return labels
+
+
+def load_bundle(path: str) -> Bundle:
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.isdir(path):
+        raise BitError(f"bundle {path!r} does not exist or is not a directory")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise BitError(f"{path!r} is not a bit-trt bundle (no {MANIFEST}); an interrupted export leaves none") from None
+    except (OSError, ValueError) as exc:
+        raise BitError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise BitError(f"{manifest_path}: not a bit-trt manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BitError(f"{manifest_path}: bundle format version {manifest.get('format_version')} is not supported "
+                       f"(this bit-trt reads version {FORMAT_VERSION}); re-export with this version")
+    return Bundle(path, manifest)

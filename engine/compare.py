@@ -1,0 +1,74 @@
+"""The comparator: measures how far two sets of logits are apart, then judges against explicit tolerances.
+
+Measuring and deciding are separate: `measure` gives numbers, `Tolerance.check` gives a verdict, so
+reports can show the numbers of a comparison that failed.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def measure(test: np.ndarray, reference: np.ndarray, topk: int = 5) -> dict:
+    """Metrics of `test` logits against `reference` logits, both [N, classes]."""
+    t = np.asarray(test, np.float64)
+    r = np.asarray(reference, np.float64)
+    if t.shape != r.shape:
+        raise ValueError(f"cannot compare logits of shapes {t.shape} and {r.shape}")
+    diff = t - r
+    cos = np.sum(t * r, axis=1) / np.maximum(np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1), 1e-30)
+    k = min(topk, r.shape[1])
+    top_r = np.argsort(-r, axis=1)[:, :k]
+    top_t = np.argsort(-t, axis=1)[:, :k]
+    top5 = [len(set(a) & set(b)) / k for a, b in zip(top_t, top_r)]
+    # A top-1 flip between two classes whose reference logits are closer than the error is no evidence of
+    # a broken export: count decisive samples (margin above twice the max error) separately.
+    srt = np.sort(r, axis=1)
+    margin = srt[:, -1] - srt[:, -2] if r.shape[1] > 1 else np.full(len(r), np.inf)
+    top1_equal = top_t[:, 0] == top_r[:, 0]
+    decisive = margin > 2 * np.abs(diff).max(axis=1)
+    return {
+        "samples": int(len(r)),
+        "max_abs": float(np.abs(diff).max()),
+        "mean_abs": float(np.abs(diff).mean()),
+        "rel_l2": float(np.linalg.norm(diff) / max(np.linalg.norm(r), 1e-30)),
+        "cosine_min": float(cos.min()),
+        "top1_agreement": float(top1_equal.mean()),
+        "top1_agreement_decisive": float(top1_equal[decisive].mean()) if decisive.any() else 1.0,
+        "top5_overlap": float(np.mean(top5)),
+        "logit_scale": float(np.abs(r).max()),
+    }
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel_l2: float
+    cosine_min: float
+    max_abs_over_scale: float
+    top1_decisive: float = 1.0
+
+    def check(self, metrics: dict) -> list[str]:
+        """The tolerances `metrics` breaks, as readable lines; empty when it passes."""
+        failures = []
+        if not metrics["rel_l2"] <= self.rel_l2:
+            failures.append(f"relative L2 {metrics['rel_l2']:.3g} > {self.rel_l2:g}")
+        if not metrics["cosine_min"] >= self.cosine_min:
+            failures.append(f"min cosine {metrics['cosine_min']:.8f} < {self.cosine_min}")
+        scaled = metrics["max_abs"] / max(metrics["logit_scale"], 1e-30)
+        if not scaled <= self.max_abs_over_scale:
+            failures.append(f"max abs {metrics['max_abs']:.3g} is {scaled:.3g} of the logit scale > {self.max_abs_over_scale:g}")
+        if not metrics["top1_agreement_decisive"] >= self.top1_decisive:
+            failures.append(f"top-1 agreement on decisive samples {metrics['top1_agreement_decisive']:.3f} < {self.top1_decisive}")
+        return failures
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# FP32 ONNX against FP32 TF: the same arithmetic in a different order. Measured on R50x1/R50x3 synthetic
+# weights: rel L2 ~1e-6..3e-5. The bound leaves headroom for other CPUs' kernels without hiding a wrong op
+# (a wrong padding or epsilon moves rel L2 to 1e-2 or more).
+FP32_PARITY = Tolerance(rel_l2=1e-4, cosine_min=0.99999, max_abs_over_scale=1e-3)
+# One graph rewrite against the graph before it: only summation order may change.
+REWRITE_PARITY = Tolerance(rel_l2=1e-5, cosine_min=0.999999, max_abs_over_scale=1e-4)

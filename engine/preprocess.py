@@ -1,0 +1,122 @@
+"""Image preprocessing, exactly as a bundle's manifest states it. The one CPU implementation every backend uses.
+
+Contract (manifest "input"): OpenCV decode -> RGB -> resize to (size, size) with the named interpolation
+-> float32 in [0, 1] -> NHWC. Grayscale and RGBA sources become RGB.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BitError
+
+INTERPOLATIONS = ("bilinear", "area", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network expects; read from and written to the manifest's "input" section."""
+    resolution: int
+    resize: str = "bilinear"
+    layout: str = "NHWC"
+    dtype: str = "float32"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    name: str = "images"
+    color: str = "RGB"
+
+    def to_manifest(self) -> dict:
+        return {"name": self.name, "layout": self.layout, "dtype": self.dtype, "color": self.color,
+                "value_range": list(self.value_range), "resolution": self.resolution, "resize": self.resize,
+                "decoder": "opencv"}
+
+    @classmethod
+    def from_manifest(cls, d: dict) -> "InputSpec":
+        try:
+            spec = cls(resolution=int(d["resolution"]), resize=d.get("resize", "bilinear"),
+                       layout=d.get("layout", "NHWC"), dtype=d.get("dtype", "float32"),
+                       value_range=tuple(d.get("value_range", (0.0, 1.0))), name=d.get("name", "images"),
+                       color=d.get("color", "RGB"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BitError(f"manifest input section is malformed ({exc})") from None
+        if spec.resize not in INTERPOLATIONS:
+            raise BitError(f"manifest names resize {spec.resize!r}; supported: {', '.join(INTERPOLATIONS)}")
+        return spec
+
+
+def _cv2():
+    import cv2  # opencv-python-headless is a core dependency; imported here to keep `import engine` light
+
+    return cv2
+
+
+def decode(data: bytes, source: str = "image") -> np.ndarray:
+    """Encoded bytes -> uint8 RGB HWC. Corrupt or non-image bytes are a BitError naming the source."""
+    cv2 = _cv2()
+    if not data:
+        raise BitError(f"{source}: empty file, not an image")
+    buf = np.frombuffer(data, np.uint8)
+    # IMREAD_COLOR turns grayscale into 3 channels and drops alpha, so every image arrives as BGR.
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise BitError(f"{source}: not a decodable image (corrupt, truncated, or not an image format)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: str) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise BitError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode(data, os.fspath(path))
+
+
+def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
+    cv2 = _cv2()
+    interp = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC,
+              "nearest": cv2.INTER_NEAREST}[spec.resize]
+    if rgb.shape[:2] == (spec.resolution, spec.resolution):
+        return rgb
+    return cv2.resize(rgb, (spec.resolution, spec.resolution), interpolation=interp)
+
+
+def to_array(image) -> np.ndarray:
+    """Anything a user may hand us (path, bytes, uint8/float array) -> uint8 or float32 RGB HWC array."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode(bytes(image))
+    if not isinstance(image, np.ndarray):
+        raise BitError(f"expected a path, encoded bytes or an HWC array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise BitError(f"expected an HWC image with 3 (RGB) or 4 (RGBA) channels, got shape {image.shape}")
+    if image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype in (np.float32, np.float64, np.float16):
+        if not np.isfinite(image).all():
+            raise BitError("image contains NaN or Inf")
+        if image.min() < 0.0 or image.max() > 1.0:
+            raise BitError(f"float images must be in [0, 1]; got [{image.min():.3g}, {image.max():.3g}]")
+        return image.astype(np.float32, copy=False)
+    raise BitError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0, 1]")
+
+
+def preprocess(images, spec: InputSpec) -> np.ndarray:
+    """A list of images (any mix of paths, bytes, arrays, any sizes) -> float32 NHWC batch in [0, 1]."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) == 0:
+        raise BitError("empty batch: pass at least one image")
+    batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
+    for i, image in enumerate(images):
+        arr = resize_to(to_array(image), spec)
+        batch[i] = arr * np.float32(1 / 255) if arr.dtype == np.uint8 else arr
+    return batch

@@ -1,0 +1,90 @@
+"""Writing an artifact bundle atomically: everything goes to a hidden staging directory beside the target,
+the manifest is written last, and one rename publishes it. A failed, interrupted or disk-full export leaves
+no directory that looks like a bundle.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+
+from bit_trt.engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from bit_trt.engine.errors import BitError
+
+# ModelProto serialization is limited to 2 GiB; above this the weights go to an external data file.
+EXTERNAL_DATA_THRESHOLD = 2_000_000_000 - (16 << 20)
+
+
+def check_target(out: str) -> None:
+    """Fail before any work if the bundle cannot be published at `out`."""
+    if os.path.lexists(out):
+        raise BitError(f"output {out!r} already exists; choose a new directory (bundles are never overwritten)")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise BitError(f"output parent directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BitError(f"output directory {parent!r} is not writable")
+
+
+class BundleWriter:
+    def __init__(self, out: str):
+        check_target(out)
+        self.out = os.path.abspath(out)
+        self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=os.path.dirname(self.out))
+        self.files: dict[str, dict] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if os.path.isdir(self.staging):
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BitError(f"disk full while writing the bundle to {self.out!r}; nothing was published") from None
+        return False
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.staging, name)
+
+    def record(self, name: str) -> dict:
+        full = self.path(name)
+        info = {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
+        self.files[name] = info
+        return info
+
+    def write_json(self, name: str, data) -> dict:
+        with open(self.path(name), "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        return self.record(name)
+
+    def write_onnx(self, name: str, model) -> dict:
+        """Save an ONNX model; over 2 GB its weights go to `<name>.data` beside it."""
+        import onnx
+
+        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            data_name = f"{name}.data"
+            onnx.save_model(model, self.path(name), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            # save_model rewrote the initializers to point at the data file; bring them back in memory
+            # so the caller's model stays usable.
+            onnx.load_external_data_for_model(model, self.staging)
+            info = self.record(name)
+            info["data_files"] = [self.record(data_name)]
+            return info
+        with open(self.path(name), "wb") as f:
+            f.write(model.SerializeToString())
+        return self.record(name)
+
+    def publish(self, manifest: dict) -> str:
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+        self.write_json(MANIFEST, manifest)
+        for name in os.listdir(self.staging):
+            with open(self.path(name), "rb") as f:
+                os.fsync(f.fileno())
+        if os.path.lexists(self.out):
+            raise BitError(f"output {self.out!r} appeared while exporting; not overwriting it")
+        os.rename(self.staging, self.out)
+        return self.out

@@ -1,0 +1,151 @@
+"""The export pipeline: source -> tf2onnx -> cleanup (each rewrite verified) -> parity vs TF -> bundle.
+
+`export()` is what `bit-export` runs. Every step reports progress through a callback and its numbers
+land in the manifest, so a bundle documents how it was made and why it was admitted.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+
+import numpy as np
+
+from bit_trt.engine import compare
+from bit_trt.engine.errors import BitError
+from bit_trt.engine.labels import LABELS_FILE, default_labels, labels_from_file
+from bit_trt.engine.preprocess import InputSpec
+from . import graph_cleanup, parity, sources, tf2onnx_route
+from .bundle_writer import BundleWriter, check_target
+from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
+
+PARITY_FILE = "parity_inputs.npz"
+ONNX_FP32 = "model.fp32.onnx"
+TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf", "opencv-python-headless")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def tool_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+class _Clock:
+    def __init__(self, progress):
+        self.progress = progress
+        self.start = time.perf_counter()
+        self.steps: dict[str, float] = {}
+
+    def step(self, name: str, message: str):
+        clock = self
+
+        class _Step:
+            def __enter__(self):
+                clock.progress(f"{message} ...")
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, exc_type, *_):
+                clock.steps[name] = round(time.perf_counter() - self.t0, 2)
+                if exc_type is None:
+                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s")
+                return False
+
+        return _Step()
+
+    def total(self) -> float:
+        return round(time.perf_counter() - self.start, 2)
+
+
+def _probe_check(model, probe_u8, previous, what: str, threads) -> np.ndarray:
+    logits = parity.ort_logits(model, probe_u8, threads=threads)
+    parity.judge(logits, previous, compare.REWRITE_PARITY, what)
+    return logits
+
+
+def export(model: str = "synthetic", out: str = "bundle", variant: str | None = None,
+           resolution: int = DEFAULT_RESOLUTION, dynamic_spatial: bool = False, opset: int = tf2onnx_route.DEFAULT_OPSET,
+           num_classes: int = DEFAULT_CLASSES, seed: int = 0, parity_synthetic: int = 4, labels_file: str | None = None,
+           resize: str = "bilinear", threads: int | None = None, progress=lambda msg: None) -> dict:
+    """Export one model to a verified FP32 ONNX bundle at `out`; return the manifest."""
+    check_target(out)
+    if resolution < 32:
+        raise BitError(f"resolution {resolution} is too small; BiT downsamples by 32")
+    spec = InputSpec(resolution=resolution, resize=resize)
+    clock = _Clock(progress)
+
+    with clock.step("load", f"loading weights ({model})"):
+        loaded = sources.load(model, variant, num_classes=num_classes, seed=seed)
+    v = loaded.variant
+    if loaded.source["kind"] == "synthetic":
+        progress("weights are SYNTHETIC (seeded random): the engine will run, its predictions mean nothing")
+    labels = labels_from_file(labels_file, loaded.num_classes) if labels_file else default_labels(loaded.num_classes)
+
+    with clock.step("convert", f"converting {v.name} with tf2onnx (opset {opset}, weights as inputs)"):
+        onnx_model = tf2onnx_route.convert(loaded.weights, v, None if dynamic_spatial else resolution, opset)
+    before = {"nodes": len(onnx_model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(onnx_model),
+              "ops": graph_cleanup.histogram(onnx_model)}
+
+    images, names = parity.parity_inputs(spec, parity_synthetic)
+    probe = images[:2]
+    with clock.step("cleanup", "cleaning the graph (each rewrite checked against the one before)"):
+        logits = parity.ort_logits(onnx_model, probe, threads=threads)
+        fused = graph_cleanup.fuse_group_norms(onnx_model)
+        logits = _probe_check(onnx_model, probe, logits, "GroupNorm fusion", threads)
+        folded = graph_cleanup.fold_constants(onnx_model)
+        removed = graph_cleanup.remove_dead(onnx_model)
+        _probe_check(onnx_model, probe, logits, "constant folding (weight standardization)", threads)
+        import onnx
+
+        if onnx_model.ByteSize() < 2_000_000_000:
+            onnx.checker.check_model(onnx_model)
+    after = {"nodes": len(onnx_model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(onnx_model),
+             "ops": graph_cleanup.histogram(onnx_model)}
+    progress(f"graph: {before['nodes']} -> {after['nodes']} nodes, layout Transposes {before['layout_transposes']} -> "
+             f"{after['layout_transposes']}, {fused} GroupNorms fused, {folded} constant nodes folded")
+
+    with clock.step("parity", f"parity against TF on {len(images)} images ({len(images) - parity_synthetic} photos)"):
+        tf_logits = parity.batched(loaded.reference, images, 4)
+        ort = parity.ort_logits(onnx_model, images, threads=threads)
+        report = parity.judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
+    report["inputs"] = names
+
+    with clock.step("write", f"writing bundle {out}"):
+        with BundleWriter(out) as writer:
+            art = writer.write_onnx(ONNX_FP32, onnx_model)
+            labels_info = writer.write_json(LABELS_FILE, labels)
+            np.savez_compressed(writer.path(PARITY_FILE), images=images, names=np.array(names),
+                                tf_logits=tf_logits.astype(np.float32))
+            parity_info = writer.record(PARITY_FILE)
+            manifest = {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "model": {"family": "BiT ResNet-v2", "variant": v.name, "num_classes": loaded.num_classes,
+                          "parameters": int(sum(a.size for a in loaded.weights.values())),
+                          "weights_sha256": loaded.weights_sha256(), "source": loaded.source,
+                          "trained": loaded.trained},
+                "input": spec.to_manifest(),
+                "output": {"name": tf2onnx_route.OUTPUT_NAME, "shape": ["batch", loaded.num_classes],
+                           "dtype": "float32", "kind": "logits"},
+                "labels": {"file": LABELS_FILE, "kind": "imagenet-1k" if loaded.num_classes == 1000 and not labels_file else "custom",
+                           "sha256": labels_info["sha256"]},
+                "artifacts": [{**art, "kind": "onnx", "precision": "fp32", "opset": opset,
+                               "dynamic": {"batch": True, "spatial": dynamic_spatial}, "parity": report,
+                               "graph": {"before_cleanup": before, "after_cleanup": after,
+                                         "group_norms_fused": fused, "constants_folded": folded}}],
+                "reference": {**parity_info, "what": "parity inputs (uint8 NHWC after preprocessing) and TF logits"},
+                "tools": tool_versions(),
+            }
+            manifest["export"] = {"steps_s": clock.steps, "wall_s": clock.total(), "peak_rss_bytes": peak_rss_bytes(),
+                                  "host": platform.node(), "machine": platform.machine()}
+            writer.publish(manifest)
+    manifest["export"]["wall_s"] = clock.total()
+    return manifest

@@ -1,0 +1,217 @@
+"""Where weights come from: a TF Hub SavedModel (directory or handle), an official `.npz`, or `synthetic`.
+
+Each source yields the same thing (`LoadedModel`): weights in the official checkpoint layout, the variant
+they fit, and a TF reference callable with the one input contract (float32 NHWC in [0,1] -> logits).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from bit_trt.engine.errors import BitError
+from . import checkpoint
+from .synthetic import synthetic_weights
+from .variants import DEFAULT_CLASSES, VARIANTS, Variant, get_variant
+
+HUB_URL = os.environ.get("BIT_TRT_HUB_URL", "https://tfhub.dev")
+OTHER_SOURCES = ("--model synthetic (seeded weights, offline), --model PATH/TO/SAVEDMODEL_DIR "
+                 "(a TF Hub module downloaded elsewhere), or --model PATH/TO/BiT-S-R50x3.npz")
+
+
+@dataclass
+class LoadedModel:
+    weights: "OrderedDict[str, np.ndarray]"
+    variant: Variant
+    num_classes: int
+    source: dict                      # the manifest's record of where the weights came from
+    reference: Callable = field(repr=False)  # TF: float32 NHWC [0,1] -> logits
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.source.get("trained"))
+
+    def weights_sha256(self) -> str:
+        h = hashlib.sha256()
+        for key, arr in self.weights.items():
+            h.update(key.encode())
+            h.update(np.ascontiguousarray(arr, np.float32).tobytes())
+        return h.hexdigest()
+
+
+def load(model: str, variant: str | None = None, num_classes: int = DEFAULT_CLASSES, seed: int = 0) -> LoadedModel:
+    """Resolve `--model`: 'synthetic', a SavedModel directory, an .npz file, or a TF Hub handle/URL."""
+    if model == "synthetic":
+        v = get_variant(variant or "r50x3")
+        weights = synthetic_weights(v, num_classes, seed)
+        return _with_tf_reference(weights, v, num_classes, {
+            "kind": "synthetic", "seed": seed, "trained": False,
+            "description": f"SYNTHETIC seeded random weights (seed {seed}); NOT trained: predictions are meaningless"})
+    if os.path.isdir(model):
+        return load_savedmodel(model, variant)
+    if os.path.isfile(model):
+        if model.endswith(".npz"):
+            return load_npz(model, variant)
+        raise BitError(f"{model!r} is a file but not an .npz checkpoint; a SavedModel is a directory")
+    if _looks_like_handle(model):
+        return load_savedmodel(download_hub_module(model), variant, handle=model)
+    raise BitError(f"--model {model!r}: no such file or directory, and not a TF Hub handle. Use {OTHER_SOURCES}")
+
+
+def infer_variant(weights, requested: str | None, source: str) -> Variant:
+    """The table row whose depth and width match these weights; a mismatch with `requested` is an error."""
+    stem_key = "resnet/root_block/standardized_conv2d/kernel"
+    if stem_key not in weights:
+        raise BitError(f"{source}: missing key {stem_key!r}: not a BiT checkpoint")
+    width = weights[stem_key].shape[-1] / 64
+    units = tuple(len({m.group(1) for k in weights for m in [re.match(rf"resnet/block{b}/unit(\d+)/", k)] if m})
+                  for b in range(1, 5))
+    matches = [v for v in VARIANTS.values() if v.units == units and v.width == width]
+    if not matches:
+        raise BitError(f"{source}: units per block {units} and width {width:g} match no variant in the table")
+    found = matches[0]
+    if requested and get_variant(requested).name != found.name:
+        raise BitError(f"{source}: holds a {found.name} model, but --variant {requested} was requested")
+    return found
+
+
+def load_npz(path: str, variant: str | None = None) -> LoadedModel:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = {k: npz[k] for k in npz.files}
+    except Exception as exc:  # zipfile, pickle and OS errors all mean the same to the user
+        raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from None
+    v = infer_variant(keys, variant, path)
+    del keys
+    weights, num_classes = checkpoint.load_npz(path, v)
+    return _with_tf_reference(weights, v, num_classes, {
+        "kind": "npz", "path": os.path.abspath(path), "trained": True,
+        "description": f"official BiT checkpoint {os.path.basename(path)}"})
+
+
+def _with_tf_reference(weights, v: Variant, num_classes: int, source: dict) -> LoadedModel:
+    from .bit_tf import BiTModule
+
+    module = None
+
+    def reference(images):
+        nonlocal module
+        if module is None:  # built on first use: only parity needs TF to hold a second copy of the weights
+            module = BiTModule(weights, v)
+        return module(images).numpy()
+
+    return LoadedModel(weights, v, num_classes, source, reference)
+
+
+def _savedmodel_key(var_name: str) -> str:
+    """A SavedModel variable name (`resnet/block1/unit01/a/group_norm/gamma:0`, maybe under a module scope) -> key."""
+    name = var_name.split(":")[0]
+    if "resnet/" in name:
+        name = name[name.index("resnet/"):]
+    return name
+
+
+def _savedmodel_variables(loaded) -> list:
+    """TF Hub modules list their variables in `.variables`; other modules only through their functions."""
+    listed = getattr(loaded, "variables", None)
+    if listed:
+        return list(listed)
+    seen, found = set(), []
+    functions = [loaded.__call__] if callable(loaded) else []
+    functions += list(getattr(loaded, "signatures", {}).values())
+    for fn in functions:
+        for concrete in getattr(fn, "concrete_functions", [fn]):
+            for var in concrete.variables:
+                if id(var) not in seen:
+                    seen.add(id(var))
+                    found.append(var)
+    return found
+
+
+def load_savedmodel(path: str, variant: str | None = None, handle: str | None = None) -> LoadedModel:
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        raise BitError(f"{path!r} is not a SavedModel directory (no saved_model.pb)")
+    from .tf2onnx_route import _quiet_tf
+
+    _quiet_tf()
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as exc:
+        raise BitError(f"{path!r} is not a loadable SavedModel ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    weights = OrderedDict()
+    for var in _savedmodel_variables(loaded):
+        key = _savedmodel_key(var.name)
+        if key in weights:
+            raise BitError(f"{path!r}: two variables map to checkpoint key {key!r}")
+        weights[key] = var.numpy()
+    v = infer_variant(weights, variant, path)
+    num_classes = checkpoint.validate(weights, v, path)
+    weights = OrderedDict((k, np.asarray(weights[k], np.float32)) for k in checkpoint.expected_shapes(v, num_classes))
+    call = loaded if callable(loaded) else loaded.signatures.get("serving_default")
+    if call is None:
+        raise BitError(f"{path!r}: SavedModel is neither callable nor has a serving_default signature")
+
+    def reference(images):
+        out = call(tf.constant(images))
+        if isinstance(out, dict):
+            out = next(iter(out.values()))
+        return np.asarray(out)
+
+    source = {"kind": "savedmodel", "path": os.path.abspath(path), "trained": True,
+              "description": f"TF SavedModel {handle or os.path.abspath(path)}"}
+    if handle:
+        source["handle"] = handle
+    return LoadedModel(weights, v, num_classes, source, reference)
+
+
+def _looks_like_handle(model: str) -> bool:
+    return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+){2,}", model))
+
+
+def cache_dir() -> str:
+    return os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt"))
+
+
+def download_hub_module(handle: str, timeout: float = 30.0) -> str:
+    """Download a TF Hub module once (compressed format) into the cache; return its directory."""
+    url = handle if handle.startswith(("http://", "https://")) else f"{HUB_URL.rstrip('/')}/{handle}"
+    target = os.path.join(cache_dir(), "hub", hashlib.sha1(url.encode()).hexdigest())
+    if os.path.isfile(os.path.join(target, "saved_model.pb")):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    query = "&" if "?" in url else "?"
+    staging = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
+    try:
+        archive = os.path.join(staging, "module.tar.gz")
+        try:
+            with urllib.request.urlopen(f"{url}{query}tf-hub-format=compressed", timeout=timeout) as resp, \
+                    open(archive, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BitError(f"cannot download TF Hub module {handle!r} ({reason}). Offline? Use {OTHER_SOURCES}") from None
+        extracted = os.path.join(staging, "module")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(extracted, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise BitError(f"TF Hub module {handle!r}: downloaded archive is corrupt ({exc})") from None
+        if not os.path.isfile(os.path.join(extracted, "saved_model.pb")):
+            raise BitError(f"TF Hub module {handle!r}: archive holds no saved_model.pb")
+        shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete entry
+        os.replace(extracted, target)  # atomic: a half-extracted module is never in the cache
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
