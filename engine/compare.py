@@ -66,9 +66,10 @@ class Tolerance:
         return asdict(self)
 
 
-# FP32 ONNX against FP32 TF: the same arithmetic in a different order. Measured on R50x1/R50x3 synthetic
-# weights: rel L2 ~1e-6..3e-5. The bound leaves headroom for other CPUs' kernels without hiding a wrong op
-# (a wrong padding or epsilon moves rel L2 to 1e-2 or more).
-FP32_PARITY = Tolerance(rel_l2=1e-4, cosine_min=0.99999, max_abs_over_scale=1e-3)
-# One graph rewrite against the graph before it: only summation order may change.
-REWRITE_PARITY = Tolerance(rel_l2=1e-5, cosine_min=0.999999, max_abs_over_scale=1e-4)
+# FP32 ONNX against FP32 TF: the same arithmetic in a different order. Measured with synthetic weights at
+# 480x480: R50x1 rel L2 ~1e-5, R50x3 ~5e-5 (InstanceNormalization accumulates its variance differently
+# from TF's moments over 345k-element groups). A real defect is orders of magnitude larger: a -inf instead
+# of zero stem pad, a wrong epsilon or a missed weight standardization gives rel L2 >= 1e-2.
+FP32_PARITY = Tolerance(rel_l2=3e-4, cosine_min=0.99999, max_abs_over_scale=2e-3)
+# One FP32 graph rewrite against the graph before it: only summation order may change.
+REWRITE_PARITY = Tolerance(rel_l2=2e-4, cosine_min=0.99999, max_abs_over_scale=2e-3)

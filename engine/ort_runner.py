@@ -12,12 +12,17 @@ from .runner import Runner
 class OrtRunner(Runner):
     name = "ort-cpu"
 
-    def __init__(self, model, threads: int | None = None, optimization: str = "all"):
-        """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes."""
+    def __init__(self, model, threads: int | None = None, optimization: str = "all", low_memory: bool = False):
+        """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
+
+        low_memory: no weight pre-packing, no memory arena, basic graph optimization. For one-off checks of
+        large models (export verification), where a second packed copy of the weights costs more than it saves.
+        """
         super().__init__()
         self.model = model
         self.threads = threads
-        self.optimization = optimization
+        self.optimization = "basic" if low_memory and optimization == "all" else optimization
+        self.low_memory = low_memory
         self.session = None
 
     def _activate(self):
@@ -34,6 +39,9 @@ class OrtRunner(Runner):
         opts.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if self.low_memory:
+            opts.enable_cpu_mem_arena = False
+            opts.add_session_config_entry("session.disable_prepacking", "1")
         try:
             self.session = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for a bad or truncated file

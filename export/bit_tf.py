@@ -12,10 +12,11 @@ checkpoint's [-1,1] inside, like the TF Hub module.
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from .checkpoint import unit_prefix
+from .tensorflow_import import import_tensorflow
 from .variants import GN_EPS, GN_GROUPS, WS_EPS, Variant
+
+tf = import_tensorflow()
 
 # Name scopes the cleanup pass keys on: every node tf2onnx emits for one GroupNorm keeps this scope.
 GN_SCOPE = "group_norm"

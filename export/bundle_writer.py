@@ -32,7 +32,10 @@ class BundleWriter:
     def __init__(self, out: str):
         check_target(out)
         self.out = os.path.abspath(out)
-        self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=os.path.dirname(self.out))
+        try:
+            self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=os.path.dirname(self.out))
+        except OSError as exc:
+            raise BitError(f"cannot write in {os.path.dirname(self.out)!r}: {exc.strerror}") from None
         self.files: dict[str, dict] = {}
 
     def __enter__(self):
@@ -41,7 +44,8 @@ class BundleWriter:
     def __exit__(self, exc_type, exc, tb):
         if os.path.isdir(self.staging):
             shutil.rmtree(self.staging, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # EFBIG: a file-size limit (ulimit -f) hit mid-write is the same failure to the user.
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise BitError(f"disk full while writing the bundle to {self.out!r}; nothing was published") from None
         return False
 
@@ -66,11 +70,10 @@ class BundleWriter:
 
         if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
             data_name = f"{name}.data"
+            # Note: this moves the weights out of `model` into the file; the caller drops the model after.
             onnx.save_model(model, self.path(name), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            # save_model rewrote the initializers to point at the data file; bring them back in memory
-            # so the caller's model stays usable.
-            onnx.load_external_data_for_model(model, self.staging)
+            onnx.checker.check_model(self.path(name))  # by path: the in-memory check stops at 2 GB
             info = self.record(name)
             info["data_files"] = [self.record(data_name)]
             return info

@@ -5,6 +5,8 @@ land in the manifest, so a bundle documents how it was made and why it was admit
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import platform
 import resource
 import time
@@ -28,6 +30,16 @@ TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy",
 
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def release_memory() -> None:
+    """Collect, then hand freed heap back to the OS: TF and protobuf leave GBs in glibc's free lists,
+    which would otherwise stack under the next step's peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 def tool_versions() -> dict:
@@ -57,7 +69,7 @@ class _Clock:
             def __exit__(self, exc_type, *_):
                 clock.steps[name] = round(time.perf_counter() - self.t0, 2)
                 if exc_type is None:
-                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s")
+                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s (peak RSS so far {peak_rss_bytes() / 1e9:.2f} GB)")
                 return False
 
         return _Step()
@@ -67,7 +79,7 @@ class _Clock:
 
 
 def _probe_check(model, probe_u8, previous, what: str, threads) -> np.ndarray:
-    logits = parity.ort_logits(model, probe_u8, threads=threads)
+    logits = parity.ort_logits(model, probe_u8, threads=threads, low_memory=True)
     parity.judge(logits, previous, compare.REWRITE_PARITY, what)
     return logits
 
@@ -89,20 +101,31 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
     if loaded.source["kind"] == "synthetic":
         progress("weights are SYNTHETIC (seeded random): the engine will run, its predictions mean nothing")
     labels = labels_from_file(labels_file, loaded.num_classes) if labels_file else default_labels(loaded.num_classes)
+    model_record = {"family": "BiT ResNet-v2", "variant": v.name, "num_classes": loaded.num_classes,
+                    "parameters": int(sum(a.size for a in loaded.weights.values())),
+                    "weights_sha256": loaded.weights_sha256(), "source": loaded.source, "trained": loaded.trained}
+
+    images, names = parity.parity_inputs(spec, parity_synthetic)
+    # The TF reference runs first and is then dropped: TF's copy of the weights and ONNX's never coexist.
+    with clock.step("reference", f"TF reference logits on {len(images)} parity images ({len(images) - parity_synthetic} photos)"):
+        tf_logits = parity.batched(loaded.reference, images, 4)
+        loaded.reference = None
+        release_memory()
 
     with clock.step("convert", f"converting {v.name} with tf2onnx (opset {opset}, weights as inputs)"):
         onnx_model = tf2onnx_route.convert(loaded.weights, v, None if dynamic_spatial else resolution, opset)
+        loaded.weights = None  # bound into the ONNX initializers now
+        release_memory()
     before = {"nodes": len(onnx_model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(onnx_model),
               "ops": graph_cleanup.histogram(onnx_model)}
 
-    images, names = parity.parity_inputs(spec, parity_synthetic)
     probe = images[:2]
     with clock.step("cleanup", "cleaning the graph (each rewrite checked against the one before)"):
-        logits = parity.ort_logits(onnx_model, probe, threads=threads)
+        logits = parity.ort_logits(onnx_model, probe, threads=threads, low_memory=True)
         fused = graph_cleanup.fuse_group_norms(onnx_model)
         logits = _probe_check(onnx_model, probe, logits, "GroupNorm fusion", threads)
         folded = graph_cleanup.fold_constants(onnx_model)
-        removed = graph_cleanup.remove_dead(onnx_model)
+        graph_cleanup.remove_dead(onnx_model)
         _probe_check(onnx_model, probe, logits, "constant folding (weight standardization)", threads)
         import onnx
 
@@ -113,25 +136,25 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
     progress(f"graph: {before['nodes']} -> {after['nodes']} nodes, layout Transposes {before['layout_transposes']} -> "
              f"{after['layout_transposes']}, {fused} GroupNorms fused, {folded} constant nodes folded")
 
-    with clock.step("parity", f"parity against TF on {len(images)} images ({len(images) - parity_synthetic} photos)"):
-        tf_logits = parity.batched(loaded.reference, images, 4)
-        ort = parity.ort_logits(onnx_model, images, threads=threads)
-        report = parity.judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
-    report["inputs"] = names
-
-    with clock.step("write", f"writing bundle {out}"):
-        with BundleWriter(out) as writer:
+    with BundleWriter(out) as writer:
+        # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a
+        # deployment host will, and the two copies of the weights never coexist.
+        with clock.step("write", f"writing {ONNX_FP32}"):
             art = writer.write_onnx(ONNX_FP32, onnx_model)
+            del onnx_model
+            release_memory()
+        with clock.step("parity", "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits"):
+            ort = parity.ort_logits(writer.path(ONNX_FP32), images, threads=threads)
+            report = parity.judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
+        report["inputs"] = names
+        with clock.step("bundle", f"publishing bundle {out}"):
             labels_info = writer.write_json(LABELS_FILE, labels)
             np.savez_compressed(writer.path(PARITY_FILE), images=images, names=np.array(names),
                                 tf_logits=tf_logits.astype(np.float32))
             parity_info = writer.record(PARITY_FILE)
             manifest = {
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "model": {"family": "BiT ResNet-v2", "variant": v.name, "num_classes": loaded.num_classes,
-                          "parameters": int(sum(a.size for a in loaded.weights.values())),
-                          "weights_sha256": loaded.weights_sha256(), "source": loaded.source,
-                          "trained": loaded.trained},
+                "model": model_record,
                 "input": spec.to_manifest(),
                 "output": {"name": tf2onnx_route.OUTPUT_NAME, "shape": ["batch", loaded.num_classes],
                            "dtype": "float32", "kind": "logits"},

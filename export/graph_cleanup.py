@@ -36,41 +36,43 @@ def layout_transposes(model) -> int:
     return sum(1 for n in model.graph.node if n.op_type == "Transpose" and n.input[0] not in consts)
 
 
+def _tensor_bytes(init) -> int:
+    # From dims, not len(raw_data): reading a bytes field copies it, and these tensors are up to 100 MB.
+    from onnx import helper
+
+    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    return int(np.prod(init.dims, dtype=np.int64)) * itemsize
+
+
 def light_copy(model, max_bytes: int = 4096):
     """The model with every large initializer turned into a typed graph input: same shapes, no weight data.
 
     Shape inference and inspection on a copy like this costs kilobytes instead of the weights' size.
+    The original's initializers are never copied or moved.
     """
     import onnx
 
     light = onnx.ModelProto()
-    light.CopyFrom(_without_initializers(model))
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    g = light.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
     for init in model.graph.initializer:
-        if len(init.raw_data) > max_bytes:
-            light.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        if _tensor_bytes(init) > max_bytes:
+            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         else:
-            light.graph.initializer.append(init)
+            g.initializer.append(init)
     return light
 
 
-def _without_initializers(model):
-    import onnx
-
-    saved = list(model.graph.initializer)
-    del model.graph.initializer[:]
-    try:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-    finally:
-        model.graph.initializer.extend(saved)
-    return copy
-
-
-def static_shapes(model) -> dict[str, list]:
+def static_shapes(model, data_prop: bool = False) -> dict[str, list]:
     """Tensor name -> inferred shape (ints for static dims, strings/None for dynamic ones)."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(light_copy(model))
+    inferred = onnx.shape_inference.infer_shapes(light_copy(model), data_prop=data_prop)
     shapes = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = v.type.tensor_type.shape.dim
@@ -90,36 +92,45 @@ def _group_norm_regions(graph) -> dict[str, list]:
 def fuse_group_norms(model, groups: int = GN_GROUPS, eps: float = GN_EPS) -> int:
     """Replace each `group_norm` scope with the InstanceNormalization pattern; return how many.
 
-    Regions are fused in graph order and shapes re-inferred after each one: the decomposed GroupNorm
-    computes its reshape targets at run time, which hides every downstream spatial size from shape
-    inference until the GroupNorm before it has been replaced.
+    Each fused GroupNorm first reshapes back through `Shape(x)`; once all are fused, one shape inference
+    sees every spatial size (the decomposed form hid them behind run-time shape arithmetic), and
+    `_static_reshape_targets` replaces each Shape whose input is static with a constant.
     """
-    fused = 0
-    while True:
-        regions = _group_norm_regions(model.graph)
-        if not regions:
-            return fused
-        position = {id(n): i for i, n in enumerate(model.graph.node)}
-        scope = min(regions, key=lambda s: max(position[id(n)] for n in regions[s]))
-        _fuse_one(model, scope, regions[scope], groups, eps)
-        fused += 1
-
-
-def _fuse_one(model, scope: str, nodes: list, groups: int, eps: float) -> None:
-    from onnx import helper, numpy_helper
-
     graph = model.graph
+    regions = _group_norm_regions(graph)
+    if not regions:
+        return 0
     inits = {i.name: i for i in graph.initializer}
-    ids = {id(n) for n in nodes}
     consumers = defaultdict(list)
     for node in graph.node:
         for name in node.input:
-            consumers[name].append(node)
+            consumers[name].append(id(node))
     graph_outputs = {o.name for o in graph.output}
+    position = {id(n): i for i, n in enumerate(graph.node)}
+    doomed, insert_at = set(), {}
+    for scope, nodes in regions.items():
+        ids = {id(n) for n in nodes}
+        fused = _fused_group_norm(graph, scope, nodes, ids, inits, consumers, graph_outputs, groups, eps)
+        doomed |= ids
+        # The fused nodes stand where the region's last node stood, so topological order holds.
+        insert_at[max(position[i] for i in ids)] = fused
+    kept = []
+    for i, node in enumerate(graph.node):
+        if id(node) not in doomed:
+            kept.append(node)
+        kept.extend(insert_at.get(i, []))
+    _set_nodes(graph, kept)
+    _static_reshape_targets(model)
+    remove_dead(model)
+    return len(regions)
+
+
+def _fused_group_norm(graph, scope, nodes, ids, inits, consumers, graph_outputs, groups, eps) -> list:
+    from onnx import helper, numpy_helper
+
     produced = {o for n in nodes for o in n.output}
     inputs = {i for n in nodes for i in n.input if i and i not in produced}
-    outputs = [o for o in produced
-               if o in graph_outputs or any(id(c) not in ids for c in consumers.get(o, []))]
+    outputs = [o for o in produced if o in graph_outputs or any(c not in ids for c in consumers.get(o, []))]
     activations = [i for i in inputs if i not in inits]
     gammas = [i for i in inputs if i.endswith("/gamma") and i in inits]
     betas = [i for i in inputs if i.endswith("/beta") and i in inits]
@@ -130,7 +141,6 @@ def _fuse_one(model, scope: str, nodes: list, groups: int, eps: float) -> None:
     gamma = numpy_helper.to_array(inits[gammas[0]])
     beta = numpy_helper.to_array(inits[betas[0]])
     channels = gamma.shape[0]
-    x_shape = static_shapes(model).get(x)
     s = f"{scope}_fused"  # a name the region pattern does not match again
     graph.initializer.extend([
         numpy_helper.from_array(np.array([0, groups, -1], np.int64), f"{s}/grouped_shape"),
@@ -139,32 +149,32 @@ def _fuse_one(model, scope: str, nodes: list, groups: int, eps: float) -> None:
         numpy_helper.from_array(gamma.reshape(channels, 1, 1), f"{s}/gamma_c11"),
         numpy_helper.from_array(beta.reshape(channels, 1, 1), f"{s}/beta_c11"),
     ])
-    fused = []
-    if x_shape and len(x_shape) == 4 and all(isinstance(d, int) and d > 0 for d in x_shape[1:]):
-        # Spatial size known: a constant target keeps the graph free of Shape chains.
-        graph.initializer.append(numpy_helper.from_array(np.array([0] + x_shape[1:], np.int64), f"{s}/nchw_shape"))
-        target = f"{s}/nchw_shape"
-    else:  # dynamic H, W: the one Shape op this GroupNorm needs
-        target = f"{s}/x_shape"
-        fused.append(helper.make_node("Shape", [x], [target], name=f"{s}/Shape"))
-    fused += [
+    return [
+        helper.make_node("Shape", [x], [f"{s}/x_shape"], name=f"{s}/Shape"),
         helper.make_node("Reshape", [x, f"{s}/grouped_shape"], [f"{s}/grouped"], name=f"{s}/ReshapeGroups"),
         helper.make_node("InstanceNormalization", [f"{s}/grouped", f"{s}/unit_scale", f"{s}/zero_bias"],
                          [f"{s}/normalized"], name=f"{s}/InstanceNormalization", epsilon=eps),
-        helper.make_node("Reshape", [f"{s}/normalized", target], [f"{s}/ungrouped"], name=f"{s}/ReshapeBack"),
+        helper.make_node("Reshape", [f"{s}/normalized", f"{s}/x_shape"], [f"{s}/ungrouped"], name=f"{s}/ReshapeBack"),
         helper.make_node("Mul", [f"{s}/ungrouped", f"{s}/gamma_c11"], [f"{s}/scaled"], name=f"{s}/Gamma"),
         helper.make_node("Add", [f"{s}/scaled", f"{s}/beta_c11"], [y], name=f"{s}/Beta"),
     ]
-    # The fused nodes stand where the region's last node stood, so topological order holds.
-    last = max(i for i, n in enumerate(graph.node) if id(n) in ids)
+
+
+def _static_reshape_targets(model) -> None:
+    """Shape(x) -> Reshape becomes a constant [0, C, H, W] wherever C, H, W are static (not batch)."""
+    from onnx import numpy_helper
+
+    shapes = static_shapes(model, data_prop=True)
+    graph = model.graph
     kept = []
-    for i, node in enumerate(graph.node):
-        if id(node) not in ids:
-            kept.append(node)
-        if i == last:
-            kept.extend(fused)
-    _set_nodes(graph, kept)
-    remove_dead(model)
+    for node in graph.node:
+        dims = shapes.get(node.input[0]) if node.op_type == "Shape" and node.name.endswith("_fused/Shape") else None
+        if dims and len(dims) == 4 and all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            graph.initializer.append(numpy_helper.from_array(np.array([0] + dims[1:], np.int64), node.output[0]))
+            continue
+        kept.append(node)
+    if len(kept) != len(graph.node):
+        _set_nodes(graph, kept)
 
 
 def _set_nodes(graph, nodes) -> None:

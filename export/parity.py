@@ -62,11 +62,13 @@ def batched(fn, images_u8: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([fn(to_float(images_u8[i:i + batch])) for i in range(0, len(images_u8), batch)])
 
 
-def ort_logits(model, images_u8: np.ndarray, batch: int = 4, threads: int | None = None) -> np.ndarray:
+def ort_logits(model, images_u8: np.ndarray, batch: int = 4, threads: int | None = None,
+               low_memory: bool = False) -> np.ndarray:
     """`model`: an onnx.ModelProto, serialized bytes, or a path."""
-    if hasattr(model, "SerializeToString"):
-        model = model.SerializeToString()
-    with OrtRunner(model, threads=threads) as runner:
+    runner = OrtRunner(model.SerializeToString() if hasattr(model, "SerializeToString") else model,
+                       threads=threads, low_memory=low_memory)
+    with runner:
+        runner.model = None  # ORT holds its own copy now: let the serialized bytes go
         return batched(runner.infer, images_u8, batch)
 
 

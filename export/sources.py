@@ -22,6 +22,7 @@ import numpy as np
 from bit_trt.engine.errors import BitError
 from . import checkpoint
 from .synthetic import synthetic_weights
+from .tensorflow_import import import_tensorflow
 from .variants import DEFAULT_CLASSES, VARIANTS, Variant, get_variant
 
 HUB_URL = os.environ.get("BIT_TRT_HUB_URL", "https://tfhub.dev")
@@ -141,10 +142,7 @@ def _savedmodel_variables(loaded) -> list:
 def load_savedmodel(path: str, variant: str | None = None, handle: str | None = None) -> LoadedModel:
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
         raise BitError(f"{path!r} is not a SavedModel directory (no saved_model.pb)")
-    from .tf2onnx_route import _quiet_tf
-
-    _quiet_tf()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     try:
         loaded = tf.saved_model.load(path)

@@ -13,24 +13,16 @@ would put around every NHWC conv. The NHWC input is transposed once, inside the 
 """
 from __future__ import annotations
 
-import logging
-import os
-
 import numpy as np
 
 from bit_trt.engine.errors import BitError
+from .tensorflow_import import import_tensorflow
 from .variants import Variant
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = (17, 18)
-
-
-def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def convert(weights, variant: Variant, resolution: int | None, opset: int = DEFAULT_OPSET,
@@ -42,8 +34,7 @@ def convert(weights, variant: Variant, resolution: int | None, opset: int = DEFA
     """
     if opset not in SUPPORTED_OPSETS:
         raise BitError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
-    _quiet_tf()
-    import tensorflow as tf
+    tf = import_tensorflow()
     import tf2onnx
 
     from .bit_tf import forward
