@@ -24,8 +24,10 @@ def check_target(out: str) -> None:
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise BitError(f"output parent directory {parent!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BitError(f"output directory {parent!r} is not writable")
+    try:  # a real probe: permission bits say nothing to root, read-only mounts say nothing to os.access
+        os.rmdir(tempfile.mkdtemp(prefix=".bit-trt-probe-", dir=parent))
+    except OSError as exc:
+        raise BitError(f"output directory {parent!r} is not writable ({exc.strerror})") from None
 
 
 class BundleWriter:

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="synthetic",
                    help="'synthetic' (seeded weights, default), a SavedModel directory, an official .npz, "
                         "or a TF Hub handle such as google/bit/s-r50x3/ilsvrc2012_classification/1")
-    p.add_argument("--variant", default=None, choices=sorted(VARIANTS), metavar="VARIANT",
+    p.add_argument("--variant", default=None, metavar="VARIANT",
                    help=f"one of {', '.join(VARIANTS)}; inferred from real weights, r50x3 for synthetic")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist)")

@@ -32,6 +32,14 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
 def release_memory() -> None:
     """Collect, then hand freed heap back to the OS: TF and protobuf leave GBs in glibc's free lists,
     which would otherwise stack under the next step's peak."""
@@ -69,7 +77,8 @@ class _Clock:
             def __exit__(self, exc_type, *_):
                 clock.steps[name] = round(time.perf_counter() - self.t0, 2)
                 if exc_type is None:
-                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s (peak RSS so far {peak_rss_bytes() / 1e9:.2f} GB)")
+                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s "
+                                   f"(RSS {current_rss_bytes() / 1e9:.2f} GB, peak {peak_rss_bytes() / 1e9:.2f} GB)")
                 return False
 
         return _Step()
@@ -120,15 +129,18 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
               "ops": graph_cleanup.histogram(onnx_model)}
 
     probe = images[:2]
-    with clock.step("cleanup", "cleaning the graph (each rewrite checked against the one before)"):
+    import onnx
+
+    with clock.step("probe", "running the converted graph on 2 images (baseline for the rewrites)"):
         logits = parity.ort_logits(onnx_model, probe, threads=threads, low_memory=True)
+    with clock.step("fuse", "fusing GroupNorms into InstanceNormalization, checked against the graph before"):
         fused = graph_cleanup.fuse_group_norms(onnx_model)
         logits = _probe_check(onnx_model, probe, logits, "GroupNorm fusion", threads)
+    with clock.step("fold", "folding weight standardization into constants, checked against the graph before"):
         folded = graph_cleanup.fold_constants(onnx_model)
         graph_cleanup.remove_dead(onnx_model)
+        release_memory()
         _probe_check(onnx_model, probe, logits, "constant folding (weight standardization)", threads)
-        import onnx
-
         if onnx_model.ByteSize() < 2_000_000_000:
             onnx.checker.check_model(onnx_model)
     after = {"nodes": len(onnx_model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(onnx_model),

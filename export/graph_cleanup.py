@@ -190,39 +190,50 @@ def _set_nodes(graph, nodes) -> None:
 
 
 def fold_constants(model) -> int:
-    """Evaluate every node whose inputs are all initializers; return how many nodes were folded."""
+    """Evaluate every node whose inputs are all initializers; return how many nodes were folded.
+
+    Memory stays near one copy of the weights: an initializer leaves the graph as soon as its last consumer
+    is folded, and intermediates are freed as soon as nothing else needs them.
+    """
     from onnx import numpy_helper
 
     graph = model.graph
     opset = {o.domain: o.version for o in model.opset_import}
-    inits = {i.name: i for i in graph.initializer}
+    consts = {i.name for i in graph.initializer}
     values: dict[str, np.ndarray] = {}
     remaining_uses = Counter(i for n in graph.node for i in n.input)
     keep_names = {o.name for o in graph.output}
 
     def value(name):
         if name not in values:
-            values[name] = numpy_helper.to_array(inits[name])
+            values[name] = numpy_helper.to_array(next(i for i in graph.initializer if i.name == name))
         return values[name]
 
     kept, folded = [], 0
     for node in graph.node:
         if (node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx")
-                or not all((not i) or i in inits or i in values for i in node.input)):
+                or not all((not i) or i in consts for i in node.input)):
             kept.append(node)
             continue
         results = _evaluate(node, [value(i) if i else None for i in node.input], opset.get("", 17))
         for name, arr in zip(node.output, results):
             values[name] = arr
+            consts.add(name)
         folded += 1
+        spent = set()
         for name in node.input:
             remaining_uses[name] -= 1
             if remaining_uses[name] == 0 and name not in keep_names:
-                values.pop(name, None)  # free intermediates (and consumed weights) as soon as possible
+                values.pop(name, None)
+                spent.add(name)
+        if spent:
+            _drop_initializers(graph, lambda init: init.name in spent)
     live = {i for n in kept for i in n.input} | keep_names
+    for name in [n for n in values if n in live]:
+        arr = values.pop(name)  # one folded tensor at a time is converted, then its array freed
+        if not any(i.name == name for i in graph.initializer):
+            graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
     _drop_initializers(graph, lambda init: init.name not in live)
-    graph.initializer.extend(numpy_helper.from_array(np.ascontiguousarray(arr), name)
-                             for name, arr in values.items() if name in live and name not in inits)
     _set_nodes(graph, kept)
     return folded
 

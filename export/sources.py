@@ -175,7 +175,8 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
 
 
 def _looks_like_handle(model: str) -> bool:
-    return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+){2,}", model))
+    # TF Hub handles are publisher/model/.../version, the last part a number.
+    return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)+/\d+", model))
 
 
 def cache_dir() -> str:

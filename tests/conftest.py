@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+TINY_RES = 64
+
+
+def run_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedProcess:
+    """Run one of our console entry points as a user would, in a fresh interpreter."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          env=full_env, timeout=900, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from bit_trt.export.variants import get_variant
+
+    return get_variant("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny):
+    from bit_trt.export.synthetic import synthetic_weights
+
+    return synthetic_weights(tiny, 10, seed=3)
+
+
+@pytest.fixture(scope="session")
+def images64():
+    from bit_trt.export.parity import synthetic_images
+
+    return synthetic_images(3, TINY_RES, seed=7).astype(np.float32) / 255
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A real export of the tiny variant (1000 classes, ImageNet labels) through the same pipeline as R50x3."""
+    from bit_trt.export.exporter import export
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export(model="synthetic", variant="tiny", resolution=TINY_RES, out=str(out), parity_synthetic=2)
+    return out

@@ -1,0 +1,52 @@
+import cv2
+import numpy as np
+
+from bit_trt.engine.classifier import Classifier
+from bit_trt.export.parity import real_photo_paths
+from tests.conftest import run_cli
+
+CLASSIFY = "bit_trt.engine.classify_cli"
+
+
+def test_classify_prints_top5_labels(tiny_bundle):
+    photo = real_photo_paths()[0]
+    proc = run_cli(CLASSIFY, tiny_bundle, photo)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == photo and len(lines) == 6
+    labels = {entry["name"] for entry in Classifier(str(tiny_bundle)).labels}
+    probs = []
+    for line in lines[1:]:
+        pct, name = line.strip().split("%", 1)
+        assert name.strip() in labels
+        probs.append(float(pct))
+    assert probs == sorted(probs, reverse=True)
+    assert "SYNTHETIC" in proc.stderr
+
+
+def test_classify_matches_python_api(tiny_bundle):
+    photo = real_photo_paths()[1]
+    with Classifier(str(tiny_bundle)) as clf:
+        from_path = clf.predict([photo])
+        from_bytes = clf.predict([open(photo, "rb").read()])
+        rgb = cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB)
+        from_array = clf.predict([rgb])
+    np.testing.assert_array_equal(from_path.logits, from_bytes.logits)
+    np.testing.assert_allclose(from_path.logits, from_array.logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(from_path.probabilities.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_not_an_image_is_a_clear_error(tiny_bundle, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    photo = real_photo_paths()[0]
+    proc = run_cli(CLASSIFY, tiny_bundle, bad, photo)
+    assert proc.returncode == 1
+    assert f"bit-classify: error: {bad}: not a decodable image" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert photo in proc.stdout  # the good image after it was still classified
+
+
+def test_missing_bundle(tmp_path):
+    proc = run_cli(CLASSIFY, tmp_path / "nope", "x.jpg")
+    assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

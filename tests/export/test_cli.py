@@ -1,0 +1,121 @@
+"""`bit-export` as a user runs it: a fresh process, its output, its exit code, and what it leaves on disk."""
+import resource
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bit_trt.export.bit_tf import BiTModule, forward
+from bit_trt.export.tensorflow_import import import_tensorflow
+from tests.conftest import run_cli
+
+EXPORT = "bit_trt.export.cli"
+
+
+def _one_line_error(proc):
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("bit-export: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def _nothing_left(parent, name):
+    return [p.name for p in parent.iterdir() if name in p.name] == []
+
+
+def test_export_prints_progress_and_summary(tmp_path):
+    out = tmp_path / "b"
+    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--out", out, "--parity-images", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "converting tiny with tf2onnx" in proc.stderr and "parity" in proc.stderr
+    assert "oneDNN" not in proc.stderr  # TF's start-up chatter is kept out of the progress
+    s = proc.stdout
+    assert "SYNTHETIC weights: NOT trained" in s and "model.fp32.onnx" in s and "PASS" in s and "peak RSS" in s
+    assert len(s.splitlines()) <= 24  # one screen
+    assert (out / "manifest.json").is_file()
+
+
+def test_help_is_enough_to_use_it():
+    proc = run_cli(EXPORT, "--help")
+    assert proc.returncode == 0
+    for word in ("--model", "--variant", "--precision", "--out", "synthetic", "SavedModel", ".npz", "examples"):
+        assert word in proc.stdout
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_other_precisions_say_not_yet(tmp_path, precision):
+    proc = run_cli(EXPORT, "--precision", precision, "--out", tmp_path / "x")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "not yet" in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_unknown_variant(tmp_path):
+    proc = run_cli(EXPORT, "--variant", "r50x2", "--out", tmp_path / "x")
+    assert proc.returncode != 0
+    assert "unknown variant 'r50x2'" in _one_line_error(proc)
+
+
+def test_existing_output_is_never_overwritten(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    proc = run_cli(EXPORT, "--variant", "tiny", "--out", tmp_path / "taken")
+    assert proc.returncode == 1 and "already exists" in _one_line_error(proc)
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_unwritable_output():
+    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--out", "/proc/bit-trt-bundle")
+    assert proc.returncode == 1 and "/proc" in _one_line_error(proc)
+
+
+def test_corrupt_savedmodel(tmp_path):
+    sm = tmp_path / "sm"
+    sm.mkdir()
+    (sm / "saved_model.pb").write_bytes(b"\x08\x01garbage")
+    proc = run_cli(EXPORT, "--model", sm, "--out", tmp_path / "b")
+    assert proc.returncode == 1 and "not a loadable SavedModel" in _one_line_error(proc)
+    assert _nothing_left(tmp_path, "b")
+
+
+def test_bad_npz(tmp_path, tiny_weights):
+    w = dict(tiny_weights)
+    w.pop("resnet/head/conv2d/bias")
+    np.savez(tmp_path / "bad.npz", **w)
+    proc = run_cli(EXPORT, "--model", tmp_path / "bad.npz", "--out", tmp_path / "b")
+    assert proc.returncode == 1 and "missing key 'resnet/head/conv2d/bias'" in _one_line_error(proc)
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # make the kernel return EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+
+
+def test_disk_full_mid_write_leaves_nothing(tmp_path):
+    """A 2 MB file-size limit: the 12 MB ONNX write fails part way, like a full disk."""
+    proc = subprocess.run([sys.executable, "-m", EXPORT, "--variant", "tiny", "--resolution", "64",
+                           "--out", str(tmp_path / "b"), "--parity-images", "2"],
+                          capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=600)
+    assert proc.returncode == 1
+    assert "disk full" in _one_line_error(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _WrongContract(BiTModule):
+    """A SavedModel that expects [-1,1] inputs while our export assumes TF Hub's [0,1]: parity must catch it."""
+
+    @import_tensorflow().function(input_signature=[import_tensorflow().TensorSpec([None, None, None, 3], "float32")])
+    def __call__(self, images):
+        return forward(self.weights, (images + 1.0) / 2.0, self._variant, "NHWC")
+
+
+def test_parity_breach_fails_with_report_and_writes_nothing(tmp_path, tiny, tiny_weights):
+    tf = import_tensorflow()
+    tf.saved_model.save(_WrongContract(tiny_weights, tiny), str(tmp_path / "sm"))
+    proc = run_cli(EXPORT, "--model", tmp_path / "sm", "--resolution", "64", "--out", tmp_path / "b")
+    assert proc.returncode == 1
+    assert "breaks parity" in _one_line_error(proc)
+    assert "parity report:" in proc.stderr and "rel_l2=" in proc.stderr
+    assert _nothing_left(tmp_path, "b")
