@@ -71,5 +71,3 @@ class Tolerance:
 # from TF's moments over 345k-element groups). A real defect is orders of magnitude larger: a -inf instead
 # of zero stem pad, a wrong epsilon or a missed weight standardization gives rel L2 >= 1e-2.
 FP32_PARITY = Tolerance(rel_l2=3e-4, cosine_min=0.99999, max_abs_over_scale=2e-3)
-# One FP32 graph rewrite against the graph before it: only summation order may change.
-REWRITE_PARITY = Tolerance(rel_l2=2e-4, cosine_min=0.99999, max_abs_over_scale=2e-3)

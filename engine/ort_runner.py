@@ -15,13 +15,14 @@ class OrtRunner(Runner):
     def __init__(self, model, threads: int | None = None, optimization: str = "all", low_memory: bool = False):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
-        low_memory: no weight pre-packing, no memory arena, basic graph optimization. For one-off checks of
-        large models (export verification), where a second packed copy of the weights costs more than it saves.
+        low_memory: no weight pre-packing, no memory arena, no graph optimization. For one-off checks of
+        large models (export verification), where a second packed or folded copy of the weights costs more
+        than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
         """
         super().__init__()
         self.model = model
         self.threads = threads
-        self.optimization = "basic" if low_memory and optimization == "all" else optimization
+        self.optimization = "none" if low_memory else optimization
         self.low_memory = low_memory
         self.session = None
 

@@ -50,8 +50,23 @@ class LoadedModel:
         return h.hexdigest()
 
 
-def load(model: str, variant: str | None = None, num_classes: int = DEFAULT_CLASSES, seed: int = 0) -> LoadedModel:
-    """Resolve `--model`: 'synthetic', a SavedModel directory, an .npz file, or a TF Hub handle/URL."""
+def resolve(model: str) -> tuple[str, str | None]:
+    """`--model` -> (something `load` reads without the network, the TF Hub handle it came from or None).
+
+    Handles are downloaded (once, into the cache) here, so that every later step works on local files.
+    """
+    if model == "synthetic" or os.path.exists(model):
+        return model, None
+    if _looks_like_handle(model):
+        return download_hub_module(model), model
+    raise BitError(f"--model {model!r}: no such file or directory, and not a TF Hub handle. Use {OTHER_SOURCES}")
+
+
+def load(model: str, variant: str | None = None, num_classes: int = DEFAULT_CLASSES, seed: int = 0,
+         handle: str | None = None) -> LoadedModel:
+    """Read `--model`: 'synthetic', a SavedModel directory, an .npz file, or a TF Hub handle/URL."""
+    if handle is None:
+        model, handle = resolve(model)
     if model == "synthetic":
         v = get_variant(variant or "r50x3")
         weights = synthetic_weights(v, num_classes, seed)
@@ -59,14 +74,10 @@ def load(model: str, variant: str | None = None, num_classes: int = DEFAULT_CLAS
             "kind": "synthetic", "seed": seed, "trained": False,
             "description": f"SYNTHETIC seeded random weights (seed {seed}); NOT trained: predictions are meaningless"})
     if os.path.isdir(model):
-        return load_savedmodel(model, variant)
-    if os.path.isfile(model):
-        if model.endswith(".npz"):
-            return load_npz(model, variant)
-        raise BitError(f"{model!r} is a file but not an .npz checkpoint; a SavedModel is a directory")
-    if _looks_like_handle(model):
-        return load_savedmodel(download_hub_module(model), variant, handle=model)
-    raise BitError(f"--model {model!r}: no such file or directory, and not a TF Hub handle. Use {OTHER_SOURCES}")
+        return load_savedmodel(model, variant, handle=handle)
+    if model.endswith(".npz"):
+        return load_npz(model, variant)
+    raise BitError(f"{model!r} is a file but not an .npz checkpoint; a SavedModel is a directory")
 
 
 def infer_variant(weights, requested: str | None, source: str) -> Variant:
