@@ -66,11 +66,12 @@ class BundleWriter:
             f.write("\n")
         return self.record(name)
 
-    def write_onnx(self, name: str, model) -> dict:
-        """Save an ONNX model; over 2 GB its weights go to `<name>.data` beside it."""
+    def write_onnx(self, name: str, model, external_above: int = EXTERNAL_DATA_THRESHOLD) -> dict:
+        """Save an ONNX model; above `external_above` bytes (2 GB: protobuf's limit) its weights go to
+        `<name>.data` beside it."""
         import onnx
 
-        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        if model.ByteSize() > external_above:
             data_name = f"{name}.data"
             # Note: this moves the weights out of `model` into the file; the caller drops the model after.
             onnx.save_model(model, self.path(name), save_as_external_data=True, all_tensors_to_one_file=True,

@@ -67,8 +67,8 @@ def summary(manifest: dict, out: str) -> str:
                                                   manifest["reference"]]
     for f in files:
         lines.append(f"    {f['file']:<22} {_size(f['bytes']):>9}")
-    lines.append(f"  graph    {graph['before_cleanup']['nodes']} -> {graph['after_cleanup']['nodes']} nodes; layout "
-                 f"Transposes {graph['before_cleanup']['layout_transposes']} -> {graph['after_cleanup']['layout_transposes']}; "
+    lines.append(f"  graph    {graph['before_cleanup']['nodes']} -> {graph['after_cleanup']['nodes']} nodes; "
+                 f"{graph['after_cleanup']['layout_transposes']} layout Transpose (the NHWC input); "
                  f"{graph['group_norms_fused']} GroupNorms fused; weight standardization folded")
     n = par["samples"]
     lines.append(f"  parity   FP32 ONNX vs TF on {n} images: rel L2 {par['rel_l2']:.2e}, max abs {par['max_abs']:.2e}, "

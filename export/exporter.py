@@ -146,8 +146,8 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
             onnx.checker.check_model(onnx_model)
     after = {"nodes": len(onnx_model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(onnx_model),
              "ops": graph_cleanup.histogram(onnx_model)}
-    progress(f"graph: {before['nodes']} -> {after['nodes']} nodes, layout Transposes {before['layout_transposes']} -> "
-             f"{after['layout_transposes']}, {fused} GroupNorms fused, {folded} constant nodes folded")
+    progress(f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
+             f"{fused} GroupNorms fused, {folded} constant nodes folded")
 
     with BundleWriter(out) as writer:
         # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a

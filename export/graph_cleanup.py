@@ -31,9 +31,15 @@ def histogram(model) -> dict[str, int]:
 
 
 def layout_transposes(model) -> int:
-    """Transposes of activations (not of constant weights, which folding removes)."""
+    """Transposes on the activation path (downstream of the image input); weight transposes don't count."""
     consts = {i.name for i in model.graph.initializer}
-    return sum(1 for n in model.graph.node if n.op_type == "Transpose" and n.input[0] not in consts)
+    live = {i.name for i in model.graph.input if i.name not in consts}
+    count = 0
+    for node in model.graph.node:  # topological order: one pass propagates reachability
+        if any(i in live for i in node.input):
+            live.update(node.output)
+            count += node.op_type == "Transpose"
+    return count
 
 
 def _tensor_bytes(init) -> int:

@@ -119,3 +119,29 @@ def test_parity_breach_fails_with_report_and_writes_nothing(tmp_path, tiny, tiny
     assert "breaks parity" in _one_line_error(proc)
     assert "parity report:" in proc.stderr and "rel_l2=" in proc.stderr
     assert _nothing_left(tmp_path, "b")
+
+
+def test_fine_tuned_head_with_own_labels(tmp_path):
+    labels = tmp_path / "flowers.txt"
+    labels.write_text("daisy\ndandelion\nrose\nsunflower\ntulip\n")
+    out = tmp_path / "b"
+    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--num-classes", "5", "--labels", labels,
+                   "--out", out, "--parity-images", "2")
+    assert proc.returncode == 0, proc.stderr
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.export.parity import real_photo_paths
+
+    bundle = load_bundle(str(out))
+    assert bundle.num_classes == 5 and bundle.manifest["labels"]["kind"] == "custom"
+    assert [entry["name"] for entry in bundle.labels()] == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    shown = run_cli("bit_trt.engine.classify_cli", out, real_photo_paths()[0], "--top", "3").stdout.splitlines()
+    assert len(shown) == 4 and all(line.split("%", 1)[1].strip() in {"daisy", "dandelion", "rose", "sunflower", "tulip"}
+                                   for line in shown[1:])
+
+
+def test_labels_count_must_match_head(tmp_path):
+    labels = tmp_path / "two.txt"
+    labels.write_text("a\nb\n")
+    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--num-classes", "5", "--labels", labels,
+                   "--out", tmp_path / "b")
+    assert proc.returncode == 1 and "has 2 names; the model has 5 classes" in _one_line_error(proc)

@@ -36,7 +36,13 @@ def test_raw_graph_is_what_tf2onnx_makes(raw):
     ops = graph_cleanup.histogram(raw)
     # Weight standardization and GroupNorm arrive decomposed, kernels arrive HWIO behind Transposes.
     assert ops["ReduceMean"] > 0 and ops["Sqrt"] > 0 and ops["Shape"] > 0
-    assert graph_cleanup.layout_transposes(raw) == 1 + ops["Conv"]
+    assert ops["Transpose"] == 1 + ops["Conv"]
+    assert graph_cleanup.layout_transposes(raw) == 1  # traced in NCHW: only the input is transposed
+
+
+def test_nhwc_trace_is_what_the_nchw_trace_avoids(tiny, tiny_weights):
+    nhwc = tf2onnx_route.convert(tiny_weights, tiny, 64, layout="NHWC")
+    assert graph_cleanup.layout_transposes(nhwc) > 10  # tf2onnx's per-layer layout changes
 
 
 def test_group_norm_fusion(raw, tiny, images64):
