@@ -30,7 +30,7 @@ class OrtRunner(Runner):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise missing_dependency("onnxruntime", "export") from None
+            raise missing_dependency("onnxruntime", "cpu") from None
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
