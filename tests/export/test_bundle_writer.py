@@ -29,7 +29,7 @@ def test_large_models_get_external_data(tmp_path):
     bundle = load_bundle(str(out))
     x = np.ones((1, 512), np.float32)
     sess = __import__("onnxruntime").InferenceSession(bundle.artifact_path("fp32"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4, atol=1e-3)
     with open(out / "model.fp32.onnx.data", "r+b") as f:
         f.write(b"\xff\xff\xff\xff")
     with pytest.raises(BitError, match="model.fp32.onnx.data does not match"):
