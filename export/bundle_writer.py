@@ -22,8 +22,10 @@ def check_target(out: str) -> None:
     if os.path.lexists(out):
         raise BitError(f"output {out!r} already exists; choose a new directory (bundles are never overwritten)")
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise BitError(f"output parent directory {parent!r} does not exist")
+    while not os.path.isdir(parent):  # missing parents are created at write time; probe the nearest existing one
+        if os.path.lexists(parent):
+            raise BitError(f"output parent {parent!r} exists and is not a directory")
+        parent = os.path.dirname(parent)
     try:  # a real probe: permission bits say nothing to root, read-only mounts say nothing to os.access
         os.rmdir(tempfile.mkdtemp(prefix=".bit-trt-probe-", dir=parent))
     except OSError as exc:
@@ -34,18 +36,35 @@ class BundleWriter:
     def __init__(self, out: str):
         check_target(out)
         self.out = os.path.abspath(out)
+        parent = os.path.dirname(self.out)
+        self.created_parents = []
+        probe = parent
+        while not os.path.isdir(probe):
+            self.created_parents.append(probe)
+            probe = os.path.dirname(probe)
         try:
-            self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=os.path.dirname(self.out))
+            os.makedirs(parent, exist_ok=True)
+            self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=parent)
         except OSError as exc:
-            raise BitError(f"cannot write in {os.path.dirname(self.out)!r}: {exc.strerror}") from None
+            self._remove_created_parents()
+            raise BitError(f"cannot write in {parent!r}: {exc.strerror}") from None
         self.files: dict[str, dict] = {}
 
     def __enter__(self):
         return self
 
+    def _remove_created_parents(self):
+        for path in self.created_parents:  # deepest first; only the ones this writer made, only if empty
+            try:
+                os.rmdir(path)
+            except OSError:
+                break
+
     def __exit__(self, exc_type, exc, tb):
         if os.path.isdir(self.staging):
             shutil.rmtree(self.staging, ignore_errors=True)
+        if exc_type is not None:
+            self._remove_created_parents()
         # EFBIG: a file-size limit (ulimit -f) hit mid-write is the same failure to the user.
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise BitError(f"disk full while writing the bundle to {self.out!r}; nothing was published") from None

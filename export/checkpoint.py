@@ -14,9 +14,6 @@ import numpy as np
 from bit_trt.engine.errors import BitError
 from .variants import Variant
 
-Shapes = "OrderedDict[str, tuple[int, ...]]"
-
-
 def unit_prefix(block: int, unit: int) -> str:
     return f"resnet/block{block}/unit{unit:02d}"
 
@@ -81,17 +78,22 @@ def validate(weights, variant: Variant, source: str) -> int:
     return num_classes
 
 
-def load_npz(path: str, variant: Variant) -> "tuple[OrderedDict[str, np.ndarray], int]":
-    """Read an official BiT `.npz` (e.g. BiT-S-R50x3.npz) into float32 arrays in network order."""
+def read_npz(path: str) -> dict:
+    """All arrays of an `.npz` file, read once; an unreadable file is a BitError naming it."""
     if not os.path.isfile(path):
         raise BitError(f"checkpoint {path!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            raw = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from None
-    num_classes = validate(raw, variant, path)
-    ordered = OrderedDict((k, np.ascontiguousarray(raw[k], dtype=np.float32)) for k in expected_shapes(variant, num_classes))
+
+
+def in_network_order(weights, variant: Variant, source: str) -> "tuple[OrderedDict[str, np.ndarray], int]":
+    """Validate, then return float32 arrays in network order and the class count."""
+    num_classes = validate(weights, variant, source)
+    ordered = OrderedDict((k, np.ascontiguousarray(weights[k], dtype=np.float32))
+                          for k in expected_shapes(variant, num_classes))
     return ordered, num_classes
 
 

@@ -94,7 +94,7 @@ def _reference_worker(model: str, handle, variant, num_classes: int, seed: int, 
     from . import sources
 
     loaded = sources.load(model, variant, num_classes=num_classes, seed=seed, handle=handle)
-    return batched(loaded.reference, images_u8, batch), loaded.variant.name, loaded.num_classes
+    return batched(loaded.reference, images_u8, batch)
 
 
 def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray,
@@ -111,7 +111,7 @@ def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            logits, _, _ = pool.submit(_reference_worker, model, handle, variant, num_classes, seed,
+            logits = pool.submit(_reference_worker, model, handle, variant, num_classes, seed,
                                        images_u8, batch).result()
         except BrokenProcessPool:
             raise BitError("the TF reference process died (out of memory?); nothing was written") from None

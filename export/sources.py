@@ -98,14 +98,9 @@ def infer_variant(weights, requested: str | None, source: str) -> Variant:
 
 
 def load_npz(path: str, variant: str | None = None) -> LoadedModel:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = {k: npz[k] for k in npz.files}
-    except Exception as exc:  # zipfile, pickle and OS errors all mean the same to the user
-        raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from None
-    v = infer_variant(keys, variant, path)
-    del keys
-    weights, num_classes = checkpoint.load_npz(path, v)
+    raw = checkpoint.read_npz(path)
+    v = infer_variant(raw, variant, path)
+    weights, num_classes = checkpoint.in_network_order(raw, v, path)
     return _with_tf_reference(weights, v, num_classes, {
         "kind": "npz", "path": os.path.abspath(path), "trained": True,
         "description": f"official BiT checkpoint {os.path.basename(path)}"})
@@ -166,8 +161,7 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
             raise BitError(f"{path!r}: two variables map to checkpoint key {key!r}")
         weights[key] = var.numpy()
     v = infer_variant(weights, variant, path)
-    num_classes = checkpoint.validate(weights, v, path)
-    weights = OrderedDict((k, np.asarray(weights[k], np.float32)) for k in checkpoint.expected_shapes(v, num_classes))
+    weights, num_classes = checkpoint.in_network_order(weights, v, path)
     call = loaded if callable(loaded) else loaded.signatures.get("serving_default")
     if call is None:
         raise BitError(f"{path!r}: SavedModel is neither callable nor has a serving_default signature")

@@ -43,3 +43,20 @@ def test_failure_inside_leaves_nothing(tmp_path):
             writer.write_json("labels.json", ["a"])
             raise RuntimeError("export failed half way")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_parents_are_created_and_removed_on_failure(tmp_path):
+    out = tmp_path / "a" / "b" / "bundle"
+    with pytest.raises(RuntimeError):
+        with BundleWriter(str(out)):
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with BundleWriter(str(out)) as writer:
+        writer.publish({})
+    assert (out / "manifest.json").is_file()
+
+
+def test_parent_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BitError, match="exists and is not a directory"):
+        BundleWriter(str(tmp_path / "file" / "sub" / "bundle"))
