@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a TF Hub handle such as google/bit/s-r50x3/ilsvrc2012_classification/1")
     p.add_argument("--variant", default=None, metavar="VARIANT",
                    help=f"one of {', '.join(VARIANTS)}; inferred from real weights, r50x3 for synthetic")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (always written, the parity anchor); fp16 adds model.fp16.onnx; all = every available one")
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
     p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
                    help=f"input size H=W recorded in the manifest (default {DEFAULT_RESOLUTION}, the BiT reference resize)")
@@ -43,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
     p.add_argument("--parity-images", type=int, default=4, help="synthetic images in the parity set, besides the photos")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for verification (default: all cores)")
+    eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
+    eng.add_argument("--engine", default="auto", choices=["auto", "none", "tensorrt", "tensorrt_rtx"],
+                     help="auto: TensorRT on a GPU host, else TensorRT-RTX (builds on a CPU-only host for RTX GPUs)")
+    eng.add_argument("--require-engine", action="store_true", help="fail when no engine can be built")
+    eng.add_argument("--min-batch", type=int, default=1)
+    eng.add_argument("--opt-batch", type=int, default=8)
+    eng.add_argument("--max-batch", type=int, default=32)
+    eng.add_argument("--builder-opt-level", type=int, default=3, help="0-5 (default 3)")
+    eng.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit")
+    eng.add_argument("--version-compatible", action="store_true", help="TensorRT plan that later TensorRT versions can run")
+    eng.add_argument("--hardware-compat", default="none", choices=["none", "ampere_plus", "same_compute_capability"])
+    eng.add_argument("--rtx-cc", action="append", default=[], metavar="SM89",
+                     help="TensorRT-RTX target compute capability (repeatable; default: the library's)")
+    eng.add_argument("--timing-cache", default=None,
+                     help="timing cache file, read if present and saved after the build (default: in ~/.cache/bit-trt)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -56,24 +72,36 @@ def _size(n: int) -> str:
         n /= 1000
 
 
+def _parity_line(par: dict) -> str:
+    n = par["samples"]
+    return (f"vs TF on {n} images: rel L2 {par['rel_l2']:.1e}, cos {par['cosine_min']:.7f}, "
+            f"top-1 {round(par['top1_agreement'] * n)}/{n}, top-5 {par['top5_overlap'] * 100:.0f}%  "
+            f"{'PASS' if par['passed'] else 'FAIL'}")
+
+
 def summary(manifest: dict, out: str) -> str:
-    m, art = manifest["model"], manifest["artifacts"][0]
-    par, graph, ex = art["parity"], art["graph"], manifest["export"]
+    m, ex = manifest["model"], manifest["export"]
+    fp32 = manifest["artifacts"][0]
+    graph = fp32["graph"]
     trained = "trained weights" if m["trained"] else "SYNTHETIC weights: NOT trained, predictions are meaningless"
     lines = [f"bit-export: {m['variant']} ({m['parameters'] / 1e6:.1f}M params, {m['num_classes']} classes, {trained})",
              f"  source   {m['source']['description']}",
              f"  bundle   {out}"]
-    files = [art] + art.get("data_files", []) + [{"file": "labels.json", "bytes": os.path.getsize(os.path.join(out, "labels.json"))},
-                                                  manifest["reference"]]
-    for f in files:
-        lines.append(f"    {f['file']:<22} {_size(f['bytes']):>9}")
+    for art in manifest["artifacts"]:
+        size = art["bytes"] + sum(d["bytes"] for d in art.get("data_files", []))
+        if art["kind"] == "onnx":
+            detail = _parity_line(art["parity"])
+            if art["precision"] == "fp16":
+                detail += f" (FP32 islands: {', '.join(art['fp32_islands']) or 'none'})"
+        else:
+            p = art["profile"]
+            detail = f"{art['library']} {art['library_version']}, batch {p['min']}/{p['opt']}/{p['max']}, from {art['from']}"
+        lines.append(f"    {art['file']:<40} {_size(size):>9}  {detail}")
+    for f in ({"file": "labels.json", "bytes": os.path.getsize(os.path.join(out, "labels.json"))}, manifest["reference"]):
+        lines.append(f"    {f['file']:<40} {_size(f['bytes']):>9}")
     lines.append(f"  graph    {graph['before_cleanup']['nodes']} -> {graph['after_cleanup']['nodes']} nodes; "
                  f"{graph['after_cleanup']['layout_transposes']} layout Transpose (the NHWC input); "
                  f"{graph['group_norms_fused']} GroupNorms fused; weight standardization folded")
-    n = par["samples"]
-    lines.append(f"  parity   FP32 ONNX vs TF on {n} images: rel L2 {par['rel_l2']:.2e}, max abs {par['max_abs']:.2e}, "
-                 f"cosine {par['cosine_min']:.7f}, top-1 {round(par['top1_agreement'] * n)}/{n}, "
-                 f"top-5 {par['top5_overlap'] * 100:.0f}%  {'PASS' if par['passed'] else 'FAIL'}")
     lines.append(f"  time     {ex['wall_s']:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in ex['steps_s'].items())
                  + f"); peak RSS {ex['peak_rss_bytes'] / 1e9:.2f} GB")
     return "\n".join(lines)
@@ -84,9 +112,10 @@ def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter would bury the progress lines; errors still reach stderr.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
-    if args.precision != "fp32":
-        print(f"bit-export: --precision {args.precision} is not yet available (fp32 only for now)", file=sys.stderr)
+    if args.precision == "int8":
+        print("bit-export: --precision int8 is not yet available (fp32 and fp16 are)", file=sys.stderr)
         return 2
+    precisions = ("fp32",) if args.precision == "fp32" else ("fp32", "fp16")
     start = time.perf_counter()
 
     def progress(msg: str):
@@ -95,11 +124,20 @@ def main(argv=None) -> int:
 
     try:
         from .exporter import export
+        from .trt_engine import BuildOptions
+
+        options = BuildOptions(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+                               optimization_level=args.builder_opt_level, workspace_mb=args.workspace_mb,
+                               version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compat,
+                               timing_cache=args.timing_cache, rtx_compute_capabilities=tuple(args.rtx_cc))
+        if args.precision == "all":
+            progress("int8 is not available yet: --precision all writes fp32 and fp16")
 
         manifest = export(model=args.model, out=args.out, variant=args.variant, resolution=args.resolution,
                           dynamic_spatial=args.dynamic_spatial, opset=args.opset, num_classes=args.num_classes,
                           seed=args.seed, parity_synthetic=args.parity_images, labels_file=args.labels,
-                          resize=args.resize, threads=args.threads, progress=progress)
+                          resize=args.resize, threads=args.threads, precisions=precisions, engine=args.engine,
+                          build_options=options, require_engine=args.require_engine, progress=progress)
     except BitError as exc:
         if args.debug:
             raise

@@ -6,6 +6,8 @@ land in the manifest, so a bundle documents how it was made and why it was admit
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import os
 import gc
 import platform
 import resource
@@ -19,12 +21,13 @@ from bit_trt.engine import compare
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.labels import LABELS_FILE, default_labels, labels_from_file
 from bit_trt.engine.preprocess import InputSpec
-from . import graph_cleanup, parity, sources, tf2onnx_route
+from . import fp16, graph_cleanup, parity, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
 ONNX_FP32 = "model.fp32.onnx"
+ONNX_FP16 = "model.fp16.onnx"
 TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf", "opencv-python-headless")
 
 
@@ -95,9 +98,17 @@ def _probe_check(model, probe_u8, reference, what: str, threads) -> None:
 def export(model: str = "synthetic", out: str = "bundle", variant: str | None = None,
            resolution: int = DEFAULT_RESOLUTION, dynamic_spatial: bool = False, opset: int = tf2onnx_route.DEFAULT_OPSET,
            num_classes: int = DEFAULT_CLASSES, seed: int = 0, parity_synthetic: int = 4, labels_file: str | None = None,
-           resize: str = "bilinear", threads: int | None = None, progress=lambda msg: None) -> dict:
-    """Export one model to a verified FP32 ONNX bundle at `out`; return the manifest."""
+           resize: str = "bilinear", threads: int | None = None, precisions: tuple[str, ...] = ("fp32",),
+           engine: str = "auto", build_options: "trt_engine.BuildOptions | None" = None, require_engine: bool = False,
+           progress=lambda msg: None) -> dict:
+    """Export one model to a verified bundle at `out` (FP32 ONNX always, plus `precisions`, plus TensorRT
+    plans from each ONNX variant when `engine` finds a builder); return the manifest."""
     check_target(out)
+    unknown = set(precisions) - {"fp32", "fp16"}
+    if unknown:
+        raise BitError(f"precision {sorted(unknown)[0]} is not available yet (fp32, fp16)")
+    build_options = build_options or trt_engine.BuildOptions()
+    build_options.validate()
     if resolution < 32:
         raise BitError(f"resolution {resolution} is too small; BiT downsamples by 32")
     spec = InputSpec(resolution=resolution, resize=resize)
@@ -160,6 +171,15 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
             ort = parity.ort_logits(writer.path(ONNX_FP32), images, threads=threads)
             report = parity.judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
         report["inputs"] = names
+        artifacts = [{**art, "kind": "onnx", "precision": "fp32", "opset": opset,
+                      "dynamic": {"batch": True, "spatial": dynamic_spatial}, "parity": report,
+                      "graph": {"before_cleanup": before, "after_cleanup": after,
+                                "group_norms_fused": fused, "constants_folded": folded}}]
+        if "fp16" in precisions:
+            with clock.step("fp16", "FP16 variant: FP32 islands by measurement, then parity against TF and FP32"):
+                artifacts.append(_fp16_variant(writer, images, tf_logits, ort, threads, progress))
+        if engine != "none":
+            artifacts += _engines(writer, artifacts, spec, engine, build_options, require_engine, clock, progress)
         with clock.step("bundle", f"publishing bundle {out}"):
             labels_info = writer.write_json(LABELS_FILE, labels)
             np.savez_compressed(writer.path(PARITY_FILE), images=images, names=np.array(names),
@@ -173,10 +193,7 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
                            "dtype": "float32", "kind": "logits"},
                 "labels": {"file": LABELS_FILE, "kind": "imagenet-1k" if loaded.num_classes == 1000 and not labels_file else "custom",
                            "sha256": labels_info["sha256"]},
-                "artifacts": [{**art, "kind": "onnx", "precision": "fp32", "opset": opset,
-                               "dynamic": {"batch": True, "spatial": dynamic_spatial}, "parity": report,
-                               "graph": {"before_cleanup": before, "after_cleanup": after,
-                                         "group_norms_fused": fused, "constants_folded": folded}}],
+                "artifacts": artifacts,
                 "reference": {**parity_info, "what": "parity inputs (uint8 NHWC after preprocessing) and TF logits"},
                 "tools": tool_versions(),
             }
@@ -188,3 +205,44 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
             writer.publish(manifest)
     manifest["export"]["wall_s"] = clock.total()
     return manifest
+
+
+def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> dict:
+    import onnx
+
+    fp32_model = onnx.load(writer.path(ONNX_FP32))
+    model, islands, table = fp16.search_islands(fp32_model, images[:2], fp32_logits[:2], threads=threads, progress=progress)
+    del fp32_model
+    art = writer.write_onnx(ONNX_FP16, model)
+    del model
+    release_memory()
+    logits = parity.ort_logits(writer.path(ONNX_FP16), images, threads=threads)
+    report = parity.judge(logits, tf_logits, compare.FP16_PARITY, "FP16 ONNX vs TF")
+    vs_fp32 = compare.measure(logits, fp32_logits)
+    return {**art, "kind": "onnx", "precision": "fp16", "io_dtype": "float32", "fp32_islands": islands,
+            "island_search": table, "parity": report, "parity_vs_fp32": vs_fp32, "tool": "onnxruntime.transformers.float16"}
+
+
+def _engines(writer, artifacts, spec, engine, options, require_engine, clock, progress) -> list[dict]:
+    """A TensorRT plan from every ONNX artifact, with whichever builder this host has."""
+    trt = trt_engine.pick_library(engine)
+    if trt is None:
+        msg = "no TensorRT or TensorRT-RTX on this host: ONNX variants written, no engines (pip install 'bit-trt[rtx]')"
+        if require_engine:
+            raise BitError(msg.replace(": ONNX variants written, no engines", " and --require-engine was given"))
+        progress(msg)
+        return []
+    target = trt_engine.gpu_compute_capability() if trt.__name__ == "tensorrt" else "rtx"
+    if options.timing_cache is None and trt.__name__ == "tensorrt":  # per library version and GPU, like plans
+        os.makedirs(os.path.join(sources.cache_dir(), "timing"), exist_ok=True)
+        options = dataclasses.replace(options, timing_cache=os.path.join(
+            sources.cache_dir(), "timing", f"{trt.__name__}-{trt.__version__}-{target}.cache"))
+    plans = []
+    for art in [a for a in artifacts if a["kind"] == "onnx"]:
+        with clock.step(f"engine_{art['precision']}", f"building a {trt.__name__} {trt.__version__} engine from {art['file']}"):
+            plan, record = trt_engine.build(writer.path(art["file"]), spec.name, spec.resolution, options, trt)
+            name = trt_engine.plan_name(art["precision"], trt.__name__, trt.__version__, target)
+            with open(writer.path(name), "wb") as f:
+                f.write(plan)
+            plans.append({**writer.record(name), "kind": "engine", "precision": art["precision"], "from": art["file"], **record})
+    return plans

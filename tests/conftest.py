@@ -10,6 +10,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 TINY_RES = 64
 
 
+def _gpu_reason():
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return "needs an NVIDIA GPU (no nvidia-smi on this host)"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "needs TensorRT (pip install 'bit-trt[gpu]')"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = None
+    for item in items:
+        if "gpu" in item.keywords:
+            reason = reason or _gpu_reason()
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 def run_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedProcess:
     """Run one of our console entry points as a user would, in a fresh interpreter."""
     full_env = {**os.environ, **(env or {})}
@@ -44,5 +65,6 @@ def tiny_bundle(tmp_path_factory):
     from bit_trt.export.exporter import export
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export(model="synthetic", variant="tiny", resolution=TINY_RES, out=str(out), parity_synthetic=2)
+    export(model="synthetic", variant="tiny", resolution=TINY_RES, out=str(out), parity_synthetic=2,
+           precisions=("fp32", "fp16"), engine="none")
     return out

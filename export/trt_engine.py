@@ -1,0 +1,188 @@
+"""TensorRT plans from the verified ONNX variants: TensorRT (10/11) where it and a GPU exist, TensorRT-RTX anywhere.
+
+Both libraries share the builder / ONNX parser / optimization-profile API, so one code path builds both:
+on a CPU-only host (our CI) `tensorrt_rtx` builds real engines for RTX-class GPUs, which proves every
+variant passes NVIDIA's parser and builder; on a GPU host `tensorrt` builds plans for that GPU.
+
+Precision lives in the ONNX: networks are strongly typed (TensorRT 11 removed the FP16/INT8 builder flags
+and implicit calibrators; on TensorRT 10 we ask for STRONGLY_TYPED explicitly). No precision flag is set.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+
+from bit_trt.engine.errors import BitError
+
+LIBRARIES = ("tensorrt", "tensorrt_rtx")
+
+
+@dataclass
+class BuildOptions:
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    optimization_level: int = 3        # 0-5: higher searches more tactics and builds longer
+    workspace_mb: int | None = None    # None: the library's default (all device memory)
+    version_compatible: bool = False   # TensorRT only: the plan runs on later TensorRT versions (lean runtime)
+    hardware_compatibility: str = "none"  # "none" | "ampere_plus" | "same_compute_capability"
+    timing_cache: str | None = None    # read if it exists, written after the build
+    rtx_compute_capabilities: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("SM89",); empty: library default
+
+    def validate(self):
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise BitError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+        if not 0 <= self.optimization_level <= 5:
+            raise BitError(f"builder optimization level must be 0..5, got {self.optimization_level}")
+
+
+def import_library(name: str):
+    """`tensorrt` or `tensorrt_rtx`, with the install command when it is missing."""
+    if name not in LIBRARIES:
+        raise BitError(f"unknown engine library {name!r}; choose one of: auto, none, {', '.join(LIBRARIES)}")
+    try:
+        return __import__(name)
+    except ImportError:
+        extra = "gpu" if name == "tensorrt" else "rtx"
+        raise BitError(f"{name} is not installed; install it with: pip install 'bit-trt[{extra}]'") from None
+
+
+def pick_library(engine: str = "auto"):
+    """The module to build with: TensorRT when it can make a builder here (a GPU host), else TensorRT-RTX.
+
+    engine: 'auto', 'tensorrt' or 'tensorrt_rtx'. None when 'auto' finds neither.
+    """
+    if engine != "auto":
+        return import_library(engine)
+    trt = _try_import("tensorrt")
+    if trt is not None:
+        try:
+            if trt.Builder(_Log(trt).logger) is not None:
+                return trt
+        except (RuntimeError, TypeError):  # installed, but no GPU or driver here
+            pass
+    return _try_import("tensorrt_rtx")
+
+
+def _try_import(name: str):
+    try:
+        return __import__(name)
+    except (ImportError, OSError):  # absent, or present without its shared libraries
+        return None
+
+
+class _Log:
+    """A TensorRT logger that keeps errors, so a failed build can say why in one line."""
+
+    def __init__(self, trt):
+        self.errors = []
+        outer = self
+
+        class Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                    outer.errors.append(msg)
+
+        self.logger = Logger()
+
+
+def gpu_compute_capability() -> str | None:
+    """'sm90' for the first GPU, from nvidia-smi; None without a GPU."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
+    return f"sm{line.replace('.', '')}" if line else None
+
+
+def plan_name(precision: str, library: str, version: str, target: str) -> str:
+    """Plans are not portable across TensorRT versions or GPU architectures: both are in the name."""
+    lib = "trt" if library == "tensorrt" else "rtx"
+    return f"model.{precision}.{lib}{version}.{target}.plan"
+
+
+def build(onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt) -> tuple[bytes, dict]:
+    """Parse and build one plan; return its bytes and the manifest record (without file/sha)."""
+    options.validate()
+    library = trt.__name__
+    log = _Log(trt)
+    builder = trt.Builder(log.logger)
+    if builder is None:
+        raise BitError(f"{library} could not create a builder: {'; '.join(log.errors) or 'no GPU or driver?'}")
+    flags = 0
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if library == "tensorrt" and creation is not None and hasattr(creation, "STRONGLY_TYPED"):
+        flags |= 1 << int(creation.STRONGLY_TYPED)  # TensorRT 10; on 11 every network is strongly typed
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, log.logger)
+    if not parser.parse_from_file(onnx_path):
+        errors = []
+        for i in range(parser.num_errors):
+            err = parser.get_error(i)
+            where = f"node {err.node_name() or err.node()} ({err.node_operator()})" if err.node() >= 0 else "graph"
+            errors.append(f"{where}: {err.desc()}")
+        raise BitError(f"{library} cannot parse {os.path.basename(onnx_path)}: {errors[0] if errors else 'unknown error'}"
+                       + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
+    config = builder.create_builder_config()
+    config.builder_optimization_level = options.optimization_level
+    if options.workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if options.version_compatible:
+        if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
+            raise BitError(f"{library} has no version-compatible plans")
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if options.hardware_compatibility != "none":
+        level = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}.get(options.hardware_compatibility)
+        if level is None or not hasattr(trt.HardwareCompatibilityLevel, level):
+            raise BitError(f"{library} does not support hardware compatibility level {options.hardware_compatibility!r}")
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
+    if options.rtx_compute_capabilities:
+        if library != "tensorrt_rtx":
+            raise BitError("--rtx-compute-capability applies to TensorRT-RTX engines only")
+        config.num_compute_capabilities = len(options.rtx_compute_capabilities)
+        for i, cc in enumerate(options.rtx_compute_capabilities):
+            if not hasattr(trt.ComputeCapability, cc.upper()):
+                raise BitError(f"unknown compute capability {cc!r}; TensorRT-RTX knows "
+                               f"{', '.join(m for m in trt.ComputeCapability.__members__ if m.startswith('SM'))}")
+            config.set_compute_capability(getattr(trt.ComputeCapability, cc.upper()), i)
+    cache_hit = False
+    # TensorRT-RTX compiles tactics on the device at run time; its timing-cache calls are no-ops (deprecated).
+    use_cache = bool(options.timing_cache) and library == "tensorrt"
+    if use_cache:
+        blob = b""
+        if os.path.isfile(options.timing_cache):
+            with open(options.timing_cache, "rb") as f:
+                blob = f.read()
+            cache_hit = bool(blob)
+        config.set_timing_cache(config.create_timing_cache(blob), False)
+    profile = builder.create_optimization_profile()
+    shape = lambda b: (b, resolution, resolution, 3)  # noqa: E731
+    profile.set_shape(input_name, shape(options.min_batch), shape(options.opt_batch), shape(options.max_batch))
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        detail = "; ".join(log.errors[-2:]) or "no error message"
+        hint = " (out of GPU memory? lower --max-batch or --workspace-mb)" if "memory" in detail.lower() else ""
+        raise BitError(f"{library} failed to build an engine from {os.path.basename(onnx_path)}: {detail}{hint}")
+    if use_cache:
+        tmp = f"{options.timing_cache}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(memoryview(config.get_timing_cache().serialize()))
+        os.replace(tmp, options.timing_cache)
+    record = {"library": library, "library_version": trt.__version__,
+              "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+              "optimization_level": options.optimization_level, "version_compatible": options.version_compatible,
+              "hardware_compatibility": options.hardware_compatibility, "strongly_typed": True,
+              "timing_cache": ("reused" if cache_hit else "created") if use_cache else "not used (TensorRT-RTX has none)"}
+    if library == "tensorrt_rtx":
+        ccs = [str(config.get_compute_capability(i)).split(".")[-1] for i in range(config.num_compute_capabilities)]
+        record["target"] = {"kind": "rtx", "compute_capabilities": ccs or ["library default"]}
+    else:
+        record["target"] = {"kind": "gpu", "compute_capability": gpu_compute_capability()}
+    return bytes(memoryview(plan)), record
