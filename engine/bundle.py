@@ -40,13 +40,14 @@ class Bundle:
         return int(self.manifest["model"]["num_classes"])
 
     def artifacts(self, kind: str = "onnx") -> dict[str, dict]:
-        return {a["precision"]: a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind}
+        """Artifacts of one kind by variant: fp32, fp16, int8-trt (S8S8 for TensorRT), int8-ort (U8S8 for ORT)."""
+        return {a.get("variant", a["precision"]): a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind}
 
-    def artifact_path(self, precision: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
+    def artifact_path(self, variant: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
         found = self.artifacts(kind)
-        if precision not in found:
-            raise BitError(f"bundle {self.path!r} has no {precision} {kind} artifact; it has: {', '.join(found) or 'none'}")
-        art = found[precision]
+        if variant not in found:
+            raise BitError(f"bundle {self.path!r} has no {variant} {kind} artifact; it has: {', '.join(found) or 'none'}")
+        art = found[variant]
         if verify:
             self.verify_file(art)
         return os.path.join(self.path, art["file"])

@@ -44,6 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
     p.add_argument("--parity-images", type=int, default=4, help="synthetic images in the parity set, besides the photos")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for verification (default: all cores)")
+    q = p.add_argument_group("INT8 (explicit Q/DQ from calibrated ranges, behind an accuracy gate)")
+    q.add_argument("--calib-images", default=None, metavar="DIR", help="calibration images (JPEG/PNG/..., any size)")
+    q.add_argument("--calib-count", type=int, default=64)
+    q.add_argument("--calib-batch", type=int, default=8)
+    q.add_argument("--calib-seed", type=int, default=0, help="which images are drawn from DIR")
+    q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    q.add_argument("--calib-synthetic", action="store_true", help="calibrate on synthetic images (flagged in the manifest)")
+    q.add_argument("--calib-cache", default=None, metavar="FILE",
+                   help="calibration range cache (default: keyed by model, calibration set and method in ~/.cache/bit-trt)")
+    q.add_argument("--eval-images", default=None, metavar="DIR", help="extra gate images, never the calibration set")
+    q.add_argument("--eval-count", type=int, default=64)
+    q.add_argument("--max-top1-drop", type=float, default=0.01,
+                   help="largest allowed drop of top-1 agreement with TF, as a fraction (default 0.01 = 1 point)")
+    q.add_argument("--int8-sensitivity", action="store_true",
+                   help="measure and record per-layer sensitivity even when the gate passes")
     eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
     eng.add_argument("--engine", default="auto", choices=["auto", "none", "tensorrt", "tensorrt_rtx"],
                      help="auto: TensorRT on a GPU host, else TensorRT-RTX (builds on a CPU-only host for RTX GPUs)")
@@ -93,6 +108,9 @@ def summary(manifest: dict, out: str) -> str:
             detail = _parity_line(art["parity"])
             if art["precision"] == "fp16":
                 detail += f" (FP32 islands: {', '.join(art['fp32_islands']) or 'none'})"
+            if art["precision"] == "int8":
+                detail += (f" (for {art['runtime']}; top-1 drop {art['gate']['top1_drop']:+.3f} <= {art['gate']['max_top1_drop']}; "
+                           f"{len(art['float_layers'])} layers in float)")
         else:
             p = art["profile"]
             detail = f"{art['library']} {art['library_version']}, batch {p['min']}/{p['opt']}/{p['max']}, from {art['from']}"
@@ -112,10 +130,8 @@ def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter would bury the progress lines; errors still reach stderr.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
-    if args.precision == "int8":
-        print("bit-export: --precision int8 is not yet available (fp32 and fp16 are)", file=sys.stderr)
-        return 2
-    precisions = ("fp32",) if args.precision == "fp32" else ("fp32", "fp16")
+    precisions = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"),
+                  "all": ("fp32", "fp16", "int8")}[args.precision]
     start = time.perf_counter()
 
     def progress(msg: str):
@@ -130,14 +146,20 @@ def main(argv=None) -> int:
                                optimization_level=args.builder_opt_level, workspace_mb=args.workspace_mb,
                                version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compat,
                                timing_cache=args.timing_cache, rtx_compute_capabilities=tuple(args.rtx_cc))
-        if args.precision == "all":
-            progress("int8 is not available yet: --precision all writes fp32 and fp16")
+        from .exporter import Int8Options
+
+        int8_options = Int8Options(calib_images=args.calib_images, calib_synthetic=args.calib_synthetic,
+                                   calib_count=args.calib_count, calib_batch=args.calib_batch, calib_seed=args.calib_seed,
+                                   method=args.calib_method, cache=args.calib_cache, max_top1_drop=args.max_top1_drop,
+                                   eval_images=args.eval_images, eval_count=args.eval_count,
+                                   force_sensitivity=args.int8_sensitivity)
 
         manifest = export(model=args.model, out=args.out, variant=args.variant, resolution=args.resolution,
                           dynamic_spatial=args.dynamic_spatial, opset=args.opset, num_classes=args.num_classes,
                           seed=args.seed, parity_synthetic=args.parity_images, labels_file=args.labels,
                           resize=args.resize, threads=args.threads, precisions=precisions, engine=args.engine,
-                          build_options=options, require_engine=args.require_engine, progress=progress)
+                          build_options=options, require_engine=args.require_engine, int8_options=int8_options,
+                          progress=progress)
     except BitError as exc:
         if args.debug:
             raise

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
 import gc
+import hashlib
+import json
+import os
 import platform
 import resource
 import time
@@ -21,7 +23,7 @@ from bit_trt.engine import compare
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.labels import LABELS_FILE, default_labels, labels_from_file
 from bit_trt.engine.preprocess import InputSpec
-from . import fp16, graph_cleanup, parity, sources, tf2onnx_route, trt_engine
+from . import calibration, fp16, graph_cleanup, int8, parity, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
@@ -63,6 +65,33 @@ def tool_versions() -> dict:
     return versions
 
 
+@dataclasses.dataclass
+class Int8Options:
+    calib_images: str | None = None     # a directory; None means synthetic, which must be asked for
+    calib_synthetic: bool = False
+    calib_count: int = 64
+    calib_batch: int = 8
+    calib_seed: int = 0
+    method: str = "minmax"
+    cache: str | None = None            # default: ~/.cache/bit-trt/calibration/<key>.json
+    max_top1_drop: float = 0.01
+    eval_images: str | None = None      # more evaluation images for the gate (never the calibration set)
+    eval_count: int = 64
+    force_sensitivity: bool = False
+
+    def validate(self):
+        if not self.calib_images and not self.calib_synthetic:
+            raise BitError("INT8 needs calibration images: --calib-images DIR (or --calib-synthetic, flagged in the manifest)")
+        if self.calib_images and self.eval_images and os.path.abspath(self.calib_images) == os.path.abspath(self.eval_images):
+            raise BitError("--eval-images must not be the calibration directory: the gate needs unseen images")
+        if self.method not in int8.METHODS:
+            raise BitError(f"unknown calibration method {self.method!r}; choose one of: {', '.join(int8.METHODS)}")
+        if self.calib_count < 1 or self.calib_batch < 1:
+            raise BitError("--calib-count and --calib-batch must be positive")
+        if not 0 <= self.max_top1_drop <= 1:
+            raise BitError(f"--max-top1-drop is a fraction in [0, 1], got {self.max_top1_drop}")
+
+
 class _Clock:
     def __init__(self, progress):
         self.progress = progress
@@ -100,13 +129,16 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
            num_classes: int = DEFAULT_CLASSES, seed: int = 0, parity_synthetic: int = 4, labels_file: str | None = None,
            resize: str = "bilinear", threads: int | None = None, precisions: tuple[str, ...] = ("fp32",),
            engine: str = "auto", build_options: "trt_engine.BuildOptions | None" = None, require_engine: bool = False,
-           progress=lambda msg: None) -> dict:
+           int8_options: "Int8Options | None" = None, progress=lambda msg: None) -> dict:
     """Export one model to a verified bundle at `out` (FP32 ONNX always, plus `precisions`, plus TensorRT
     plans from each ONNX variant when `engine` finds a builder); return the manifest."""
     check_target(out)
-    unknown = set(precisions) - {"fp32", "fp16"}
+    unknown = set(precisions) - {"fp32", "fp16", "int8"}
     if unknown:
-        raise BitError(f"precision {sorted(unknown)[0]} is not available yet (fp32, fp16)")
+        raise BitError(f"unknown precision {sorted(unknown)[0]} (fp32, fp16, int8)")
+    int8_options = int8_options or Int8Options()
+    if "int8" in precisions:
+        int8_options.validate()
     build_options = build_options or trt_engine.BuildOptions()
     build_options.validate()
     if resolution < 32:
@@ -116,6 +148,15 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
 
     local, handle = sources.resolve(model)
     images, names = parity.parity_inputs(spec, parity_synthetic)
+    calib = None
+    if "int8" in precisions:  # read (and refuse) the image sets before any expensive step
+        if int8_options.eval_images:
+            extra, record = calibration.load(int8_options.eval_images, spec, int8_options.eval_count, seed=1, progress=progress)
+            images = np.concatenate([images, extra])
+            names += [f"eval:{i}" for i in range(len(extra))]
+        calib = (calibration.load(int8_options.calib_images, spec, int8_options.calib_count, int8_options.calib_seed,
+                                  progress=progress) if int8_options.calib_images
+                 else calibration.synthetic(spec, int8_options.calib_count, int8_options.calib_seed))
     with clock.step("reference", f"TF reference logits on {len(images)} parity images "
                                  f"({len(images) - parity_synthetic} photos), in a child process"):
         rss_before_child = current_rss_bytes()
@@ -178,6 +219,11 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
         if "fp16" in precisions:
             with clock.step("fp16", "FP16 variant: FP32 islands by measurement, then parity against TF and FP32"):
                 artifacts.append(_fp16_variant(writer, images, tf_logits, ort, threads, progress))
+        if "int8" in precisions:
+            with clock.step("int8", f"INT8 variants: {int8_options.method} calibration on {len(calib[0])} images, "
+                                    "Q/DQ for TensorRT and ONNX Runtime, accuracy gate"):
+                artifacts += _int8_variants(writer, artifacts[0], images, tf_logits, ort, calib, int8_options,
+                                            threads, progress)
         if engine != "none":
             artifacts += _engines(writer, artifacts, spec, engine, build_options, require_engine, clock, progress)
         with clock.step("bundle", f"publishing bundle {out}"):
@@ -238,11 +284,67 @@ def _engines(writer, artifacts, spec, engine, options, require_engine, clock, pr
         options = dataclasses.replace(options, timing_cache=os.path.join(
             sources.cache_dir(), "timing", f"{trt.__name__}-{trt.__version__}-{target}.cache"))
     plans = []
-    for art in [a for a in artifacts if a["kind"] == "onnx"]:
+    # The U8S8 variant is for ONNX Runtime's CPU kernels; TensorRT gets the S8S8 one.
+    for art in [a for a in artifacts if a["kind"] == "onnx" and a.get("variant") != "int8-ort"]:
         with clock.step(f"engine_{art['precision']}", f"building a {trt.__name__} {trt.__version__} engine from {art['file']}"):
             plan, record = trt_engine.build(writer.path(art["file"]), spec.name, spec.resolution, options, trt)
-            name = trt_engine.plan_name(art["precision"], trt.__name__, trt.__version__, target)
+            name = trt_engine.plan_name(art.get("variant", art["precision"]), trt.__name__, trt.__version__, target)
             with open(writer.path(name), "wb") as f:
                 f.write(plan)
-            plans.append({**writer.record(name), "kind": "engine", "precision": art["precision"], "from": art["file"], **record})
+            plans.append({**writer.record(name), "kind": "engine", "precision": art["precision"],
+                          "variant": art.get("variant", art["precision"]), "from": art["file"], **record})
     return plans
+
+
+def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts, threads, progress) -> list[dict]:
+    calib_u8, calib_record = calib
+    fp32_path = writer.path(fp32_art["file"])
+    key = int8.CacheKey(fp32_art["sha256"], calib_record["sha256"], opts.method)
+    cache_path = opts.cache or os.path.join(sources.cache_dir(), "calibration",
+                                            f"{hashlib.sha256(json.dumps(key.to_dict()).encode()).hexdigest()[:24]}.json")
+    ranges = int8.load_cache(cache_path, key)
+    cache_state = "reused" if ranges is not None else "computed"
+    if ranges is None:
+        ranges = int8.compute_ranges(fp32_path, calib_u8, opts.method, opts.calib_batch, progress)
+        int8.save_cache(cache_path, key, ranges)
+    progress(f"calibration ranges {cache_state} ({cache_path})")
+    cache_name = f"calibration.{opts.method}.json"
+    int8.save_cache(writer.path(cache_name), key, ranges)
+    cache_info = writer.record(cache_name)
+    artifacts = []
+    for target, variant in (("tensorrt", "int8-trt"), ("onnxruntime", "int8-ort")):
+        name = f"model.{variant}.onnx"
+        exclude, table = (), None
+        if opts.force_sensitivity:
+            table = int8.sensitivity(fp32_path, ranges, opts.method, target, images, fp32_logits, writer.staging,
+                                     threads, progress)
+        int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+        verdict = int8.gate(parity.ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
+                            opts.max_top1_drop)
+        progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement']:.3f} (drop {verdict['top1_drop']:+.3f}), "
+                 f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
+        if not verdict["passed"]:  # fall back: keep the most sensitive layers in float until the gate holds
+            table = table or int8.sensitivity(fp32_path, ranges, opts.method, target, images, fp32_logits,
+                                              writer.staging, threads, progress)
+            keep = 1
+            while not verdict["passed"] and keep <= len(table):
+                exclude = tuple(n for row in table[:keep] for n in row["layers"])
+                int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+                verdict = int8.gate(parity.ort_logits(writer.path(name), images, threads=threads), tf_logits,
+                                    fp32_logits, opts.max_top1_drop)
+                progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
+                keep *= 2
+            if not verdict["passed"]:
+                raise parity.ParityError(f"{variant} (even with every sensitive layer in float)",
+                                         {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}})
+        if os.path.exists(writer.path("sensitivity.onnx")):
+            os.remove(writer.path("sensitivity.onnx"))
+        artifacts.append({**writer.record(name), "kind": "onnx", "precision": "int8", "variant": variant,
+                          "runtime": target, "io_dtype": "float32",
+                          "activations": "int8 symmetric" if target == "tensorrt" else "uint8 asymmetric",
+                          "weights": "int8 symmetric per-channel", "quantized_ops": list(int8.QUANTIZED_OPS),
+                          "float_layers": list(exclude),
+                          "calibration": {**calib_record, "method": opts.method, "cache": cache_state,
+                                          "cache_file": cache_info["file"]},
+                          "gate": verdict, "parity": verdict, "sensitivity": table})
+    return artifacts

@@ -1,0 +1,182 @@
+"""INT8 variants as explicit Q/DQ, from calibrated activation ranges, behind an accuracy gate.
+
+Two targets from one set of ranges (the manifest names each):
+- `tensorrt`: signed symmetric INT8 activations and per-channel symmetric weights (S8S8): what TensorRT's
+  strongly typed networks execute.
+- `onnxruntime`: unsigned activations, signed per-channel weights (U8S8). On x86 ONNX Runtime signed
+  activations keep 36 of R50x1's 53 Convs from fusing into QLinearConv; U8S8 fuses all of them.
+
+Ranges come from ONNX Runtime's calibrators (minmax, entropy, percentile) and are cached, keyed by the FP32
+model's checksum, the calibration set's digest and the method; a cache made for anything else is refused.
+Only Conv and MatMul are quantized: GroupNorm (InstanceNormalization) and the elementwise ops stay in float.
+Which of those layers stay in float too is decided by measurement (`sensitivity`), when the gate asks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from bit_trt.engine import compare
+from bit_trt.engine.errors import BitError
+from . import parity
+
+METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("tensorrt", "onnxruntime")
+QUANTIZED_OPS = ("Conv", "MatMul")
+CACHE_FORMAT = "bit-trt-calibration-cache/1"
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    model_sha256: str
+    calibration_sha256: str
+    method: str
+
+    def to_dict(self) -> dict:
+        return {"model_sha256": self.model_sha256, "calibration_sha256": self.calibration_sha256, "method": self.method}
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in METHODS:
+        raise BitError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+class _Reader:
+    """ORT's CalibrationDataReader protocol over uint8 images, with progress."""
+
+    def __init__(self, images_u8, input_name: str, batch: int, progress):
+        self.images, self.input_name, self.batch, self.progress = images_u8, input_name, batch, progress
+        self.pos = 0
+
+    def get_next(self):
+        if self.pos >= len(self.images):
+            return None
+        chunk = self.images[self.pos:self.pos + self.batch]
+        self.pos += len(chunk)
+        self.progress(f"calibrating: {self.pos}/{len(self.images)} images")
+        return {self.input_name: parity.to_float(chunk)}
+
+    def __len__(self):
+        return len(self.images)
+
+    def set_range(self, start_index, end_index):  # part of ORT's reader protocol; unused (no striding)
+        self.images = self.images[start_index:end_index]
+
+
+def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int, progress) -> dict:
+    """Activation ranges of every Conv/MatMul input and output, as ORT's TensorsData dict."""
+    from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, create_calibrator
+
+    with tempfile.TemporaryDirectory(prefix="bit-trt-calib-") as tmp:
+        calibrator = create_calibrator(fp32_path, list(QUANTIZED_OPS), os.path.join(tmp, "augmented.onnx"),
+                                       calibrate_method=_ort_method(method), use_external_data_format=True,
+                                       extra_options={"CalibPercentile": 99.999} if method == "percentile" else {})
+        # Histogram methods hold every intermediate tensor of a batch: keep their batches small.
+        calibrator.collect_data(_Reader(calib_u8, "images", batch if method == "minmax" else 1, progress))
+        # Plain JSON from here on: the same dict is cached, embedded in the bundle and fed back to ORT.
+        ranges = json.loads(json.dumps(calibrator.compute_data().to_dict(), cls=CalibrationCacheEncoder))
+        del calibrator
+    return ranges
+
+
+def load_cache(path: str, key: CacheKey) -> dict | None:
+    """The cached ranges when `path` holds a cache for exactly `key`; None when there is no file."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            cache = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise BitError(f"calibration cache {path!r} is unreadable ({exc}); delete it to recalibrate") from None
+    if cache.get("format") != CACHE_FORMAT:
+        raise BitError(f"{path!r} is not a bit-trt calibration cache")
+    if cache.get("key") != key.to_dict():
+        diff = [k for k, v in key.to_dict().items() if cache.get("key", {}).get(k) != v]
+        raise BitError(f"calibration cache {path!r} was made for a different {' and '.join(diff)} "
+                       f"(stale or foreign cache); delete it or pass another --calib-cache")
+    return cache["ranges"]
+
+
+def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}, f)
+    os.replace(tmp, path)
+
+
+def quantize(fp32_path: str, out_path: str, ranges: dict, method: str, target: str, exclude: tuple[str, ...] = ()) -> None:
+    """Write a QDQ model for `target` from cached `ranges`, leaving the `exclude` nodes in float."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    if target not in TARGETS:
+        raise BitError(f"unknown INT8 target {target!r}; choose one of: {', '.join(TARGETS)}")
+    tensorrt = target == "tensorrt"
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint on the root logger every call
+    with tempfile.TemporaryDirectory(prefix="bit-trt-quant-") as tmp:
+        ort_cache = os.path.join(tmp, "ranges.json")
+        with open(ort_cache, "w", encoding="utf-8") as f:
+            json.dump(ranges, f)
+        quantize_static(fp32_path, out_path, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+                        per_channel=True, activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=_ort_method(method),
+                        calibration_cache_path=ort_cache,
+                        extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                                       # TensorRT wants Q/DQ on every Conv input, including the first layer's.
+                                       "ForceQuantizeNoInputCheck": tensorrt})
+    root.setLevel(level)
+
+
+def quantizable_layers(model) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+
+
+def layer_groups(names: list[str], max_groups: int = 24) -> dict[str, list[str]]:
+    """Per layer for small models; per block (stem, each unit, head) when there are more layers than that."""
+    if len(names) <= max_groups:
+        return {n: [n] for n in names}
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        scope = n.split("/")[0] if "/" in n else n
+        groups.setdefault(scope, []).append(n)
+    return groups
+
+
+def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8, fp32_logits, workdir: str,
+                threads=None, progress=lambda msg: None) -> list[dict]:
+    """For each layer group: the logits error when only that group is quantized. Most sensitive first."""
+    import onnx
+
+    names = quantizable_layers(onnx.load(fp32_path, load_external_data=False))
+    rows = []
+    for group, members in layer_groups(names).items():
+        others = tuple(n for n in names if n not in members)
+        path = os.path.join(workdir, "sensitivity.onnx")
+        quantize(fp32_path, path, ranges, method, target, exclude=others)
+        m = compare.measure(parity.ort_logits(path, probe_u8, threads=threads, low_memory=True), fp32_logits)
+        rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
+        progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
+    return sorted(rows, key=lambda r: -r["rel_l2"])
+
+
+def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:
+    """Accuracy gate: top-1 agreement with TF may drop at most `max_top1_drop` below FP32's."""
+    vs_tf = compare.measure(int8_logits, tf_logits)
+    fp32_vs_tf = compare.measure(fp32_logits, tf_logits)
+    drop = fp32_vs_tf["top1_agreement"] - vs_tf["top1_agreement"]
+    finite = bool(np.isfinite(int8_logits).all())
+    return {**vs_tf, "vs_fp32": compare.measure(int8_logits, fp32_logits), "top1_drop": drop,
+            "max_top1_drop": max_top1_drop, "passed": finite and drop <= max_top1_drop + 1e-12,
+            "failures": [] if finite and drop <= max_top1_drop + 1e-12 else
+            [f"top-1 agreement with TF dropped by {drop:.3f} > {max_top1_drop}" if finite else "non-finite logits"]}
