@@ -289,6 +289,51 @@ def remove_dead(model) -> int:
     return removed
 
 
+def canonicalize(model) -> None:
+    """A byte-stable graph: nodes in a topological order that breaks ties by name, initializers by name.
+
+    tf2onnx's node order follows Python set iteration, which changes with hash randomization between runs;
+    the calibration cache is keyed by the model's checksum, so the same export must give the same bytes.
+    """
+    import heapq
+
+    graph = model.graph
+    producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    deps = [{producers[x] for x in n.input if x in producers} for n in graph.node]
+    users = defaultdict(list)
+    for i, d in enumerate(deps):
+        for j in d:
+            users[j].append(i)
+    waiting = [len(d) for d in deps]
+    ready = [(graph.node[i].name, i) for i, d in enumerate(deps) if not d]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, i = heapq.heappop(ready)
+        order.append(i)
+        for j in users[i]:
+            waiting[j] -= 1
+            if waiting[j] == 0:
+                heapq.heappush(ready, (graph.node[j].name, j))
+    if len(order) != len(graph.node):
+        raise BitError("internal: graph has a cycle")
+    _set_nodes(graph, [graph.node[i] for i in order])
+    inits = sorted(range(len(graph.initializer)), key=lambda i: graph.initializer[i].name)
+    if inits != list(range(len(inits))):
+        from onnx import TensorProto
+
+        ordered = []
+        for i in inits:  # move, not copy: swap each tensor out of the old list
+            t = TensorProto()
+            t.CopyFrom(graph.initializer[i])
+            graph.initializer[i].Clear()
+            ordered.append(t)
+        del graph.initializer[:]
+        for t in ordered:
+            graph.initializer.add().CopyFrom(t)
+            t.Clear()
+
+
 def _drop_initializers(graph, doomed) -> None:
     # Delete by index: `remove()` would compare whole tensors, and rebuilding the list would copy them.
     for index in reversed([i for i, init in enumerate(graph.initializer) if doomed(init)]):
