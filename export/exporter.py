@@ -70,9 +70,9 @@ class Int8Options:
     calib_images: str | None = None     # a directory; None means synthetic, which must be asked for
     calib_synthetic: bool = False
     calib_count: int = 64
-    calib_batch: int = 8
+    calib_batch: int = 2
     calib_seed: int = 0
-    method: str = "minmax"
+    method: str = "minmax"             # measured: see int8.py and bench/results/precision_*.json
     cache: str | None = None            # default: ~/.cache/bit-trt/calibration/<key>.json
     max_top1_drop: float = 0.01
     eval_images: str | None = None      # more evaluation images for the gate (never the calibration set)
