@@ -81,7 +81,7 @@ def digits(out_dir: str) -> dict:
     return result
 
 
-def _calibration_run(fp32_path: str, count: int, method: str, resolution: int) -> dict:
+def _calibration_run(fp32_path: str, count: int, method: str, resolution: int, batch: int = 2) -> dict:
     """Calibration alone in a fresh process: its wall time and peak RSS are its own."""
     code = f"""
 import json, resource, time
@@ -89,8 +89,8 @@ from bit_trt.engine.preprocess import InputSpec
 from bit_trt.export import calibration, int8
 images, _ = calibration.synthetic(InputSpec(resolution={resolution}), {count})
 t0 = time.perf_counter()
-ranges = int8.compute_ranges({fp32_path!r}, images, {method!r}, 8, lambda m: None)
-print(json.dumps({{"images": {count}, "method": {method!r}, "wall_s": round(time.perf_counter() - t0, 1),
+ranges = int8.compute_ranges({fp32_path!r}, images, {method!r}, {batch}, lambda m: None)
+print(json.dumps({{"images": {count}, "batch": {batch}, "method": {method!r}, "wall_s": round(time.perf_counter() - t0, 1),
                   "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
                   "tensors": len(ranges["data"]) if "data" in ranges else len(ranges)}}))
 """
