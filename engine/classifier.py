@@ -39,13 +39,14 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, bundle: str | Bundle, backend: str = "ort-cpu", precision: str = "fp32", threads: int | None = None):
+    def __init__(self, bundle: str | Bundle, backend: str = "ort-cpu", variant: str = "fp32", threads: int | None = None):
+        """variant: fp32, fp16, int8-ort (U8S8, fast on x86 ORT) or int8-trt, as the bundle holds them."""
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if backend not in BACKENDS:
             raise BitError(f"backend {backend!r} is not available; choose one of: {', '.join(BACKENDS)}")
         self.spec = self.bundle.input_spec
         self.labels = self.bundle.labels()
-        self.runner = OrtRunner(self.bundle.artifact_path(precision), threads=threads)
+        self.runner = OrtRunner(self.bundle.artifact_path(variant), threads=threads)
 
     def __enter__(self):
         self.runner.activate()

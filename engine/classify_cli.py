@@ -12,14 +12,14 @@ def main(argv=None) -> int:
     p.add_argument("bundle", help="bundle directory written by bit-export")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...; any size)")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--variant", default="fp32", help="fp32, fp16, int8-ort or int8-trt (those the bundle holds)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     try:
         from .classifier import Classifier
 
-        clf = Classifier(args.bundle, precision=args.precision, threads=args.threads)
+        clf = Classifier(args.bundle, variant=args.variant, threads=args.threads)
     except BitError as exc:
         if args.debug:
             raise

@@ -70,12 +70,6 @@ class _Reader:
         self.progress(f"calibrating: {self.pos}/{len(self.images)} images")
         return {self.input_name: parity.to_float(chunk)}
 
-    def __len__(self):
-        return len(self.images)
-
-    def set_range(self, start_index, end_index):  # part of ORT's reader protocol; unused (no striding)
-        self.images = self.images[start_index:end_index]
-
 
 def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int, progress) -> dict:
     """Activation ranges of every Conv/MatMul input and output, as ORT's TensorsData dict."""

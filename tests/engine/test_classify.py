@@ -50,3 +50,10 @@ def test_not_an_image_is_a_clear_error(tiny_bundle, tmp_path):
 def test_missing_bundle(tmp_path):
     proc = run_cli(CLASSIFY, tmp_path / "nope", "x.jpg")
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_classify_each_variant_and_unknown_variant(tiny_bundle):
+    photo = real_photo_paths()[0]
+    assert run_cli(CLASSIFY, tiny_bundle, photo, "--variant", "fp16").returncode == 0
+    proc = run_cli(CLASSIFY, tiny_bundle, photo, "--variant", "int8-ort")
+    assert proc.returncode == 1 and "has no int8-ort onnx artifact; it has: fp32, fp16" in proc.stderr
