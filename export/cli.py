@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--eval-images", default=None, metavar="DIR", help="extra gate images, never the calibration set")
     q.add_argument("--eval-count", type=int, default=64)
     q.add_argument("--max-top1-drop", type=float, default=0.01,
-                   help="largest allowed drop of top-1 agreement with TF, as a fraction (default 0.01 = 1 point)")
+                   help="largest allowed drop of top-1 agreement with TF on the samples TF is confident about "
+                        "(top-1 probability >= 0.5), as a fraction (default 0.01 = 1 point)")
     q.add_argument("--int8-sensitivity", action="store_true",
                    help="measure and record per-layer sensitivity even when the gate passes")
     eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
@@ -109,7 +110,8 @@ def summary(manifest: dict, out: str) -> str:
             if art["precision"] == "fp16":
                 detail += f" (FP32 islands: {', '.join(art['fp32_islands']) or 'none'})"
             if art["precision"] == "int8":
-                detail += (f" (for {art['runtime']}; top-1 drop {art['gate']['top1_drop']:+.3f} <= {art['gate']['max_top1_drop']}; "
+                detail += (f" (for {art['runtime']}; top-1 drop {art['gate']['top1_drop']:+.3f} on "
+                           f"{art['gate']['confident_samples']} confident samples, max {art['gate']['max_top1_drop']}; "
                            f"{len(art['float_layers'])} layers in float)")
         else:
             p = art["profile"]

@@ -30,6 +30,7 @@ from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 PARITY_FILE = "parity_inputs.npz"
 ONNX_FP32 = "model.fp32.onnx"
 ONNX_FP16 = "model.fp16.onnx"
+SENSITIVITY_PROBE = 8  # images per sensitivity measurement: a ranking needs few, and each costs a model run
 TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "numpy", "protobuf", "opencv-python-headless")
 
 
@@ -317,16 +318,17 @@ def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts
         name = f"model.{variant}.onnx"
         exclude, table = (), None
         if opts.force_sensitivity:
-            table = int8.sensitivity(fp32_path, ranges, opts.method, target, images, fp32_logits, writer.staging,
-                                     threads, progress)
+            table = int8.sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
+                                     fp32_logits[:SENSITIVITY_PROBE], writer.staging, threads, progress)
         int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
         verdict = int8.gate(parity.ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
                             opts.max_top1_drop)
-        progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement']:.3f} (drop {verdict['top1_drop']:+.3f}), "
+        progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
+                 f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
                  f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
         if not verdict["passed"]:  # fall back: keep the most sensitive layers in float until the gate holds
-            table = table or int8.sensitivity(fp32_path, ranges, opts.method, target, images, fp32_logits,
-                                              writer.staging, threads, progress)
+            table = table or int8.sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
+                                              fp32_logits[:SENSITIVITY_PROBE], writer.staging, threads, progress)
             keep = 1
             while not verdict["passed"] and keep <= len(table):
                 exclude = tuple(n for row in table[:keep] for n in row["layers"])

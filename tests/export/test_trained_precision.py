@@ -71,6 +71,7 @@ def test_manifest_records_calibration_gate_and_sensitivity(trained):
     for a in int8_arts:
         assert a["calibration"]["kind"] == "directory" and a["calibration"]["count"] == 64
         assert a["gate"]["passed"] and a["gate"]["samples"] >= 200
+        assert a["gate"]["confident_samples"] >= 150  # a trained model is sure of most digits
         assert a["sensitivity"] and all("rel_l2" in row for row in a["sensitivity"])
         assert a["calibration"]["cache_file"] == "calibration.minmax.json"
     assert m["labels"]["kind"] == "custom" and m["model"]["source"]["kind"] == "npz"
