@@ -193,7 +193,7 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
     with clock.step("fold", "folding weight standardization into constants, checked against TF"):
         folded = graph_cleanup.fold_constants(onnx_model)
         graph_cleanup.remove_dead(onnx_model)
-        graph_cleanup.canonicalize(onnx_model)
+        graph_cleanup.canonicalize(onnx_model, initializers=False)
         release_memory()
         _probe_check(onnx_model, probe, probe_ref, "constant folding (weight standardization)", threads)
         if onnx_model.ByteSize() < 2_000_000_000:

@@ -289,11 +289,13 @@ def remove_dead(model) -> int:
     return removed
 
 
-def canonicalize(model) -> None:
+def canonicalize(model, initializers: bool = True) -> None:
     """A byte-stable graph: nodes in a topological order that breaks ties by name, initializers by name.
 
     tf2onnx's node order follows Python set iteration, which changes with hash randomization between runs;
     the calibration cache is keyed by the model's checksum, so the same export must give the same bytes.
+    Sorting initializers moves every tensor, so it is done before the weights are bound (tf2onnx's own
+    constants are small); every later pass appends in node order, which is then already canonical.
     """
     import heapq
 
@@ -318,6 +320,8 @@ def canonicalize(model) -> None:
     if len(order) != len(graph.node):
         raise BitError("internal: graph has a cycle")
     _set_nodes(graph, [graph.node[i] for i in order])
+    if not initializers:
+        return
     inits = sorted(range(len(graph.initializer)), key=lambda i: graph.initializer[i].name)
     if inits != list(range(len(inits))):
         from onnx import TensorProto

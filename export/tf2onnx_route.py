@@ -54,6 +54,9 @@ def convert(weights, variant: Variant, resolution: int | None, opset: int = DEFA
     for name, key in zip(arg_names, keys):
         _rename_tensor(graph, name, key)
     graph.name = f"bit_{variant.name}"
+    from .graph_cleanup import canonicalize
+
+    canonicalize(model)  # before binding: only tf2onnx's small constants are initializers yet
     if bind:
         bind_initializers(model, weights)
     return model
