@@ -106,7 +106,7 @@ def summary(manifest: dict, out: str) -> str:
     for art in manifest["artifacts"]:
         size = art["bytes"] + sum(d["bytes"] for d in art.get("data_files", []))
         if art["kind"] == "onnx":
-            detail = _parity_line(art["parity"])
+            detail = _parity_line(art.get("gate") or art["parity"])  # an INT8 variant's parity is its gate
             if art["precision"] == "fp16":
                 detail += f" (FP32 islands: {', '.join(art['fp32_islands']) or 'none'})"
             if art["precision"] == "int8":

@@ -316,25 +316,28 @@ def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts
     artifacts = []
     for target, variant in (("tensorrt", "int8-trt"), ("onnxruntime", "int8-ort")):
         name = f"model.{variant}.onnx"
-        exclude, table = (), None
-        if opts.force_sensitivity:
-            table = int8.sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
-                                     fp32_logits[:SENSITIVITY_PROBE], writer.staging, threads, progress)
-        int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
-        verdict = int8.gate(parity.ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
-                            opts.max_top1_drop)
+
+        def quantize_and_gate(exclude):
+            int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+            logits = parity.ort_logits(writer.path(name), images, threads=threads)
+            return int8.gate(logits, tf_logits, fp32_logits, opts.max_top1_drop)
+
+        def measure_sensitivity():
+            return int8.sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
+                                    fp32_logits[:SENSITIVITY_PROBE], writer.staging, threads, progress)
+
+        exclude = ()
+        table = measure_sensitivity() if opts.force_sensitivity else None
+        verdict = quantize_and_gate(exclude)
         progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
                  f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
                  f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
         if not verdict["passed"]:  # fall back: keep the most sensitive layers in float until the gate holds
-            table = table or int8.sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
-                                              fp32_logits[:SENSITIVITY_PROBE], writer.staging, threads, progress)
+            table = table or measure_sensitivity()
             keep = 1
             while not verdict["passed"] and keep <= len(table):
                 exclude = tuple(n for row in table[:keep] for n in row["layers"])
-                int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
-                verdict = int8.gate(parity.ort_logits(writer.path(name), images, threads=threads), tf_logits,
-                                    fp32_logits, opts.max_top1_drop)
+                verdict = quantize_and_gate(exclude)
                 progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
                 keep *= 2
             if not verdict["passed"]:
@@ -349,5 +352,5 @@ def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts
                           "float_layers": list(exclude),
                           "calibration": {**calib_record, "method": opts.method, "cache": cache_state,
                                           "cache_file": cache_info["file"]},
-                          "gate": verdict, "parity": verdict, "sensitivity": table})
+                          "gate": verdict, "sensitivity": table})
     return artifacts

@@ -41,11 +41,11 @@ def import_library(name: str):
     """`tensorrt` or `tensorrt_rtx`, with the install command when it is missing."""
     if name not in LIBRARIES:
         raise BitError(f"unknown engine library {name!r}; choose one of: auto, none, {', '.join(LIBRARIES)}")
-    try:
-        return __import__(name)
-    except ImportError:
+    trt = _try_import(name)
+    if trt is None:
         extra = "gpu" if name == "tensorrt" else "rtx"
-        raise BitError(f"{name} is not installed; install it with: pip install 'bit-trt[{extra}]'") from None
+        raise BitError(f"{name} is not installed; install it with: pip install 'bit-trt[{extra}]'")
+    return trt
 
 
 def pick_library(engine: str = "auto"):
