@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--max-batch", type=int, default=32)
     eng.add_argument("--builder-opt-level", type=int, default=3, help="0-5 (default 3)")
     eng.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit")
+    eng.add_argument("--tf32", action="store_true",
+                     help="let FP32 layers use TF32 tensor cores (TensorRT's own default; off here because FP32 "
+                          "parity assumes full FP32)")
     eng.add_argument("--version-compatible", action="store_true", help="TensorRT plan that later TensorRT versions can run")
     eng.add_argument("--hardware-compat", default="none", choices=["none", "ampere_plus", "same_compute_capability"])
     eng.add_argument("--rtx-cc", action="append", default=[], metavar="SM89",
@@ -147,7 +150,8 @@ def main(argv=None) -> int:
         options = BuildOptions(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
                                optimization_level=args.builder_opt_level, workspace_mb=args.workspace_mb,
                                version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compat,
-                               timing_cache=args.timing_cache, rtx_compute_capabilities=tuple(args.rtx_cc))
+                               timing_cache=args.timing_cache, rtx_compute_capabilities=tuple(args.rtx_cc),
+                               tf32=args.tf32)
         from .exporter import Int8Options
 
         int8_options = Int8Options(calib_images=args.calib_images, calib_synthetic=args.calib_synthetic,

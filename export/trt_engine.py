@@ -10,12 +10,11 @@ and implicit calibrators; on TensorRT 10 we ask for STRONGLY_TYPED explicitly). 
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 
 from bit_trt.engine.errors import BitError
-
-LIBRARIES = ("tensorrt", "tensorrt_rtx")
+from bit_trt.engine.gpu_host import compute_capability as gpu_compute_capability
+from bit_trt.engine.tensorrt_library import ErrorLog, import_library, try_import
 
 
 @dataclass
@@ -29,23 +28,13 @@ class BuildOptions:
     hardware_compatibility: str = "none"  # "none" | "ampere_plus" | "same_compute_capability"
     timing_cache: str | None = None    # read if it exists, written after the build
     rtx_compute_capabilities: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("SM89",); empty: library default
+    tf32: bool = False                 # TensorRT enables TF32 for FP32 layers by default; FP32 parity needs it off
 
     def validate(self):
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise BitError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if not 0 <= self.optimization_level <= 5:
             raise BitError(f"builder optimization level must be 0..5, got {self.optimization_level}")
-
-
-def import_library(name: str):
-    """`tensorrt` or `tensorrt_rtx`, with the install command when it is missing."""
-    if name not in LIBRARIES:
-        raise BitError(f"unknown engine library {name!r}; choose one of: auto, none, {', '.join(LIBRARIES)}")
-    trt = _try_import(name)
-    if trt is None:
-        extra = "gpu" if name == "tensorrt" else "rtx"
-        raise BitError(f"{name} is not installed; install it with: pip install 'bit-trt[{extra}]'")
-    return trt
 
 
 def pick_library(engine: str = "auto"):
@@ -55,50 +44,14 @@ def pick_library(engine: str = "auto"):
     """
     if engine != "auto":
         return import_library(engine)
-    trt = _try_import("tensorrt")
+    trt = try_import("tensorrt")
     if trt is not None:
         try:
-            if trt.Builder(_Log(trt).logger) is not None:
+            if trt.Builder(ErrorLog(trt).logger) is not None:
                 return trt
         except (RuntimeError, TypeError):  # installed, but no GPU or driver here
             pass
-    return _try_import("tensorrt_rtx")
-
-
-def _try_import(name: str):
-    try:
-        return __import__(name)
-    except (ImportError, OSError):  # absent, or present without its shared libraries
-        return None
-
-
-class _Log:
-    """A TensorRT logger that keeps errors, so a failed build can say why in one line."""
-
-    def __init__(self, trt):
-        self.errors = []
-        outer = self
-
-        class Logger(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-
-            def log(self, severity, msg):
-                if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                    outer.errors.append(msg)
-
-        self.logger = Logger()
-
-
-def gpu_compute_capability() -> str | None:
-    """'sm90' for the first GPU, from nvidia-smi; None without a GPU."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    line = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
-    return f"sm{line.replace('.', '')}" if line else None
+    return try_import("tensorrt_rtx")
 
 
 def plan_name(precision: str, library: str, version: str, target: str) -> str:
@@ -111,7 +64,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     """Parse and build one plan; return its bytes and the manifest record (without file/sha)."""
     options.validate()
     library = trt.__name__
-    log = _Log(trt)
+    log = ErrorLog(trt)
     builder = trt.Builder(log.logger)
     if builder is None:
         raise BitError(f"{library} could not create a builder: {'; '.join(log.errors) or 'no GPU or driver?'}")
@@ -133,6 +86,8 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     config.builder_optimization_level = options.optimization_level
     if options.workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
+    if not options.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
     if options.version_compatible:
         if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
             raise BitError(f"{library} has no version-compatible plans")
@@ -167,7 +122,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        detail = "; ".join(log.errors[-2:]) or "no error message"
+        detail = log.last()
         hint = " (out of GPU memory? lower --max-batch or --workspace-mb)" if "memory" in detail.lower() else ""
         raise BitError(f"{library} failed to build an engine from {os.path.basename(onnx_path)}: {detail}{hint}")
     if use_cache:
@@ -179,6 +134,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
               "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
               "optimization_level": options.optimization_level, "version_compatible": options.version_compatible,
               "hardware_compatibility": options.hardware_compatibility, "strongly_typed": True,
+              "tf32": options.tf32,
               "timing_cache": ("reused" if cache_hit else "created") if use_cache else "not used (TensorRT-RTX has none)"}
     if library == "tensorrt_rtx":
         ccs = [str(config.get_compute_capability(i)).split(".")[-1] for i in range(config.num_compute_capabilities)]
