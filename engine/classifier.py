@@ -1,11 +1,17 @@
 """The engine's front door: a bundle, a backend, preprocessing and labels behind one `predict` call.
 
     from bit_trt.engine import Classifier
-    with Classifier("out/r50x3") as clf:
+    with Classifier("out/r50x3", backend="auto", precision="fp32") as clf:
+        print(clf.backend)                       # what auto picked, e.g. "openvino 2026.4.1 CPU (latency, f32)"
         result = clf.predict(["cat.jpg", jpeg_bytes, uint8_array])
-        result.top(5)[0]   # [(label, probability), ...] for the first image
+        result.top(5)[0]                         # [(label, probability), ...] for the first image
 
-Only ONNX Runtime on the CPU is wired today; the runner base is what other backends plug into.
+`predict` takes one image or a list: file paths, encoded bytes (JPEG/PNG/...), uint8 HWC arrays of any
+size (RGB, RGBA or grayscale), or float HWC arrays in [0,1]; or a 4-D array (a batch). Every image is
+preprocessed exactly per the manifest: on the GPU by a CUDA kernel for the `trt` backend, on the CPU
+(OpenCV) otherwise. Batches larger than a TensorRT profile's max are split automatically.
+
+One Classifier may be shared by many threads (see each runner's module for how it keeps calls apart).
 """
 from __future__ import annotations
 
@@ -13,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import backends
 from .bundle import Bundle, load_bundle
 from .errors import BitError
-from .ort_runner import OrtRunner
-from .preprocess import preprocess
+from .preprocess import preprocess, to_array
 
-BACKENDS = ("ort-cpu",)
+BACKENDS = ("auto",) + backends.BACKENDS
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -39,25 +45,67 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, bundle: str | Bundle, backend: str = "ort-cpu", variant: str = "fp32", threads: int | None = None):
-        """variant: fp32, fp16, int8-ort (U8S8, fast on x86 ORT) or int8-trt, as the bundle holds them."""
+    def __init__(self, bundle: str | Bundle, backend: str = "auto", precision: str = "fp32",
+                 threads: int | None = None, device: int = 0, **backend_options):
+        """backend: auto or one of backends.BACKENDS. precision: fp32, fp16, int8 (the backend's INT8 graph),
+        or an exact bundle variant (int8-ort, int8-trt). backend_options go to the runner: workers and
+        cuda_graph (trt), hint and inference_precision (openvino).
+
+        With backend="auto" the runner is started here, to find one that works; otherwise on first use.
+        """
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if backend not in BACKENDS:
-            raise BitError(f"backend {backend!r} is not available; choose one of: {', '.join(BACKENDS)}")
+            raise BitError(f"backend {backend!r} is not known; choose one of: {', '.join(BACKENDS)}")
         self.spec = self.bundle.input_spec
         self.labels = self.bundle.labels()
-        self.runner = OrtRunner(self.bundle.artifact_path(variant), threads=threads)
+        self.skipped = []
+        if backend == "auto":
+            if backend_options:
+                raise BitError("backend options need a named backend, not auto")
+            self.runner, self.skipped = backends.create_auto(self.bundle, precision, threads, device)
+        else:
+            self.runner = backends.create(self.bundle, backend, precision, threads=threads, device=device,
+                                          **backend_options)
+
+    @property
+    def backend(self) -> str:
+        """Which library and device run the model (activates the runner)."""
+        self.runner.activate()
+        return self.runner.describe()
 
     def __enter__(self):
         self.runner.activate()
         return self
 
     def __exit__(self, *exc):
-        self.runner.deactivate()
+        self.close()
         return False
 
+    def close(self) -> None:
+        self.runner.deactivate()
+
     def predict(self, images) -> Prediction:
-        batch = preprocess(images, self.spec)
         self.runner.activate()
-        logits = self.runner.infer(batch)
+        if getattr(self.runner, "preprocesses_on_device", False):
+            raw = _raw_images(images)
+            if raw is not None:
+                return self._prediction(self.runner.infer_uint8(raw))
+        return self._prediction(self.runner.infer(preprocess(images, self.spec)))
+
+    def _prediction(self, logits: np.ndarray) -> Prediction:
         return Prediction(logits, softmax(logits.astype(np.float64)), self.labels)
+
+
+def _raw_images(images) -> list[np.ndarray] | None:
+    """Decoded uint8 RGB arrays for the device path; None when any input is a float image (CPU path)."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise BitError("empty batch: pass at least one image")
+    arrays = [to_array(img) for img in images]
+    if any(a.dtype != np.uint8 for a in arrays):
+        return None
+    return [np.ascontiguousarray(a) for a in arrays]
+

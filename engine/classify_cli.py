@@ -1,4 +1,4 @@
-"""`bit-classify BUNDLE IMAGE...`: top-5 readable labels per image, through ONNX Runtime."""
+"""`bit-classify BUNDLE IMAGE...`: top-5 readable labels per image, on any backend."""
 from __future__ import annotations
 
 import argparse
@@ -7,23 +7,44 @@ import sys
 from .errors import BitError
 
 
+def add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend/--precision/--threads: shared by bit-classify and bit-check."""
+    from .classifier import BACKENDS
+
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto picks the fastest that works here and says which (default auto)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); default fp32")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for CPU backends (default: all cores)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def open_classifier(args, prog: str):
+    """A Classifier from the shared arguments, or None after printing the error."""
+    try:
+        from .classifier import Classifier
+
+        clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+        print(f"backend: {clf.backend}", file=sys.stderr)
+        for reason in clf.skipped:
+            print(f"  (auto skipped {reason.splitlines()[0]})", file=sys.stderr)
+        return clf
+    except BitError as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bit-classify", description="Classify images with an exported bit-trt bundle.")
     p.add_argument("bundle", help="bundle directory written by bit-export")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...; any size)")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
-    p.add_argument("--variant", default="fp32", help="fp32, fp16, int8-ort or int8-trt (those the bundle holds)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_backend_arguments(p)
     args = p.parse_args(argv)
-    try:
-        from .classifier import Classifier
-
-        clf = Classifier(args.bundle, variant=args.variant, threads=args.threads)
-    except BitError as exc:
-        if args.debug:
-            raise
-        print(f"bit-classify: error: {exc}", file=sys.stderr)
+    clf = open_classifier(args, "bit-classify")
+    if clf is None:
         return 1
     if not clf.bundle.manifest["model"].get("trained", True):
         print("note: this bundle has SYNTHETIC (untrained) weights; the labels below are meaningless", file=sys.stderr)

@@ -1,4 +1,12 @@
-"""ONNX Runtime on the CPU: session options tuned for a server (threads, full graph optimization)."""
+"""ONNX Runtime: the CPU execution provider, and the CUDA and TensorRT providers where they load.
+
+onnxruntime and onnxruntime-gpu install the same module, and onnxruntime-gpu lists its CUDA/TensorRT
+providers even where their libraries cannot load, then silently runs on the CPU. So the providers a
+session *actually* got are read back after it is created, and asking for `ort-cuda` or `ort-trt` on a
+host where they did not load is an error that says what loaded instead, never a silent CPU fallback.
+
+Thread safety: `InferenceSession.run` may be called from many threads at once (ORT's documented contract).
+"""
 from __future__ import annotations
 
 import os
@@ -8,29 +16,66 @@ import numpy as np
 from .errors import BitError, missing_dependency
 from .runner import Runner
 
+PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
+             "ort-trt": "TensorrtExecutionProvider"}
+
+
+def import_onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise missing_dependency("onnxruntime", "cpu") from None
+    return ort
+
 
 class OrtRunner(Runner):
     name = "ort-cpu"
 
-    def __init__(self, model, threads: int | None = None, optimization: str = "all", low_memory: bool = False):
+    def __init__(self, model, threads: int | None = None, optimization: str = "all", low_memory: bool = False,
+                 backend: str = "ort-cpu", device: int = 0, trt_cache_dir: str | None = None):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
+        backend: ort-cpu, ort-cuda or ort-trt. trt_cache_dir: where the TensorRT provider keeps its engines
+        (ort-trt; the Classifier puts it under the bundle, keyed by TensorRT version and GPU).
         low_memory: no weight pre-packing, no memory arena, no graph optimization. For one-off checks of
         large models (export verification), where a second packed or folded copy of the weights costs more
         than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
         """
         super().__init__()
+        if backend not in PROVIDERS:
+            raise BitError(f"unknown ONNX Runtime backend {backend!r}; choose one of: {', '.join(PROVIDERS)}")
+        self.name = backend
         self.model = model
         self.threads = threads
         self.optimization = "none" if low_memory else optimization
         self.low_memory = low_memory
+        self.device = device
+        self.trt_cache_dir = trt_cache_dir
         self.session = None
 
+    def _providers(self) -> list:
+        cpu = "CPUExecutionProvider"
+        if self.name == "ort-cpu":
+            return [cpu]
+        # use_tf32=0: FP32 parity assumes full FP32 convolutions (ORT enables TF32 on Ampere+ by default)
+        cuda = ("CUDAExecutionProvider", {"device_id": self.device, "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0})
+        if self.name == "ort-cuda":
+            return [cuda, cpu]
+        trt_options = {"device_id": self.device, "trt_fp16_enable": False, "trt_int8_enable": False}
+        if self.trt_cache_dir:
+            os.makedirs(self.trt_cache_dir, exist_ok=True)
+            trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=self.trt_cache_dir,
+                               trt_timing_cache_enable=True, trt_timing_cache_path=self.trt_cache_dir)
+        return [("TensorrtExecutionProvider", trt_options), cuda, cpu]
+
     def _activate(self):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise missing_dependency("onnxruntime", "cpu") from None
+        ort = import_onnxruntime()
+        wanted = PROVIDERS[self.name]
+        if wanted not in ort.get_available_providers():
+            hint = ("pip uninstall onnxruntime && pip install onnxruntime-gpu" if self.name != "ort-cpu"
+                    else "reinstall onnxruntime")
+            raise BitError(f"{self.name}: this onnxruntime build ({ort.__version__}) has no {wanted} "
+                           f"(it has {', '.join(ort.get_available_providers())}); {hint}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -44,14 +89,28 @@ class OrtRunner(Runner):
             opts.enable_cpu_mem_arena = False
             opts.add_session_config_entry("session.disable_prepacking", "1")
         try:
-            self.session = ort.InferenceSession(self.model, opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(self.model, opts, providers=self._providers())
         except Exception as exc:  # ORT raises its own exception types for a bad or truncated file
             where = self.model if isinstance(self.model, (str, os.PathLike)) else "in-memory model"
             raise BitError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0][:300]}") from None
+        self.loaded_providers = self.session.get_providers()
+        if wanted not in self.loaded_providers:
+            self.session = None
+            raise BitError(f"{self.name}: onnxruntime lists {wanted} but it did not load (missing CUDA, cuDNN or "
+                           f"TensorRT libraries for onnxruntime {ort.__version__}?); the session got only "
+                           f"{', '.join(self.loaded_providers)}. Use --backend ort-cpu, or fix the GPU libraries")
         self.input_name = self.session.get_inputs()[0].name
+
+    def describe(self) -> str:
+        providers = ", ".join(p.replace("ExecutionProvider", "") for p in getattr(self, "loaded_providers", []))
+        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]"
 
     def _deactivate(self):
         self.session = None
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        try:
+            return self.session.run(None, {self.input_name: batch})[0]
+        except Exception as exc:  # e.g. a spatial size the graph cannot take; the session stays usable
+            raise BitError(f"{self.name}: inference failed for a batch of shape {batch.shape}: "
+                           f"{str(exc).splitlines()[0][:300]}") from None

@@ -175,7 +175,7 @@ def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8
 # confident samples only: on near-ties (and on untrained weights, where every sample is one) a flip says
 # nothing about the quantization. A cosine floor over *all* samples still catches a broken variant.
 CONFIDENT_PROBABILITY = 0.5
-COSINE_FLOOR = 0.95
+COSINE_FLOOR = compare.INT8_CHECK.cosine_min  # one floor for the export gate and bit-check
 
 
 def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:

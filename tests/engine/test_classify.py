@@ -54,6 +54,6 @@ def test_missing_bundle(tmp_path):
 
 def test_classify_each_variant_and_unknown_variant(tiny_bundle):
     photo = real_photo_paths()[0]
-    assert run_cli(CLASSIFY, tiny_bundle, photo, "--variant", "fp16").returncode == 0
-    proc = run_cli(CLASSIFY, tiny_bundle, photo, "--variant", "int8-ort")
+    assert run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "fp16").returncode == 0
+    proc = run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "int8-ort")
     assert proc.returncode == 1 and "has no int8-ort onnx artifact; it has: fp32, fp16" in proc.stderr

@@ -1,0 +1,117 @@
+"""Which backend runs a bundle: the names, which artifact each one loads, and what `auto` picks.
+
+    trt       TensorRT plan (or TensorRT-RTX engine) through pycuda, with CUDA preprocessing
+    ort-trt   ONNX Runtime's TensorRT provider (engine cache under the bundle)
+    ort-cuda  ONNX Runtime's CUDA provider
+    openvino  OpenVINO on the CPU
+    ort-cpu   ONNX Runtime on the CPU
+    tf        the TensorFlow reference (needs TF and the export source; for checking, not serving)
+
+`auto` tries, in order, what is fastest on this host by our measurements (bench/results): on a GPU host
+trt, then ort-trt, then ort-cuda; on a CPU host openvino (faster than ORT on our graphs), then ort-cpu.
+A backend that cannot start here (not installed, no plan for this GPU, provider did not load) is skipped,
+and the reason is kept, so `auto` can say what it chose and why it passed over the others.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from . import gpu_host
+from .bundle import Bundle
+from .errors import BitError
+
+BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
+AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
+AUTO_CPU = ("openvino", "ort-cpu")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# An INT8 request means a different Q/DQ graph per runtime: U8S8 fuses all Convs in ORT's x86 kernels;
+# TensorRT needs S8S8 symmetric. OpenVINO takes either; U8S8 measured faster (runtime_cpu_480.json).
+INT8_VARIANT = {"ort-cpu": "int8-ort", "openvino": "int8-ort", "trt": "int8-trt", "ort-trt": "int8-trt",
+                "ort-cuda": "int8-trt", "tf": None}
+
+
+def variant_for(backend: str, precision: str) -> str | None:
+    """The bundle variant `backend` loads for `precision` (an exact variant name passes through)."""
+    if precision == "int8":
+        return INT8_VARIANT[backend]
+    return precision
+
+
+def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
+    """Engines ORT's TensorRT provider builds, under the bundle, keyed by TensorRT version and GPU."""
+    try:
+        import tensorrt
+
+        trt_version = tensorrt.__version__
+    except (ImportError, OSError):
+        trt_version = "trt-unknown"
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_host.gpu_name(device) or "gpu").strip("-")
+    key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}"
+    base = os.path.join(bundle.path, "cache", "ort-trt")
+    if not os.access(bundle.path, os.W_OK):  # a read-only deployment copy: keep the cache per user instead
+        base = os.path.join(os.path.expanduser("~"), ".cache", "bit-trt", "ort-trt", os.path.basename(bundle.path))
+    return os.path.join(base, key)
+
+
+def _plan(bundle: Bundle, variant: str, device: int) -> dict:
+    """The bundle's engine for `variant` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
+    engines = [a for a in bundle.manifest.get("artifacts", [])
+               if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant]
+    if not engines:
+        raise BitError(f"bundle {bundle.path!r} has no {variant} TensorRT plan; export one with "
+                       f"bit-export --engine tensorrt (plans: {', '.join(a['file'] for a in bundle.artifacts('engine').values()) or 'none'})")
+    cc = gpu_host.compute_capability(device)
+    for art in sorted(engines, key=lambda a: a.get("library") != "tensorrt"):
+        target = art.get("target", {})
+        if target.get("kind") == "gpu" and target.get("compute_capability") == cc:
+            return art
+    return engines[0]  # plan_check explains why it does not fit
+
+
+def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int | None = None, device: int = 0,
+           **options):
+    """A runner (not yet active) for `backend` at `precision`. options go to the runner (workers, cuda_graph, hint...)."""
+    from .ort_runner import OrtRunner
+
+    if backend not in BACKENDS:
+        raise BitError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    if backend == "tf":
+        from .tf_runner import TfRunner
+
+        return TfRunner(bundle.manifest)
+    variant = variant_for(backend, precision)
+    if backend == "trt":
+        from .trt_runner import TrtRunner
+
+        art = _plan(bundle, variant, device)
+        return TrtRunner(_verified(bundle, art), art, bundle.input_spec, device=device, bundle_path=bundle.path,
+                         **options)
+    path = bundle.artifact_path(variant)
+    if backend == "openvino":
+        from .openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(path, threads=threads, **options)
+    cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
+    return OrtRunner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
+
+
+def _verified(bundle: Bundle, art: dict) -> str:
+    bundle.verify_file(art)
+    return os.path.join(bundle.path, art["file"])
+
+
+def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0):
+    """The first backend in AUTO_GPU/AUTO_CPU order that activates here: (active runner, why the others were skipped)."""
+    order = AUTO_GPU if gpu_host.has_gpu() else AUTO_CPU
+    skipped = []
+    for backend in order:
+        try:
+            runner = create(bundle, backend, precision, threads=threads, device=device)
+            runner.activate()
+        except BitError as exc:
+            skipped.append(f"{backend}: {exc}")
+            continue
+        return runner, skipped
+    raise BitError("no backend can run this bundle here:\n  " + "\n  ".join(skipped))

@@ -1,0 +1,74 @@
+"""Every CPU backend on a real exported bundle, against the TF logits the bundle recorded."""
+import numpy as np
+import pytest
+
+from bit_trt.engine import backends, compare, gpu_host
+from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.classifier import Classifier
+from bit_trt.engine.errors import BitError
+
+CPU_BACKENDS = ("ort-cpu", "openvino", "tf")
+
+
+def _parity_set(path):
+    data = np.load(path / "parity_inputs.npz")
+    return data["images"].astype(np.float32) / 255, data["tf_logits"]
+
+
+@pytest.mark.parametrize("backend,precision", [(b, p) for b in CPU_BACKENDS for p in ("fp32", "fp16", "int8")
+                                               if b != "tf" or p == "fp32"])  # the TF reference is FP32 only
+def test_backend_matches_tf(tiny_full_bundle, backend, precision):
+    images, tf_logits = _parity_set(tiny_full_bundle)
+    runner = backends.create(load_bundle(str(tiny_full_bundle)), backend, precision)
+    with runner:
+        logits = runner.infer(images)
+    failures = compare.tolerance_for(precision).check(compare.measure(logits, tf_logits))
+    assert not failures, f"{backend} {precision}: {failures}"
+
+
+def test_int8_picks_the_graph_each_runtime_needs(tiny_full_bundle):
+    bundle = load_bundle(str(tiny_full_bundle))
+    assert backends.create(bundle, "ort-cpu", "int8").model.endswith("model.int8-ort.onnx")
+    assert backends.create(bundle, "openvino", "int8").model_path.endswith("model.int8-ort.onnx")
+    assert backends.create(bundle, "ort-cpu", "int8-trt").model.endswith("model.int8-trt.onnx")
+
+
+@pytest.mark.skipif(gpu_host.has_gpu(), reason="checks the CPU-host choice")
+def test_auto_on_a_cpu_host_picks_openvino_and_says_so(tiny_full_bundle):
+    with Classifier(str(tiny_full_bundle)) as clf:
+        assert clf.backend.startswith("openvino") and "f32" in clf.backend
+        assert clf.skipped == []
+
+
+@pytest.mark.skipif(gpu_host.has_gpu(), reason="checks the CPU-host errors")
+@pytest.mark.parametrize("backend,expected", [
+    ("ort-cuda", "has no CUDAExecutionProvider"),
+    ("ort-trt", "has no TensorrtExecutionProvider"),
+    ("trt", "no NVIDIA GPU found on this host"),
+])
+def test_gpu_backends_on_a_cpu_host_say_why(tiny_full_bundle, backend, expected):
+    with pytest.raises(BitError, match=expected):
+        Classifier(str(tiny_full_bundle), backend=backend).predict(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_unknown_backend_and_precision(tiny_full_bundle):
+    with pytest.raises(BitError, match="backend 'cuda' is not known"):
+        Classifier(str(tiny_full_bundle), backend="cuda")
+    with pytest.raises(BitError, match="has no int4 onnx artifact"):
+        Classifier(str(tiny_full_bundle), backend="ort-cpu", precision="int4")
+
+
+def test_trt_without_a_plan_for_the_precision(tiny_bundle):
+    with pytest.raises(BitError, match="has no fp32 TensorRT plan"):
+        backends.create(load_bundle(str(tiny_bundle)), "trt", "fp32")
+
+
+def test_openvino_bf16_is_opt_in(tiny_full_bundle):
+    images, tf_logits = _parity_set(tiny_full_bundle)
+    bundle = load_bundle(str(tiny_full_bundle))
+    with backends.create(bundle, "openvino", "fp32", inference_precision="bf16") as runner:
+        assert "bf16" in runner.describe()
+        metrics = compare.measure(runner.infer(images), tf_logits)
+    assert metrics["cosine_min"] > 0.99  # bf16 still computes the same model
+    with pytest.raises(BitError, match="inference precision must be f32 or bf16"):
+        backends.create(bundle, "openvino", "fp32", inference_precision="int4")
