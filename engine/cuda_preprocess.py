@@ -1,0 +1,89 @@
+"""Preprocessing on the GPU for the TensorRT backend: the kernel in cuda/preprocess.cu, compiled and launched.
+
+Raw uint8 RGB images (decoded by OpenCV on the host, never converted to float there) are copied from
+pinned memory and resized, scaled to [0,1] and laid out by one kernel straight into the engine's input
+binding. The kernel runs OpenCV's uint8 arithmetic, so it equals the CPU path to within one uint8 step
+(1/255) per value, and is bit-identical on most values (measured in tests/engine/test_cuda_preprocess.py).
+
+The kernel source ships with the package; nvcc compiles it to PTX once per source version and the PTX is
+cached (the driver JIT-compiles PTX for whatever GPU it meets).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+
+from .errors import BitError
+
+KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.cu")
+KERNEL_NAME = "bit_preprocess_u8"
+MODES = {"bilinear": 0, "nearest": 1}  # resize methods the kernel implements; others preprocess on the CPU
+PTX_ARCH = "compute_75"               # the oldest GPU TensorRT 10/11 supports; newer GPUs JIT from it
+BLOCK = (16, 16, 1)
+
+
+def find_nvcc() -> str | None:
+    for candidate in (shutil.which("nvcc"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def _cache_dir() -> str:
+    return os.path.join(os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt")),
+                        "kernels")
+
+
+def compile_ptx(arch: str = PTX_ARCH) -> bytes:
+    """PTX for the kernel: from the cache when this source was compiled before, else from nvcc."""
+    with open(KERNEL_SOURCE, "rb") as f:
+        source = f.read()
+    digest = hashlib.sha256(source + arch.encode()).hexdigest()[:20]
+    cached = os.path.join(_cache_dir(), f"preprocess-{digest}.ptx")
+    if os.path.isfile(cached):
+        with open(cached, "rb") as f:
+            return f.read()
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise BitError("GPU preprocessing needs nvcc once, to compile its kernel (then cached in "
+                       f"{_cache_dir()}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False")
+    os.makedirs(_cache_dir(), exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "k.ptx")
+        proc = subprocess.run([nvcc, "-ptx", f"-arch={arch}", "-O3", KERNEL_SOURCE, "-o", out],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BitError(f"nvcc could not compile {KERNEL_SOURCE}: {proc.stderr.strip()[:500]}")
+        with open(out, "rb") as f:
+            ptx = f.read()
+    tmp_cached = f"{cached}.{os.getpid()}.tmp"
+    with open(tmp_cached, "wb") as f:
+        f.write(ptx)
+    os.replace(tmp_cached, cached)
+    return ptx
+
+
+class DevicePreprocessor:
+    """Launches the kernel for one image into one slot of an input binding. Create with a context current."""
+
+    def __init__(self, cuda, resolution: int, resize: str, layout: str):
+        if resize not in MODES:
+            raise BitError(f"the CUDA preprocessing kernel implements {', '.join(MODES)} resize, not {resize!r}")
+        self.resolution = resolution
+        self.mode = np.int32(MODES[resize])
+        self.nchw = np.int32(layout == "NCHW")
+        self.module = cuda.module_from_buffer(compile_ptx())
+        self.function = self.module.get_function(KERNEL_NAME)
+        grid = (resolution + BLOCK[0] - 1) // BLOCK[0]
+        self.grid = (grid, grid, 1)
+
+    def launch(self, src_ptr: int, height: int, width: int, dst_ptr: int, stream) -> None:
+        """src: device uint8 RGB HWC (rows contiguous); dst: float32 slot of resolution^2 * 3 values."""
+        self.function(np.uintp(src_ptr), np.int32(height), np.int32(width), np.int64(width * 3), np.uintp(dst_ptr),
+                      np.int32(self.resolution), self.nchw, self.mode, np.float32(1 / 255),
+                      block=BLOCK, grid=self.grid, stream=stream)
