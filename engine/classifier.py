@@ -22,7 +22,7 @@ import numpy as np
 from . import backends
 from .bundle import Bundle, load_bundle
 from .errors import BitError
-from .preprocess import preprocess, to_array
+from .preprocess import as_list, preprocess, to_array
 
 BACKENDS = ("auto",) + backends.BACKENDS
 
@@ -98,13 +98,7 @@ class Classifier:
 
 def _raw_images(images) -> list[np.ndarray] | None:
     """Decoded uint8 RGB arrays for the device path; None when any input is a float image (CPU path)."""
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    elif not isinstance(images, (list, tuple)):
-        images = [images]
-    if not images:
-        raise BitError("empty batch: pass at least one image")
-    arrays = [to_array(img) for img in images]
+    arrays = [to_array(img) for img in as_list(images)]
     if any(a.dtype != np.uint8 for a in arrays):
         return None
     return [np.ascontiguousarray(a) for a in arrays]

@@ -7,3 +7,13 @@ class BitError(Exception):
 
 def missing_dependency(module: str, extra: str) -> BitError:
     return BitError(f"{module} is not installed; install it with: pip install 'bit-trt[{extra}]'")
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency on first use, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise missing_dependency(module, extra) from None

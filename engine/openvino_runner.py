@@ -17,16 +17,12 @@ import threading
 
 import numpy as np
 
-from .errors import BitError, missing_dependency
+from .errors import BitError, require
 from .runner import Runner
 
 
 def import_openvino():
-    try:
-        import openvino as ov
-    except ImportError:
-        raise missing_dependency("openvino", "openvino") from None
-    return ov
+    return require("openvino", "openvino")
 
 
 class OpenVinoRunner(Runner):

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from .errors import BitError, missing_dependency
+from .errors import BitError, require
 from .runner import Runner
 
 PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
@@ -21,11 +21,7 @@ PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvid
 
 
 def import_onnxruntime():
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise missing_dependency("onnxruntime", "cpu") from None
-    return ort
+    return require("onnxruntime", "cpu")
 
 
 class OrtRunner(Runner):

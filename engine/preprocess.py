@@ -6,6 +6,8 @@ Contract (manifest "input"): OpenCV decode -> RGB -> resize to (size, size) with
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,16 +109,45 @@ def to_array(image) -> np.ndarray:
     raise BitError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0, 1]")
 
 
-def preprocess(images, spec: InputSpec) -> np.ndarray:
-    """A list of images (any mix of paths, bytes, arrays, any sizes) -> float32 NHWC batch in [0, 1]."""
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _decode_pool() -> ThreadPoolExecutor:
+    """Threads for decoding a batch: OpenCV's JPEG decoder is single-threaded and releases the GIL."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bit-decode")
+        return _pool
+
+
+def as_list(images) -> list:
+    """One image, a list of images, or a 4-D array batch -> a non-empty list of images."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
         images = list(images)
     elif not isinstance(images, (list, tuple)):
         images = [images]
     if len(images) == 0:
         raise BitError("empty batch: pass at least one image")
+    return list(images)
+
+
+def preprocess(images, spec: InputSpec) -> np.ndarray:
+    """A list of images (any mix of paths, bytes, arrays, any sizes) -> float32 NHWC batch in [0, 1].
+
+    Images of a batch are decoded and resized in parallel threads; the first bad image raises.
+    """
+    images = as_list(images)
     batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
-    for i, image in enumerate(images):
-        arr = resize_to(to_array(image), spec)
+
+    def one(i):
+        arr = resize_to(to_array(images[i]), spec)
         batch[i] = arr * np.float32(1 / 255) if arr.dtype == np.uint8 else arr
+
+    if len(images) == 1:
+        one(0)
+    else:
+        for job in [_decode_pool().submit(one, i) for i in range(len(images))]:
+            job.result()
     return batch

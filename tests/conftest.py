@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -82,3 +83,13 @@ def tiny_full_bundle(tmp_path_factory):
            precisions=("fp32", "fp16", "int8"), engine="tensorrt_rtx",
            int8_options=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8))
     return out
+
+
+@pytest.fixture
+def copy_bundle(tmp_path):
+    """copy_bundle(src) -> a private copy of a session bundle, for tests that damage or edit it."""
+    def copy(src):
+        dst = tmp_path / "bundle-copy"
+        shutil.copytree(src, dst)
+        return dst
+    return copy

@@ -28,10 +28,8 @@ def test_pass_with_stored_reference(tiny_full_bundle, backend, precision):
 
 
 @pytest.fixture
-def bundle_copy(tiny_full_bundle, tmp_path):
-    dst = tmp_path / "b"
-    shutil.copytree(tiny_full_bundle, dst)
-    return dst
+def bundle_copy(tiny_full_bundle, copy_bundle):
+    return copy_bundle(tiny_full_bundle)
 
 
 def test_wrong_engine_fails_with_the_metric(bundle_copy):

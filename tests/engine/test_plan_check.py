@@ -1,6 +1,5 @@
 """A plan from another TensorRT version or GPU is refused from the manifest, before TensorRT sees a byte."""
 import json
-import shutil
 
 import pytest
 
@@ -45,10 +44,8 @@ def test_compatible_plans_run_on_later_versions_and_gpus():
 
 
 @pytest.fixture
-def rtx_copy(tiny_full_bundle, tmp_path):
-    dst = tmp_path / "b"
-    shutil.copytree(tiny_full_bundle, dst)
-    return dst
+def rtx_copy(tiny_full_bundle, copy_bundle):
+    return copy_bundle(tiny_full_bundle)
 
 
 def test_truncated_plan_is_refused_before_loading(rtx_copy):

@@ -1,6 +1,5 @@
 """A whole export of the tiny variant: the bundle, its manifest, and the checks a reader runs on it."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -51,10 +50,8 @@ def test_labels_are_imagenet_in_wnid_order(tiny_bundle):
 
 
 @pytest.fixture
-def bundle_copy(tiny_bundle, tmp_path):
-    dst = tmp_path / "copy"
-    shutil.copytree(tiny_bundle, dst)
-    return dst
+def bundle_copy(tiny_bundle, copy_bundle):
+    return copy_bundle(tiny_bundle)
 
 
 def test_checksum_mismatch_is_refused(bundle_copy):

@@ -1,0 +1,118 @@
+"""GPU measurements for a lent machine (no TensorRT needed): the preprocessing kernel and host transfers.
+
+    python -m bit_trt.bench.gpu_bench            # needs CuPy, nvcc and a GPU; writes bench/results/gpu_<name>.json
+
+- The CUDA preprocessing kernel (engine/cuda/preprocess.cu, compiled by the same compile_ptx as the
+  runner) on photos resized to 640x427 and 1920x1080, into a 480x480 float32 batch of 8: its output against
+  the CPU path (OpenCV), and its throughput in images/s and in GB/s of bytes moved, against the device's
+  own device-to-device copy bandwidth measured in the same run.
+- Host-to-device copy throughput from pinned (page-locked) and from pageable memory, 64 MB transfers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+def _time_gpu(cp, fn, repeat: int) -> float:
+    """Seconds per call, measured with CUDA events after a warm-up."""
+    fn()
+    cp.cuda.Device().synchronize()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(repeat):
+        fn()
+    end.record()
+    end.synchronize()
+    return cp.cuda.get_elapsed_time(start, end) / 1000 / repeat
+
+
+def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
+    import cv2
+
+    from bit_trt.engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
+    from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
+    from bit_trt.export.parity import real_photo_paths
+
+    ptx = compile_ptx()
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")
+    with open(path, "wb") as f:
+        f.write(ptx)
+    fn = cp.RawModule(path=path).get_function(KERNEL_NAME)
+    photo = read_image(real_photo_paths()[0])
+    spec = InputSpec(resolution=resolution)
+    grid = ((resolution + BLOCK[0] - 1) // BLOCK[0],) * 2
+    out = {}
+    for w, h in ((640, 427), (1920, 1080)):
+        src = np.ascontiguousarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC))
+        d_src = cp.asarray(src)
+        d_dst = cp.empty((batch, resolution, resolution, 3), cp.float32)
+        slot = resolution * resolution * 3 * 4
+
+        def run():
+            for i in range(batch):
+                fn(grid, BLOCK[:2], (d_src, np.int32(h), np.int32(w), np.int64(w * 3),
+                                     np.uintp(d_dst.data.ptr + i * slot), np.int32(resolution), np.int32(0),
+                                     np.int32(0), np.float32(1 / 255)))
+        seconds = _time_gpu(cp, run, 50)
+        cpu = preprocess([src] * batch, spec)
+        diff = np.abs(cp.asnumpy(d_dst) - cpu)
+        moved = batch * (src.nbytes + slot)  # each image read once (cached taps) and written once
+        out[f"{w}x{h}"] = {"images_per_s": round(batch / seconds, 1), "us_per_image": round(1e6 * seconds / batch, 2),
+                           "effective_gb_per_s": round(moved / seconds / 1e9, 1),
+                           "max_abs_vs_cpu": float(diff.max()), "fraction_differing": float((diff > 0).mean())}
+    a = cp.empty(256 << 20, cp.uint8)
+    b = cp.empty_like(a)
+    d2d = _time_gpu(cp, lambda: b.__setitem__(Ellipsis, a), 20)
+    out["device_copy_gb_per_s"] = round(2 * a.nbytes / d2d / 1e9, 1)  # read + write
+    return out
+
+
+def transfers(cp, nbytes: int = 64 << 20) -> dict:
+    pageable = np.ones(nbytes, np.uint8)
+    pinned_mem = cp.cuda.alloc_pinned_memory(nbytes)
+    pinned = np.frombuffer(pinned_mem, np.uint8, nbytes)
+    pinned[:] = 1
+    dev = cp.empty(nbytes, cp.uint8)
+    stream = cp.cuda.Stream(non_blocking=True)
+    result = {}
+    for name, host in (("pinned", pinned), ("pageable", pageable)):
+        def copy():
+            dev.set(host, stream=stream)
+            stream.synchronize()
+        copy()
+        t = time.perf_counter()
+        for _ in range(20):
+            copy()
+        result[f"h2d_{name}_gb_per_s"] = round(20 * nbytes / (time.perf_counter() - t) / 1e9, 2)
+    result["pinned_over_pageable"] = round(result["h2d_pinned_gb_per_s"] / result["h2d_pageable_gb_per_s"], 2)
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.gpu_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=RESULTS)
+    args = p.parse_args(argv)
+    import cupy as cp
+
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    name = props["name"].decode()
+    result = {"gpu": name, "compute_capability": f"sm{props['major']}{props['minor']}",
+              "preprocess_kernel_480_batch8": kernel(cp), "host_to_device": transfers(cp),
+              "measured": time.strftime("%Y-%m-%d", time.gmtime())}
+    path = os.path.join(args.out, f"gpu_{name.replace(' ', '_').lower()}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
