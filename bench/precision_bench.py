@@ -2,12 +2,15 @@
 
     python -m bit_trt.bench.precision_bench digits            # trained tiny BiT: real top-1 per variant/method
     python -m bit_trt.bench.precision_bench speed --variant r50x1 --calib 64,512
+    python -m bit_trt.bench.precision_bench calibration --variant r50x3 --bundle out/r50x3 --calib 512 --batch 2
 
 `digits` trains BiT-tiny on scikit-learn's digits and exports every variant with each calibration method,
 then scores each on the 450 held-out digits (the calibration default is chosen from this table).
 `speed` exports synthetic R50x1/R50x3 at 480 with all variants, times calibration (wall, peak RSS) for each
 calibration-set size in a fresh process, then measures ORT CPU latency of FP32/FP16/INT8 side by side
 (interleaved rounds, 2 threads) and profiles the INT8 graph by op type.
+`calibration` times calibration alone on an existing bundle's FP32 model and adds the rows to that variant's
+results file (for set sizes too slow to repeat inside `speed`).
 """
 from __future__ import annotations
 
@@ -172,6 +175,18 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
     return result
 
 
+def calibration_only(variant: str, bundle: str, calib_sizes: list[int], batch: int, out_dir: str) -> dict:
+    path = os.path.join(out_dir, f"precision_{variant}_480.json")
+    with open(path) as f:
+        result = json.load(f)
+    fp32_path = os.path.join(bundle, "model.fp32.onnx")
+    rows = [_calibration_run(fp32_path, n, "minmax", 480, batch) for n in calib_sizes]
+    done = {(r["images"], r.get("batch")) for r in rows}
+    result["calibration"] = [r for r in result["calibration"] if (r["images"], r.get("batch")) not in done] + rows
+    _write(path, result)
+    return result
+
+
 def _write(path, result):
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
     from bit_trt.export.exporter import tool_versions
@@ -185,15 +200,22 @@ def _write(path, result):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bit_trt.bench.precision_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["digits", "speed"])
+    p.add_argument("what", choices=["digits", "speed", "calibration"])
     p.add_argument("--variant", default="r50x1")
     p.add_argument("--calib", default="64", help="calibration-set sizes to time, comma-separated")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--bundle", help="calibration: an existing bundle of --variant at 480")
+    p.add_argument("--batch", type=int, default=2, help="calibration: images per calibration batch")
     args = p.parse_args(argv)
     if args.what == "digits":
         print(json.dumps(digits(args.out), indent=1))
+    elif args.what == "calibration":
+        if not args.bundle:
+            p.error("calibration needs --bundle")
+        print(json.dumps(calibration_only(args.variant, args.bundle, [int(c) for c in args.calib.split(",")],
+                                          args.batch, args.out)["calibration"], indent=1))
     else:
         print(json.dumps(speed(args.variant, [int(c) for c in args.calib.split(",")], args.threads, args.rounds,
                                args.out), indent=1))
