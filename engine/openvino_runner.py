@@ -1,11 +1,13 @@
 """OpenVINO on the CPU: the bundle's ONNX compiled by OpenVINO's CPU plugin.
 
-On CPUs with AMX/VNNI this is the fastest CPU backend for our graphs (bench/results/runtime_cpu_480.json):
-OpenVINO fuses the GroupNorm arithmetic and the Q/DQ pairs that ONNX Runtime runs as separate passes.
+Measured (bench/results/runtime_cpu_r50x1_480.json, 2 cores, AVX512-VNNI, no AMX): on INT8 graphs OpenVINO
+is 1.7x faster than ONNX Runtime's INT8 (2.0-2.35x over ORT FP32), where ORT runs the GroupNorm arithmetic
+and Q/DQ as separate passes; at FP32 the two are equal. So `auto` prefers it on CPU hosts.
 
-Precision: OpenVINO's CPU plugin runs FP32 models in bf16 by default where the CPU has AMX, which costs
-~2.5e-2 relative L2 on our logits. The runner pins `f32` so that a variant's parity holds as exported;
-`inference_precision="bf16"` opts in and is reported by `describe()`.
+Precision: OpenVINO's CPU plugin runs FP32 models in bf16 by default where the CPU supports bf16 (this one
+does). That cost 2.5e-2 relative L2 on R50x1's logits and, without AMX, ran slower (278 vs 185 ms). The
+runner pins `f32` so that a variant's parity holds as exported; `inference_precision="bf16"` opts in
+and is reported by `describe()`.
 
 Thread safety: one compiled model; each calling thread gets its own infer request (they are not
 thread-safe, the compiled model is), so many threads can call at once.

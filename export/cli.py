@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("INT8 (explicit Q/DQ from calibrated ranges, behind an accuracy gate)")
     q.add_argument("--calib-images", default=None, metavar="DIR", help="calibration images (JPEG/PNG/..., any size)")
     q.add_argument("--calib-count", type=int, default=64)
-    q.add_argument("--calib-batch", type=int, default=2, help="images per calibration run (memory grows with it)")
+    q.add_argument("--calib-batch", type=int, default=1,
+                   help="images per calibration run (default 1: memory grows with it, speed does not)")
     q.add_argument("--calib-seed", type=int, default=0, help="which images are drawn from DIR")
     q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     q.add_argument("--calib-synthetic", action="store_true", help="calibrate on synthetic images (flagged in the manifest)")
