@@ -7,6 +7,9 @@
   the CPU path (OpenCV), and its throughput in images/s and in GB/s of bytes moved, against the device's
   own device-to-device copy bandwidth measured in the same run.
 - Host-to-device copy throughput from pinned (page-locked) and from pageable memory, 64 MB transfers.
+
+On the same machine, with pycuda built there (shared/DESIGN.md, "GPU checks"), the runner's own kernel
+path runs as a test: `python -m pytest -m gpu tests/engine/test_cuda_preprocess_gpu.py`.
 """
 from __future__ import annotations
 

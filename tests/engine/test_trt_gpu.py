@@ -19,6 +19,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def gpu_bundle(tmp_path_factory):
+    pytest.importorskip("tensorrt", reason="needs TensorRT (pip install 'bit-trt[gpu]')")
     pytest.importorskip("pycuda.driver", reason="needs pycuda (pip install 'bit-trt[gpu]')")
     from bit_trt.export import trt_engine
     from bit_trt.export.exporter import export

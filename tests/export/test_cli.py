@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from bit_trt.export.bit_tf import BiTModule, forward
 from bit_trt.export.tensorflow_import import import_tensorflow

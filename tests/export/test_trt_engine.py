@@ -97,7 +97,7 @@ def _shadow(tmp_path, name):
 
 @pytest.mark.gpu
 def test_tensorrt_plan_on_a_gpu_host(tiny_bundle, tmp_path):
-    import tensorrt as trt
+    trt = pytest.importorskip("tensorrt", reason="needs TensorRT (pip install 'bit-trt[gpu]')")
 
     options = trt_engine.BuildOptions(max_batch=4, opt_batch=2, timing_cache=str(tmp_path / "timing.cache"))
     plan, record = trt_engine.build(str(tiny_bundle / "model.fp16.onnx"), "images", TINY_RES, options, trt)

@@ -1,0 +1,54 @@
+"""The CUDA preprocessing kernel on a real GPU through pycuda: pinned staging, async copy, kernel, against
+the CPU path. Needs a GPU and pycuda, not TensorRT, so a lent GPU machine can run it."""
+import cv2
+import numpy as np
+import pytest
+
+from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
+from bit_trt.export.parity import real_photo_paths
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def cuda():
+    drv = pytest.importorskip("pycuda.driver", reason="needs pycuda (pip install 'bit-trt[gpu]')")
+    drv.init()
+    ctx = drv.Device(0).retain_primary_context()
+    ctx.push()
+    yield drv
+    drv.Context.pop()
+    ctx.detach()
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_kernel_equals_cpu_path(cuda, layout):
+    from bit_trt.engine.cuda_preprocess import DevicePreprocessor
+
+    photo = read_image(real_photo_paths()[0])
+    images = [photo, np.ascontiguousarray(cv2.resize(photo, (1920, 1080))), np.ascontiguousarray(photo[:37, :100])]
+    spec = InputSpec(resolution=480)
+    pre = DevicePreprocessor(cuda, 480, "bilinear", layout)
+    stream = cuda.Stream()
+    slot = 480 * 480 * 3
+    d_out = cuda.mem_alloc(len(images) * slot * 4)
+    pinned = cuda.pagelocked_empty(sum(i.nbytes for i in images), np.uint8)
+    d_raw = cuda.mem_alloc(pinned.nbytes)
+    offset = 0
+    for img in images:
+        pinned[offset:offset + img.nbytes] = img.reshape(-1)
+        offset += img.nbytes
+    cuda.memcpy_htod_async(d_raw, pinned, stream)
+    offset = 0
+    for i, img in enumerate(images):
+        pre.launch(int(d_raw) + offset, img.shape[0], img.shape[1], int(d_out) + i * slot * 4, stream)
+        offset += img.nbytes
+    out = cuda.pagelocked_empty((len(images), slot), np.float32)
+    cuda.memcpy_dtoh_async(out, d_out, stream)
+    stream.synchronize()
+    cpu = preprocess(images, spec)
+    if layout == "NCHW":
+        cpu = cpu.transpose(0, 3, 1, 2)
+    diff = np.abs(out.reshape(cpu.shape) - cpu)
+    assert diff.max() <= 1 / 255 + 1e-6
+    assert (diff > 0).mean() < 0.005
