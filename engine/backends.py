@@ -21,11 +21,11 @@ import re
 from . import gpu_host
 from .bundle import Bundle
 from .errors import BitError
+from .user_cache import cache_dir
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 # An INT8 request means a different Q/DQ graph per runtime: U8S8 fuses all Convs in ORT's x86 kernels;
 # TensorRT needs S8S8 symmetric. OpenVINO takes either; U8S8 measured faster there too (R50x1 at 480, batch 1:
@@ -53,7 +53,7 @@ def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
     key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}"
     base = os.path.join(bundle.path, "cache", "ort-trt")
     if not os.access(bundle.path, os.W_OK):  # a read-only deployment copy: keep the cache per user instead
-        base = os.path.join(os.path.expanduser("~"), ".cache", "bit-trt", "ort-trt", os.path.basename(bundle.path))
+        base = cache_dir("ort-trt", os.path.basename(bundle.path))
     return os.path.join(base, key)
 
 
@@ -88,7 +88,7 @@ def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int |
         from .trt_runner import TrtRunner
 
         art = _plan(bundle, variant, device)
-        return TrtRunner(_verified(bundle, art), art, bundle.input_spec, device=device, bundle_path=bundle.path,
+        return TrtRunner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path,
                          **options)
     path = bundle.artifact_path(variant)
     if backend == "openvino":
@@ -97,11 +97,6 @@ def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int |
         return OpenVinoRunner(path, threads=threads, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
     return OrtRunner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
-
-
-def _verified(bundle: Bundle, art: dict) -> str:
-    bundle.verify_file(art)
-    return os.path.join(bundle.path, art["file"])
 
 
 def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0):

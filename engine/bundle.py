@@ -47,7 +47,10 @@ class Bundle:
         found = self.artifacts(kind)
         if variant not in found:
             raise BitError(f"bundle {self.path!r} has no {variant} {kind} artifact; it has: {', '.join(found) or 'none'}")
-        art = found[variant]
+        return self.file_path(found[variant], verify)
+
+    def file_path(self, art: dict, verify: bool = True) -> str:
+        """Where an artifact record's file is, after checking it (and its data files) against the manifest."""
         if verify:
             self.verify_file(art)
         return os.path.join(self.path, art["file"])

@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from .errors import BitError
+from .preprocess import scale_uint8
 
 
 def load_parity_set(bundle) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -34,7 +35,7 @@ def reference_logits(bundle, images: np.ndarray, stored: np.ndarray, which: str)
 
     try:
         with TfRunner(bundle.manifest) as tf:
-            return tf.infer(images.astype(np.float32) * np.float32(1 / 255)), "TF, computed here"
+            return tf.infer(scale_uint8(images)), "TF, computed here"
     except BitError as exc:
         if which == "tf":
             raise
@@ -46,7 +47,7 @@ def run_backend(clf, images: np.ndarray) -> np.ndarray:
     runner = clf.runner
     if getattr(runner, "preprocesses_on_device", False):
         return runner.infer_uint8(list(images))
-    return runner.infer(images.astype(np.float32) * np.float32(1 / 255))
+    return runner.infer(scale_uint8(images))
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ def _check(status: int, what: str) -> None:
 
 
 class CudaGraph:
-    """Record what `enqueue(stream)` does on `stream_handle`, then `launch()` replays it on the same stream."""
+    """Record what `enqueue()` puts on the stream `stream_handle`, then `launch()` replays it on that stream."""
 
     def __init__(self, stream_handle: int, enqueue):
         self._cu = _driver()

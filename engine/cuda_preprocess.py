@@ -19,6 +19,7 @@ import tempfile
 import numpy as np
 
 from .errors import BitError
+from .user_cache import cache_dir
 
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.cu")
 KERNEL_NAME = "bit_preprocess_u8"
@@ -34,25 +35,21 @@ def find_nvcc() -> str | None:
     return None
 
 
-def _cache_dir() -> str:
-    return os.path.join(os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt")),
-                        "kernels")
-
-
 def compile_ptx(arch: str = PTX_ARCH) -> bytes:
     """PTX for the kernel: from the cache when this source was compiled before, else from nvcc."""
     with open(KERNEL_SOURCE, "rb") as f:
         source = f.read()
     digest = hashlib.sha256(source + arch.encode()).hexdigest()[:20]
-    cached = os.path.join(_cache_dir(), f"preprocess-{digest}.ptx")
+    kernels = cache_dir("kernels")
+    cached = os.path.join(kernels, f"preprocess-{digest}.ptx")
     if os.path.isfile(cached):
         with open(cached, "rb") as f:
             return f.read()
     nvcc = find_nvcc()
     if nvcc is None:
         raise BitError("GPU preprocessing needs nvcc once, to compile its kernel (then cached in "
-                       f"{_cache_dir()}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False")
-    os.makedirs(_cache_dir(), exist_ok=True)
+                       f"{kernels}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False")
+    os.makedirs(kernels, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "k.ptx")
         proc = subprocess.run([nvcc, "-ptx", f"-arch={arch}", "-O3", KERNEL_SOURCE, "-o", out],

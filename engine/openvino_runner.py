@@ -44,8 +44,6 @@ class OpenVinoRunner(Runner):
         self.inference_precision = inference_precision
         self.cache_dir = cache_dir
         self._local = threading.local()
-        self._requests = []
-        self._requests_lock = threading.Lock()
 
     def _activate(self):
         ov = import_openvino()
@@ -65,8 +63,6 @@ class OpenVinoRunner(Runner):
         return f"openvino {self.version} CPU ({self.hint.lower()}, {self.inference_precision})"
 
     def _deactivate(self):
-        with self._requests_lock:
-            self._requests.clear()
         self.compiled = None
 
     def _request(self):
@@ -74,8 +70,6 @@ class OpenVinoRunner(Runner):
         if getattr(local, "generation", None) is not self._generation:
             local.request = self.compiled.create_infer_request()
             local.generation = self._generation
-            with self._requests_lock:
-                self._requests.append(local.request)
         return local.request
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:

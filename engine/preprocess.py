@@ -122,6 +122,11 @@ def _decode_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def scale_uint8(images_u8: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1], the manifest's value range; the one place the scale is written."""
+    return images_u8.astype(np.float32) * np.float32(1 / 255)
+
+
 def as_list(images) -> list:
     """One image, a list of images, or a 4-D array batch -> a non-empty list of images."""
     if isinstance(images, np.ndarray) and images.ndim == 4:
@@ -143,7 +148,7 @@ def preprocess(images, spec: InputSpec) -> np.ndarray:
 
     def one(i):
         arr = resize_to(to_array(images[i]), spec)
-        batch[i] = arr * np.float32(1 / 255) if arr.dtype == np.uint8 else arr
+        batch[i] = scale_uint8(arr) if arr.dtype == np.uint8 else arr
 
     if len(images) == 1:
         one(0)

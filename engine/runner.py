@@ -44,10 +44,6 @@ class Runner:
         self._active = False
         self._lock = threading.Lock()
 
-    @property
-    def active(self) -> bool:
-        return self._active
-
     def activate(self) -> "Runner":
         with self._lock:
             if not self._active:

@@ -27,7 +27,7 @@ from .cuda_preprocess import MODES as DEVICE_RESIZE_MODES
 from .errors import BitError, missing_dependency
 from .plan_check import check_plan
 from .runner import Runner
-from .tensorrt_library import ErrorLog, import_library, try_import
+from .tensorrt_library import ErrorLog, try_import
 
 
 def import_pycuda():
@@ -148,6 +148,11 @@ class _Worker:
     def run_uint8(self, chunks: list[list[np.ndarray]]) -> np.ndarray:
         """Double-buffered: stage chunk k+1 on the copy stream while chunk k runs on the compute stream."""
         out = []
+
+        def collect(slot, n):
+            slot.done.synchronize()
+            out.append(slot.h_out[:n].copy())
+
         pending = None
         for k, chunk in enumerate(chunks):
             slot = self.slots[k % 2]
@@ -155,13 +160,9 @@ class _Worker:
             self.stream.wait_for_event(slot.staged)
             self._enqueue(slot, len(chunk))
             if pending is not None:
-                prev_slot, prev_n = pending
-                prev_slot.done.synchronize()
-                out.append(prev_slot.h_out[:prev_n].copy())
+                collect(*pending)  # chunk k-1 finishes while chunk k runs
             pending = (slot, len(chunk))
-        prev_slot, prev_n = pending
-        prev_slot.done.synchronize()
-        out.append(prev_slot.h_out[:prev_n].copy())
+        collect(*pending)
         return np.concatenate(out)
 
     def close(self) -> None:
@@ -196,10 +197,9 @@ class TrtRunner(Runner):
                 + (", CUDA graphs" if self.cuda_graph else ""))
 
     def _activate(self):
-        installed = try_import(self.library)
-        check_plan(self.artifact, getattr(installed, "__version__", None), gpu_host.compute_capability(self.device),
-                   self.bundle_path)
-        self.trt = trt = import_library(self.library)
+        self.trt = trt = try_import(self.library)
+        check_plan(self.artifact, getattr(trt, "__version__", None), gpu_host.compute_capability(self.device),
+                   self.bundle_path)  # raises unless the library is installed, in the plan's version
         cuda = self.cuda = import_pycuda()
         cuda.init()
         self._ctx = cuda.Device(self.device).retain_primary_context()

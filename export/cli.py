@@ -7,6 +7,7 @@ import sys
 import time
 
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.preprocess import INTERPOLATIONS
 from .variants import DEFAULT_RESOLUTION, VARIANTS
 
 PRECISIONS = ("fp32", "fp16", "int8", "all")
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
     p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
                    help=f"input size H=W recorded in the manifest (default {DEFAULT_RESOLUTION}, the BiT reference resize)")
-    p.add_argument("--resize", default="bilinear", choices=["bilinear", "area", "bicubic", "nearest"])
+    p.add_argument("--resize", default="bilinear", choices=INTERPOLATIONS)
     p.add_argument("--dynamic-spatial", action="store_true", help="leave H and W dynamic in the ONNX (batch always is)")
     p.add_argument("--opset", type=int, default=17, choices=[17, 18])
     p.add_argument("--num-classes", type=int, default=1000, help="head size for synthetic weights")

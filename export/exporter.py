@@ -23,6 +23,7 @@ from bit_trt.engine import compare
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.labels import LABELS_FILE, default_labels, labels_from_file
 from bit_trt.engine.preprocess import InputSpec
+from bit_trt.engine.user_cache import cache_dir
 from . import calibration, fp16, graph_cleanup, int8, parity, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
@@ -282,9 +283,9 @@ def _engines(writer, artifacts, spec, engine, options, require_engine, clock, pr
         return []
     target = trt_engine.gpu_compute_capability() if trt.__name__ == "tensorrt" else "rtx"
     if options.timing_cache is None and trt.__name__ == "tensorrt":  # per library version and GPU, like plans
-        os.makedirs(os.path.join(sources.cache_dir(), "timing"), exist_ok=True)
+        os.makedirs(cache_dir("timing"), exist_ok=True)
         options = dataclasses.replace(options, timing_cache=os.path.join(
-            sources.cache_dir(), "timing", f"{trt.__name__}-{trt.__version__}-{target}.cache"))
+            cache_dir("timing"), f"{trt.__name__}-{trt.__version__}-{target}.cache"))
     plans = []
     # The U8S8 variant is for ONNX Runtime's CPU kernels; TensorRT gets the S8S8 one.
     for art in [a for a in artifacts if a["kind"] == "onnx" and a.get("variant") != "int8-ort"]:
@@ -302,7 +303,7 @@ def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts
     calib_u8, calib_record = calib
     fp32_path = writer.path(fp32_art["file"])
     key = int8.CacheKey(fp32_art["sha256"], calib_record["sha256"], opts.method)
-    cache_path = opts.cache or os.path.join(sources.cache_dir(), "calibration",
+    cache_path = opts.cache or os.path.join(cache_dir("calibration"),
                                             f"{hashlib.sha256(json.dumps(key.to_dict()).encode()).hexdigest()[:24]}.json")
     ranges = int8.load_cache(cache_path, key)
     cache_state = "reused" if ranges is not None else "computed"

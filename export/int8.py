@@ -28,6 +28,7 @@ import numpy as np
 
 from bit_trt.engine import compare
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.preprocess import scale_uint8
 from . import parity
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -68,7 +69,7 @@ class _Reader:
         chunk = self.images[self.pos:self.pos + self.batch]
         self.pos += len(chunk)
         self.progress(f"calibrating: {self.pos}/{len(self.images)} images")
-        return {self.input_name: parity.to_float(chunk)}
+        return {self.input_name: scale_uint8(chunk)}
 
 
 def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int, progress) -> dict:

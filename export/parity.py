@@ -14,7 +14,7 @@ import numpy as np
 from bit_trt.engine import compare
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.ort_runner import OrtRunner
-from bit_trt.engine.preprocess import InputSpec, read_image, resize_to
+from bit_trt.engine.preprocess import InputSpec, read_image, resize_to, scale_uint8
 
 
 def synthetic_images(count: int, resolution: int, seed: int = 1234) -> np.ndarray:
@@ -54,12 +54,8 @@ def parity_inputs(spec: InputSpec, synthetic: int, seed: int = 1234) -> tuple[np
     return np.stack(images), names
 
 
-def to_float(images_u8: np.ndarray) -> np.ndarray:
-    return images_u8.astype(np.float32) * np.float32(1 / 255)
-
-
 def batched(fn, images_u8: np.ndarray, batch: int) -> np.ndarray:
-    return np.concatenate([fn(to_float(images_u8[i:i + batch])) for i in range(0, len(images_u8), batch)])
+    return np.concatenate([fn(scale_uint8(images_u8[i:i + batch])) for i in range(0, len(images_u8), batch)])
 
 
 def ort_logits(model, images_u8: np.ndarray, batch: int = 4, threads: int | None = None,

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.user_cache import cache_dir
 from . import checkpoint
 from .synthetic import synthetic_weights
 from .tensorflow_import import import_tensorflow
@@ -182,10 +183,6 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
 def _looks_like_handle(model: str) -> bool:
     # TF Hub handles are publisher/model/.../version, the last part a number.
     return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)+/\d+", model))
-
-
-def cache_dir() -> str:
-    return os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt"))
 
 
 def download_hub_module(handle: str, timeout: float = 30.0) -> str:

@@ -4,15 +4,17 @@ import pytest
 
 from bit_trt.engine import backends, compare, gpu_host
 from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.preprocess import scale_uint8
 
 CPU_BACKENDS = ("ort-cpu", "openvino", "tf")
 
 
 def _parity_set(path):
-    data = np.load(path / "parity_inputs.npz")
-    return data["images"].astype(np.float32) / 255, data["tf_logits"]
+    images, _, tf_logits = load_parity_set(load_bundle(str(path)))
+    return scale_uint8(images), tf_logits
 
 
 @pytest.mark.parametrize("backend,precision", [(b, p) for b in CPU_BACKENDS for p in ("fp32", "fp16", "int8")

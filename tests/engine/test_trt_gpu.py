@@ -9,6 +9,7 @@ import pytest
 
 from bit_trt.engine import compare
 from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import preprocess
@@ -32,8 +33,8 @@ def gpu_bundle(tmp_path_factory):
 
 
 def _parity(path):
-    data = np.load(path / "parity_inputs.npz")
-    return data["images"], data["tf_logits"]
+    images, _, tf_logits = load_parity_set(load_bundle(str(path)))
+    return images, tf_logits
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
