@@ -80,16 +80,16 @@ print(json.dumps({{"convert_s": round(time.perf_counter() - t0, 1), "nodes": len
 
 
 def latency(variant: str, resolution: int, bundle: str, threads: int, batches, rounds: int, workdir: str) -> list[dict]:
-    from bit_trt.engine.ort_runner import OrtRunner
-    from bit_trt.export import graph_cleanup, tf2onnx_route
-    from bit_trt.export.tensorflow_import import import_tensorflow
+    from ..engine.ort_runner import OrtRunner
+    from ..export import graph_cleanup, tf2onnx_route
+    from ..export.tensorflow_import import import_tensorflow
 
     tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from bit_trt.export.bit_tf import BiTModule
-    from bit_trt.export.synthetic import synthetic_weights
-    from bit_trt.export.variants import get_variant
+    from ..export.bit_tf import BiTModule
+    from ..export.synthetic import synthetic_weights
+    from ..export.variants import get_variant
 
     v = get_variant(variant)
     weights = synthetic_weights(v, 1000, 0)
@@ -142,7 +142,7 @@ def main(argv=None):
         result = {"variant": args.variant, "resolution": args.resolution, "weights": "synthetic (seed 0)",
                   "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
                   "measured": time.strftime("%Y-%m-%d", time.gmtime())}
-        from bit_trt.export.exporter import tool_versions
+        from ..export.exporter import tool_versions
 
         result["tools"] = tool_versions()
         print(f"[{args.variant}] exporting ...", file=sys.stderr, flush=True)

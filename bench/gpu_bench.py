@@ -40,9 +40,9 @@ def _time_gpu(cp, fn, repeat: int) -> float:
 def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
     import cv2
 
-    from bit_trt.engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
-    from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
-    from bit_trt.export.parity import real_photo_paths
+    from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
+    from ..engine.preprocess import InputSpec, preprocess, read_image
+    from ..export.parity import real_photo_paths
 
     ptx = compile_ptx()
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")

@@ -42,10 +42,10 @@ def _export(args: list, env=None) -> dict:
 def digits(out_dir: str) -> dict:
     import cv2
 
-    from bit_trt.bench import trained_tiny
-    from bit_trt.engine.bundle import load_bundle
-    from bit_trt.engine.ort_runner import OrtRunner
-    from bit_trt.export.checkpoint import save_npz
+    from ..bench import trained_tiny
+    from ..engine.bundle import load_bundle
+    from ..engine.ort_runner import OrtRunner
+    from ..export.checkpoint import save_npz
 
     t0 = time.perf_counter()
     weights, tf_acc = trained_tiny.train(steps=300)
@@ -125,8 +125,8 @@ def _profile(path: str, x: np.ndarray, threads: int) -> list[dict]:
 
 
 def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_dir: str) -> dict:
-    from bit_trt.engine.bundle import load_bundle
-    from bit_trt.engine.ort_runner import OrtRunner
+    from ..engine.bundle import load_bundle
+    from ..engine.ort_runner import OrtRunner
 
     result = {"variant": variant, "resolution": 480, "weights": "synthetic (seed 0)", "threads": threads}
     with tempfile.TemporaryDirectory() as work:
@@ -189,7 +189,7 @@ def calibration_only(variant: str, bundle: str, calib_sizes: list[int], batch: i
 
 def _write(path, result):
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
-    from bit_trt.export.exporter import tool_versions
+    from ..export.exporter import tool_versions
 
     result["tools"] = tool_versions()
     with open(path, "w") as f:

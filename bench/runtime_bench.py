@@ -33,7 +33,7 @@ def _median_s(fn, rounds: int) -> tuple[float, float, float]:
 
 
 def preprocessing(spec, photos: list[str], rounds: int) -> dict:
-    from bit_trt.engine.preprocess import preprocess, read_image
+    from ..engine.preprocess import preprocess, read_image
 
     jpegs = [open(p, "rb").read() for p in photos]
     arrays = [read_image(p) for p in photos]
@@ -54,9 +54,9 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
 
 
 def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: int) -> list[dict]:
-    from bit_trt.engine.bundle import load_bundle
-    from bit_trt.engine.classifier import Classifier
-    from bit_trt.engine.preprocess import preprocess
+    from ..engine.bundle import load_bundle
+    from ..engine.classifier import Classifier
+    from ..engine.preprocess import preprocess
 
     bundle = load_bundle(bundle_path)
     jpegs = [open(p, "rb").read() for p in photos]
@@ -97,9 +97,9 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
 
 
 def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: str) -> dict:
-    from bit_trt.bench.precision_bench import _export, _write
-    from bit_trt.engine.bundle import load_bundle
-    from bit_trt.export.parity import real_photo_paths
+    from ..bench.precision_bench import _export, _write
+    from ..engine.bundle import load_bundle
+    from ..export.parity import real_photo_paths
 
     photos = real_photo_paths()
     with tempfile.TemporaryDirectory() as work:

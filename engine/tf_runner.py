@@ -27,7 +27,7 @@ class TfRunner(Runner):
 
     def _activate(self):
         try:
-            from bit_trt.export import sources
+            from ..export import sources
         except ImportError:
             raise missing_dependency("tensorflow", "export") from None
         model = self.manifest["model"]

@@ -10,8 +10,8 @@ import os
 import shutil
 import tempfile
 
-from bit_trt.engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
-from bit_trt.engine.errors import BitError
+from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from ..engine.errors import BitError
 
 # ModelProto serialization is limited to 2 GiB; above this the weights go to an external data file.
 EXTERNAL_DATA_THRESHOLD = 2_000_000_000 - (16 << 20)

@@ -12,8 +12,8 @@ import random
 
 import numpy as np
 
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.preprocess import InputSpec, read_image, resize_to
+from ..engine.errors import BitError
+from ..engine.preprocess import InputSpec, read_image, resize_to
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MIN_IMAGES = 8

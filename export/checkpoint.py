@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from bit_trt.engine.errors import BitError
+from ..engine.errors import BitError
 from .variants import Variant
 
 def unit_prefix(block: int, unit: int) -> str:

@@ -6,8 +6,8 @@ import os
 import sys
 import time
 
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.preprocess import INTERPOLATIONS
+from ..engine.errors import BitError
+from ..engine.preprocess import INTERPOLATIONS
 from .variants import DEFAULT_RESOLUTION, VARIANTS
 
 PRECISIONS = ("fp32", "fp16", "int8", "all")

@@ -19,11 +19,11 @@ from importlib import metadata
 
 import numpy as np
 
-from bit_trt.engine import compare
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.labels import LABELS_FILE, default_labels, labels_from_file
-from bit_trt.engine.preprocess import InputSpec
-from bit_trt.engine.user_cache import cache_dir
+from ..engine import compare
+from ..engine.errors import BitError
+from ..engine.labels import LABELS_FILE, default_labels, labels_from_file
+from ..engine.preprocess import InputSpec
+from ..engine.user_cache import cache_dir
 from . import calibration, fp16, graph_cleanup, int8, parity, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION

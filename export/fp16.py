@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bit_trt.engine import compare
-from bit_trt.engine.errors import BitError
+from ..engine import compare
+from ..engine.errors import BitError
 from . import parity
 
 # Reductions and normalization are the usual FP16 suspects; the head's MatMul accumulates 2048-6144 terms.

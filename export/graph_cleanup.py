@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from bit_trt.engine.errors import BitError
+from ..engine.errors import BitError
 from .variants import GN_EPS, GN_GROUPS
 
 _GN_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")

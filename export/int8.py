@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bit_trt.engine import compare
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.preprocess import scale_uint8
+from ..engine import compare
+from ..engine.errors import BitError
+from ..engine.preprocess import scale_uint8
 from . import parity
 
 METHODS = ("minmax", "entropy", "percentile")

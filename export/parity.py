@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from bit_trt.engine import compare
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.ort_runner import OrtRunner
-from bit_trt.engine.preprocess import InputSpec, read_image, resize_to, scale_uint8
+from ..engine import compare
+from ..engine.errors import BitError
+from ..engine.ort_runner import OrtRunner
+from ..engine.preprocess import InputSpec, read_image, resize_to, scale_uint8
 
 
 def synthetic_images(count: int, resolution: int, seed: int = 1234) -> np.ndarray:

@@ -19,8 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.user_cache import cache_dir
+from ..engine.errors import BitError
+from ..engine.user_cache import cache_dir
 from . import checkpoint
 from .synthetic import synthetic_weights
 from .tensorflow_import import import_tensorflow

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bit_trt.engine.errors import BitError
+from ..engine.errors import BitError
 from .tensorflow_import import import_tensorflow
 from .variants import Variant
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from bit_trt.engine.errors import BitError
-from bit_trt.engine.gpu_host import compute_capability as gpu_compute_capability
-from bit_trt.engine.tensorrt_library import ErrorLog, import_library, try_import
+from ..engine.errors import BitError
+from ..engine.gpu_host import compute_capability as gpu_compute_capability
+from ..engine.tensorrt_library import ErrorLog, import_library, try_import
 
 
 @dataclass

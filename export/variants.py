@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bit_trt.engine.errors import BitError
+from ..engine.errors import BitError
 
 GN_GROUPS = 32
 GN_EPS = 1e-5
