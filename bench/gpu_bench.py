@@ -42,7 +42,7 @@ def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
 
     from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
     from ..engine.preprocess import InputSpec, preprocess, read_image
-    from ..export.parity import real_photo_paths
+    from ..export.parity_images import real_photo_paths
 
     ptx = compile_ptx()
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")

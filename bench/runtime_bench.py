@@ -99,7 +99,7 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
 def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: str) -> dict:
     from ..bench.precision_bench import _export, _write
     from ..engine.bundle import load_bundle
-    from ..export.parity import real_photo_paths
+    from ..export.parity_images import real_photo_paths
 
     photos = real_photo_paths()
     with tempfile.TemporaryDirectory() as work:

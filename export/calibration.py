@@ -67,7 +67,7 @@ def load(directory: str, spec: InputSpec, count: int, seed: int = 0, max_bad_fra
 
 
 def synthetic(spec: InputSpec, count: int, seed: int = 0) -> tuple[np.ndarray, dict]:
-    from .parity import synthetic_images
+    from .parity_images import synthetic_images
 
     batch = synthetic_images(count, spec.resolution, seed=10_000 + seed)  # never the parity images' seed
     return batch, {"kind": "synthetic", "count": count, "seed": seed, "sha256": digest(batch),

@@ -26,6 +26,9 @@ from ..engine.preprocess import InputSpec
 from ..engine.user_cache import cache_dir
 from . import calibration, fp16, graph_cleanup, int8, parity, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
+from .ort_logits import ort_logits
+from .parity_images import parity_inputs
+from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
@@ -122,7 +125,7 @@ class _Clock:
 
 
 def _probe_check(model, probe_u8, reference, what: str, threads) -> None:
-    logits = parity.ort_logits(model, probe_u8, threads=threads, low_memory=True)
+    logits = ort_logits(model, probe_u8, threads=threads, low_memory=True)
     parity.judge(logits, reference, compare.FP32_PARITY, what)
 
 
@@ -149,7 +152,7 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
     clock = _Clock(progress)
 
     local, handle = sources.resolve(model)
-    images, names = parity.parity_inputs(spec, parity_synthetic)
+    images, names = parity_inputs(spec, parity_synthetic)
     calib = None
     if "int8" in precisions:  # read (and refuse) the image sets before any expensive step
         if int8_options.eval_images:
@@ -162,7 +165,7 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
     with clock.step("reference", f"TF reference logits on {len(images)} parity images "
                                  f"({len(images) - parity_synthetic} photos), in a child process"):
         rss_before_child = current_rss_bytes()
-        tf_logits, child_peak = parity.tf_reference_logits(local, handle, variant, num_classes, seed, images)
+        tf_logits, child_peak = tf_reference_logits(local, handle, variant, num_classes, seed, images)
 
     with clock.step("load", f"loading weights ({model})"):
         loaded = sources.load(local, variant, num_classes=num_classes, seed=seed, handle=handle)
@@ -212,7 +215,7 @@ def export(model: str = "synthetic", out: str = "bundle", variant: str | None = 
             del onnx_model
             release_memory()
         with clock.step("parity", "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits"):
-            ort = parity.ort_logits(writer.path(ONNX_FP32), images, threads=threads)
+            ort = ort_logits(writer.path(ONNX_FP32), images, threads=threads)
             report = parity.judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
         report["inputs"] = names
         artifacts = [{**art, "kind": "onnx", "precision": "fp32", "opset": opset,
@@ -265,7 +268,7 @@ def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> 
     art = writer.write_onnx(ONNX_FP16, model)
     del model
     release_memory()
-    logits = parity.ort_logits(writer.path(ONNX_FP16), images, threads=threads)
+    logits = ort_logits(writer.path(ONNX_FP16), images, threads=threads)
     report = parity.judge(logits, tf_logits, compare.FP16_PARITY, "FP16 ONNX vs TF")
     vs_fp32 = compare.measure(logits, fp32_logits)
     return {**art, "kind": "onnx", "precision": "fp16", "io_dtype": "float32", "fp32_islands": islands,
@@ -320,7 +323,7 @@ def _int8_variants(writer, fp32_art, images, tf_logits, fp32_logits, calib, opts
 
         def quantize_and_gate(exclude):
             int8.quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
-            logits = parity.ort_logits(writer.path(name), images, threads=threads)
+            logits = ort_logits(writer.path(name), images, threads=threads)
             return int8.gate(logits, tf_logits, fp32_logits, opts.max_top1_drop)
 
         def measure_sensitivity():

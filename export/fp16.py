@@ -18,7 +18,7 @@ import numpy as np
 
 from ..engine import compare
 from ..engine.errors import BitError
-from . import parity
+from .ort_logits import ort_logits
 
 # Reductions and normalization are the usual FP16 suspects; the head's MatMul accumulates 2048-6144 terms.
 CANDIDATE_ISLANDS = ("InstanceNormalization", "GlobalAveragePool", "MatMul", "Add", "Mul")
@@ -43,7 +43,7 @@ def search_islands(fp32_model, probe_u8: np.ndarray, fp32_logits: np.ndarray,
 
     def trial(keep):
         model = to_fp16(fp32_model, tuple(keep))
-        metrics = compare.measure(parity.ort_logits(model, probe_u8, threads=threads), fp32_logits)
+        metrics = compare.measure(ort_logits(model, probe_u8, threads=threads), fp32_logits)
         failures = tolerance.check(metrics)
         table.append({"keep_fp32": list(keep), "rel_l2": metrics["rel_l2"], "cosine_min": metrics["cosine_min"],
                       "passed": not failures})

@@ -29,7 +29,7 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.preprocess import scale_uint8
-from . import parity
+from .ort_logits import ort_logits
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
@@ -166,7 +166,7 @@ def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8
         others = tuple(n for n in names if n not in members)
         path = os.path.join(workdir, "sensitivity.onnx")
         quantize(fp32_path, path, ranges, method, target, exclude=others)
-        m = compare.measure(parity.ort_logits(path, probe_u8, threads=threads), fp32_logits)
+        m = compare.measure(ort_logits(path, probe_u8, threads=threads), fp32_logits)
         rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
         progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
     return sorted(rows, key=lambda r: -r["rel_l2"])

@@ -52,7 +52,7 @@ def tiny_weights(tiny):
 
 @pytest.fixture(scope="session")
 def images64():
-    from bit_trt.export.parity import synthetic_images
+    from bit_trt.export.parity_images import synthetic_images
 
     return synthetic_images(3, TINY_RES, seed=7).astype(np.float32) / 255
 

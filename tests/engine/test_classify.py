@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 
 from bit_trt.engine.classifier import Classifier
-from bit_trt.export.parity import real_photo_paths
+from bit_trt.export.parity_images import real_photo_paths
 from tests.conftest import run_cli
 
 CLASSIFY = "bit_trt.engine.classify_cli"

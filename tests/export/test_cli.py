@@ -133,7 +133,7 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
                    "--out", out, "--parity-images", "2")
     assert proc.returncode == 0, proc.stderr
     from bit_trt.engine.bundle import load_bundle
-    from bit_trt.export.parity import real_photo_paths
+    from bit_trt.export.parity_images import real_photo_paths
 
     bundle = load_bundle(str(out))
     assert bundle.num_classes == 5 and bundle.manifest["labels"]["kind"] == "custom"
