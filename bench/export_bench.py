@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from ..export.resources import gigabytes
+
 
 def _cpu_name() -> str:
     try:
@@ -47,8 +49,8 @@ def run_export(variant: str, resolution: int, workdir: str) -> dict:
         manifest = json.load(f)
     art = manifest["artifacts"][0]
     return {"bundle": out, "process_wall_s": round(wall, 1), "pipeline_wall_s": manifest["export"]["wall_s"],
-            "steps_s": manifest["export"]["steps_s"], "peak_rss_gb": round(manifest["export"]["peak_rss_bytes"] / 1e9, 2),
-            "peak_rss_tf_reference_gb": round(manifest["export"]["peak_rss_tf_reference_bytes"] / 1e9, 2),
+            "steps_s": manifest["export"]["steps_s"], "peak_rss_gb": gigabytes(manifest["export"]["peak_rss_bytes"]),
+            "peak_rss_tf_reference_gb": gigabytes(manifest["export"]["peak_rss_tf_reference_bytes"]),
             "onnx_mb": round(art["bytes"] / 1e6, 1), "graph": art["graph"], "parity": {
                 k: art["parity"][k] for k in ("rel_l2", "max_abs", "cosine_min", "top1_agreement", "top5_overlap")}}
 
@@ -56,7 +58,8 @@ def run_export(variant: str, resolution: int, workdir: str) -> dict:
 def plain_route(variant: str, resolution: int, workdir: str) -> dict:
     """tf2onnx's ordinary route (variables frozen into the graph), in a child so its peak RSS is its own."""
     code = f"""
-import json, resource, time
+import json, time
+from bit_trt.export.resources import gigabytes, peak_rss_bytes
 from bit_trt.export.tensorflow_import import import_tensorflow
 tf = import_tensorflow()
 import tf2onnx
@@ -71,7 +74,7 @@ model, _ = tf2onnx.convert.from_function(m.__call__, input_signature=spec, opset
                                          output_path={os.path.join(workdir, 'plain.onnx')!r})
 print(json.dumps({{"convert_s": round(time.perf_counter() - t0, 1), "nodes": len(model.graph.node),
     "transposes": sum(n.op_type == "Transpose" for n in model.graph.node),
-    "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}}))
+    "peak_rss_gb": gigabytes(peak_rss_bytes())}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -142,7 +145,7 @@ def main(argv=None):
         result = {"variant": args.variant, "resolution": args.resolution, "weights": "synthetic (seed 0)",
                   "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
                   "measured": time.strftime("%Y-%m-%d", time.gmtime())}
-        from ..export.exporter import tool_versions
+        from ..export.resources import tool_versions
 
         result["tools"] = tool_versions()
         print(f"[{args.variant}] exporting ...", file=sys.stderr, flush=True)

@@ -26,6 +26,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..export.resources import gigabytes
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
@@ -87,14 +89,15 @@ def digits(out_dir: str) -> dict:
 def _calibration_run(fp32_path: str, count: int, method: str, resolution: int, batch: int = 2) -> dict:
     """Calibration alone in a fresh process: its wall time and peak RSS are its own."""
     code = f"""
-import json, resource, time
+import json, time
 from bit_trt.engine.preprocess import InputSpec
 from bit_trt.export import calibration, int8
+from bit_trt.export.resources import gigabytes, peak_rss_bytes
 images, _ = calibration.synthetic(InputSpec(resolution={resolution}), {count})
 t0 = time.perf_counter()
 ranges = int8.compute_ranges({fp32_path!r}, images, {method!r}, {batch}, lambda m: None)
 print(json.dumps({{"images": {count}, "batch": {batch}, "method": {method!r}, "wall_s": round(time.perf_counter() - t0, 1),
-                  "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+                  "peak_rss_gb": gigabytes(peak_rss_bytes()),
                   "tensors": len(ranges["data"]) if "data" in ranges else len(ranges)}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -135,7 +138,7 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
         m = _export(["--variant", variant, "--precision", "all", "--calib-synthetic", "--engine", "none", "--out", out],
                     env={"BIT_TRT_CACHE": os.path.join(work, "cache")})
         result["export_all_s"] = round(time.perf_counter() - t0, 1)
-        result["export_peak_rss_gb"] = round(m["export"]["peak_rss_bytes"] / 1e9, 2)
+        result["export_peak_rss_gb"] = gigabytes(m["export"]["peak_rss_bytes"])
         result["export_steps_s"] = m["export"]["steps_s"]
         result["variants"] = {}
         for art in m["artifacts"]:
@@ -189,7 +192,7 @@ def calibration_only(variant: str, bundle: str, calib_sizes: list[int], batch: i
 
 def _write(path, result):
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
-    from ..export.exporter import tool_versions
+    from ..export.resources import tool_versions
 
     result["tools"] = tool_versions()
     with open(path, "w") as f:

@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from ..export.resources import gigabytes
+
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
@@ -111,7 +113,7 @@ def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: st
                          "--out", bundle], env={"BIT_TRT_CACHE": os.path.join(work, "cache")})
             export = {"command": f"bit-export --variant {variant} --precision all --calib-synthetic --engine none",
                       "wall_s": round(time.perf_counter() - t0, 1),
-                      "peak_rss_gb": round(m["export"]["peak_rss_bytes"] / 1e9, 2), "steps_s": m["export"]["steps_s"]}
+                      "peak_rss_gb": gigabytes(m["export"]["peak_rss_bytes"]), "steps_s": m["export"]["steps_s"]}
         b = load_bundle(bundle)
         result = {"variant": b.manifest["model"]["variant"], "resolution": b.input_spec.resolution,
                   "weights": b.manifest["model"]["source"]["kind"], "threads": threads, "rounds": rounds,

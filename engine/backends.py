@@ -15,6 +15,7 @@ and the reason is kept, so `auto` can say what it chose and why it passed over t
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 
@@ -24,6 +25,12 @@ from .errors import BitError
 from .user_cache import cache_dir
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
+# Where each backend's runner lives, imported only when that backend is asked for (importing the engine
+# loads no backend library). `tf` is the exporter's reference, so it lives in export/: this table is the
+# engine's one, explicit, by-name way back to the export side (tests/test_layers.py holds the rule).
+RUNNERS = {"trt": "bit_trt.engine.trt_runner:TrtRunner", "ort-trt": "bit_trt.engine.ort_runner:OrtRunner",
+           "ort-cuda": "bit_trt.engine.ort_runner:OrtRunner", "openvino": "bit_trt.engine.openvino_runner:OpenVinoRunner",
+           "ort-cpu": "bit_trt.engine.ort_runner:OrtRunner", "tf": "bit_trt.export.tf_runner:TfRunner"}
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
 
@@ -72,31 +79,29 @@ def _plan(bundle: Bundle, variant: str, device: int) -> dict:
     return engines[0]  # plan_check explains why it does not fit
 
 
+def runner_class(backend: str):
+    """The runner class of `backend`, imported now (see RUNNERS)."""
+    if backend not in RUNNERS:
+        raise BitError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    module, _, name = RUNNERS[backend].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int | None = None, device: int = 0,
            **options):
     """A runner (not yet active) for `backend` at `precision`. options go to the runner (workers, cuda_graph, hint...)."""
-    from .ort_runner import OrtRunner
-
-    if backend not in BACKENDS:
-        raise BitError(f"unknown backend {backend!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    runner = runner_class(backend)
     if backend == "tf":
-        from .tf_runner import TfRunner
-
-        return TfRunner(bundle.manifest)
+        return runner(bundle.manifest)
     variant = variant_for(backend, precision)
     if backend == "trt":
-        from .trt_runner import TrtRunner
-
         art = _plan(bundle, variant, device)
-        return TrtRunner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path,
-                         **options)
+        return runner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path, **options)
     path = bundle.artifact_path(variant)
     if backend == "openvino":
-        from .openvino_runner import OpenVinoRunner
-
-        return OpenVinoRunner(path, threads=threads, **options)
+        return runner(path, threads=threads, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
-    return OrtRunner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
+    return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
 
 
 def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0):

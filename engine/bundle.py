@@ -70,7 +70,7 @@ class Bundle:
             with open(path, encoding="utf-8") as f:
                 labels = json.load(f)
         except (OSError, ValueError) as exc:
-            raise BitError(f"bundle {self.path!r}: cannot read labels ({exc})") from None
+            raise BitError(f"bundle {self.path!r}: cannot read labels ({exc})") from exc
         if len(labels) != self.num_classes:
             raise BitError(f"bundle {self.path!r}: {len(labels)} labels for {self.num_classes} classes")
         return labels
@@ -86,7 +86,7 @@ def load_bundle(path: str) -> Bundle:
     except FileNotFoundError:
         raise BitError(f"{path!r} is not a bit-trt bundle (no {MANIFEST}); an interrupted export leaves none") from None
     except (OSError, ValueError) as exc:
-        raise BitError(f"{manifest_path}: unreadable manifest ({exc})") from None
+        raise BitError(f"{manifest_path}: unreadable manifest ({exc})") from exc
     if manifest.get("format") != FORMAT:
         raise BitError(f"{manifest_path}: not a bit-trt manifest")
     if manifest.get("format_version") != FORMAT_VERSION:

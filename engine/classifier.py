@@ -21,16 +21,11 @@ import numpy as np
 
 from . import backends
 from .bundle import Bundle, load_bundle
+from .compare import softmax
 from .errors import BitError
 from .preprocess import as_list, preprocess, to_array
 
 BACKENDS = ("auto",) + backends.BACKENDS
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
@@ -93,7 +88,7 @@ class Classifier:
         return self._prediction(self.runner.infer(preprocess(images, self.spec)))
 
     def _prediction(self, logits: np.ndarray) -> Prediction:
-        return Prediction(logits, softmax(logits.astype(np.float64)), self.labels)
+        return Prediction(logits, softmax(logits), self.labels)
 
 
 def _raw_images(images) -> list[np.ndarray] | None:

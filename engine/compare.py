@@ -9,13 +9,23 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import BitError
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed in float64 (stable for large logits)."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
 
 def measure(test: np.ndarray, reference: np.ndarray, topk: int = 5) -> dict:
     """Metrics of `test` logits against `reference` logits, both [N, classes]."""
     t = np.asarray(test, np.float64)
     r = np.asarray(reference, np.float64)
-    if t.shape != r.shape:
-        raise ValueError(f"cannot compare logits of shapes {t.shape} and {r.shape}")
+    if t.shape != r.shape or t.ndim != 2:
+        raise BitError(f"cannot compare logits of shape {t.shape} with reference logits of shape {r.shape}")
     diff = t - r
     cos = np.sum(t * r, axis=1) / np.maximum(np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1), 1e-30)
     k = min(topk, r.shape[1])
@@ -79,6 +89,13 @@ FP16_PARITY = Tolerance(rel_l2=2e-2, cosine_min=0.9995, max_abs_over_scale=5e-2)
 # handful of parity images only the gate's cosine floor is meaningful, with a loose L2 bound that still
 # catches a broken engine (wrong input layout or scale gives cosine near 0).
 INT8_CHECK = Tolerance(rel_l2=0.5, cosine_min=0.95, max_abs_over_scale=1.0, top1_decisive=0.0)
+
+
+def report(test: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> dict:
+    """The one parity report, for the export's verdicts and bit-check alike: metrics, tolerance, verdict."""
+    metrics = measure(test, reference)
+    failures = tolerance.check(metrics)
+    return {**metrics, "tolerance": tolerance.to_dict(), "passed": not failures, "failures": failures}
 
 
 def tolerance_for(precision: str) -> Tolerance:

@@ -17,7 +17,7 @@ def _driver():
     try:
         return ctypes.CDLL("libcuda.so.1")
     except OSError as exc:
-        raise BitError(f"CUDA graphs need the NVIDIA driver library libcuda.so.1 ({exc})") from None
+        raise BitError(f"CUDA graphs need the NVIDIA driver library libcuda.so.1 ({exc})") from exc
 
 
 def _check(status: int, what: str) -> None:

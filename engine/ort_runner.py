@@ -21,7 +21,7 @@ PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvid
 
 
 def import_onnxruntime():
-    return require("onnxruntime", "cpu")
+    return require("onnxruntime")
 
 
 class OrtRunner(Runner):
@@ -88,7 +88,7 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(self.model, opts, providers=self._providers())
         except Exception as exc:  # ORT raises its own exception types for a bad or truncated file
             where = self.model if isinstance(self.model, (str, os.PathLike)) else "in-memory model"
-            raise BitError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0][:300]}") from None
+            raise BitError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0][:300]}") from exc
         self.loaded_providers = self.session.get_providers()
         if wanted not in self.loaded_providers:
             self.session = None
@@ -109,4 +109,4 @@ class OrtRunner(Runner):
             return self.session.run(None, {self.input_name: batch})[0]
         except Exception as exc:  # e.g. a spatial size the graph cannot take; the session stays usable
             raise BitError(f"{self.name}: inference failed for a batch of shape {batch.shape}: "
-                           f"{str(exc).splitlines()[0][:300]}") from None
+                           f"{str(exc).splitlines()[0][:300]}") from exc

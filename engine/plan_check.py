@@ -6,7 +6,7 @@ record is checked first and a mismatch gets a rebuild hint.
 """
 from __future__ import annotations
 
-from .errors import BitError
+from .errors import BitError, install_hint
 
 # Compute capabilities TensorRT-RTX targets when a plan names none ("library default").
 RTX_DEFAULT_CCS = ("sm75", "sm80", "sm86", "sm89", "sm120")
@@ -36,9 +36,8 @@ def check_plan(art: dict, installed_version: str | None, host_cc: str | None, bu
     built = art.get("library_version", "?")
     hint = rebuild_hint(art, bundle_path)
     if installed_version is None:
-        extra = "gpu" if lib == "tensorrt" else "rtx"
         raise BitError(f"{art['file']} was built by {lib} {built}, which is not installed here; "
-                       f"pip install 'bit-trt[{extra}]' ({lib}=={built})")
+                       f"{install_hint(lib, built)}")
     if host_cc is None:
         raise BitError(f"{art['file']}: no NVIDIA GPU found on this host (nvidia-smi); TensorRT plans need one. "
                        "Use --backend ort-cpu or openvino here")

@@ -5,10 +5,9 @@ module must load it. Export (building) and the engine (running) both import from
 """
 from __future__ import annotations
 
-from .errors import BitError
+from .errors import BitError, require
 
 LIBRARIES = ("tensorrt", "tensorrt_rtx")
-EXTRAS = {"tensorrt": "gpu", "tensorrt_rtx": "rtx"}
 
 
 def try_import(name: str):
@@ -23,10 +22,10 @@ def import_library(name: str):
     """`tensorrt` or `tensorrt_rtx`, with the install command when it is missing."""
     if name not in LIBRARIES:
         raise BitError(f"unknown engine library {name!r}; choose one of: auto, none, {', '.join(LIBRARIES)}")
-    trt = try_import(name)
-    if trt is None:
-        raise BitError(f"{name} is not installed; install it with: pip install 'bit-trt[{EXTRAS[name]}]'")
-    return trt
+    try:
+        return require(name)
+    except OSError as exc:  # the Python module is there, its shared libraries are not
+        raise BitError(f"{name} is installed but cannot load its libraries ({exc})") from exc
 
 
 class ErrorLog:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import gpu_host
 from .cuda_preprocess import MODES as DEVICE_RESIZE_MODES
-from .errors import BitError, missing_dependency
+from .errors import BitError, require
 from .plan_check import check_plan
 from .runner import Runner
 from .tensorrt_library import ErrorLog, try_import
@@ -32,12 +32,9 @@ from .tensorrt_library import ErrorLog, try_import
 
 def import_pycuda():
     try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise missing_dependency("pycuda", "gpu") from None
+        return require("pycuda.driver")
     except OSError as exc:  # installed, but no libcuda (no driver) on this host
-        raise BitError(f"pycuda cannot load the CUDA driver ({exc}); this host has no usable NVIDIA GPU") from None
-    return cuda
+        raise BitError(f"pycuda cannot load the CUDA driver ({exc}); this host has no usable NVIDIA GPU") from exc
 
 
 class _Slot:
@@ -281,7 +278,7 @@ class TrtRunner(Runner):
         try:
             return fn(worker, *args)
         except self.cuda.Error as exc:
-            raise BitError(f"CUDA error in the TensorRT runner: {exc}") from None
+            raise BitError(f"CUDA error in the TensorRT runner: {exc}") from exc
         finally:
             self.cuda.Context.pop()
             self._pool.put(worker)

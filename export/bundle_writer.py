@@ -103,7 +103,9 @@ class BundleWriter:
             f.write(model.SerializeToString())
         return self.record(name)
 
-    def publish(self, manifest: dict) -> str:
+    def publish(self, manifest: dict) -> dict:
+        """Write the manifest last, sync, and rename the staging directory into place; return the manifest
+        as written."""
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
         self.write_json(MANIFEST, manifest)
         for name in os.listdir(self.staging):
@@ -112,4 +114,5 @@ class BundleWriter:
         if os.path.lexists(self.out):
             raise BitError(f"output {self.out!r} appeared while exporting; not overwriting it")
         os.rename(self.staging, self.out)
-        return self.out
+        with open(os.path.join(self.out, MANIFEST), encoding="utf-8") as f:
+            return json.load(f)  # what a reader of the bundle gets, not the dict it was made from

@@ -86,7 +86,7 @@ def read_npz(path: str) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from None
+        raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from exc
 
 
 def in_network_order(weights, variant: Variant, source: str) -> "tuple[OrderedDict[str, np.ndarray], int]":

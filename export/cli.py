@@ -6,11 +6,14 @@ import os
 import sys
 import time
 
+import dataclasses
+
 from ..engine.errors import BitError
 from ..engine.preprocess import INTERPOLATIONS
-from .variants import DEFAULT_RESOLUTION, VARIANTS
+from . import int8, tf2onnx_route, trt_engine
+from .variants import VARIANTS
 
-PRECISIONS = ("fp32", "fp16", "int8", "all")
+PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
 
 EPILOG = """examples:
   bit-export --out out/r50x3                                 # synthetic R50x3 (offline default)
@@ -24,66 +27,106 @@ atomically: a failed export leaves nothing at --out.
 """
 
 
+def _defaults(cls) -> dict:
+    """A dataclass's field defaults: the one place each bit-export default is written."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .exporter import ExportOptions
+
+    d, q8 = _defaults(ExportOptions), _defaults(int8.Int8Options)
     p = argparse.ArgumentParser(prog="bit-export", description="Export a BiT classifier to a verified ONNX bundle.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="synthetic",
+    p.add_argument("--model", default=d["model"],
                    help="'synthetic' (seeded weights, default), a SavedModel directory, an official .npz, "
                         "or a TF Hub handle such as google/bit/s-r50x3/ilsvrc2012_classification/1")
-    p.add_argument("--variant", default=None, metavar="VARIANT",
+    p.add_argument("--variant", default=d["variant"], metavar="VARIANT",
                    help=f"one of {', '.join(VARIANTS)}; inferred from real weights, r50x3 for synthetic")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (always written, the parity anchor); fp16 adds model.fp16.onnx; all = every available one")
+                   help="fp32 (always written, the parity anchor); fp16 adds model.fp16.onnx; int8 adds the Q/DQ "
+                        "variants; all = every one")
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
-    p.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
-                   help=f"input size H=W recorded in the manifest (default {DEFAULT_RESOLUTION}, the BiT reference resize)")
-    p.add_argument("--resize", default="bilinear", choices=INTERPOLATIONS)
+    p.add_argument("--resolution", type=int, default=d["resolution"],
+                   help=f"input size H=W recorded in the manifest (default {d['resolution']}, the BiT reference resize)")
+    p.add_argument("--resize", default=d["resize"], choices=INTERPOLATIONS)
     p.add_argument("--dynamic-spatial", action="store_true", help="leave H and W dynamic in the ONNX (batch always is)")
-    p.add_argument("--opset", type=int, default=17, choices=[17, 18])
-    p.add_argument("--num-classes", type=int, default=1000, help="head size for synthetic weights")
-    p.add_argument("--labels", default=None, help="labels file (one name per line, or a JSON list) for fine-tuned heads")
-    p.add_argument("--seed", type=int, default=0, help="seed of synthetic weights")
-    p.add_argument("--parity-images", type=int, default=4, help="synthetic images in the parity set, besides the photos")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for verification (default: all cores)")
+    p.add_argument("--opset", type=int, default=d["opset"], choices=tf2onnx_route.SUPPORTED_OPSETS)
+    p.add_argument("--num-classes", type=int, default=d["num_classes"], help="head size for synthetic weights")
+    p.add_argument("--labels", dest="labels_file", default=d["labels_file"],
+                   help="labels file (one name per line, or a JSON list) for fine-tuned heads")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of synthetic weights")
+    p.add_argument("--parity-images", dest="parity_synthetic", type=int, default=d["parity_synthetic"],
+                   help="synthetic images in the parity set, besides the photos")
+    p.add_argument("--threads", type=int, default=d["threads"],
+                   help="ONNX Runtime threads for verification (default: all cores)")
     q = p.add_argument_group("INT8 (explicit Q/DQ from calibrated ranges, behind an accuracy gate)")
-    q.add_argument("--calib-images", default=None, metavar="DIR", help="calibration images (JPEG/PNG/..., any size)")
-    q.add_argument("--calib-count", type=int, default=64)
-    q.add_argument("--calib-batch", type=int, default=1,
-                   help="images per calibration run (default 1: memory grows with it, speed does not)")
-    q.add_argument("--calib-seed", type=int, default=0, help="which images are drawn from DIR")
-    q.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    q.add_argument("--calib-synthetic", action="store_true", help="calibrate on synthetic images (flagged in the manifest)")
-    q.add_argument("--calib-cache", default=None, metavar="FILE",
-                   help="calibration range cache (default: keyed by model, calibration set and method in ~/.cache/bit-trt)")
-    q.add_argument("--eval-images", default=None, metavar="DIR", help="extra gate images, never the calibration set")
-    q.add_argument("--eval-count", type=int, default=64)
-    q.add_argument("--max-top1-drop", type=float, default=0.01,
+    q.add_argument("--calib-images", default=q8["calib_images"], metavar="DIR",
+                   help="calibration images (JPEG/PNG/..., any size)")
+    q.add_argument("--calib-count", type=int, default=q8["calib_count"])
+    q.add_argument("--calib-batch", type=int, default=q8["calib_batch"],
+                   help=f"images per calibration run (default {q8['calib_batch']}: memory grows with it, speed does not)")
+    q.add_argument("--calib-seed", type=int, default=q8["calib_seed"], help="which images are drawn from DIR")
+    q.add_argument("--calib-method", dest="method", default=q8["method"], choices=int8.METHODS)
+    q.add_argument("--calib-synthetic", action="store_true",
+                   help="calibrate on synthetic images (flagged in the manifest)")
+    q.add_argument("--calib-cache", dest="cache", default=q8["cache"], metavar="FILE",
+                   help="calibration range cache (default: keyed by model, calibration set and method in "
+                        "~/.cache/bit-trt)")
+    q.add_argument("--eval-images", default=q8["eval_images"], metavar="DIR",
+                   help="extra gate images, never the calibration set")
+    q.add_argument("--eval-count", type=int, default=q8["eval_count"])
+    q.add_argument("--max-top1-drop", type=float, default=q8["max_top1_drop"],
                    help="largest allowed drop of top-1 agreement with TF on the samples TF is confident about "
-                        "(top-1 probability >= 0.5), as a fraction (default 0.01 = 1 point)")
-    q.add_argument("--int8-sensitivity", action="store_true",
+                        f"(top-1 probability >= {int8.CONFIDENT_PROBABILITY}), as a fraction "
+                        f"(default {q8['max_top1_drop']})")
+    q.add_argument("--int8-sensitivity", dest="force_sensitivity", action="store_true",
                    help="measure and record per-layer sensitivity even when the gate passes")
-    eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
-    eng.add_argument("--engine", default="auto", choices=["auto", "none", "tensorrt", "tensorrt_rtx"],
-                     help="auto: TensorRT on a GPU host, else TensorRT-RTX (builds on a CPU-only host for RTX GPUs)")
-    eng.add_argument("--require-engine", action="store_true", help="fail when no engine can be built")
-    eng.add_argument("--min-batch", type=int, default=1)
-    eng.add_argument("--opt-batch", type=int, default=8)
-    eng.add_argument("--max-batch", type=int, default=32)
-    eng.add_argument("--builder-opt-level", type=int, default=3, help="0-5 (default 3)")
-    eng.add_argument("--workspace-mb", type=int, default=None, help="builder workspace limit")
-    eng.add_argument("--tf32", action="store_true",
-                     help="let FP32 layers use TF32 tensor cores (TensorRT's own default; off here because FP32 "
-                          "parity assumes full FP32)")
-    eng.add_argument("--version-compatible", action="store_true", help="TensorRT plan that later TensorRT versions can run")
-    eng.add_argument("--hardware-compat", default="none", choices=["none", "ampere_plus", "same_compute_capability"])
-    eng.add_argument("--rtx-cc", action="append", default=[], metavar="SM89",
-                     help="TensorRT-RTX target compute capability (repeatable; default: the library's)")
-    eng.add_argument("--timing-cache", default=None,
-                     help="timing cache file, read if present and saved after the build (default: in ~/.cache/bit-trt)")
+    add_build_arguments(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    """The engine flags; defaults from trt_engine.BuildOptions (a later bit-engine verb shares them)."""
+    b = _defaults(trt_engine.BuildOptions)
+    eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
+    eng.add_argument("--engine", default="auto", choices=trt_engine.ENGINE_CHOICES,
+                     help="auto: TensorRT on a GPU host, else TensorRT-RTX (builds on a CPU-only host for RTX GPUs)")
+    eng.add_argument("--require-engine", action="store_true", help="fail when no engine can be built")
+    eng.add_argument("--min-batch", type=int, default=b["min_batch"])
+    eng.add_argument("--opt-batch", type=int, default=b["opt_batch"])
+    eng.add_argument("--max-batch", type=int, default=b["max_batch"])
+    eng.add_argument("--builder-opt-level", dest="optimization_level", type=int, default=b["optimization_level"],
+                     help=f"0-5 (default {b['optimization_level']})")
+    eng.add_argument("--workspace-mb", type=int, default=b["workspace_mb"], help="builder workspace limit")
+    eng.add_argument("--tf32", action="store_true",
+                     help="let FP32 layers use TF32 tensor cores (TensorRT's own default; off here because FP32 "
+                          "parity assumes full FP32)")
+    eng.add_argument("--version-compatible", action="store_true",
+                     help="TensorRT plan that later TensorRT versions can run")
+    eng.add_argument("--hardware-compat", dest="hardware_compatibility", default=b["hardware_compatibility"],
+                     choices=trt_engine.HARDWARE_COMPATIBILITY)
+    eng.add_argument("--rtx-cc", dest="rtx_compute_capabilities", action="append", default=[], metavar="SM89",
+                     help="TensorRT-RTX target compute capability (repeatable; default: the library's)")
+    eng.add_argument("--timing-cache", default=b["timing_cache"],
+                     help="timing cache file, read if present and saved after the build (default: in ~/.cache/bit-trt)")
+
+
+def _pick(cls, args: argparse.Namespace, **overrides):
+    """`cls` built from the parsed arguments named like its fields."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})
+
+
+def options_from_args(args: argparse.Namespace):
+    from .exporter import ExportOptions
+
+    build = _pick(trt_engine.BuildOptions, args, rtx_compute_capabilities=tuple(args.rtx_compute_capabilities))
+    return _pick(ExportOptions, args, precisions=PRECISIONS[args.precision], build=build,
+                 int8=_pick(int8.Int8Options, args))
 
 
 def _size(n: int) -> str:
@@ -137,8 +180,6 @@ def main(argv=None) -> int:
     # TensorFlow's C++ start-up chatter would bury the progress lines; errors still reach stderr.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GLOG_minloglevel", "3")
-    precisions = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"),
-                  "all": ("fp32", "fp16", "int8")}[args.precision]
     start = time.perf_counter()
 
     def progress(msg: str):
@@ -147,27 +188,8 @@ def main(argv=None) -> int:
 
     try:
         from .exporter import export
-        from .trt_engine import BuildOptions
 
-        options = BuildOptions(min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                               optimization_level=args.builder_opt_level, workspace_mb=args.workspace_mb,
-                               version_compatible=args.version_compatible, hardware_compatibility=args.hardware_compat,
-                               timing_cache=args.timing_cache, rtx_compute_capabilities=tuple(args.rtx_cc),
-                               tf32=args.tf32)
-        from .exporter import Int8Options
-
-        int8_options = Int8Options(calib_images=args.calib_images, calib_synthetic=args.calib_synthetic,
-                                   calib_count=args.calib_count, calib_batch=args.calib_batch, calib_seed=args.calib_seed,
-                                   method=args.calib_method, cache=args.calib_cache, max_top1_drop=args.max_top1_drop,
-                                   eval_images=args.eval_images, eval_count=args.eval_count,
-                                   force_sensitivity=args.int8_sensitivity)
-
-        manifest = export(model=args.model, out=args.out, variant=args.variant, resolution=args.resolution,
-                          dynamic_spatial=args.dynamic_spatial, opset=args.opset, num_classes=args.num_classes,
-                          seed=args.seed, parity_synthetic=args.parity_images, labels_file=args.labels,
-                          resize=args.resize, threads=args.threads, precisions=precisions, engine=args.engine,
-                          build_options=options, require_engine=args.require_engine, int8_options=int8_options,
-                          progress=progress)
+        manifest = export(options_from_args(args), progress=progress)
     except BitError as exc:
         if args.debug:
             raise

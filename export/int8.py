@@ -18,6 +18,7 @@ Which of those layers stay in float too is decided by measurement (`sensitivity`
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -29,12 +30,48 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.preprocess import scale_uint8
+from ..engine.user_cache import cache_dir
 from .ort_logits import ort_logits
+from .parity import ParityError
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
 QUANTIZED_OPS = ("Conv", "MatMul")
 CACHE_FORMAT = "bit-trt-calibration-cache/1"
+# What each target's variant is called in the bundle, and how its activations are quantized.
+VARIANTS = {"tensorrt": "int8-trt", "onnxruntime": "int8-ort"}
+ACTIVATIONS = {"tensorrt": "int8 symmetric", "onnxruntime": "uint8 asymmetric"}
+SENSITIVITY_PROBE = 8  # images per sensitivity measurement: a ranking needs few, and each costs a model run
+
+
+@dataclass
+class Int8Options:
+    """How INT8 variants are calibrated and gated (bit-export's INT8 flags; their defaults live here)."""
+    calib_images: str | None = None     # a directory; None means synthetic, which must be asked for
+    calib_synthetic: bool = False
+    calib_count: int = 64
+    calib_batch: int = 1               # R50x3, 16 images: batch 1 38 s / 4.15 GB, batch 2 41 s / 6.44 GB
+    calib_seed: int = 0
+    method: str = "minmax"             # measured: see the module docstring
+    cache: str | None = None            # default: ~/.cache/bit-trt/calibration/<key>.json
+    max_top1_drop: float = 0.01
+    eval_images: str | None = None      # more evaluation images for the gate (never the calibration set)
+    eval_count: int = 64
+    force_sensitivity: bool = False
+
+    def validate(self):
+        if not self.calib_images and not self.calib_synthetic:
+            raise BitError("INT8 needs calibration images: --calib-images DIR "
+                           "(or --calib-synthetic, flagged in the manifest)")
+        if (self.calib_images and self.eval_images
+                and os.path.abspath(self.calib_images) == os.path.abspath(self.eval_images)):
+            raise BitError("--eval-images must not be the calibration directory: the gate needs unseen images")
+        if self.method not in METHODS:
+            raise BitError(f"unknown calibration method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.calib_count < 1 or self.calib_batch < 1:
+            raise BitError("--calib-count and --calib-batch must be positive")
+        if not 0 <= self.max_top1_drop <= 1:
+            raise BitError(f"--max-top1-drop is a fraction in [0, 1], got {self.max_top1_drop}")
 
 
 @dataclass(frozen=True)
@@ -96,7 +133,7 @@ def load_cache(path: str, key: CacheKey) -> dict | None:
         with open(path, encoding="utf-8") as f:
             cache = json.load(f)
     except (OSError, ValueError) as exc:
-        raise BitError(f"calibration cache {path!r} is unreadable ({exc}); delete it to recalibrate") from None
+        raise BitError(f"calibration cache {path!r} is unreadable ({exc}); delete it to recalibrate") from exc
     if cache.get("format") != CACHE_FORMAT:
         raise BitError(f"{path!r} is not a bit-trt calibration cache")
     if cache.get("key") != key.to_dict():
@@ -124,18 +161,20 @@ def quantize(fp32_path: str, out_path: str, ranges: dict, method: str, target: s
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint on the root logger every call
-    with tempfile.TemporaryDirectory(prefix="bit-trt-quant-") as tmp:
-        ort_cache = os.path.join(tmp, "ranges.json")
-        with open(ort_cache, "w", encoding="utf-8") as f:
-            json.dump(ranges, f)
-        quantize_static(fp32_path, out_path, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-                        per_channel=True, activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude), calibrate_method=_ort_method(method),
-                        calibration_cache_path=ort_cache,
-                        extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
-                                       # TensorRT wants Q/DQ on every Conv input, including the first layer's.
-                                       "ForceQuantizeNoInputCheck": tensorrt})
-    root.setLevel(level)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bit-trt-quant-") as tmp:
+            ort_cache = os.path.join(tmp, "ranges.json")
+            with open(ort_cache, "w", encoding="utf-8") as f:
+                json.dump(ranges, f)
+            quantize_static(fp32_path, out_path, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
+                            per_channel=True, activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                            calibrate_method=_ort_method(method), calibration_cache_path=ort_cache,
+                            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
+                                           # TensorRT wants Q/DQ on every Conv input, including the first layer's.
+                                           "ForceQuantizeNoInputCheck": tensorrt})
+    finally:  # a failed quantization must not leave the whole process's logging silenced
+        root.setLevel(level)
 
 
 def quantizable_layers(model) -> list[str]:
@@ -154,7 +193,7 @@ def layer_groups(names: list[str], max_groups: int = 24) -> dict[str, list[str]]
     return groups
 
 
-def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8, fp32_logits, workdir: str,
+def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8, fp32_logits,
                 threads=None, progress=lambda msg: None) -> list[dict]:
     """For each layer group: the logits error on `probe_u8` when only that group is quantized. Most
     sensitive first. (INT8 weights are a quarter of FP32's, so these runs use ORT's full optimizations.)"""
@@ -162,14 +201,40 @@ def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8
 
     names = quantizable_layers(onnx.load(fp32_path, load_external_data=False))
     rows = []
-    for group, members in layer_groups(names).items():
-        others = tuple(n for n in names if n not in members)
-        path = os.path.join(workdir, "sensitivity.onnx")
-        quantize(fp32_path, path, ranges, method, target, exclude=others)
-        m = compare.measure(ort_logits(path, probe_u8, threads=threads), fp32_logits)
-        rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
-        progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
+    # The scratch model sits beside nothing the user sees: a temporary directory, gone whatever happens.
+    with tempfile.TemporaryDirectory(prefix="bit-trt-sensitivity-") as scratch:
+        path = os.path.join(scratch, "sensitivity.onnx")
+        for group, members in layer_groups(names).items():
+            others = tuple(n for n in names if n not in members)
+            quantize(fp32_path, path, ranges, method, target, exclude=others)
+            m = compare.measure(ort_logits(path, probe_u8, threads=threads), fp32_logits)
+            rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
+            progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
     return sorted(rows, key=lambda r: -r["rel_l2"])
+
+
+def float_fallback(table: list[dict], try_exclude) -> tuple[tuple[str, ...], dict]:
+    """Keep the most sensitive layer groups in float until the gate holds: the top 1, 2, 4, ... groups, and
+    last of all every group. `try_exclude(layers)` quantizes without `layers` and returns the gate verdict.
+    Returns the layers kept in float and the last verdict (failed only when even every group in float fails).
+    """
+    exclude, verdict = (), None
+    for keep in _doubling_up_to(len(table)):
+        exclude = tuple(n for row in table[:keep] for n in row["layers"])
+        verdict = try_exclude(exclude)
+        if verdict["passed"]:
+            break
+    return exclude, verdict
+
+
+def _doubling_up_to(n: int):
+    """1, 2, 4, ... below n, then n itself: doubling alone would stop at 4 of R50's 6 groups."""
+    k = 1
+    while k < n:
+        yield k
+        k *= 2
+    if n:
+        yield n
 
 
 # A sample is "confident" when TF gives its top-1 class at least this probability. Top-1 flips are counted on
@@ -182,9 +247,7 @@ COSINE_FLOOR = compare.INT8_CHECK.cosine_min  # one floor for the export gate an
 def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:
     """Accuracy gate: on confident samples, top-1 agreement with TF may drop at most `max_top1_drop`
     below FP32's; on every sample the logits' cosine to TF stays above COSINE_FLOOR."""
-    z = tf_logits - tf_logits.max(axis=1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    confident = prob.max(axis=1) >= CONFIDENT_PROBABILITY
+    confident = compare.softmax(tf_logits).max(axis=1) >= CONFIDENT_PROBABILITY
     vs_tf = compare.measure(int8_logits, tf_logits)
     top = tf_logits.argmax(axis=1)
     n = int(confident.sum())
@@ -202,3 +265,60 @@ def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:
             "confident_probability": CONFIDENT_PROBABILITY, "top1_agreement_confident": agree_int8,
             "top1_drop": drop, "max_top1_drop": max_top1_drop, "cosine_floor": COSINE_FLOOR,
             "passed": not failures, "failures": failures}
+
+
+def build_variants(writer, fp32_art: dict, images, tf_logits, fp32_logits, calib, opts: Int8Options, threads,
+                   progress) -> list[dict]:
+    """Calibrate (or reuse cached ranges), then one gated Q/DQ variant per target, written through `writer`
+    (a BundleWriter); returns their manifest records. A variant that fails the gate even with every
+    sensitive layer group in float raises ParityError."""
+    calib_u8, calib_record = calib
+    fp32_path = writer.path(fp32_art["file"])
+    key = CacheKey(fp32_art["sha256"], calib_record["sha256"], opts.method)
+    cache_path = opts.cache or os.path.join(
+        cache_dir("calibration"), f"{hashlib.sha256(json.dumps(key.to_dict()).encode()).hexdigest()[:24]}.json")
+    ranges = load_cache(cache_path, key)
+    cache_state = "reused" if ranges is not None else "computed"
+    if ranges is None:
+        ranges = compute_ranges(fp32_path, calib_u8, opts.method, opts.calib_batch, progress)
+        save_cache(cache_path, key, ranges)
+    progress(f"calibration ranges {cache_state} ({cache_path})")
+    cache_name = f"calibration.{opts.method}.json"
+    save_cache(writer.path(cache_name), key, ranges)
+    cache_info = writer.record(cache_name)
+    artifacts = []
+    for target, variant in VARIANTS.items():
+        name = f"model.{variant}.onnx"
+
+        def quantize_and_gate(exclude):
+            quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+            verdict = gate(ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
+                           opts.max_top1_drop)
+            if exclude:
+                progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
+            return verdict
+
+        def measure_sensitivity():
+            return sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
+                               fp32_logits[:SENSITIVITY_PROBE], threads, progress)
+
+        exclude = ()
+        table = measure_sensitivity() if opts.force_sensitivity else None
+        verdict = quantize_and_gate(exclude)
+        progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
+                 f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
+                 f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
+        if not verdict["passed"]:
+            table = table or measure_sensitivity()
+            exclude, verdict = float_fallback(table, quantize_and_gate)
+            if not verdict["passed"]:
+                raise ParityError(f"{variant} (even with every sensitive layer in float)",
+                                  {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}})
+        artifacts.append({**writer.record(name), "kind": "onnx", "precision": "int8", "variant": variant,
+                          "runtime": target, "io_dtype": "float32", "activations": ACTIVATIONS[target],
+                          "weights": "int8 symmetric per-channel", "quantized_ops": list(QUANTIZED_OPS),
+                          "float_layers": list(exclude),
+                          "calibration": {**calib_record, "method": opts.method, "cache": cache_state,
+                                          "cache_file": cache_info["file"]},
+                          "gate": verdict, "sensitivity": table})
+    return artifacts

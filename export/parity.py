@@ -8,10 +8,8 @@ from ..engine.errors import BitError
 
 def judge(test_logits, reference_logits, tolerance: compare.Tolerance, what: str) -> dict:
     """The metrics plus verdict; a BitError carrying the report when the tolerance is broken."""
-    metrics = compare.measure(test_logits, reference_logits)
-    failures = tolerance.check(metrics)
-    report = {**metrics, "tolerance": tolerance.to_dict(), "passed": not failures, "failures": failures}
-    if failures:
+    report = compare.report(test_logits, reference_logits, tolerance)
+    if not report["passed"]:
         raise ParityError(what, report)
     return report
 

@@ -154,7 +154,7 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
     try:
         loaded = tf.saved_model.load(path)
     except Exception as exc:
-        raise BitError(f"{path!r} is not a loadable SavedModel ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise BitError(f"{path!r} is not a loadable SavedModel ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
     weights = OrderedDict()
     for var in _savedmodel_variables(loaded):
         key = _savedmodel_key(var.name)
@@ -202,13 +202,13 @@ def download_hub_module(handle: str, timeout: float = 30.0) -> str:
                 shutil.copyfileobj(resp, out, 1 << 20)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise BitError(f"cannot download TF Hub module {handle!r} ({reason}). Offline? Use {OTHER_SOURCES}") from None
+            raise BitError(f"cannot download TF Hub module {handle!r} ({reason}). Offline? Use {OTHER_SOURCES}") from exc
         extracted = os.path.join(staging, "module")
         try:
             with tarfile.open(archive) as tar:
                 tar.extractall(extracted, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BitError(f"TF Hub module {handle!r}: downloaded archive is corrupt ({exc})") from None
+            raise BitError(f"TF Hub module {handle!r}: downloaded archive is corrupt ({exc})") from exc
         if not os.path.isfile(os.path.join(extracted, "saved_model.pb")):
             raise BitError(f"TF Hub module {handle!r}: archive holds no saved_model.pb")
         shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete entry

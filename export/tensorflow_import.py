@@ -1,10 +1,12 @@
 """Importing TensorFlow quietly: its C++ start-up chatter (oneDNN, CPU feature notes) would bury the CLI's
-progress lines. Python-level import errors still propagate unchanged."""
+progress lines. A missing TensorFlow is a BitError naming the extra that installs it."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
+
+from ..engine.errors import require
 
 
 def import_tensorflow():
@@ -16,7 +18,7 @@ def import_tensorflow():
         sys.stderr.flush()
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)  # absl logs before TF_CPP_MIN_LOG_LEVEL takes effect
-            import tensorflow as tf
+            tf = require("tensorflow")
     finally:
         os.dup2(saved, 2)
         os.close(saved)

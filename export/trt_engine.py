@@ -9,12 +9,20 @@ and implicit calibrators; on TensorRT 10 we ask for STRONGLY_TYPED explicitly). 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 
-from ..engine.errors import BitError
+from ..engine.errors import BitError, install_hint
 from ..engine.gpu_host import compute_capability as gpu_compute_capability
-from ..engine.tensorrt_library import ErrorLog, import_library, try_import
+from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
+from ..engine.user_cache import cache_dir
+
+ENGINE_CHOICES = ("auto", "none", *LIBRARIES)
+HARDWARE_COMPATIBILITY = {"none": None, "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+# The U8S8 INT8 variant is for ONNX Runtime's CPU kernels; TensorRT gets the S8S8 one (int8-trt).
+NOT_FOR_TENSORRT = ("int8-ort",)
 
 
 @dataclass
@@ -25,7 +33,7 @@ class BuildOptions:
     optimization_level: int = 3        # 0-5: higher searches more tactics and builds longer
     workspace_mb: int | None = None    # None: the library's default (all device memory)
     version_compatible: bool = False   # TensorRT only: the plan runs on later TensorRT versions (lean runtime)
-    hardware_compatibility: str = "none"  # "none" | "ampere_plus" | "same_compute_capability"
+    hardware_compatibility: str = "none"  # a HARDWARE_COMPATIBILITY key
     timing_cache: str | None = None    # read if it exists, written after the build
     rtx_compute_capabilities: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("SM89",); empty: library default
     tf32: bool = False                 # TensorRT enables TF32 for FP32 layers by default; FP32 parity needs it off
@@ -35,6 +43,11 @@ class BuildOptions:
             raise BitError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if not 0 <= self.optimization_level <= 5:
             raise BitError(f"builder optimization level must be 0..5, got {self.optimization_level}")
+        if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
+            raise BitError(f"unknown hardware compatibility {self.hardware_compatibility!r}; choose one of: "
+                           f"{', '.join(HARDWARE_COMPATIBILITY)}")
+        if self.workspace_mb is not None and self.workspace_mb < 1:
+            raise BitError(f"workspace must be at least 1 MB, got {self.workspace_mb}")
 
 
 def pick_library(engine: str = "auto"):
@@ -52,6 +65,22 @@ def pick_library(engine: str = "auto"):
         except (RuntimeError, TypeError):  # installed, but no GPU or driver here
             pass
     return try_import("tensorrt_rtx")
+
+
+def strongly_typed(trt, network) -> bool:
+    """Whether `network` runs every tensor in the type the ONNX gives it, as the network itself reports."""
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if creation is not None and hasattr(creation, "STRONGLY_TYPED"):
+        return bool(network.get_flag(creation.STRONGLY_TYPED))
+    return True  # TensorRT 11 dropped the flag along with weak typing: every network is strongly typed
+
+
+def _timing_cache_state(library: str, used: bool, hit: bool) -> str:
+    if used:
+        return "reused" if hit else "created"
+    if library == "tensorrt_rtx":
+        return "not supported (TensorRT-RTX compiles tactics at run time)"
+    return "not used"
 
 
 def plan_name(precision: str, library: str, version: str, target: str) -> str:
@@ -73,6 +102,10 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     if library == "tensorrt" and creation is not None and hasattr(creation, "STRONGLY_TYPED"):
         flags |= 1 << int(creation.STRONGLY_TYPED)  # TensorRT 10; on 11 every network is strongly typed
     network = builder.create_network(flags)
+    if not strongly_typed(trt, network):
+        # A weakly typed network would let the builder pick precisions itself: the ONNX variant's verified
+        # types would no longer be what runs.
+        raise BitError(f"{library} {trt.__version__} made a weakly typed network; bit-trt needs strongly typed ones")
     parser = trt.OnnxParser(network, log.logger)
     if not parser.parse_from_file(onnx_path):
         errors = []
@@ -92,14 +125,14 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         if not hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"):
             raise BitError(f"{library} has no version-compatible plans")
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if options.hardware_compatibility != "none":
-        level = {"ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}.get(options.hardware_compatibility)
-        if level is None or not hasattr(trt.HardwareCompatibilityLevel, level):
+    level = HARDWARE_COMPATIBILITY[options.hardware_compatibility]
+    if level is not None:
+        if not hasattr(trt.HardwareCompatibilityLevel, level):
             raise BitError(f"{library} does not support hardware compatibility level {options.hardware_compatibility!r}")
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
     if options.rtx_compute_capabilities:
         if library != "tensorrt_rtx":
-            raise BitError("--rtx-compute-capability applies to TensorRT-RTX engines only")
+            raise BitError("--rtx-cc applies to TensorRT-RTX engines only")
         config.num_compute_capabilities = len(options.rtx_compute_capabilities)
         for i, cc in enumerate(options.rtx_compute_capabilities):
             if not hasattr(trt.ComputeCapability, cc.upper()):
@@ -133,12 +166,56 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     record = {"library": library, "library_version": trt.__version__,
               "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
               "optimization_level": options.optimization_level, "version_compatible": options.version_compatible,
-              "hardware_compatibility": options.hardware_compatibility, "strongly_typed": True,
-              "tf32": options.tf32,
-              "timing_cache": ("reused" if cache_hit else "created") if use_cache else "not used (TensorRT-RTX has none)"}
+              "hardware_compatibility": options.hardware_compatibility,
+              "strongly_typed": strongly_typed(trt, network), "tf32": options.tf32,
+              "timing_cache": _timing_cache_state(library, use_cache, cache_hit)}
     if library == "tensorrt_rtx":
         ccs = [str(config.get_compute_capability(i)).split(".")[-1] for i in range(config.num_compute_capabilities)]
         record["target"] = {"kind": "rtx", "compute_capabilities": ccs or ["library default"]}
     else:
         record["target"] = {"kind": "gpu", "compute_capability": gpu_compute_capability()}
     return bytes(memoryview(plan)), record
+
+
+def build_engines(writer, artifacts: list[dict], input_name: str, resolution: int, engine: str,
+                  options: BuildOptions, require_engine: bool = False, progress=lambda msg: None) -> list[dict]:
+    """A plan from every ONNX artifact in `artifacts` that TensorRT runs, with the library `engine` picks.
+
+    writer: where plans go (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}): the export's
+    staging directory. Returns the plans' manifest records; [] when `engine` is auto and no builder exists.
+    """
+    if engine not in ENGINE_CHOICES:
+        raise BitError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_CHOICES)}")
+    if engine == "none":
+        return []
+    trt = pick_library(engine)
+    if trt is None:
+        if require_engine:
+            raise BitError(f"no TensorRT or TensorRT-RTX on this host and --require-engine was given "
+                           f"({install_hint('tensorrt_rtx')})")
+        progress(f"no TensorRT or TensorRT-RTX on this host: ONNX variants written, no engines "
+                 f"({install_hint('tensorrt_rtx')})")
+        return []
+    library = trt.__name__
+    target = gpu_compute_capability() if library == "tensorrt" else "rtx"
+    if options.timing_cache is None and library == "tensorrt":  # per library version and GPU, like plans
+        os.makedirs(cache_dir("timing"), exist_ok=True)
+        options = dataclasses.replace(options, timing_cache=os.path.join(
+            cache_dir("timing"), f"{library}-{trt.__version__}-{target}.cache"))
+    plans = []
+    for art in artifacts:
+        variant = art.get("variant", art["precision"])
+        if art["kind"] != "onnx" or variant in NOT_FOR_TENSORRT:
+            continue
+        progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
+        start = time.perf_counter()
+        plan, record = build(writer.path(art["file"]), input_name, resolution, options, trt)
+        name = plan_name(variant, library, trt.__version__, target)
+        with open(writer.path(name), "wb") as f:
+            f.write(plan)
+        del plan
+        record["build_s"] = round(time.perf_counter() - start, 2)
+        progress(f"{name}: built in {record['build_s']:.1f} s")
+        plans.append({**writer.record(name), "kind": "engine", "precision": art["precision"], "variant": variant,
+                      "from": art["file"], **record})
+    return plans

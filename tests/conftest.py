@@ -60,25 +60,26 @@ def images64():
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
     """A real export of the tiny variant (1000 classes, ImageNet labels) through the same pipeline as R50x3."""
-    from bit_trt.export.exporter import export
+    from bit_trt.export.exporter import ExportOptions, export
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export(model="synthetic", variant="tiny", resolution=TINY_RES, out=str(out), parity_synthetic=2,
-           precisions=("fp32", "fp16"), engine="none")
+    export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES, parity_synthetic=2,
+                         precisions=("fp32", "fp16"), engine="none"))
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_full_bundle(tmp_path_factory):
     """The tiny variant with every precision (INT8 calibrated on synthetic images) and TensorRT-RTX engines."""
-    from bit_trt.export.exporter import Int8Options, export
+    from bit_trt.export.exporter import ExportOptions, export
+    from bit_trt.export.int8 import Int8Options
 
     root = tmp_path_factory.mktemp("bundles-full")
     out = root / "tiny"
     os.environ.setdefault("BIT_TRT_CACHE", str(root / "cache"))
-    export(model="synthetic", variant="tiny", resolution=TINY_RES, out=str(out), parity_synthetic=2,
-           precisions=("fp32", "fp16", "int8"), engine="tensorrt_rtx",
-           int8_options=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8))
+    export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES, parity_synthetic=2,
+                         precisions=("fp32", "fp16", "int8"), engine="tensorrt_rtx",
+                         int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8)))
     return out
 
 

@@ -1,10 +1,12 @@
 """The TensorFlow reference as a backend: the bundle's model rebuilt in TF from the source its manifest names.
 
 This is the ground truth every other backend is compared with, not a deployment backend: it needs
-TensorFlow and the export extras (`pip install 'bit-trt[export]'`), and the source (the SavedModel or
-.npz path recorded at export, or the synthetic seed) on this host. The weights' checksum must equal the
-manifest's, so the reference is provably the model that was exported. The engine never imports TF except
-here, on activation.
+TensorFlow and the export extras, and the source (the SavedModel or .npz path recorded at export, or the
+synthetic seed) on this host. The weights' checksum must equal the manifest's, so the reference is
+provably the model that was exported.
+
+It lives in export/ because it *is* the exporter's reference (export/sources.py builds it). The engine
+never imports it: engine/backends.py names it in its runner table and loads it only when `tf` is asked for.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import threading
 
 import numpy as np
 
-from .errors import BitError, missing_dependency
-from .runner import Runner
+from ..engine.errors import BitError
+from ..engine.runner import Runner
 
 
 class TfRunner(Runner):
@@ -26,10 +28,8 @@ class TfRunner(Runner):
         self._call_lock = threading.Lock()
 
     def _activate(self):
-        try:
-            from ..export import sources
-        except ImportError:
-            raise missing_dependency("tensorflow", "export") from None
+        from . import sources  # TF itself is imported on load, through tensorflow_import (install hint included)
+
         model = self.manifest["model"]
         source = model["source"]
         if source["kind"] == "synthetic":
@@ -40,11 +40,8 @@ class TfRunner(Runner):
                 raise BitError(f"tf backend: the bundle was exported from {source['kind']} {where!r}, which is not on "
                                "this host; the TF reference needs it (or use bit-check, which falls back to the "
                                "reference logits stored in the bundle)")
-        try:
-            loaded = sources.load(where, model["variant"], num_classes=int(model["num_classes"]),
-                                  seed=int(source.get("seed", 0)))
-        except ImportError:
-            raise missing_dependency("tensorflow", "export") from None
+        loaded = sources.load(where, model["variant"], num_classes=int(model["num_classes"]),
+                              seed=int(source.get("seed", 0)))
         if loaded.weights_sha256() != model["weights_sha256"]:
             raise BitError(f"tf backend: the weights at {where!r} are not the ones this bundle was exported from "
                            "(checksum differs)")

@@ -1,0 +1,50 @@
+"""What a step cost: resident memory now and at peak, handing freed heap back to the OS, and the tool versions
+that produced a result. The exporter records these in the manifest; the bench scripts in their results."""
+from __future__ import annotations
+
+import ctypes
+import gc
+import platform
+import resource
+from importlib import metadata
+
+TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "openvino", "tensorrt", "tensorrt-rtx",
+         "numpy", "protobuf", "opencv-python-headless")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set. (Linux reports ru_maxrss in KiB.)"""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return 0
+
+
+def gigabytes(n_bytes: int) -> float:
+    return round(n_bytes / 1e9, 2)
+
+
+def release_memory() -> None:
+    """Collect, then hand freed heap back to the OS: TF and protobuf leave GBs in glibc's free lists,
+    which would otherwise stack under the next step's peak."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def tool_versions() -> dict:
+    """Versions of the installed tools that shape a result (absent ones are left out)."""
+    versions = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
