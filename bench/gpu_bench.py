@@ -8,8 +8,9 @@
   own device-to-device copy bandwidth measured in the same run.
 - Host-to-device copy throughput from pinned (page-locked) and from pageable memory, 64 MB transfers.
 
-On the same machine, with pycuda built there (shared/DESIGN.md, "GPU checks"), the runner's own kernel
-path runs as a test: `python -m pytest -m gpu tests/engine/test_cuda_preprocess_gpu.py`.
+On the same machine, with pycuda built there (docs/tensorrt.md, "GPU checks on a lent GPU host without
+network"), the runner's own kernel path runs as a test:
+`python -m pytest -m gpu tests/engine/test_cuda_preprocess_gpu.py`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ import os
 import sys
 import time
 
+import functools
+
 import numpy as np
+
+from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
+from ..engine.errors import require
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -37,10 +43,17 @@ def _time_gpu(cp, fn, repeat: int) -> float:
     return cp.cuda.get_elapsed_time(start, end) / 1000 / repeat
 
 
+def _preprocess_batch(fn, grid, d_src, h: int, w: int, d_dst, resolution: int) -> None:
+    """One kernel launch per image of d_dst's batch, each reading the same source image d_src."""
+    slot = resolution * resolution * 3 * 4
+    for i in range(d_dst.shape[0]):
+        fn(grid, BLOCK[:2], (d_src, np.int32(h), np.int32(w), np.int64(w * 3), np.uintp(d_dst.data.ptr + i * slot),
+                             np.int32(resolution), np.int32(0), np.int32(0), np.float32(1 / 255)))
+
+
 def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
     import cv2
 
-    from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
     from ..engine.preprocess import InputSpec, preprocess, read_image
     from ..export.parity_images import real_photo_paths
 
@@ -57,13 +70,9 @@ def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
         src = np.ascontiguousarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC))
         d_src = cp.asarray(src)
         d_dst = cp.empty((batch, resolution, resolution, 3), cp.float32)
-        slot = resolution * resolution * 3 * 4
+        slot = resolution * resolution * 3 * 4  # bytes of one float32 image in the batch
 
-        def run():
-            for i in range(batch):
-                fn(grid, BLOCK[:2], (d_src, np.int32(h), np.int32(w), np.int64(w * 3),
-                                     np.uintp(d_dst.data.ptr + i * slot), np.int32(resolution), np.int32(0),
-                                     np.int32(0), np.float32(1 / 255)))
+        run = functools.partial(_preprocess_batch, fn, grid, d_src, h, w, d_dst, resolution)
         seconds = _time_gpu(cp, run, 50)
         cpu = preprocess([src] * batch, spec)
         diff = np.abs(cp.asnumpy(d_dst) - cpu)
@@ -86,14 +95,15 @@ def transfers(cp, nbytes: int = 64 << 20) -> dict:
     dev = cp.empty(nbytes, cp.uint8)
     stream = cp.cuda.Stream(non_blocking=True)
     result = {}
+    def copy(host):
+        dev.set(host, stream=stream)
+        stream.synchronize()
+
     for name, host in (("pinned", pinned), ("pageable", pageable)):
-        def copy():
-            dev.set(host, stream=stream)
-            stream.synchronize()
-        copy()
+        copy(host)
         t = time.perf_counter()
         for _ in range(20):
-            copy()
+            copy(host)
         result[f"h2d_{name}_gb_per_s"] = round(20 * nbytes / (time.perf_counter() - t) / 1e9, 2)
     result["pinned_over_pageable"] = round(result["h2d_pinned_gb_per_s"] / result["h2d_pageable_gb_per_s"], 2)
     return result
@@ -103,7 +113,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bit_trt.bench.gpu_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=RESULTS)
     args = p.parse_args(argv)
-    import cupy as cp
+    cp = require("cupy")  # bit-trt[gpu-bench]
 
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode()

@@ -5,10 +5,10 @@ The same function serves two purposes:
 - the graph handed to tf2onnx (NCHW, weights as function inputs), see `tf2onnx_route.py`.
 Writing it once means the converted graph and the reference can only differ where conversion differs.
 
-The traps (see shared/DESIGN.md): zero-padded stem max-pool (the stem has no ReLU, so 0 is not -inf),
-weight standardization with biased variance and eps 1e-10, GroupNorm 32 groups eps 1e-5, stride on the
-3x3 conv and on the projection, projection only in unit01. Inputs are [0,1] and mapped to the
-checkpoint's [-1,1] inside, like the TF Hub module.
+The traps (docs/model.md, "Root block", "Weight standardization", "GroupNorm", "Architecture"): zero-padded
+stem max-pool (the stem has no ReLU, so 0 is not -inf), weight standardization with biased variance and
+eps 1e-10, GroupNorm 32 groups eps 1e-5, stride on the 3x3 conv and on the projection, projection only in
+unit01. Inputs are [0,1] and mapped to the checkpoint's [-1,1] inside, like the TF Hub module ("Input contract").
 """
 from __future__ import annotations
 
@@ -108,7 +108,6 @@ class BiTModule(tf.Module):
 
     def __init__(self, weights, variant: Variant, name: str = "bit"):
         super().__init__(name=name)
-        self.variant_name = variant.name
         self._variant = variant
         # Variables are named by their checkpoint keys, as in the TF Hub modules, so a SavedModel written
         # from this module is read back by the same code that reads TF Hub's.

@@ -39,10 +39,6 @@ class Variant:
     def out_channels(self, block: int) -> int:
         return 4 * self.mid_channels(block)
 
-    @property
-    def feature_channels(self) -> int:
-        return self.out_channels(4)
-
 
 def _hub(name: str) -> str:
     return f"google/bit/s-{name}/ilsvrc2012_classification/1"

@@ -8,19 +8,29 @@ from tests.conftest import run_cli
 CLASSIFY = "bit_trt.engine.classify_cli"
 
 
+def _top_lines(stdout: str, photo: str) -> list[tuple[float, str]]:
+    """bit-classify's output for one image -> [(percent, label name)], in printed order."""
+    lines = stdout.splitlines()
+    assert lines[0] == photo and len(lines) == 6
+    top = []
+    for line in lines[1:]:
+        pct, name = line.strip().split("%", 1)
+        top.append((float(pct), name.strip()))
+    return top
+
+
+def _assert_real_labels_descending(top: list[tuple[float, str]], bundle) -> None:
+    labels = {entry["name"] for entry in Classifier(str(bundle)).labels}
+    assert all(name in labels for _, name in top)
+    probs = [pct for pct, _ in top]
+    assert probs == sorted(probs, reverse=True)
+
+
 def test_classify_prints_top5_labels(tiny_bundle):
     photo = real_photo_paths()[0]
     proc = run_cli(CLASSIFY, tiny_bundle, photo)
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert lines[0] == photo and len(lines) == 6
-    labels = {entry["name"] for entry in Classifier(str(tiny_bundle)).labels}
-    probs = []
-    for line in lines[1:]:
-        pct, name = line.strip().split("%", 1)
-        assert name.strip() in labels
-        probs.append(float(pct))
-    assert probs == sorted(probs, reverse=True)
+    _assert_real_labels_descending(_top_lines(proc.stdout, photo), tiny_bundle)
     assert "SYNTHETIC" in proc.stderr
 
 
@@ -28,7 +38,8 @@ def test_classify_matches_python_api(tiny_bundle):
     photo = real_photo_paths()[1]
     with Classifier(str(tiny_bundle)) as clf:
         from_path = clf.predict([photo])
-        from_bytes = clf.predict([open(photo, "rb").read()])
+        with open(photo, "rb") as f:
+            from_bytes = clf.predict([f.read()])
         rgb = cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB)
         from_array = clf.predict([rgb])
     np.testing.assert_array_equal(from_path.logits, from_bytes.logits)
@@ -54,6 +65,13 @@ def test_missing_bundle(tmp_path):
 
 def test_classify_each_variant_and_unknown_variant(tiny_bundle):
     photo = real_photo_paths()[0]
-    assert run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "fp16").returncode == 0
+    proc = run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "fp16")
+    assert proc.returncode == 0, proc.stderr
+    fp16_top = _top_lines(proc.stdout, photo)
+    _assert_real_labels_descending(fp16_top, tiny_bundle)
+    # The export admitted the fp16 variant on parity against fp32, this photo among the parity images.
+    with Classifier(str(tiny_bundle), precision="fp32") as clf:
+        [[(fp32_top1, _)]] = clf.predict([photo]).top(1)
+    assert fp16_top[0][1] == fp32_top1
     proc = run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "int8-ort")
     assert proc.returncode == 1 and "has no int8-ort onnx artifact; it has: fp32, fp16" in proc.stderr
