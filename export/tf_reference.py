@@ -2,20 +2,30 @@
 
 A child, because TF keeps most of what it allocated (R50x3 at 480: over 3 GB) until the process exits;
 run in the exporting process it would sit under every later step's peak.
+The child ends when its parent dies, however it dies (SIGKILL included), so that it never holds that memory idle.
+
+The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json,
+images.npy), and the child writes result.npz there: the logits and its own peak RSS, or a BitError's message.
 """
 from __future__ import annotations
 
-import numpy as np
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import TYPE_CHECKING
 
 from ..engine.errors import BitError
-from .ort_logits import batched
 
+if TYPE_CHECKING:  # numpy is imported where it is used: the child's first act must come before any heavy import
+    import numpy as np
 
-def _reference_worker(model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray, batch: int):
-    from . import sources
-
-    loaded = sources.load(model, variant, num_classes=num_classes, seed=seed, handle=handle)
-    return batched(loaded.reference, images_u8, batch)
+REQUEST, IMAGES, RESULT, LOG = "request.json", "images.npy", "result.npz", "child.log"
+LOG_TAIL_LINES = 5
+ORPHANED_EXIT = 125  # the child's exit status when it finds its parent gone; nobody is left to read it
 
 
 def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray,
@@ -25,15 +35,125 @@ def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int
     A child, because TF keeps most of what it allocated (R50x3 at 480: over 3 GB) until the process exits;
     run in the exporting process it would sit under every later step's peak.
     """
-    import multiprocessing
-    import resource
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import numpy as np
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with tempfile.TemporaryDirectory(prefix="bit-trt-tf-reference-") as tmp:
+        with open(os.path.join(tmp, REQUEST), "w") as f:
+            json.dump({"model": model, "handle": handle, "variant": variant, "num_classes": num_classes,
+                       "seed": seed, "batch": batch}, f)
+        np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with open(os.path.join(tmp, LOG), "wb") as log:
+            # stdin is a pipe this process never writes to: when this process dies, however it dies, the
+            # child reads EOF. Its output goes to the log, so that TF's chatter stays off the CLI's progress.
+            proc = subprocess.Popen([sys.executable, "-m", "bit_trt.export.tf_reference", tmp, str(os.getpid())],
+                                    stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
+            try:
+                returncode = proc.wait()
+            finally:  # interrupted (Ctrl-C, any exception): the child must not outlive this call
+                if proc.returncode is None:
+                    proc.kill()
+                    proc.wait()
+                proc.stdin.close()
+        return _read_result(tmp, returncode)
+
+
+def _read_result(tmp: str, returncode: int):
+    import numpy as np
+
+    path = os.path.join(tmp, RESULT)
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as result:
+            if "error" in result:
+                raise BitError(str(result["error"]))
+            if returncode == 0:
+                return result["logits"], int(result["peak_rss"])
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        how = f"killed by {name}" + (": out of memory?" if -returncode == signal.SIGKILL else "")
+    else:
+        how = f"exit code {returncode}"
+    tail = _log_tail(os.path.join(tmp, LOG))
+    raise BitError(f"the TF reference process died ({how}); nothing was written"
+                   + (f". Its last output: {tail}" if tail else ""))
+
+
+def _log_tail(path: str) -> str:
+    """The last lines of the child's output, on one line: the CLI prints an error on one line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 16384))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return " | ".join([line.strip() for line in lines if line.strip()][-LOG_TAIL_LINES:])
+
+
+# ---- the child -------------------------------------------------------------------------------------------------
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this process when the parent dies: EOF on stdin (any OS), and PR_SET_PDEATHSIG (Linux)."""
+    fd = sys.stdin.fileno()
+
+    def watch_stdin():
+        # The parent never writes: read returns b"" when its end of the pipe closes. A raw os.read, not
+        # sys.stdin.buffer.read(): a daemon thread blocked holding the buffered reader's lock aborts the
+        # interpreter's shutdown (Fatal Python error: _enter_buffered_busy).
         try:
-            logits = pool.submit(_reference_worker, model, handle, variant, num_classes, seed,
-                                       images_u8, batch).result()
-        except BrokenProcessPool:
-            raise BitError("the TF reference process died (out of memory?); nothing was written") from None
-    return logits, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+            while os.read(fd, 4096):
+                pass
+        finally:
+            os._exit(ORPHANED_EXIT)
+
+    threading.Thread(target=watch_stdin, name="parent-watch", daemon=True).start()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            # Fires when the thread that started us exits; tf_reference_logits waits on that thread throughout.
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no libc or no prctl: the stdin watch still ends the child
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(ORPHANED_EXIT)
+
+
+def _write_atomically(tmp: str, **arrays) -> None:
+    import numpy as np
+
+    part = os.path.join(tmp, RESULT + ".part")
+    with open(part, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(part, os.path.join(tmp, RESULT))
+
+
+def _child_main(argv: list[str]) -> int:
+    tmp, parent_pid = argv[0], int(argv[1])
+    _exit_with_parent(parent_pid)  # first, before anything heavy: a parent killed during TF's import counts too
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+
+    from . import sources
+    from .ort_logits import batched
+    from .resources import peak_rss_bytes
+
+    with open(os.path.join(tmp, REQUEST)) as f:
+        req = json.load(f)
+    images_u8 = np.load(os.path.join(tmp, IMAGES), mmap_mode="r")  # read in batches, never a second whole copy
+    try:
+        loaded = sources.load(req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"],
+                              handle=req["handle"])
+        logits = batched(loaded.reference, images_u8, req["batch"])
+    except BitError as exc:
+        _write_atomically(tmp, error=np.array(str(exc)))
+        return 1
+    # this process's own peak: RUSAGE_CHILDREN in the parent would be the largest of every child ever reaped
+    _write_atomically(tmp, logits=logits, peak_rss=np.array(peak_rss_bytes(), np.int64))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))
