@@ -286,39 +286,42 @@ def build_variants(writer, fp32_art: dict, images, tf_logits, fp32_logits, calib
     cache_name = f"calibration.{opts.method}.json"
     save_cache(writer.path(cache_name), key, ranges)
     cache_info = writer.record(cache_name)
-    artifacts = []
-    for target, variant in VARIANTS.items():
-        name = f"model.{variant}.onnx"
+    calibration_record = {**calib_record, "method": opts.method, "cache": cache_state, "cache_file": cache_info["file"]}
+    return [_gated_variant(writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress)
+            | {"calibration": calibration_record} for target in VARIANTS]
 
-        def quantize_and_gate(exclude):
-            quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
-            verdict = gate(ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
-                           opts.max_top1_drop)
-            if exclude:
-                progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
-            return verdict
 
-        def measure_sensitivity():
-            return sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
-                               fp32_logits[:SENSITIVITY_PROBE], threads, progress)
+def _gated_variant(writer, target: str, fp32_path: str, ranges: dict, images, tf_logits, fp32_logits,
+                   opts: Int8Options, threads, progress) -> dict:
+    """One target's Q/DQ model behind the gate, with the float fallback when the gate fails; its record."""
+    variant = VARIANTS[target]
+    name = f"model.{variant}.onnx"
 
-        exclude = ()
-        table = measure_sensitivity() if opts.force_sensitivity else None
-        verdict = quantize_and_gate(exclude)
-        progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
-                 f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
-                 f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
+    def quantize_and_gate(exclude):
+        quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+        verdict = gate(ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
+                       opts.max_top1_drop)
+        if exclude:
+            progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
+        return verdict
+
+    def measure_sensitivity():
+        return sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
+                           fp32_logits[:SENSITIVITY_PROBE], threads, progress)
+
+    exclude = ()
+    table = measure_sensitivity() if opts.force_sensitivity else None
+    verdict = quantize_and_gate(exclude)
+    progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
+             f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
+             f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
+    if not verdict["passed"]:
+        table = table or measure_sensitivity()
+        exclude, verdict = float_fallback(table, quantize_and_gate)
         if not verdict["passed"]:
-            table = table or measure_sensitivity()
-            exclude, verdict = float_fallback(table, quantize_and_gate)
-            if not verdict["passed"]:
-                raise ParityError(f"{variant} (even with every sensitive layer in float)",
-                                  {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}})
-        artifacts.append({**writer.record(name), "kind": "onnx", "precision": "int8", "variant": variant,
-                          "runtime": target, "io_dtype": "float32", "activations": ACTIVATIONS[target],
-                          "weights": "int8 symmetric per-channel", "quantized_ops": list(QUANTIZED_OPS),
-                          "float_layers": list(exclude),
-                          "calibration": {**calib_record, "method": opts.method, "cache": cache_state,
-                                          "cache_file": cache_info["file"]},
-                          "gate": verdict, "sensitivity": table})
-    return artifacts
+            raise ParityError(f"{variant} (even with every sensitive layer in float)",
+                              {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}})
+    return {**writer.record(name), "kind": "onnx", "precision": "int8", "variant": variant, "runtime": target,
+            "io_dtype": "float32", "activations": ACTIVATIONS[target], "weights": "int8 symmetric per-channel",
+            "quantized_ops": list(QUANTIZED_OPS), "float_layers": list(exclude), "gate": verdict,
+            "sensitivity": table}
