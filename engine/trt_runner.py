@@ -131,7 +131,7 @@ class _Worker:
         slot.staged.synchronize()    # the previous copy out of this staging buffer has finished
         slot.consumed.synchronize()  # and the engine has read the binding we are about to overwrite
         offset = 0
-        for i, img in enumerate(images):
+        for img in images:
             slot.h_raw[offset:offset + img.nbytes] = img.reshape(-1)
             offset += img.nbytes
         self.cuda.memcpy_htod_async(slot.d_raw, slot.h_raw[:offset], self.copy_stream)

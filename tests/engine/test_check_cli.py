@@ -55,3 +55,22 @@ def test_tampered_parity_set_and_missing_model(bundle_copy):
     proc = run_cli(CHECK, bundle_copy, "--backend", "ort-cpu")
     assert proc.returncode == 2 and "missing model.fp32.onnx" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_reference_of_another_shape_is_a_clear_error(bundle_copy):
+    """Stored TF logits for fewer classes than the model has (checksum updated): exit 2 with one line, no
+    ValueError traceback from the comparison."""
+    import numpy as np
+
+    path = bundle_copy / "parity_inputs.npz"
+    with np.load(path) as data:
+        images, names, tf_logits = data["images"], data["names"], data["tf_logits"]
+    np.savez_compressed(path, images=images, names=names, tf_logits=tf_logits[:, :10])
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    manifest["reference"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_cli(CHECK, bundle_copy, "--backend", "ort-cpu", "--reference", "stored")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bit-check: error: cannot compare logits of shape (4, 1000) with reference logits of shape (4, 10)" \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
