@@ -66,6 +66,8 @@ class ExportOptions:
         if self.engine not in trt_engine.ENGINE_CHOICES:
             raise BitError(f"unknown engine {self.engine!r}; choose one of: {', '.join(trt_engine.ENGINE_CHOICES)}")
         self.build.validate()
+        if self.build.rtx_compute_capabilities and self.engine == "tensorrt":
+            raise BitError("--rtx-cc applies to TensorRT-RTX engines only (--engine tensorrt_rtx or auto)")
         if self.opset not in tf2onnx_route.SUPPORTED_OPSETS:
             raise BitError(f"opset {self.opset} is not supported; use one of {tf2onnx_route.SUPPORTED_OPSETS}")
         if self.resolution < 32:

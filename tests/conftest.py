@@ -9,6 +9,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TINY_RES = 64
+RETURNED_MANIFESTS = {}  # bundle path -> what export() returned, to compare with what it wrote
 
 
 def _gpu_reason():
@@ -63,8 +64,8 @@ def tiny_bundle(tmp_path_factory):
     from bit_trt.export.exporter import ExportOptions, export
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES, parity_synthetic=2,
-                         precisions=("fp32", "fp16"), engine="none"))
+    RETURNED_MANIFESTS[str(out)] = export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES,
+                                                        parity_synthetic=2, precisions=("fp32", "fp16"), engine="none"))
     return out
 
 

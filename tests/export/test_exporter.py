@@ -29,6 +29,12 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     assert m["export"]["peak_rss_bytes"] > 0 and "tensorflow-cpu" in m["tools"] and "tf2onnx" in m["tools"]
 
 
+def test_returned_manifest_is_the_one_written(tiny_bundle):
+    from tests.conftest import RETURNED_MANIFESTS
+
+    assert RETURNED_MANIFESTS[str(tiny_bundle)] == json.loads((tiny_bundle / "manifest.json").read_text())
+
+
 def test_no_partial_directories_left(tiny_bundle):
     assert [p.name for p in tiny_bundle.parent.iterdir() if p.name.startswith(".")] == []
 

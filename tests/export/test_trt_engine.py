@@ -20,8 +20,21 @@ def test_every_variant_builds(tiny_bundle, tmp_path):
         plan, record = trt_engine.build(str(tiny_bundle / f"model.{precision}.onnx"), "images", TINY_RES, options, rtx)
         assert len(plan) > 1_000_000
         assert record["library"] == "tensorrt_rtx" and record["profile"] == {"min": 1, "opt": 2, "max": 4}
-        assert record["strongly_typed"] and record["timing_cache"].startswith("not used")
+        assert record["strongly_typed"] is True  # as the network reports it
+        assert record["timing_cache"] == "not supported (TensorRT-RTX compiles tactics at run time)"
     assert not cache.exists()  # TensorRT-RTX has no timing cache: none is pretended
+
+
+def test_timing_cache_record_says_why_none_was_used():
+    assert trt_engine._timing_cache_state("tensorrt", used=False, hit=False) == "not used"
+    assert trt_engine._timing_cache_state("tensorrt", used=True, hit=True) == "reused"
+    assert "TensorRT-RTX" in trt_engine._timing_cache_state("tensorrt_rtx", used=False, hit=False)
+
+
+def test_rtx_targets_with_tensorrt_name_the_real_flag(tmp_path):
+    proc = run_cli("bit_trt.export.cli", "--engine", "tensorrt", "--rtx-cc", "SM89", "--out", tmp_path / "b")
+    assert proc.returncode == 1 and "--rtx-cc applies to TensorRT-RTX engines only" in proc.stderr
+    assert "--rtx-compute-capability" not in proc.stderr and not (tmp_path / "b").exists()
 
 
 def test_export_records_engines(tmp_path):
