@@ -112,7 +112,7 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
     for batch in batches:
         x = np.random.default_rng(batch).random((batch, resolution, resolution, 3), dtype=np.float32)
         times = {name: [] for name in engines}
-        for name, fn in engines.items():  # warm-up: first calls allocate and, for TF, trace
+        for fn in engines.values():  # warm-up: first calls allocate and, for TF, trace
             fn(x)
         for _ in range(rounds):
             for name, fn in engines.items():

@@ -48,7 +48,7 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
     for name, data in (("jpeg_bytes", jpegs), ("decoded_uint8", arrays)):
         batch = [data[i % len(data)] for i in range(per)]
         preprocess(batch, spec)
-        med, lo, hi = _median_s(lambda: preprocess(batch, spec), rounds)
+        med, lo, hi = _median_s(lambda batch=batch: preprocess(batch, spec), rounds)
         out[name] = {"images_per_s": round(per / med, 1), "ms_per_image": round(1000 * med / per, 2),
                      "min_ms_per_image": round(1000 * lo / per, 2), "max_ms_per_image": round(1000 * hi / per, 2)}
     cv2.setNumThreads(0)

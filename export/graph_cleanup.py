@@ -233,7 +233,7 @@ def fold_constants(model) -> int:
                 values.pop(name, None)
                 spent.add(name)
         if spent:
-            _drop_initializers(graph, lambda init: init.name in spent)
+            _drop_initializers(graph, lambda init, spent=spent: init.name in spent)
     live = {i for n in kept for i in n.input} | keep_names
     for name in [n for n in values if n in live]:
         arr = values.pop(name)  # one folded tensor at a time is converted, then its array freed
