@@ -9,13 +9,18 @@ from .errors import BitError
 
 def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """--backend/--precision/--threads: shared by bit-classify and bit-check."""
-    from .classifier import BACKENDS
+    import inspect
 
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="auto picks the fastest that works here and says which (default auto)")
-    p.add_argument("--precision", default="fp32",
-                   help="fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); default fp32")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for CPU backends (default: all cores)")
+    from .classifier import BACKENDS, Classifier
+
+    defaults = {name: param.default for name, param in inspect.signature(Classifier).parameters.items()}
+    p.add_argument("--backend", default=defaults["backend"], choices=BACKENDS,
+                   help=f"auto picks the fastest that works here and says which (default {defaults['backend']})")
+    p.add_argument("--precision", default=defaults["precision"],
+                   help=f"fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); "
+                        f"default {defaults['precision']}")
+    p.add_argument("--threads", type=int, default=defaults["threads"],
+                   help="CPU threads for CPU backends (default: all cores)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

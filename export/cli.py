@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a TF Hub handle such as google/bit/s-r50x3/ilsvrc2012_classification/1")
     p.add_argument("--variant", default=d["variant"], metavar="VARIANT",
                    help=f"one of {', '.join(VARIANTS)}; inferred from real weights, r50x3 for synthetic")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    precision = next(name for name, kept in PRECISIONS.items() if kept == d["precisions"])
+    p.add_argument("--precision", default=precision, choices=PRECISIONS,
                    help="fp32 (always written, the parity anchor); fp16 adds model.fp16.onnx; int8 adds the Q/DQ "
                         "variants; all = every one")
     p.add_argument("--out", required=True, help="bundle directory to create (must not exist)")
@@ -82,18 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {q8['max_top1_drop']})")
     q.add_argument("--int8-sensitivity", dest="force_sensitivity", action="store_true",
                    help="measure and record per-layer sensitivity even when the gate passes")
-    add_build_arguments(p)
+    add_build_arguments(p, engine=d["engine"])
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of the summary")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def add_build_arguments(p: argparse.ArgumentParser) -> None:
+def add_build_arguments(p: argparse.ArgumentParser, engine: str) -> None:
     """The engine flags; defaults from trt_engine.BuildOptions (a later bit-engine verb shares them)."""
     b = _defaults(trt_engine.BuildOptions)
     eng = p.add_argument_group("TensorRT engines (built from every ONNX variant when a builder is installed)")
-    eng.add_argument("--engine", default="auto", choices=trt_engine.ENGINE_CHOICES,
+    eng.add_argument("--engine", default=engine, choices=trt_engine.ENGINE_CHOICES,
                      help="auto: TensorRT on a GPU host, else TensorRT-RTX (builds on a CPU-only host for RTX GPUs)")
     eng.add_argument("--require-engine", action="store_true", help="fail when no engine can be built")
     eng.add_argument("--min-batch", type=int, default=b["min_batch"])

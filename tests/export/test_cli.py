@@ -149,3 +149,24 @@ def test_labels_count_must_match_head(tmp_path):
     proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--num-classes", "5", "--labels", labels,
                    "--out", tmp_path / "b")
     assert proc.returncode == 1 and "has 2 names; the model has 5 classes" in _one_line_error(proc)
+
+
+def test_cli_defaults_are_the_options_defaults():
+    """bit-export with only --out asks for exactly ExportOptions(out=...): no default is written twice."""
+    from bit_trt.export.cli import build_parser, options_from_args
+    from bit_trt.export.exporter import ExportOptions
+
+    assert options_from_args(build_parser().parse_args(["--out", "x"])) == ExportOptions(out="x")
+
+
+def test_cli_flags_reach_the_options():
+    from bit_trt.export.cli import build_parser, options_from_args
+
+    o = options_from_args(build_parser().parse_args(
+        ["--out", "x", "--precision", "all", "--calib-method", "entropy", "--calib-batch", "3", "--max-batch", "16",
+         "--rtx-cc", "SM89", "--rtx-cc", "SM120", "--hardware-compat", "ampere_plus", "--labels", "l.txt",
+         "--parity-images", "0", "--builder-opt-level", "5", "--int8-sensitivity"]))
+    assert o.precisions == ("fp32", "fp16", "int8") and o.labels_file == "l.txt" and o.parity_synthetic == 0
+    assert o.int8.method == "entropy" and o.int8.calib_batch == 3 and o.int8.force_sensitivity
+    assert o.build.max_batch == 16 and o.build.rtx_compute_capabilities == ("SM89", "SM120")
+    assert o.build.hardware_compatibility == "ampere_plus" and o.build.optimization_level == 5
