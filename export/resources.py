@@ -13,7 +13,19 @@ TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "openvin
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set. (Linux reports ru_maxrss in KiB.)"""
+    """This process's own peak resident set, in bytes.
+
+    Linux's VmHWM first: ru_maxrss of a process started by fork+exec is at least its parent's RSS at the fork
+    (the kernel carries the old address space's high-water mark over exec), so a small child of a large
+    parent would report the parent's size. ru_maxrss (KiB on Linux) where /proc is absent.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:  123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
