@@ -59,6 +59,8 @@ def main(argv=None) -> int:
             try:
                 top = clf.predict([path]).top(args.top)[0]
             except BitError as exc:
+                if args.debug:
+                    raise
                 failed += 1
                 print(f"bit-classify: error: {exc}", file=sys.stderr)
                 continue

@@ -6,6 +6,7 @@ Contract (manifest "input"): OpenCV decode -> RGB -> resize to (size, size) with
 from __future__ import annotations
 
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,13 +16,18 @@ import numpy as np
 from .errors import BitError
 
 INTERPOLATIONS = ("bilinear", "area", "bicubic", "nearest")
+DEFAULT_RESIZE = "bilinear"  # the BiT reference code's straight resize
+# An array's sides may be as long as those of an image OpenCV decodes (CV_IO_MAX_IMAGE_WIDTH/HEIGHT), no
+# longer: cv2.resize reads a side of 2**31 as an empty image, and builds tables as long as the source width
+# that crashed the process (a segfault, not an exception) for a (1, 2**30, 3) array under a 12 GB limit.
+MAX_SIDE = 1 << 20
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """What the network expects; read from and written to the manifest's "input" section."""
     resolution: int
-    resize: str = "bilinear"
+    resize: str = DEFAULT_RESIZE
     layout: str = "NHWC"
     dtype: str = "float32"
     value_range: tuple[float, float] = (0.0, 1.0)
@@ -34,9 +40,9 @@ class InputSpec:
                 "decoder": "opencv"}
 
     @classmethod
-    def from_manifest(cls, d: dict) -> "InputSpec":
+    def from_manifest(cls, d: dict) -> InputSpec:
         try:
-            spec = cls(resolution=int(d["resolution"]), resize=d.get("resize", "bilinear"),
+            spec = cls(resolution=int(d["resolution"]), resize=d.get("resize", DEFAULT_RESIZE),
                        layout=d.get("layout", "NHWC"), dtype=d.get("dtype", "float32"),
                        value_range=tuple(d.get("value_range", (0.0, 1.0))), name=d.get("name", "images"),
                        color=d.get("color", "RGB"))
@@ -53,6 +59,22 @@ def _cv2():
     return cv2
 
 
+def _native_reason(exc: Exception) -> str:
+    """A cv2.error's first line without its "OpenCV(5.0.0) /path/file.cpp:79: error: " prefix."""
+    lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return re.sub(r"^OpenCV\([^)]*\)\s+\S+:\d+:\s+error:\s*", "", lines[0].strip())
+
+
+def _opencv(what: str, call, *args, **kwargs):
+    """call(*args) with any cv2.error turned into a one-line BitError; the last line of defence behind
+    to_array's checks, for what they cannot foresee. `from exc` keeps the native error for --debug."""
+    cv2 = _cv2()
+    try:
+        return call(*args, **kwargs)
+    except cv2.error as exc:
+        raise BitError(f"{what} (OpenCV: {_native_reason(exc)})") from exc
+
+
 def decode(data: bytes, source: str = "image") -> np.ndarray:
     """Encoded bytes -> uint8 RGB HWC. Corrupt or non-image bytes are a BitError naming the source."""
     cv2 = _cv2()
@@ -60,10 +82,11 @@ def decode(data: bytes, source: str = "image") -> np.ndarray:
         raise BitError(f"{source}: empty file, not an image")
     buf = np.frombuffer(data, np.uint8)
     # IMREAD_COLOR turns grayscale into 3 channels and drops alpha, so every image arrives as BGR.
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # imdecode returns None for most bad data but raises for a header it refuses (a size over its limits).
+    img = _opencv(f"{source}: not a decodable image", cv2.imdecode, buf, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise BitError(f"{source}: not a decodable image (corrupt, truncated, or not an image format)")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return _opencv(f"{source}: cannot convert the decoded image to RGB", cv2.cvtColor, img, cv2.COLOR_BGR2RGB)
 
 
 def read_image(path: str) -> np.ndarray:
@@ -81,32 +104,47 @@ def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
               "nearest": cv2.INTER_NEAREST}[spec.resize]
     if rgb.shape[:2] == (spec.resolution, spec.resolution):
         return rgb
-    return cv2.resize(rgb, (spec.resolution, spec.resolution), interpolation=interp)
+    what = f"cannot resize a {rgb.dtype} image of shape {rgb.shape}"
+    return _opencv(what, cv2.resize, rgb, (spec.resolution, spec.resolution), interpolation=interp)
 
 
 def to_array(image) -> np.ndarray:
-    """Anything a user may hand us (path, bytes, uint8/float array) -> uint8 or float32 RGB HWC array."""
+    """Anything a user may hand us (path, bytes, uint8/float array) -> uint8 or float32 RGB HWC array.
+
+    Every check on an array happens here, before OpenCV sees it: OpenCV answers a bad one with a native
+    assertion (or worse), not with what the user should change.
+    """
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return decode(bytes(image))
     if not isinstance(image, np.ndarray):
         raise BitError(f"expected a path, encoded bytes or an HWC array, got {type(image).__name__}")
+    image = np.asarray(image)  # a subclass (np.matrix, a masked array) indexes and reduces differently
+    shape = image.shape
     if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise BitError(f"expected an HWC image with 3 (RGB) or 4 (RGBA) channels, got shape {image.shape}")
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        expected = "an HWC image with 3 (RGB) or 4 (RGBA) channels, or a grayscale HW or HWx1 one"
+        raise BitError(f"expected {expected}; got shape {shape}")
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        raise BitError(f"image has zero height or width (shape {shape})")
+    if max(height, width) > MAX_SIDE:
+        raise BitError(f"image of shape {shape} is too large: at most {MAX_SIDE} pixels a side")
     if image.shape[2] == 4:
         image = image[:, :, :3]
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype in (np.float32, np.float64, np.float16):
+    if image.dtype.kind == "f":  # any width or byte order; OpenCV gets native float32
         if not np.isfinite(image).all():
             raise BitError("image contains NaN or Inf")
         if image.min() < 0.0 or image.max() > 1.0:
             raise BitError(f"float images must be in [0, 1]; got [{image.min():.3g}, {image.max():.3g}]")
-        return image.astype(np.float32, copy=False)
-    raise BitError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0, 1]")
+        image = image.astype(np.float32, copy=False)
+    elif image.dtype != np.uint8:
+        raise BitError(f"unsupported image dtype {image.dtype}; use uint8 or float in [0, 1]")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
 
 
 _pool = None
