@@ -9,6 +9,7 @@ weights-as-inputs route, because tf2onnx's frozen-weights route does not fit in 
 R50x1, `--plain-route` also converts the frozen model the ordinary way and times that.
 Rounds interleave the engines so that machine noise hits all of them alike; compare ratios, not ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,19 +41,39 @@ def _cpu_name() -> str:
 def run_export(variant: str, resolution: int, workdir: str) -> dict:
     out = os.path.join(workdir, f"bundle-{variant}")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bit_trt.export.cli", "--variant", variant, "--resolution",
-                           str(resolution), "--out", out, "--quiet"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bit_trt.export.cli",
+            "--variant",
+            variant,
+            "--resolution",
+            str(resolution),
+            "--out",
+            out,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"export failed:\n{proc.stderr}")
     with open(os.path.join(out, "manifest.json")) as f:
         manifest = json.load(f)
     art = manifest["artifacts"][0]
-    return {"bundle": out, "process_wall_s": round(wall, 1), "pipeline_wall_s": manifest["export"]["wall_s"],
-            "steps_s": manifest["export"]["steps_s"], "peak_rss_gb": gigabytes(manifest["export"]["peak_rss_bytes"]),
-            "peak_rss_tf_reference_gb": gigabytes(manifest["export"]["peak_rss_tf_reference_bytes"]),
-            "onnx_mb": round(art["bytes"] / 1e6, 1), "graph": art["graph"], "parity": {
-                k: art["parity"][k] for k in ("rel_l2", "max_abs", "cosine_min", "top1_agreement", "top5_overlap")}}
+    return {
+        "bundle": out,
+        "process_wall_s": round(wall, 1),
+        "pipeline_wall_s": manifest["export"]["wall_s"],
+        "steps_s": manifest["export"]["steps_s"],
+        "peak_rss_gb": gigabytes(manifest["export"]["peak_rss_bytes"]),
+        "peak_rss_tf_reference_gb": gigabytes(manifest["export"]["peak_rss_tf_reference_bytes"]),
+        "onnx_mb": round(art["bytes"] / 1e6, 1),
+        "graph": art["graph"],
+        "parity": {k: art["parity"][k] for k in ("rel_l2", "max_abs", "cosine_min", "top1_agreement", "top5_overlap")},
+    }
 
 
 def plain_route(variant: str, resolution: int, workdir: str) -> dict:
@@ -71,7 +92,7 @@ m = BiTModule(synthetic_weights(v, 1000, 0), v)
 spec = [tf.TensorSpec([None, {resolution}, {resolution}, 3], tf.float32, name="images")]
 t0 = time.perf_counter()
 model, _ = tf2onnx.convert.from_function(m.__call__, input_signature=spec, opset=17,
-                                         output_path={os.path.join(workdir, 'plain.onnx')!r})
+                                         output_path={os.path.join(workdir, "plain.onnx")!r})
 print(json.dumps({{"convert_s": round(time.perf_counter() - t0, 1), "nodes": len(model.graph.node),
     "transposes": sum(n.op_type == "Transpose" for n in model.graph.node),
     "peak_rss_gb": gigabytes(peak_rss_bytes())}}))
@@ -106,8 +127,11 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
     del weights
     ours = OrtRunner(os.path.join(bundle, "model.fp32.onnx"), threads=threads).activate()
     theirs = OrtRunner(baseline_path, threads=threads).activate()
-    engines = {"bit-trt onnx (ort-cpu)": ours.infer, "tf2onnx nhwc onnx (ort-cpu)": theirs.infer,
-               "tensorflow-cpu": lambda x: tf_model(x).numpy()}
+    engines = {
+        "bit-trt onnx (ort-cpu)": ours.infer,
+        "tf2onnx nhwc onnx (ort-cpu)": theirs.infer,
+        "tensorflow-cpu": lambda x: tf_model(x).numpy(),
+    }
     rows = []
     for batch in batches:
         x = np.random.default_rng(batch).random((batch, resolution, resolution, 3), dtype=np.float32)
@@ -122,11 +146,22 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
         ours_median = statistics.median(times["bit-trt onnx (ort-cpu)"])
         for name, ts in times.items():
             ts = sorted(ts)
-            rows.append({"variant": variant, "resolution": resolution, "batch": batch, "engine": name,
-                         "threads": threads, "rounds": rounds, "median_ms": round(statistics.median(ts), 1),
-                         "mean_ms": round(statistics.fmean(ts), 1), "min_ms": round(ts[0], 1), "max_ms": round(ts[-1], 1),
-                         "images_per_s": round(batch * 1000 / statistics.median(ts), 2),
-                         "ratio_to_ours": round(statistics.median(ts) / ours_median, 2)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "resolution": resolution,
+                    "batch": batch,
+                    "engine": name,
+                    "threads": threads,
+                    "rounds": rounds,
+                    "median_ms": round(statistics.median(ts), 1),
+                    "mean_ms": round(statistics.fmean(ts), 1),
+                    "min_ms": round(ts[0], 1),
+                    "max_ms": round(ts[-1], 1),
+                    "images_per_s": round(batch * 1000 / statistics.median(ts), 2),
+                    "ratio_to_ours": round(statistics.median(ts) / ours_median, 2),
+                }
+            )
     return rows, baseline_info
 
 
@@ -142,9 +177,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
-        result = {"variant": args.variant, "resolution": args.resolution, "weights": "synthetic (seed 0)",
-                  "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
-                  "measured": time.strftime("%Y-%m-%d", time.gmtime())}
+        result = {
+            "variant": args.variant,
+            "resolution": args.resolution,
+            "weights": "synthetic (seed 0)",
+            "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+            "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        }
         from ..export.resources import tool_versions
 
         result["tools"] = tool_versions()
@@ -154,9 +193,15 @@ def main(argv=None):
             print(f"[{args.variant}] tf2onnx frozen-weights route ...", file=sys.stderr, flush=True)
             result["tf2onnx_plain_route"] = plain_route(args.variant, args.resolution, work)
         print(f"[{args.variant}] latency, {args.rounds} interleaved rounds ...", file=sys.stderr, flush=True)
-        rows, result["tf2onnx_nhwc_graph"] = latency(args.variant, args.resolution, result["export"]["bundle"],
-                                                     args.threads, [int(b) for b in args.batches.split(",")],
-                                                     args.rounds, work)
+        rows, result["tf2onnx_nhwc_graph"] = latency(
+            args.variant,
+            args.resolution,
+            result["export"]["bundle"],
+            args.threads,
+            [int(b) for b in args.batches.split(",")],
+            args.rounds,
+            work,
+        )
         result["latency"] = rows
         del result["export"]["bundle"]
     path = os.path.join(args.out, f"export_{args.variant}_{args.resolution}.json")
@@ -164,7 +209,10 @@ def main(argv=None):
         json.dump(result, f, indent=1)
         f.write("\n")
     for row in rows:
-        print(f"{row['variant']} b{row['batch']:<2} {row['engine']:<30} median {row['median_ms']:8.1f} ms  x{row['ratio_to_ours']}")
+        print(
+            f"{row['variant']} b{row['batch']:<2} {row['engine']:<30} median {row['median_ms']:8.1f} ms  "
+            f"x{row['ratio_to_ours']}"
+        )
     print(f"wrote {path}")
 
 

@@ -12,15 +12,15 @@ On the same machine, with pycuda built there (docs/tensorrt.md, "GPU checks on a
 network"), the runner's own kernel path runs as a test:
 `python -m pytest -m gpu tests/engine/test_cuda_preprocess_gpu.py`.
 """
+
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
-
-import functools
 
 import numpy as np
 
@@ -47,8 +47,21 @@ def _preprocess_batch(fn, grid, d_src, h: int, w: int, d_dst, resolution: int) -
     """One kernel launch per image of d_dst's batch, each reading the same source image d_src."""
     slot = resolution * resolution * 3 * 4
     for i in range(d_dst.shape[0]):
-        fn(grid, BLOCK[:2], (d_src, np.int32(h), np.int32(w), np.int64(w * 3), np.uintp(d_dst.data.ptr + i * slot),
-                             np.int32(resolution), np.int32(0), np.int32(0), np.float32(1 / 255)))
+        fn(
+            grid,
+            BLOCK[:2],
+            (
+                d_src,
+                np.int32(h),
+                np.int32(w),
+                np.int64(w * 3),
+                np.uintp(d_dst.data.ptr + i * slot),
+                np.int32(resolution),
+                np.int32(0),
+                np.int32(0),
+                np.float32(1 / 255),
+            ),
+        )
 
 
 def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
@@ -77,9 +90,13 @@ def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
         cpu = preprocess([src] * batch, spec)
         diff = np.abs(cp.asnumpy(d_dst) - cpu)
         moved = batch * (src.nbytes + slot)  # each image read once (cached taps) and written once
-        out[f"{w}x{h}"] = {"images_per_s": round(batch / seconds, 1), "us_per_image": round(1e6 * seconds / batch, 2),
-                           "effective_gb_per_s": round(moved / seconds / 1e9, 1),
-                           "max_abs_vs_cpu": float(diff.max()), "fraction_differing": float((diff > 0).mean())}
+        out[f"{w}x{h}"] = {
+            "images_per_s": round(batch / seconds, 1),
+            "us_per_image": round(1e6 * seconds / batch, 2),
+            "effective_gb_per_s": round(moved / seconds / 1e9, 1),
+            "max_abs_vs_cpu": float(diff.max()),
+            "fraction_differing": float((diff > 0).mean()),
+        }
     a = cp.empty(256 << 20, cp.uint8)
     b = cp.empty_like(a)
     d2d = _time_gpu(cp, lambda: b.__setitem__(Ellipsis, a), 20)
@@ -95,6 +112,7 @@ def transfers(cp, nbytes: int = 64 << 20) -> dict:
     dev = cp.empty(nbytes, cp.uint8)
     stream = cp.cuda.Stream(non_blocking=True)
     result = {}
+
     def copy(host):
         dev.set(host, stream=stream)
         stream.synchronize()
@@ -117,9 +135,13 @@ def main(argv=None):
 
     props = cp.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode()
-    result = {"gpu": name, "compute_capability": f"sm{props['major']}{props['minor']}",
-              "preprocess_kernel_480_batch8": kernel(cp), "host_to_device": transfers(cp),
-              "measured": time.strftime("%Y-%m-%d", time.gmtime())}
+    result = {
+        "gpu": name,
+        "compute_capability": f"sm{props['major']}{props['minor']}",
+        "preprocess_kernel_480_batch8": kernel(cp),
+        "host_to_device": transfers(cp),
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
     path = os.path.join(args.out, f"gpu_{name.replace(' ', '_').lower()}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=1)

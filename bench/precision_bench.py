@@ -12,6 +12,7 @@ calibration-set size in a fresh process, then measures ORT CPU latency of FP32/F
 `calibration` times calibration alone on an existing bundle's FP32 model and adds the rows to that variant's
 results file (for set sizes too slow to repeat inside `speed`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,12 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def _export(args: list, env=None) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bit_trt.export.cli", "--quiet", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bit_trt.export.cli", "--quiet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"export failed:\n{proc.stderr[-3000:]}")
     out = args[args.index("--out") + 1]
@@ -53,8 +58,12 @@ def digits(out_dir: str) -> dict:
     weights, tf_acc = trained_tiny.train(steps=300)
     train_s = time.perf_counter() - t0
     x_tr, _, x_te, y_te = trained_tiny.digits_rgb()
-    result = {"model": "BiT-tiny trained on sklearn digits (1347 train / 450 test, 32x32 RGB)",
-              "train_s": round(train_s, 1), "tf_top1": tf_acc, "methods": {}}
+    result = {
+        "model": "BiT-tiny trained on sklearn digits (1347 train / 450 test, 32x32 RGB)",
+        "train_s": round(train_s, 1),
+        "tf_top1": tf_acc,
+        "methods": {},
+    }
     with tempfile.TemporaryDirectory() as work:
         save_npz(os.path.join(work, "w.npz"), weights)
         with open(os.path.join(work, "labels.txt"), "w") as f:
@@ -65,11 +74,31 @@ def digits(out_dir: str) -> dict:
                 cv2.imwrite(os.path.join(work, name, f"{i:04d}.png"), img[:, :, ::-1])
         for method in ("minmax", "entropy", "percentile"):
             out = os.path.join(work, f"b-{method}")
-            m = _export(["--model", os.path.join(work, "w.npz"), "--resolution", 32, "--labels",
-                         os.path.join(work, "labels.txt"), "--precision", "all", "--calib-images",
-                         os.path.join(work, "calib"), "--eval-images", os.path.join(work, "eval"), "--eval-count", 200,
-                         "--calib-method", method, "--engine", "none", "--out", out],
-                        env={"BIT_TRT_CACHE": os.path.join(work, "cache")})
+            m = _export(
+                [
+                    "--model",
+                    os.path.join(work, "w.npz"),
+                    "--resolution",
+                    32,
+                    "--labels",
+                    os.path.join(work, "labels.txt"),
+                    "--precision",
+                    "all",
+                    "--calib-images",
+                    os.path.join(work, "calib"),
+                    "--eval-images",
+                    os.path.join(work, "eval"),
+                    "--eval-count",
+                    200,
+                    "--calib-method",
+                    method,
+                    "--engine",
+                    "none",
+                    "--out",
+                    out,
+                ],
+                env={"BIT_TRT_CACHE": os.path.join(work, "cache")},
+            )
             bundle = load_bundle(out)
             row = {}
             for art in m["artifacts"]:
@@ -96,7 +125,8 @@ from bit_trt.export.resources import gigabytes, peak_rss_bytes
 images, _ = calibration.synthetic(InputSpec(resolution={resolution}), {count})
 t0 = time.perf_counter()
 ranges = int8.compute_ranges({fp32_path!r}, images, {method!r}, {batch}, lambda m: None)
-print(json.dumps({{"images": {count}, "batch": {batch}, "method": {method!r}, "wall_s": round(time.perf_counter() - t0, 1),
+print(json.dumps({{"images": {count}, "batch": {batch}, "method": {method!r},
+                  "wall_s": round(time.perf_counter() - t0, 1),
                   "peak_rss_gb": gigabytes(peak_rss_bytes()),
                   "tensors": len(ranges["data"]) if "data" in ranges else len(ranges)}}))
 """
@@ -123,8 +153,10 @@ def _profile(path: str, x: np.ndarray, threads: int) -> list[dict]:
         if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
             by_op[e["args"].get("op_name", "?")] += e["dur"] / 2 / 1000  # ms per run
     total = sum(by_op.values())
-    return [{"op": op, "ms_per_run": round(ms, 1), "share": round(ms / total, 3)}
-            for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]]
+    return [
+        {"op": op, "ms_per_run": round(ms, 1), "share": round(ms / total, 3)}
+        for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]
+    ]
 
 
 def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_dir: str) -> dict:
@@ -135,8 +167,10 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
     with tempfile.TemporaryDirectory() as work:
         out = os.path.join(work, "b")
         t0 = time.perf_counter()
-        m = _export(["--variant", variant, "--precision", "all", "--calib-synthetic", "--engine", "none", "--out", out],
-                    env={"BIT_TRT_CACHE": os.path.join(work, "cache")})
+        m = _export(
+            ["--variant", variant, "--precision", "all", "--calib-synthetic", "--engine", "none", "--out", out],
+            env={"BIT_TRT_CACHE": os.path.join(work, "cache")},
+        )
         result["export_all_s"] = round(time.perf_counter() - t0, 1)
         result["export_peak_rss_gb"] = gigabytes(m["export"]["peak_rss_bytes"])
         result["export_steps_s"] = m["export"]["steps_s"]
@@ -144,14 +178,22 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
         for art in m["artifacts"]:
             v = art.get("variant", art["precision"])
             par = art.get("gate") or art["parity"]
-            result["variants"][v] = {"bytes": art["bytes"], "rel_l2_vs_tf": par["rel_l2"], "cosine_min": par["cosine_min"],
-                                     "top1_agreement": par["top1_agreement"], "top5_overlap": par["top5_overlap"],
-                                     "max_abs": par["max_abs"], "passed": par["passed"]}
+            result["variants"][v] = {
+                "bytes": art["bytes"],
+                "rel_l2_vs_tf": par["rel_l2"],
+                "cosine_min": par["cosine_min"],
+                "top1_agreement": par["top1_agreement"],
+                "top5_overlap": par["top5_overlap"],
+                "max_abs": par["max_abs"],
+                "passed": par["passed"],
+            }
         fp32_path = os.path.join(out, "model.fp32.onnx")
         result["calibration"] = [_calibration_run(fp32_path, n, "minmax", 480) for n in calib_sizes]
         bundle = load_bundle(out)
-        runners = {v: OrtRunner(bundle.artifact_path(v), threads=threads).activate()
-                   for v in ("fp32", "fp16", "int8-ort", "int8-trt")}
+        runners = {
+            v: OrtRunner(bundle.artifact_path(v), threads=threads).activate()
+            for v in ("fp32", "fp16", "int8-ort", "int8-trt")
+        }
         rows = []
         for batch in (1, 8):
             x = np.random.default_rng(batch).random((batch, 480, 480, 3), dtype=np.float32)
@@ -166,8 +208,16 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
             base = statistics.median(times["fp32"])
             for v, ts in times.items():
                 med = statistics.median(ts)
-                rows.append({"batch": batch, "variant": v, "median_ms": round(med, 1), "min_ms": round(min(ts), 1),
-                             "max_ms": round(max(ts), 1), "speedup_vs_fp32": round(base / med, 2)})
+                rows.append(
+                    {
+                        "batch": batch,
+                        "variant": v,
+                        "median_ms": round(med, 1),
+                        "min_ms": round(min(ts), 1),
+                        "max_ms": round(max(ts), 1),
+                        "speedup_vs_fp32": round(base / med, 2),
+                    }
+                )
         result["latency_ort_cpu"] = rows
         for r in runners.values():
             r.deactivate()
@@ -217,11 +267,21 @@ def main(argv=None):
     elif args.what == "calibration":
         if not args.bundle:
             p.error("calibration needs --bundle")
-        print(json.dumps(calibration_only(args.variant, args.bundle, [int(c) for c in args.calib.split(",")],
-                                          args.batch, args.out)["calibration"], indent=1))
+        print(
+            json.dumps(
+                calibration_only(
+                    args.variant, args.bundle, [int(c) for c in args.calib.split(",")], args.batch, args.out
+                )["calibration"],
+                indent=1,
+            )
+        )
     else:
-        print(json.dumps(speed(args.variant, [int(c) for c in args.calib.split(",")], args.threads, args.rounds,
-                               args.out), indent=1))
+        print(
+            json.dumps(
+                speed(args.variant, [int(c) for c in args.calib.split(",")], args.threads, args.rounds, args.out),
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
   round by round in one process so that both see the same machine noise. Ratios are read within a run.
 Writes bench/results/runtime_cpu_<variant>_<resolution>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
     jpegs = [open(p, "rb").read() for p in photos]
     arrays = [read_image(p) for p in photos]
     per = 16  # images per timed call
-    out = {"resolution": spec.resolution, "threads": 1, "images": [os.path.basename(p) for p in photos],
-           "source_sizes": [list(a.shape) for a in arrays]}
+    out = {
+        "resolution": spec.resolution,
+        "threads": 1,
+        "images": [os.path.basename(p) for p in photos],
+        "source_sizes": [list(a.shape) for a in arrays],
+    }
     import cv2
 
     cv2.setNumThreads(1)
@@ -49,8 +54,12 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
         batch = [data[i % len(data)] for i in range(per)]
         preprocess(batch, spec)
         med, lo, hi = _median_s(lambda batch=batch: preprocess(batch, spec), rounds)
-        out[name] = {"images_per_s": round(per / med, 1), "ms_per_image": round(1000 * med / per, 2),
-                     "min_ms_per_image": round(1000 * lo / per, 2), "max_ms_per_image": round(1000 * hi / per, 2)}
+        out[name] = {
+            "images_per_s": round(per / med, 1),
+            "ms_per_image": round(1000 * med / per, 2),
+            "min_ms_per_image": round(1000 * lo / per, 2),
+            "max_ms_per_image": round(1000 * hi / per, 2),
+        }
     cv2.setNumThreads(0)
     return out
 
@@ -84,14 +93,22 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
             for c, clf in classifiers.items():
                 infer = statistics.median(times[(c, "infer")])
                 e2e = statistics.median(times[(c, "end_to_end")])
-                rows.append({"backend": c[0], "precision": c[1], "batch": batch, "described": clf.runner.describe(),
-                             "infer_ms": round(1000 * infer, 1), "end_to_end_ms": round(1000 * e2e, 1),
-                             "infer_images_per_s": round(batch / infer, 2),
-                             "end_to_end_images_per_s": round(batch / e2e, 2),
-                             "end_to_end_over_infer": round(e2e / infer, 3),
-                             "infer_speedup_vs_ort_fp32": round(base / infer, 2),
-                             "infer_min_ms": round(1000 * min(times[(c, "infer")]), 1),
-                             "infer_max_ms": round(1000 * max(times[(c, "infer")]), 1)})
+                rows.append(
+                    {
+                        "backend": c[0],
+                        "precision": c[1],
+                        "batch": batch,
+                        "described": clf.runner.describe(),
+                        "infer_ms": round(1000 * infer, 1),
+                        "end_to_end_ms": round(1000 * e2e, 1),
+                        "infer_images_per_s": round(batch / infer, 2),
+                        "end_to_end_images_per_s": round(batch / e2e, 2),
+                        "end_to_end_over_infer": round(e2e / infer, 3),
+                        "infer_speedup_vs_ort_fp32": round(base / infer, 2),
+                        "infer_min_ms": round(1000 * min(times[(c, "infer")]), 1),
+                        "infer_max_ms": round(1000 * max(times[(c, "infer")]), 1),
+                    }
+                )
     finally:
         for clf in classifiers.values():
             clf.close()
@@ -109,17 +126,27 @@ def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: st
         if bundle is None:
             bundle = os.path.join(work, "b")
             t0 = time.perf_counter()
-            m = _export(["--variant", variant, "--precision", "all", "--calib-synthetic", "--engine", "none",
-                         "--out", bundle], env={"BIT_TRT_CACHE": os.path.join(work, "cache")})
-            export = {"command": f"bit-export --variant {variant} --precision all --calib-synthetic --engine none",
-                      "wall_s": round(time.perf_counter() - t0, 1),
-                      "peak_rss_gb": gigabytes(m["export"]["peak_rss_bytes"]), "steps_s": m["export"]["steps_s"]}
+            m = _export(
+                ["--variant", variant, "--precision", "all", "--calib-synthetic", "--engine", "none", "--out", bundle],
+                env={"BIT_TRT_CACHE": os.path.join(work, "cache")},
+            )
+            export = {
+                "command": f"bit-export --variant {variant} --precision all --calib-synthetic --engine none",
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "peak_rss_gb": gigabytes(m["export"]["peak_rss_bytes"]),
+                "steps_s": m["export"]["steps_s"],
+            }
         b = load_bundle(bundle)
-        result = {"variant": b.manifest["model"]["variant"], "resolution": b.input_spec.resolution,
-                  "weights": b.manifest["model"]["source"]["kind"], "threads": threads, "rounds": rounds,
-                  "export_all": export,
-                  "preprocessing_cpu": preprocessing(b.input_spec, photos, max(rounds, 5)),
-                  "backends": backends_table(bundle, photos, rounds, threads)}
+        result = {
+            "variant": b.manifest["model"]["variant"],
+            "resolution": b.input_spec.resolution,
+            "weights": b.manifest["model"]["source"]["kind"],
+            "threads": threads,
+            "rounds": rounds,
+            "export_all": export,
+            "preprocessing_cpu": preprocessing(b.input_spec, photos, max(rounds, 5)),
+            "backends": backends_table(bundle, photos, rounds, threads),
+        }
     _write(os.path.join(out_dir, f"runtime_cpu_{result['variant']}_{result['resolution']}.json"), result)
     return result
 

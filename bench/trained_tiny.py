@@ -4,6 +4,7 @@ Random weights give near-tied logits, so their top-1 numbers say nothing about F
 This trains the same architecture (all the traps included) on a real dataset that ships inside a PyPI
 package, in well under a minute on two cores, so precision drops become real accuracy numbers.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,14 +7,21 @@
 The public surface is `__all__`. Names load on first use (PEP 562), so `import bit_trt.engine` stays light:
 no backend library, no OpenCV, until a Classifier is made.
 """
+
 from __future__ import annotations
 
 import importlib
 
 __all__ = ["BitError", "Bundle", "Classifier", "Prediction", "load_bundle", "BACKENDS"]
 
-_WHERE = {"BitError": "errors", "Bundle": "bundle", "load_bundle": "bundle", "Classifier": "classifier",
-          "Prediction": "classifier", "BACKENDS": "classifier"}
+_WHERE = {
+    "BitError": "errors",
+    "Bundle": "bundle",
+    "load_bundle": "bundle",
+    "Classifier": "classifier",
+    "Prediction": "classifier",
+    "BACKENDS": "classifier",
+}
 
 
 def __getattr__(name: str):

@@ -13,6 +13,7 @@ R50x1), then ort-cpu.
 A backend that cannot start here (not installed, no plan for this GPU, provider did not load) is skipped,
 and the reason is kept, so `auto` can say what it chose and why it passed over the others.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,17 +29,28 @@ BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
 # Where each backend's runner lives, imported only when that backend is asked for (importing the engine
 # loads no backend library). `tf` is the exporter's reference, so it lives in export/: this table is the
 # engine's one, explicit, by-name way back to the export side (tests/test_layers.py holds the rule).
-RUNNERS = {"trt": "bit_trt.engine.trt_runner:TrtRunner", "ort-trt": "bit_trt.engine.ort_runner:OrtRunner",
-           "ort-cuda": "bit_trt.engine.ort_runner:OrtRunner", "openvino": "bit_trt.engine.openvino_runner:OpenVinoRunner",
-           "ort-cpu": "bit_trt.engine.ort_runner:OrtRunner", "tf": "bit_trt.export.tf_runner:TfRunner"}
+RUNNERS = {
+    "trt": "bit_trt.engine.trt_runner:TrtRunner",
+    "ort-trt": "bit_trt.engine.ort_runner:OrtRunner",
+    "ort-cuda": "bit_trt.engine.ort_runner:OrtRunner",
+    "openvino": "bit_trt.engine.openvino_runner:OpenVinoRunner",
+    "ort-cpu": "bit_trt.engine.ort_runner:OrtRunner",
+    "tf": "bit_trt.export.tf_runner:TfRunner",
+}
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
 
 # An INT8 request means a different Q/DQ graph per runtime: U8S8 fuses all Convs in ORT's x86 kernels;
 # TensorRT needs S8S8 symmetric. OpenVINO takes either; U8S8 measured faster there too (R50x1 at 480, batch 1:
 # 87 ms against 94 ms for S8S8).
-INT8_VARIANT = {"ort-cpu": "int8-ort", "openvino": "int8-ort", "trt": "int8-trt", "ort-trt": "int8-trt",
-                "ort-cuda": "int8-trt", "tf": None}
+INT8_VARIANT = {
+    "ort-cpu": "int8-ort",
+    "openvino": "int8-ort",
+    "trt": "int8-trt",
+    "ort-trt": "int8-trt",
+    "ort-cuda": "int8-trt",
+    "tf": None,
+}
 
 
 def variant_for(backend: str, precision: str) -> str | None:
@@ -66,11 +78,16 @@ def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
 
 def _plan(bundle: Bundle, variant: str, device: int) -> dict:
     """The bundle's engine for `variant` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
-    engines = [a for a in bundle.manifest.get("artifacts", [])
-               if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant]
+    engines = [
+        a
+        for a in bundle.manifest.get("artifacts", [])
+        if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant
+    ]
     if not engines:
-        raise BitError(f"bundle {bundle.path!r} has no {variant} TensorRT plan; export one with "
-                       f"bit-export --engine tensorrt (plans: {', '.join(a['file'] for a in bundle.artifacts('engine').values()) or 'none'})")
+        raise BitError(
+            f"bundle {bundle.path!r} has no {variant} TensorRT plan; export one with bit-export --engine tensorrt "
+            f"(plans: {', '.join(a['file'] for a in bundle.artifacts('engine').values()) or 'none'})"
+        )
     cc = gpu_host.compute_capability(device)
     for art in sorted(engines, key=lambda a: a.get("library") != "tensorrt"):
         target = art.get("target", {})
@@ -87,9 +104,12 @@ def runner_class(backend: str):
     return getattr(importlib.import_module(module), name)
 
 
-def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int | None = None, device: int = 0,
-           **options):
-    """A runner (not yet active) for `backend` at `precision`. options go to the runner (workers, cuda_graph, hint...)."""
+def create(
+    bundle: Bundle, backend: str, precision: str = "fp32", threads: int | None = None, device: int = 0, **options
+):
+    """A runner (not yet active) for `backend` at `precision`.
+
+    options go to the runner: workers, cuda_graph (trt), hint, inference_precision (openvino)."""
     runner = runner_class(backend)
     if backend == "tf":
         return runner(bundle.manifest)
@@ -105,7 +125,9 @@ def create(bundle: Bundle, backend: str, precision: str = "fp32", threads: int |
 
 
 def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0):
-    """The first backend in AUTO_GPU/AUTO_CPU order that activates here: (active runner, why the others were skipped)."""
+    """The first backend in AUTO_GPU/AUTO_CPU order that activates here.
+
+    Returns (the active runner, why each backend before it was skipped)."""
     order = AUTO_GPU if gpu_host.has_gpu() else AUTO_CPU
     skipped = []
     for backend in order:

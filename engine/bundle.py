@@ -3,6 +3,7 @@
 The bundle is the only thing the engine reads. Export writes it (bit_trt.export.bundle_writer); this
 module owns the format's version and the checks a deployment host runs before trusting a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,12 +42,16 @@ class Bundle:
 
     def artifacts(self, kind: str = "onnx") -> dict[str, dict]:
         """Artifacts of one kind by variant: fp32, fp16, int8-trt (S8S8 for TensorRT), int8-ort (U8S8 for ORT)."""
-        return {a.get("variant", a["precision"]): a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind}
+        return {
+            a.get("variant", a["precision"]): a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind
+        }
 
     def artifact_path(self, variant: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
         found = self.artifacts(kind)
         if variant not in found:
-            raise BitError(f"bundle {self.path!r} has no {variant} {kind} artifact; it has: {', '.join(found) or 'none'}")
+            raise BitError(
+                f"bundle {self.path!r} has no {variant} {kind} artifact; it has: {', '.join(found) or 'none'}"
+            )
         return self.file_path(found[variant], verify)
 
     def file_path(self, art: dict, verify: bool = True) -> str:
@@ -57,12 +62,17 @@ class Bundle:
 
     def verify_file(self, art: dict) -> None:
         """Raise if an artifact (or its external data file) is missing or does not match its checksum."""
-        for file, digest in [(art["file"], art["sha256"])] + [(d["file"], d["sha256"]) for d in art.get("data_files", [])]:
+        for file, digest in [(art["file"], art["sha256"])] + [
+            (d["file"], d["sha256"]) for d in art.get("data_files", [])
+        ]:
             full = os.path.join(self.path, file)
             if not os.path.isfile(full):
                 raise BitError(f"bundle {self.path!r} is missing {file}; re-export it")
             if sha256_file(full) != digest:
-                raise BitError(f"bundle {self.path!r}: {file} does not match its manifest checksum (corrupt or modified); re-export it")
+                raise BitError(
+                    f"bundle {self.path!r}: {file} does not match its manifest checksum (corrupt or modified); "
+                    "re-export it"
+                )
 
     def labels(self) -> list[dict]:
         path = os.path.join(self.path, self.manifest["labels"]["file"])
@@ -90,6 +100,8 @@ def load_bundle(path: str) -> Bundle:
     if manifest.get("format") != FORMAT:
         raise BitError(f"{manifest_path}: not a bit-trt manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BitError(f"{manifest_path}: bundle format version {manifest.get('format_version')} is not supported "
-                       f"(this bit-trt reads version {FORMAT_VERSION}); re-export with this version")
+        raise BitError(
+            f"{manifest_path}: bundle format version {manifest.get('format_version')} is not supported "
+            f"(this bit-trt reads version {FORMAT_VERSION}); re-export with this version"
+        )
     return Bundle(path, manifest)

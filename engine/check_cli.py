@@ -6,6 +6,7 @@ export source are on this host (`--reference tf`), else the TF logits recorded a
 (`--reference stored`). `auto` uses TF when it can and says which it used. Exit 0: within tolerance;
 1: parity broken (the report says which metric); 2: could not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bit-check", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", help="bundle directory written by bit-export")
     add_backend_arguments(p)
-    p.add_argument("--reference", choices=["auto", "tf", "stored"], default="auto",
-                   help="auto: live TF when available, else the logits stored in the bundle")
+    p.add_argument(
+        "--reference",
+        choices=["auto", "tf", "stored"],
+        default="auto",
+        help="auto: live TF when available, else the logits stored in the bundle",
+    )
     p.add_argument("--json", help="also write the report to this file")
     args = p.parse_args(argv)
     clf = open_classifier(args, "bit-check")
@@ -78,13 +83,22 @@ def main(argv=None) -> int:
         print(f"bit-check: error: {exc}", file=sys.stderr)
         return 2
     top1 = logits.argmax(1) == ref.argmax(1)
-    full = {"bundle": os.path.abspath(args.bundle), "backend": backend, "precision": args.precision,
-            "reference": ref_what, "images": names, "top1_equal": top1.tolist(), **verdict}
+    full = {
+        "bundle": os.path.abspath(args.bundle),
+        "backend": backend,
+        "precision": args.precision,
+        "reference": ref_what,
+        "images": names,
+        "top1_equal": top1.tolist(),
+        **verdict,
+    }
     print(f"bit-check {args.bundle}: {backend}, {args.precision}, against {ref_what}")
     for name, ok in zip(names, top1):
         print(f"  {'=' if ok else 'x'} {name}")
-    print(f"  rel L2 {verdict['rel_l2']:.3g}  cosine min {verdict['cosine_min']:.6f}  max abs {verdict['max_abs']:.3g}"
-          f"  top-1 {verdict['top1_agreement']:.3f}")
+    print(
+        f"  rel L2 {verdict['rel_l2']:.3g}  cosine min {verdict['cosine_min']:.6f}  max abs {verdict['max_abs']:.3g}"
+        f"  top-1 {verdict['top1_agreement']:.3f}"
+    )
     print("PASS" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"]))
     if args.json:
         with open(args.json, "w") as f:

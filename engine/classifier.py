@@ -13,6 +13,7 @@ preprocessed exactly per the manifest: on the GPU by a CUDA kernel for the `trt`
 
 One Classifier may be shared by many threads (see each runner's module for how it keeps calls apart).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,15 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, bundle: str | Bundle, backend: str = "auto", precision: str = "fp32",
-                 threads: int | None = None, device: int = 0, **backend_options):
+    def __init__(
+        self,
+        bundle: str | Bundle,
+        backend: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+        device: int = 0,
+        **backend_options,
+    ):
         """backend: auto or one of backends.BACKENDS. precision: fp32, fp16, int8 (the backend's INT8 graph),
         or an exact bundle variant (int8-ort, int8-trt). backend_options go to the runner: workers and
         cuda_graph (trt), hint and inference_precision (openvino).
@@ -59,8 +67,9 @@ class Classifier:
                 raise BitError("backend options need a named backend, not auto")
             self.runner, self.skipped = backends.create_auto(self.bundle, precision, threads, device)
         else:
-            self.runner = backends.create(self.bundle, backend, precision, threads=threads, device=device,
-                                          **backend_options)
+            self.runner = backends.create(
+                self.bundle, backend, precision, threads=threads, device=device, **backend_options
+            )
 
     @property
     def backend(self) -> str:
@@ -97,4 +106,3 @@ def _raw_images(images) -> list[np.ndarray] | None:
     if any(a.dtype != np.uint8 for a in arrays):
         return None
     return [np.ascontiguousarray(a) for a in arrays]
-

@@ -1,4 +1,5 @@
 """`bit-classify BUNDLE IMAGE...`: top-5 readable labels per image, on any backend."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,13 +15,20 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     from .classifier import BACKENDS, Classifier
 
     defaults = {name: param.default for name, param in inspect.signature(Classifier).parameters.items()}
-    p.add_argument("--backend", default=defaults["backend"], choices=BACKENDS,
-                   help=f"auto picks the fastest that works here and says which (default {defaults['backend']})")
-    p.add_argument("--precision", default=defaults["precision"],
-                   help=f"fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); "
-                        f"default {defaults['precision']}")
-    p.add_argument("--threads", type=int, default=defaults["threads"],
-                   help="CPU threads for CPU backends (default: all cores)")
+    p.add_argument(
+        "--backend",
+        default=defaults["backend"],
+        choices=BACKENDS,
+        help=f"auto picks the fastest that works here and says which (default {defaults['backend']})",
+    )
+    p.add_argument(
+        "--precision",
+        default=defaults["precision"],
+        help=f"fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); default {defaults['precision']}",
+    )
+    p.add_argument(
+        "--threads", type=int, default=defaults["threads"], help="CPU threads for CPU backends (default: all cores)"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 

@@ -3,6 +3,7 @@
 Measuring and deciding are separate: `measure` gives numbers, `Tolerance.check` gives a verdict, so
 reports can show the numbers of a comparison that failed.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -67,9 +68,13 @@ class Tolerance:
             failures.append(f"min cosine {metrics['cosine_min']:.8f} < {self.cosine_min}")
         scaled = metrics["max_abs"] / max(metrics["logit_scale"], 1e-30)
         if not scaled <= self.max_abs_over_scale:
-            failures.append(f"max abs {metrics['max_abs']:.3g} is {scaled:.3g} of the logit scale > {self.max_abs_over_scale:g}")
+            failures.append(
+                f"max abs {metrics['max_abs']:.3g} is {scaled:.3g} of the logit scale > {self.max_abs_over_scale:g}"
+            )
         if not metrics["top1_agreement_decisive"] >= self.top1_decisive:
-            failures.append(f"top-1 agreement on decisive samples {metrics['top1_agreement_decisive']:.3f} < {self.top1_decisive}")
+            failures.append(
+                f"top-1 agreement on decisive samples {metrics['top1_agreement_decisive']:.3f} < {self.top1_decisive}"
+            )
         return failures
 
     def to_dict(self) -> dict:

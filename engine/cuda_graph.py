@@ -4,6 +4,7 @@ One TensorRT enqueue is hundreds of kernel launches; replaying them as one graph
 CPU cost, which matters at small batch. Shapes and buffer addresses are frozen at capture, so the runner
 keeps one graph per (batch size, buffer slot).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -40,8 +41,9 @@ class CudaGraph:
         _check(status, "end capture")
         self._graph = graph
         self._exec = ctypes.c_void_p()
-        _check(self._cu.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), graph, ctypes.c_ulonglong(0)),
-               "instantiate")
+        _check(
+            self._cu.cuGraphInstantiateWithFlags(ctypes.byref(self._exec), graph, ctypes.c_ulonglong(0)), "instantiate"
+        )
 
     def launch(self) -> None:
         _check(self._cu.cuGraphLaunch(self._exec, self.stream), "launch")

@@ -8,6 +8,7 @@ binding. The kernel runs OpenCV's uint8 arithmetic, so it equals the CPU path to
 The kernel source ships with the package; nvcc compiles it to PTX once per source version and the PTX is
 cached (the driver JIT-compiles PTX for whatever GPU it meets).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,15 @@ from .user_cache import cache_dir
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.cu")
 KERNEL_NAME = "bit_preprocess_u8"
 MODES = {"bilinear": 0, "nearest": 1}  # resize methods the kernel implements; others preprocess on the CPU
-PTX_ARCH = "compute_75"               # the oldest GPU TensorRT 10/11 supports; newer GPUs JIT from it
+PTX_ARCH = "compute_75"  # the oldest GPU TensorRT 10/11 supports; newer GPUs JIT from it
 BLOCK = (16, 16, 1)
 
 
 def find_nvcc() -> str | None:
-    for candidate in (shutil.which("nvcc"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+    for candidate in (
+        shutil.which("nvcc"),
+        os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc"),
+    ):
         if candidate and os.path.isfile(candidate):
             return candidate
     return None
@@ -47,13 +51,16 @@ def compile_ptx(arch: str = PTX_ARCH) -> bytes:
             return f.read()
     nvcc = find_nvcc()
     if nvcc is None:
-        raise BitError("GPU preprocessing needs nvcc once, to compile its kernel (then cached in "
-                       f"{kernels}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False")
+        raise BitError(
+            "GPU preprocessing needs nvcc once, to compile its kernel (then cached in "
+            f"{kernels}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False"
+        )
     os.makedirs(kernels, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "k.ptx")
-        proc = subprocess.run([nvcc, "-ptx", f"-arch={arch}", "-O3", KERNEL_SOURCE, "-o", out],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [nvcc, "-ptx", f"-arch={arch}", "-O3", KERNEL_SOURCE, "-o", out], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise BitError(f"nvcc could not compile {KERNEL_SOURCE}: {proc.stderr.strip()[:500]}")
         with open(out, "rb") as f:
@@ -81,6 +88,17 @@ class DevicePreprocessor:
 
     def launch(self, src_ptr: int, height: int, width: int, dst_ptr: int, stream) -> None:
         """src: device uint8 RGB HWC (rows contiguous); dst: float32 slot of resolution^2 * 3 values."""
-        self.function(np.uintp(src_ptr), np.int32(height), np.int32(width), np.int64(width * 3), np.uintp(dst_ptr),
-                      np.int32(self.resolution), self.nchw, self.mode, np.float32(1 / 255),
-                      block=BLOCK, grid=self.grid, stream=stream)
+        self.function(
+            np.uintp(src_ptr),
+            np.int32(height),
+            np.int32(width),
+            np.int64(width * 3),
+            np.uintp(dst_ptr),
+            np.int32(self.resolution),
+            self.nchw,
+            self.mode,
+            np.float32(1 / 255),
+            block=BLOCK,
+            grid=self.grid,
+            stream=stream,
+        )

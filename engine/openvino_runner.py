@@ -12,6 +12,7 @@ and is reported by `describe()`.
 Thread safety: one compiled model; each calling thread gets its own infer request (they are not
 thread-safe, the compiled model is), so many threads can call at once.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,14 @@ def import_openvino():
 class OpenVinoRunner(Runner):
     name = "openvino"
 
-    def __init__(self, model_path: str, threads: int | None = None, hint: str = "LATENCY",
-                 inference_precision: str = "f32", cache_dir: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        threads: int | None = None,
+        hint: str = "LATENCY",
+        inference_precision: str = "f32",
+        cache_dir: str | None = None,
+    ):
         """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads)."""
         super().__init__()
         if hint not in ("LATENCY", "THROUGHPUT"):
@@ -51,12 +58,17 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         if self.cache_dir:
             core.set_property({"CACHE_DIR": self.cache_dir})
-        config = {"PERFORMANCE_HINT": self.hint, "INFERENCE_PRECISION_HINT": self.inference_precision,
-                  "INFERENCE_NUM_THREADS": self.threads or (os.cpu_count() or 1)}
+        config = {
+            "PERFORMANCE_HINT": self.hint,
+            "INFERENCE_PRECISION_HINT": self.inference_precision,
+            "INFERENCE_NUM_THREADS": self.threads or (os.cpu_count() or 1),
+        }
         try:
             self.compiled = core.compile_model(self.model_path, "CPU", config)
         except RuntimeError as exc:
-            raise BitError(f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}") from exc
+            raise BitError(
+                f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}"
+            ) from exc
         self._generation = object()  # requests made before a deactivate are never reused after it
 
     def describe(self) -> str:
@@ -77,6 +89,8 @@ class OpenVinoRunner(Runner):
         try:
             request.infer({0: batch})
         except RuntimeError as exc:
-            raise BitError(f"openvino: inference failed for a batch of shape {batch.shape}: "
-                           f"{str(exc).strip().splitlines()[-1][:300]}") from exc
+            raise BitError(
+                f"openvino: inference failed for a batch of shape {batch.shape}: "
+                f"{str(exc).strip().splitlines()[-1][:300]}"
+            ) from exc
         return request.get_output_tensor(0).data.copy()

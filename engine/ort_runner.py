@@ -7,6 +7,7 @@ host where they did not load is an error that says what loaded instead, never a 
 
 Thread safety: `InferenceSession.run` may be called from many threads at once (ORT's documented contract).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,11 @@ import numpy as np
 from .errors import BitError, require
 from .runner import Runner
 
-PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
-             "ort-trt": "TensorrtExecutionProvider"}
+PROVIDERS = {
+    "ort-cpu": "CPUExecutionProvider",
+    "ort-cuda": "CUDAExecutionProvider",
+    "ort-trt": "TensorrtExecutionProvider",
+}
 
 
 def import_onnxruntime():
@@ -27,8 +31,16 @@ def import_onnxruntime():
 class OrtRunner(Runner):
     name = "ort-cpu"
 
-    def __init__(self, model, threads: int | None = None, optimization: str = "all", low_memory: bool = False,
-                 backend: str = "ort-cpu", device: int = 0, trt_cache_dir: str | None = None):
+    def __init__(
+        self,
+        model,
+        threads: int | None = None,
+        optimization: str = "all",
+        low_memory: bool = False,
+        backend: str = "ort-cpu",
+        device: int = 0,
+        trt_cache_dir: str | None = None,
+    ):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
         backend: ort-cpu, ort-cuda or ort-trt. trt_cache_dir: where the TensorRT provider keeps its engines
@@ -54,24 +66,36 @@ class OrtRunner(Runner):
         if self.name == "ort-cpu":
             return [cpu]
         # use_tf32=0: FP32 parity assumes full FP32 convolutions (ORT enables TF32 on Ampere+ by default)
-        cuda = ("CUDAExecutionProvider", {"device_id": self.device, "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0})
+        cuda = (
+            "CUDAExecutionProvider",
+            {"device_id": self.device, "cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0},
+        )
         if self.name == "ort-cuda":
             return [cuda, cpu]
         trt_options = {"device_id": self.device, "trt_fp16_enable": False, "trt_int8_enable": False}
         if self.trt_cache_dir:
             os.makedirs(self.trt_cache_dir, exist_ok=True)
-            trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=self.trt_cache_dir,
-                               trt_timing_cache_enable=True, trt_timing_cache_path=self.trt_cache_dir)
+            trt_options.update(
+                trt_engine_cache_enable=True,
+                trt_engine_cache_path=self.trt_cache_dir,
+                trt_timing_cache_enable=True,
+                trt_timing_cache_path=self.trt_cache_dir,
+            )
         return [("TensorrtExecutionProvider", trt_options), cuda, cpu]
 
     def _activate(self):
         ort = import_onnxruntime()
         wanted = PROVIDERS[self.name]
         if wanted not in ort.get_available_providers():
-            hint = ("pip uninstall onnxruntime && pip install onnxruntime-gpu" if self.name != "ort-cpu"
-                    else "reinstall onnxruntime")
-            raise BitError(f"{self.name}: this onnxruntime build ({ort.__version__}) has no {wanted} "
-                           f"(it has {', '.join(ort.get_available_providers())}); {hint}")
+            hint = (
+                "pip uninstall onnxruntime && pip install onnxruntime-gpu"
+                if self.name != "ort-cpu"
+                else "reinstall onnxruntime"
+            )
+            raise BitError(
+                f"{self.name}: this onnxruntime build ({ort.__version__}) has no {wanted} "
+                f"(it has {', '.join(ort.get_available_providers())}); {hint}"
+            )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -92,9 +116,11 @@ class OrtRunner(Runner):
         self.loaded_providers = self.session.get_providers()
         if wanted not in self.loaded_providers:
             self.session = None
-            raise BitError(f"{self.name}: onnxruntime lists {wanted} but it did not load (missing CUDA, cuDNN or "
-                           f"TensorRT libraries for onnxruntime {ort.__version__}?); the session got only "
-                           f"{', '.join(self.loaded_providers)}. Use --backend ort-cpu, or fix the GPU libraries")
+            raise BitError(
+                f"{self.name}: onnxruntime lists {wanted} but it did not load (missing CUDA, cuDNN or "
+                f"TensorRT libraries for onnxruntime {ort.__version__}?); the session got only "
+                f"{', '.join(self.loaded_providers)}. Use --backend ort-cpu, or fix the GPU libraries"
+            )
         self.input_name = self.session.get_inputs()[0].name
 
     def describe(self) -> str:
@@ -108,5 +134,6 @@ class OrtRunner(Runner):
         try:
             return self.session.run(None, {self.input_name: batch})[0]
         except Exception as exc:  # e.g. a spatial size the graph cannot take; the session stays usable
-            raise BitError(f"{self.name}: inference failed for a batch of shape {batch.shape}: "
-                           f"{str(exc).splitlines()[0][:300]}") from exc
+            raise BitError(
+                f"{self.name}: inference failed for a batch of shape {batch.shape}: {str(exc).splitlines()[0][:300]}"
+            ) from exc

@@ -4,6 +4,7 @@ A plan is tied to the TensorRT version that built it and to a GPU architecture. 
 plan fails deep inside TensorRT with an opaque message (or, on old versions, crashes), so the manifest's
 record is checked first and a mismatch gets a rebuild hint.
 """
+
 from __future__ import annotations
 
 from .errors import BitError, install_hint
@@ -22,8 +23,10 @@ def _cc_number(cc: str) -> int:
 
 def rebuild_hint(art: dict, bundle_path: str) -> str:
     lib = art.get("library", "tensorrt")
-    return (f"rebuild it on this host: bit-export --model <source> --engine {lib} --out <new bundle>, or "
-            f"trtexec --onnx={bundle_path}/{art.get('from', 'model.fp32.onnx')} --saveEngine=model.plan")
+    return (
+        f"rebuild it on this host: bit-export --model <source> --engine {lib} --out <new bundle>, or "
+        f"trtexec --onnx={bundle_path}/{art.get('from', 'model.fp32.onnx')} --saveEngine=model.plan"
+    )
 
 
 def check_plan(art: dict, installed_version: str | None, host_cc: str | None, bundle_path: str = "BUNDLE") -> None:
@@ -36,26 +39,35 @@ def check_plan(art: dict, installed_version: str | None, host_cc: str | None, bu
     built = art.get("library_version", "?")
     hint = rebuild_hint(art, bundle_path)
     if installed_version is None:
-        raise BitError(f"{art['file']} was built by {lib} {built}, which is not installed here; "
-                       f"{install_hint(lib, built)}")
+        raise BitError(
+            f"{art['file']} was built by {lib} {built}, which is not installed here; {install_hint(lib, built)}"
+        )
     if host_cc is None:
-        raise BitError(f"{art['file']}: no NVIDIA GPU found on this host (nvidia-smi); TensorRT plans need one. "
-                       "Use --backend ort-cpu or openvino here")
+        raise BitError(
+            f"{art['file']}: no NVIDIA GPU found on this host (nvidia-smi); TensorRT plans need one. "
+            "Use --backend ort-cpu or openvino here"
+        )
     b, i = _version(built), _version(installed_version)
     if art.get("version_compatible"):
         if i[:1] != b[:1] or i < b:
-            raise BitError(f"{art['file']} is a version-compatible plan from {lib} {built}; it runs on {lib} "
-                           f"{b[0]}.x at or above {built}, not {installed_version}. {hint}")
+            raise BitError(
+                f"{art['file']} is a version-compatible plan from {lib} {built}; it runs on {lib} "
+                f"{b[0]}.x at or above {built}, not {installed_version}. {hint}"
+            )
     elif i != b:
-        raise BitError(f"{art['file']} was built by {lib} {built} but {lib} {installed_version} is installed; "
-                       f"plans only load in the version that built them. {hint}")
+        raise BitError(
+            f"{art['file']} was built by {lib} {built} but {lib} {installed_version} is installed; "
+            f"plans only load in the version that built them. {hint}"
+        )
     target = art.get("target", {})
     if target.get("kind") == "rtx":
         ccs = [c.lower() for c in target.get("compute_capabilities", [])]
         allowed = RTX_DEFAULT_CCS if not ccs or ccs == ["library default"] else tuple(ccs)
         if host_cc not in allowed:
-            raise BitError(f"{art['file']} is a TensorRT-RTX engine for {', '.join(allowed)}; this GPU is {host_cc}. "
-                           f"TensorRT-RTX engines run on RTX-class GPUs only (not data-centre parts such as the H100). {hint}")
+            raise BitError(
+                f"{art['file']} is a TensorRT-RTX engine for {', '.join(allowed)}; this GPU is {host_cc}. "
+                f"TensorRT-RTX engines run on RTX-class GPUs only (not data-centre parts such as the H100). {hint}"
+            )
         return
     built_cc = target.get("compute_capability")
     level = art.get("hardware_compatibility", "none")
@@ -63,5 +75,7 @@ def check_plan(art: dict, installed_version: str | None, host_cc: str | None, bu
         if _cc_number(host_cc) < 80:
             raise BitError(f"{art['file']} is an Ampere-and-later plan; this GPU is {host_cc}. {hint}")
     elif built_cc and built_cc != host_cc:
-        raise BitError(f"{art['file']} was built for {built_cc} but this GPU is {host_cc}; a plan is not portable "
-                       f"across GPU architectures. {hint}")
+        raise BitError(
+            f"{art['file']} was built for {built_cc} but this GPU is {host_cc}; a plan is not portable "
+            f"across GPU architectures. {hint}"
+        )

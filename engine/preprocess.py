@@ -3,6 +3,7 @@
 Contract (manifest "input"): OpenCV decode -> RGB -> resize to (size, size) with the named interpolation
 -> float32 in [0, 1] -> NHWC. Grayscale and RGBA sources become RGB.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,6 +27,7 @@ MAX_SIDE = 1 << 20
 @dataclass(frozen=True)
 class InputSpec:
     """What the network expects; read from and written to the manifest's "input" section."""
+
     resolution: int
     resize: str = DEFAULT_RESIZE
     layout: str = "NHWC"
@@ -35,17 +37,29 @@ class InputSpec:
     color: str = "RGB"
 
     def to_manifest(self) -> dict:
-        return {"name": self.name, "layout": self.layout, "dtype": self.dtype, "color": self.color,
-                "value_range": list(self.value_range), "resolution": self.resolution, "resize": self.resize,
-                "decoder": "opencv"}
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "dtype": self.dtype,
+            "color": self.color,
+            "value_range": list(self.value_range),
+            "resolution": self.resolution,
+            "resize": self.resize,
+            "decoder": "opencv",
+        }
 
     @classmethod
     def from_manifest(cls, d: dict) -> InputSpec:
         try:
-            spec = cls(resolution=int(d["resolution"]), resize=d.get("resize", DEFAULT_RESIZE),
-                       layout=d.get("layout", "NHWC"), dtype=d.get("dtype", "float32"),
-                       value_range=tuple(d.get("value_range", (0.0, 1.0))), name=d.get("name", "images"),
-                       color=d.get("color", "RGB"))
+            spec = cls(
+                resolution=int(d["resolution"]),
+                resize=d.get("resize", DEFAULT_RESIZE),
+                layout=d.get("layout", "NHWC"),
+                dtype=d.get("dtype", "float32"),
+                value_range=tuple(d.get("value_range", (0.0, 1.0))),
+                name=d.get("name", "images"),
+                color=d.get("color", "RGB"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise BitError(f"manifest input section is malformed ({exc})") from None
         if spec.resize not in INTERPOLATIONS:
@@ -100,8 +114,12 @@ def read_image(path: str) -> np.ndarray:
 
 def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     cv2 = _cv2()
-    interp = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC,
-              "nearest": cv2.INTER_NEAREST}[spec.resize]
+    interp = {
+        "bilinear": cv2.INTER_LINEAR,
+        "area": cv2.INTER_AREA,
+        "bicubic": cv2.INTER_CUBIC,
+        "nearest": cv2.INTER_NEAREST,
+    }[spec.resize]
     if rgb.shape[:2] == (spec.resolution, spec.resolution):
         return rgb
     what = f"cannot resize a {rgb.dtype} image of shape {rgb.shape}"

@@ -5,6 +5,7 @@ Input checks live here, once for every backend, so that a bad batch is refused b
 native library (where it would become a crash or a cryptic message) and the runner stays usable.
 A batch larger than the backend's `max_batch` (a TensorRT profile's max) is split and run in chunks.
 """
+
 from __future__ import annotations
 
 import threading
@@ -27,8 +28,10 @@ def check_batch(batch, channels: int = 3) -> np.ndarray:
     if batch.shape[1] == 0 or batch.shape[2] == 0:
         raise BitError(f"images must have a non-zero size, got shape {batch.shape}")
     if not np.issubdtype(batch.dtype, np.floating):
-        raise BitError(f"runners take float images in [0, 1], got dtype {batch.dtype}; "
-                       "Classifier.predict accepts uint8 images and preprocesses them")
+        raise BitError(
+            f"runners take float images in [0, 1], got dtype {batch.dtype}; "
+            "Classifier.predict accepts uint8 images and preprocesses them"
+        )
     batch = np.ascontiguousarray(batch, dtype=np.float32)
     if not np.isfinite(batch).all():
         raise BitError("batch contains NaN or Inf")
@@ -44,7 +47,7 @@ class Runner:
         self._active = False
         self._lock = threading.Lock()
 
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         with self._lock:
             if not self._active:
                 self._activate()
@@ -76,7 +79,7 @@ class Runner:
         step = self.max_batch or len(batch)
         if len(batch) <= step:
             return self._infer(batch)
-        return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
+        return np.concatenate([self._infer(batch[i : i + step]) for i in range(0, len(batch), step)])
 
     def _activate(self):  # pragma: no cover - abstract
         raise NotImplementedError

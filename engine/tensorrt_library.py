@@ -3,6 +3,7 @@
 Both share the builder/runtime/parser API; the manifest records which one built a plan, and the same
 module must load it. Export (building) and the engine (running) both import from here.
 """
+
 from __future__ import annotations
 
 from .errors import BitError, require

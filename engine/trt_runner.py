@@ -15,6 +15,7 @@ any size: they are staged in pinned memory, copied asynchronously, and resized/n
 kernel (cuda_preprocess) directly into the input binding. Its chunks are double-buffered: chunk k+1 is
 staged and preprocessed on a copy stream while chunk k runs on the compute stream.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,12 +46,12 @@ class _Slot:
         self.d_in = cuda.mem_alloc(max_batch * image_values * 4)
         self.d_out = cuda.mem_alloc(max_batch * classes * 4)
         self.h_out = cuda.pagelocked_empty((max_batch, classes), np.float32)
-        self.h_raw = None   # pinned uint8 staging, grown to the largest chunk seen
+        self.h_raw = None  # pinned uint8 staging, grown to the largest chunk seen
         self.d_raw = None
         self.raw_bytes = 0
-        self.staged = cuda.Event()     # raw bytes copied and preprocessed: the binding is ready
-        self.consumed = cuda.Event()   # the engine has read the binding: it may be overwritten
-        self.done = cuda.Event()       # logits copied back to h_out
+        self.staged = cuda.Event()  # raw bytes copied and preprocessed: the binding is ready
+        self.consumed = cuda.Event()  # the engine has read the binding: it may be overwritten
+        self.done = cuda.Event()  # logits copied back to h_out
         self.consumed.record()
         self.done.record()
 
@@ -128,17 +129,22 @@ class _Worker:
         """Raw images -> pinned staging -> device (copy stream) -> kernel into slot.d_in (copy stream)."""
         sizes = [img.nbytes for img in images]
         slot.ensure_raw(sum(sizes))
-        slot.staged.synchronize()    # the previous copy out of this staging buffer has finished
+        slot.staged.synchronize()  # the previous copy out of this staging buffer has finished
         slot.consumed.synchronize()  # and the engine has read the binding we are about to overwrite
         offset = 0
         for img in images:
-            slot.h_raw[offset:offset + img.nbytes] = img.reshape(-1)
+            slot.h_raw[offset : offset + img.nbytes] = img.reshape(-1)
             offset += img.nbytes
         self.cuda.memcpy_htod_async(slot.d_raw, slot.h_raw[:offset], self.copy_stream)
         offset = 0
         for i, img in enumerate(images):
-            self.preprocessor.launch(int(slot.d_raw) + offset, img.shape[0], img.shape[1],
-                                     int(slot.d_in) + i * self.image_values * 4, self.copy_stream)
+            self.preprocessor.launch(
+                int(slot.d_raw) + offset,
+                img.shape[0],
+                img.shape[1],
+                int(slot.d_in) + i * self.image_values * 4,
+                self.copy_stream,
+            )
             offset += img.nbytes
         slot.staged.record(self.copy_stream)
 
@@ -171,8 +177,17 @@ class _Worker:
 class TrtRunner(Runner):
     name = "trt"
 
-    def __init__(self, plan_path: str, artifact: dict, spec, workers: int | None = None, device: int = 0,
-                 cuda_graph: bool = False, gpu_preprocess: bool = True, bundle_path: str = "BUNDLE"):
+    def __init__(
+        self,
+        plan_path: str,
+        artifact: dict,
+        spec,
+        workers: int | None = None,
+        device: int = 0,
+        cuda_graph: bool = False,
+        gpu_preprocess: bool = True,
+        bundle_path: str = "BUNDLE",
+    ):
         super().__init__()
         workers = workers or int(os.environ.get("BIT_TRT_WORKERS", "2"))
         if workers < 1:
@@ -189,14 +204,17 @@ class TrtRunner(Runner):
 
     def describe(self) -> str:
         pre = "CUDA kernel" if self.preprocessor is not None else "CPU (OpenCV)"
-        return (f"trt: {self.library} {self.trt.__version__} on {gpu_host.gpu_name(self.device)} "
-                f"({gpu_host.compute_capability(self.device)}), {self.workers} workers, preprocessing: {pre}"
-                + (", CUDA graphs" if self.cuda_graph else ""))
+        return (
+            f"trt: {self.library} {self.trt.__version__} on {gpu_host.gpu_name(self.device)} "
+            f"({gpu_host.compute_capability(self.device)}), {self.workers} workers, preprocessing: {pre}"
+            + (", CUDA graphs" if self.cuda_graph else "")
+        )
 
     def _activate(self):
         self.trt = trt = try_import(self.library)
-        check_plan(self.artifact, getattr(trt, "__version__", None), gpu_host.compute_capability(self.device),
-                   self.bundle_path)  # raises unless the library is installed, in the plan's version
+        check_plan(
+            self.artifact, getattr(trt, "__version__", None), gpu_host.compute_capability(self.device), self.bundle_path
+        )  # raises unless the library is installed, in the plan's version
         cuda = self.cuda = import_pycuda()
         cuda.init()
         self._ctx = cuda.Device(self.device).retain_primary_context()
@@ -216,12 +234,14 @@ class TrtRunner(Runner):
         log = ErrorLog(trt)
         self._runtime = trt.Runtime(log.logger)
         if hasattr(self._runtime, "get_engine_validity"):  # TensorRT 10.x+: a header check before the full load
-            header = blob[:getattr(self._runtime, "engine_header_size", len(blob))]
+            header = blob[: getattr(self._runtime, "engine_header_size", len(blob))]
             validity, diagnostics = self._runtime.get_engine_validity(header)
             if int(diagnostics):
                 names = [n for n, v in trt.EngineInvalidityDiagnostics.__members__.items() if int(diagnostics) & int(v)]
-                raise BitError(f"{self.plan_path} cannot run here ({', '.join(names).lower()}); "
-                               f"rebuild the plan on this host or with this {self.library}")
+                raise BitError(
+                    f"{self.plan_path} cannot run here ({', '.join(names).lower()}); "
+                    f"rebuild the plan on this host or with this {self.library}"
+                )
         self.engine = self._runtime.deserialize_cuda_engine(blob)
         del blob
         if self.engine is None:
@@ -234,7 +254,9 @@ class TrtRunner(Runner):
         io = {"input": inputs[0], "output": outputs[0]}
         for role in io.values():
             if self.engine.get_tensor_dtype(role) != trt.DataType.FLOAT:
-                raise BitError(f"{self.plan_path}: tensor {role} is {self.engine.get_tensor_dtype(role)}, expected float32")
+                raise BitError(
+                    f"{self.plan_path}: tensor {role} is {self.engine.get_tensor_dtype(role)}, expected float32"
+                )
         _, _, max_shape = self.engine.get_tensor_profile_shape(io["input"], 0)
         self.max_batch = int(max_shape[0])
         classes = int(self.engine.get_tensor_shape(io["output"])[-1])
@@ -247,8 +269,17 @@ class TrtRunner(Runner):
         self._pool = queue.Queue()
         self._all_workers = []
         for _ in range(self.workers):
-            worker = _Worker(cuda, self.engine, io, self.max_batch, self.spec.resolution, classes, layout,
-                             self.cuda_graph, self.preprocessor)
+            worker = _Worker(
+                cuda,
+                self.engine,
+                io,
+                self.max_batch,
+                self.spec.resolution,
+                classes,
+                layout,
+                self.cuda_graph,
+                self.preprocessor,
+            )
             self._all_workers.append(worker)
             self._pool.put(worker)
 
@@ -300,6 +331,5 @@ class TrtRunner(Runner):
         for img in images:
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
                 raise BitError(f"infer_uint8 takes uint8 RGB HWC images, got {img.dtype} {img.shape}")
-        chunks = [images[i:i + self.max_batch] for i in range(0, len(images), self.max_batch)]
+        chunks = [images[i : i + self.max_batch] for i in range(0, len(images), self.max_batch)]
         return self._call(_Worker.run_uint8, chunks)
-

@@ -2,6 +2,7 @@
 
 One root for all of them, `$BIT_TRT_CACHE` or `~/.cache/bit-trt`, so one variable moves (or isolates) them all.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ stem max-pool (the stem has no ReLU, so 0 is not -inf), weight standardization w
 eps 1e-10, GroupNorm 32 groups eps 1e-5, stride on the 3x3 conv and on the projection, projection only in
 unit01. Inputs are [0,1] and mapped to the checkpoint's [-1,1] inside, like the TF Hub module ("Input contract").
 """
+
 from __future__ import annotations
 
 from .checkpoint import unit_prefix

@@ -2,6 +2,7 @@
 the manifest is written last, and one rename publishes it. A failed, interrupted or disk-full export leaves
 no directory that looks like a bundle.
 """
+
 from __future__ import annotations
 
 import errno
@@ -93,8 +94,14 @@ class BundleWriter:
         if model.ByteSize() > external_above:
             data_name = f"{name}.data"
             # Note: this moves the weights out of `model` into the file; the caller drops the model after.
-            onnx.save_model(model, self.path(name), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                self.path(name),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
             onnx.checker.check_model(self.path(name))  # by path: the in-memory check stops at 2 GB
             info = self.record(name)
             info["data_files"] = [self.record(data_name)]

@@ -4,6 +4,7 @@ JPEG/PNG/BMP/WebP/TIFF of any size; grayscale and RGBA become RGB (see engine/pr
 are skipped and counted; past `max_bad_fraction` the set is refused, as it is when too few images remain.
 Synthetic calibration images exist only when asked for, and the manifest says so.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def _raise(exc):
     raise exc
 
 
-def load(directory: str, spec: InputSpec, count: int, seed: int = 0, max_bad_fraction: float = 0.1,
-         progress=lambda msg: None) -> tuple[np.ndarray, dict]:
+def load(
+    directory: str, spec: InputSpec, count: int, seed: int = 0, max_bad_fraction: float = 0.1, progress=lambda msg: None
+) -> tuple[np.ndarray, dict]:
     """uint8 NHWC calibration images and a record for the manifest (files, skipped, digest)."""
     paths = list_images(directory)
     random.Random(seed).shuffle(paths)
@@ -55,14 +57,25 @@ def load(directory: str, spec: InputSpec, count: int, seed: int = 0, max_bad_fra
             progress(f"calibration images: {len(images)}/{count} ({len(bad)} skipped)")
     tried = len(images) + len(bad)
     if bad and len(bad) > max_bad_fraction * tried:
-        raise BitError(f"calibration set {directory!r}: {len(bad)} of {tried} files are not decodable images "
-                       f"(first: {bad[0]}); more than {max_bad_fraction:.0%} is refused")
+        raise BitError(
+            f"calibration set {directory!r}: {len(bad)} of {tried} files are not decodable images "
+            f"(first: {bad[0]}); more than {max_bad_fraction:.0%} is refused"
+        )
     if len(images) < min(count, MIN_IMAGES):
-        raise BitError(f"calibration set {directory!r} has {len(images)} usable images; at least "
-                       f"{min(count, MIN_IMAGES)} are needed")
+        raise BitError(
+            f"calibration set {directory!r} has {len(images)} usable images; at least "
+            f"{min(count, MIN_IMAGES)} are needed"
+        )
     batch = np.stack(images)
-    record = {"kind": "directory", "path": os.path.abspath(directory), "count": len(images), "seed": seed,
-              "skipped_corrupt": len(bad), "skipped_files": bad[:20], "sha256": digest(batch)}
+    record = {
+        "kind": "directory",
+        "path": os.path.abspath(directory),
+        "count": len(images),
+        "seed": seed,
+        "skipped_corrupt": len(bad),
+        "skipped_files": bad[:20],
+        "sha256": digest(batch),
+    }
     return batch, record
 
 
@@ -70,8 +83,13 @@ def synthetic(spec: InputSpec, count: int, seed: int = 0) -> tuple[np.ndarray, d
     from .parity_images import synthetic_images
 
     batch = synthetic_images(count, spec.resolution, seed=10_000 + seed)  # never the parity images' seed
-    return batch, {"kind": "synthetic", "count": count, "seed": seed, "sha256": digest(batch),
-                   "warning": "SYNTHETIC calibration images: ranges may not match real photographs"}
+    return batch, {
+        "kind": "synthetic",
+        "count": count,
+        "seed": seed,
+        "sha256": digest(batch),
+        "warning": "SYNTHETIC calibration images: ranges may not match real photographs",
+    }
 
 
 def digest(images_u8: np.ndarray) -> str:

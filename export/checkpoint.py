@@ -3,6 +3,7 @@
 Every source (npz, SavedModel, synthetic) produces a dict in this layout, so the model has one way in.
 Kernels are HWIO, GroupNorm gamma/beta are [C], the head is a 1x1 conv with bias.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,12 @@ import numpy as np
 from ..engine.errors import BitError
 from .variants import Variant
 
+
 def unit_prefix(block: int, unit: int) -> str:
     return f"resnet/block{block}/unit{unit:02d}"
 
 
-def expected_shapes(variant: Variant, num_classes: int) -> "OrderedDict[str, tuple[int, ...]]":
+def expected_shapes(variant: Variant, num_classes: int) -> OrderedDict[str, tuple[int, ...]]:
     """Every key of a checkpoint for `variant`, in network order, with its shape."""
     shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
     stem = variant.stem_channels
@@ -89,11 +91,12 @@ def read_npz(path: str) -> dict:
         raise BitError(f"{path!r} is not a readable .npz checkpoint ({exc})") from exc
 
 
-def in_network_order(weights, variant: Variant, source: str) -> "tuple[OrderedDict[str, np.ndarray], int]":
+def in_network_order(weights, variant: Variant, source: str) -> tuple[OrderedDict[str, np.ndarray], int]:
     """Validate, then return float32 arrays in network order and the class count."""
     num_classes = validate(weights, variant, source)
-    ordered = OrderedDict((k, np.ascontiguousarray(weights[k], dtype=np.float32))
-                          for k in expected_shapes(variant, num_classes))
+    ordered = OrderedDict(
+        (k, np.ascontiguousarray(weights[k], dtype=np.float32)) for k in expected_shapes(variant, num_classes)
+    )
     return ordered, num_classes
 
 

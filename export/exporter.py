@@ -5,6 +5,7 @@ land in the manifest, so a bundle documents how it was made and why it was admit
 questions live in their modules: the INT8 variants and their fallback in int8.py, the plans in
 trt_engine.py, memory and versions in resources.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,20 +38,21 @@ PRECISIONS = ("fp32", "fp16", "int8")
 @dataclasses.dataclass
 class ExportOptions:
     """Everything one export is asked to do; bit-export's flags map onto these fields and take their defaults."""
+
     out: str
-    model: str = "synthetic"              # 'synthetic', a SavedModel directory, an .npz, or a TF Hub handle
-    variant: str | None = None            # inferred from real weights; r50x3 for synthetic
+    model: str = "synthetic"  # 'synthetic', a SavedModel directory, an .npz, or a TF Hub handle
+    variant: str | None = None  # inferred from real weights; r50x3 for synthetic
     resolution: int = DEFAULT_RESOLUTION
     resize: str = DEFAULT_RESIZE
     dynamic_spatial: bool = False
     opset: int = tf2onnx_route.DEFAULT_OPSET
-    num_classes: int = DEFAULT_CLASSES    # head size of synthetic weights
-    seed: int = 0                         # seed of synthetic weights
-    parity_synthetic: int = 4             # synthetic images in the parity set, besides the photos
+    num_classes: int = DEFAULT_CLASSES  # head size of synthetic weights
+    seed: int = 0  # seed of synthetic weights
+    parity_synthetic: int = 4  # synthetic images in the parity set, besides the photos
     labels_file: str | None = None
-    threads: int | None = None            # ONNX Runtime threads for verification; None: all cores
+    threads: int | None = None  # ONNX Runtime threads for verification; None: all cores
     precisions: tuple[str, ...] = ("fp32",)  # fp32 is always exported: it is the parity anchor
-    engine: str = "auto"                  # one of trt_engine.ENGINE_CHOICES
+    engine: str = "auto"  # one of trt_engine.ENGINE_CHOICES
     build: trt_engine.BuildOptions = dataclasses.field(default_factory=trt_engine.BuildOptions)
     require_engine: bool = False
     int8: Int8Options = dataclasses.field(default_factory=Int8Options)
@@ -93,8 +95,10 @@ class _Clock:
             def __exit__(self, exc_type, *_):
                 clock.steps[name] = round(time.perf_counter() - self.t0, 2)
                 if exc_type is None:
-                    clock.progress(f"{message}: done in {clock.steps[name]:.1f} s "
-                                   f"(RSS {current_rss_bytes() / 1e9:.2f} GB, peak {peak_rss_bytes() / 1e9:.2f} GB)")
+                    clock.progress(
+                        f"{message}: done in {clock.steps[name]:.1f} s "
+                        f"(RSS {current_rss_bytes() / 1e9:.2f} GB, peak {peak_rss_bytes() / 1e9:.2f} GB)"
+                    )
                 return False
 
         return _Step()
@@ -126,10 +130,16 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
             extra, _ = calibration.load(o.int8.eval_images, spec, o.int8.eval_count, seed=1, progress=progress)
             images = np.concatenate([images, extra])
             names += [f"eval:{i}" for i in range(len(extra))]
-        calib = (calibration.load(o.int8.calib_images, spec, o.int8.calib_count, o.int8.calib_seed, progress=progress)
-                 if o.int8.calib_images else calibration.synthetic(spec, o.int8.calib_count, o.int8.calib_seed))
-    with clock.step("reference", f"TF reference logits on {len(images)} parity images "
-                                 f"({len(images) - o.parity_synthetic} photos), in a child process"):
+        calib = (
+            calibration.load(o.int8.calib_images, spec, o.int8.calib_count, o.int8.calib_seed, progress=progress)
+            if o.int8.calib_images
+            else calibration.synthetic(spec, o.int8.calib_count, o.int8.calib_seed)
+        )
+    with clock.step(
+        "reference",
+        f"TF reference logits on {len(images)} parity images "
+        f"({len(images) - o.parity_synthetic} photos), in a child process",
+    ):
         rss_before_child = current_rss_bytes()
         tf_logits, child_peak = tf_reference_logits(local, handle, o.variant, o.num_classes, o.seed, images)
 
@@ -140,11 +150,18 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
     v = loaded.variant
     if loaded.source["kind"] == "synthetic":
         progress("weights are SYNTHETIC (seeded random): the engine will run, its predictions mean nothing")
-    labels = (labels_from_file(o.labels_file, loaded.num_classes) if o.labels_file
-              else default_labels(loaded.num_classes))
-    model_record = {"family": "BiT ResNet-v2", "variant": v.name, "num_classes": loaded.num_classes,
-                    "parameters": int(sum(a.size for a in loaded.weights.values())),
-                    "weights_sha256": loaded.weights_sha256(), "source": loaded.source, "trained": loaded.trained}
+    labels = (
+        labels_from_file(o.labels_file, loaded.num_classes) if o.labels_file else default_labels(loaded.num_classes)
+    )
+    model_record = {
+        "family": "BiT ResNet-v2",
+        "variant": v.name,
+        "num_classes": loaded.num_classes,
+        "parameters": int(sum(a.size for a in loaded.weights.values())),
+        "weights_sha256": loaded.weights_sha256(),
+        "source": loaded.source,
+        "trained": loaded.trained,
+    }
     onnx_model, graph = _convert_and_clean(loaded, o, images[:2], tf_logits[:2], clock, progress)
 
     with BundleWriter(o.out) as writer:
@@ -158,44 +175,70 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
             ort = ort_logits(writer.path(ONNX_FP32), images, threads=o.threads)
             report = judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
         report["inputs"] = names
-        artifacts = [{**art, "kind": "onnx", "precision": "fp32", "opset": o.opset,
-                      "dynamic": {"batch": True, "spatial": o.dynamic_spatial}, "parity": report, "graph": graph}]
+        artifacts = [
+            {
+                **art,
+                "kind": "onnx",
+                "precision": "fp32",
+                "opset": o.opset,
+                "dynamic": {"batch": True, "spatial": o.dynamic_spatial},
+                "parity": report,
+                "graph": graph,
+            }
+        ]
         if "fp16" in o.precisions:
             with clock.step("fp16", "FP16 variant: FP32 islands by measurement, then parity against TF and FP32"):
                 artifacts.append(_fp16_variant(writer, images, tf_logits, ort, o.threads, progress))
         if "int8" in o.precisions:
-            with clock.step("int8", f"INT8 variants: {o.int8.method} calibration on {len(calib[0])} images, "
-                                    "Q/DQ for TensorRT and ONNX Runtime, accuracy gate"):
-                artifacts += int8.build_variants(writer, artifacts[0], images, tf_logits, ort, calib, o.int8,
-                                                 o.threads, progress)
+            with clock.step(
+                "int8",
+                f"INT8 variants: {o.int8.method} calibration on {len(calib[0])} images, "
+                "Q/DQ for TensorRT and ONNX Runtime, accuracy gate",
+            ):
+                artifacts += int8.build_variants(
+                    writer, artifacts[0], images, tf_logits, ort, calib, o.int8, o.threads, progress
+                )
         if o.engine != "none":
             with clock.step("engines", "TensorRT plans from the ONNX variants"):
-                artifacts += trt_engine.build_engines(writer, artifacts, spec.name, spec.resolution, o.engine,
-                                                      o.build, o.require_engine, progress)
+                artifacts += trt_engine.build_engines(
+                    writer, artifacts, spec.name, spec.resolution, o.engine, o.build, o.require_engine, progress
+                )
         with clock.step("bundle", f"publishing bundle {o.out}"):
             labels_info = writer.write_json(LABELS_FILE, labels)
-            np.savez_compressed(writer.path(PARITY_FILE), images=images, names=np.array(names),
-                                tf_logits=tf_logits.astype(np.float32))
+            np.savez_compressed(
+                writer.path(PARITY_FILE), images=images, names=np.array(names), tf_logits=tf_logits.astype(np.float32)
+            )
             parity_info = writer.record(PARITY_FILE)
             imagenet = loaded.num_classes == 1000 and not o.labels_file
             manifest = {
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "model": model_record,
                 "input": spec.to_manifest(),
-                "output": {"name": tf2onnx_route.OUTPUT_NAME, "shape": ["batch", loaded.num_classes],
-                           "dtype": "float32", "kind": "logits"},
-                "labels": {"file": LABELS_FILE, "kind": "imagenet-1k" if imagenet else "custom",
-                           "sha256": labels_info["sha256"]},
+                "output": {
+                    "name": tf2onnx_route.OUTPUT_NAME,
+                    "shape": ["batch", loaded.num_classes],
+                    "dtype": "float32",
+                    "kind": "logits",
+                },
+                "labels": {
+                    "file": LABELS_FILE,
+                    "kind": "imagenet-1k" if imagenet else "custom",
+                    "sha256": labels_info["sha256"],
+                },
                 "artifacts": artifacts,
                 "reference": {**parity_info, "what": "parity inputs (uint8 NHWC after preprocessing) and TF logits"},
                 "tools": tool_versions(),
             }
             # The reference child ran while this process held rss_before_child: their sum bounds that moment.
-            manifest["export"] = {"steps_s": clock.steps, "wall_s": clock.total(),
-                                  "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak),
-                                  "peak_rss_exporter_bytes": peak_rss_bytes(),
-                                  "peak_rss_tf_reference_bytes": child_peak,
-                                  "host": platform.node(), "machine": platform.machine()}
+            manifest["export"] = {
+                "steps_s": clock.steps,
+                "wall_s": clock.total(),
+                "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak),
+                "peak_rss_exporter_bytes": peak_rss_bytes(),
+                "peak_rss_tf_reference_bytes": child_peak,
+                "host": platform.node(),
+                "machine": platform.machine(),
+            }
             return writer.publish(manifest)
 
 
@@ -223,23 +266,33 @@ def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progre
         if onnx_model.ByteSize() < 2_000_000_000:
             onnx.checker.check_model(onnx_model)
     after = _graph_stats(onnx_model)
-    progress(f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
-             f"{fused} GroupNorms fused, {folded} constant nodes folded")
-    return onnx_model, {"before_cleanup": before, "after_cleanup": after, "group_norms_fused": fused,
-                        "constants_folded": folded}
+    progress(
+        f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
+        f"{fused} GroupNorms fused, {folded} constant nodes folded"
+    )
+    return onnx_model, {
+        "before_cleanup": before,
+        "after_cleanup": after,
+        "group_norms_fused": fused,
+        "constants_folded": folded,
+    }
 
 
 def _graph_stats(model) -> dict:
-    return {"nodes": len(model.graph.node), "layout_transposes": graph_cleanup.layout_transposes(model),
-            "ops": graph_cleanup.histogram(model)}
+    return {
+        "nodes": len(model.graph.node),
+        "layout_transposes": graph_cleanup.layout_transposes(model),
+        "ops": graph_cleanup.histogram(model),
+    }
 
 
 def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> dict:
     import onnx
 
     fp32_model = onnx.load(writer.path(ONNX_FP32))
-    model, islands, table = fp16.search_islands(fp32_model, images[:2], fp32_logits[:2], threads=threads,
-                                                progress=progress)
+    model, islands, table = fp16.search_islands(
+        fp32_model, images[:2], fp32_logits[:2], threads=threads, progress=progress
+    )
     del fp32_model
     art = writer.write_onnx(ONNX_FP16, model)
     del model
@@ -247,6 +300,14 @@ def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> 
     logits = ort_logits(writer.path(ONNX_FP16), images, threads=threads)
     report = judge(logits, tf_logits, compare.FP16_PARITY, "FP16 ONNX vs TF")
     vs_fp32 = compare.measure(logits, fp32_logits)
-    return {**art, "kind": "onnx", "precision": "fp16", "io_dtype": "float32", "fp32_islands": islands,
-            "island_search": table, "parity": report, "parity_vs_fp32": vs_fp32,
-            "tool": "onnxruntime.transformers.float16"}
+    return {
+        **art,
+        "kind": "onnx",
+        "precision": "fp16",
+        "io_dtype": "float32",
+        "fp32_islands": islands,
+        "island_search": table,
+        "parity": report,
+        "parity_vs_fp32": vs_fp32,
+        "tool": "onnxruntime.transformers.float16",
+    }

@@ -12,6 +12,7 @@ FP16 tolerance holds. Measured on R50x1 synthetic: all-FP16 rel L2 3.0e-3; keepi
 in FP32 made it *worse* (4.0e-3, the extra casts round at every boundary), so no island is the default
 outcome unless the model's activations need one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,11 +32,19 @@ def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = ()):
 
     model = onnx.ModelProto()
     model.CopyFrom(fp32_model)
-    return convert_float_to_float16(model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32))
+    return convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)
+    )
 
 
-def search_islands(fp32_model, probe_u8: np.ndarray, fp32_logits: np.ndarray,
-                   tolerance: compare.Tolerance = compare.FP16_PARITY, threads: int | None = None, progress=print):
+def search_islands(
+    fp32_model,
+    probe_u8: np.ndarray,
+    fp32_logits: np.ndarray,
+    tolerance: compare.Tolerance = compare.FP16_PARITY,
+    threads: int | None = None,
+    progress=print,
+):
     """(fp16 model, islands kept in FP32, measurement table). Raises if no island set meets the tolerance."""
     present = {n.op_type for n in fp32_model.graph.node}
     candidates = [op for op in CANDIDATE_ISLANDS if op in present]
@@ -45,17 +54,25 @@ def search_islands(fp32_model, probe_u8: np.ndarray, fp32_logits: np.ndarray,
         model = to_fp16(fp32_model, tuple(keep))
         metrics = compare.measure(ort_logits(model, probe_u8, threads=threads), fp32_logits)
         failures = tolerance.check(metrics)
-        table.append({"keep_fp32": list(keep), "rel_l2": metrics["rel_l2"], "cosine_min": metrics["cosine_min"],
-                      "passed": not failures})
-        progress(f"fp16 with {list(keep) or 'no'} FP32 islands: rel L2 {metrics['rel_l2']:.2e} vs FP32 "
-                 f"({'ok' if not failures else 'over tolerance'})")
+        table.append(
+            {
+                "keep_fp32": list(keep),
+                "rel_l2": metrics["rel_l2"],
+                "cosine_min": metrics["cosine_min"],
+                "passed": not failures,
+            }
+        )
+        progress(
+            f"fp16 with {list(keep) or 'no'} FP32 islands: rel L2 {metrics['rel_l2']:.2e} vs FP32 "
+            f"({'ok' if not failures else 'over tolerance'})"
+        )
         return model, metrics, failures
 
     model, metrics, failures = trial([])
     if not failures:
         return model, [], table
     del model
-    single = sorted(((trial([op])[1]["rel_l2"], op) for op in candidates))
+    single = sorted((trial([op])[1]["rel_l2"], op) for op in candidates)
     keep = []
     for _, op in single:  # most helpful first, until the tolerance holds
         keep.append(op)

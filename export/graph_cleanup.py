@@ -10,6 +10,7 @@
   HWIO->OIHW kernel transposes become plain Conv weights.
 - `remove_dead`: Identity nodes, nodes nothing consumes, and unused initializers.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,18 @@ from .variants import GN_EPS, GN_GROUPS
 
 _GN_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")
 # Ops whose value depends on more than their inputs, or that carry subgraphs: never folded.
-_NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                 "If", "Loop", "Scan", "Shape", "Size"}
+_NOT_FOLDABLE = {
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "If",
+    "Loop",
+    "Scan",
+    "Shape",
+    "Size",
+}
 
 
 def histogram(model) -> dict[str, int]:
@@ -141,25 +152,34 @@ def _fused_group_norm(graph, scope, nodes, ids, inits, consumers, graph_outputs,
     gammas = [i for i in inputs if i.endswith("/gamma") and i in inits]
     betas = [i for i in inputs if i.endswith("/beta") and i in inits]
     if len(outputs) != 1 or len(activations) != 1 or len(gammas) != 1 or len(betas) != 1:
-        raise BitError(f"GroupNorm scope {scope!r} does not have the expected shape "
-                       f"(inputs {sorted(inputs)}, outputs {outputs}); refusing to rewrite it")
+        raise BitError(
+            f"GroupNorm scope {scope!r} does not have the expected shape "
+            f"(inputs {sorted(inputs)}, outputs {outputs}); refusing to rewrite it"
+        )
     x, y = activations[0], outputs[0]
     gamma = numpy_helper.to_array(inits[gammas[0]])
     beta = numpy_helper.to_array(inits[betas[0]])
     channels = gamma.shape[0]
     s = f"{scope}_fused"  # a name the region pattern does not match again
-    graph.initializer.extend([
-        numpy_helper.from_array(np.array([0, groups, -1], np.int64), f"{s}/grouped_shape"),
-        numpy_helper.from_array(np.ones(groups, np.float32), f"{s}/unit_scale"),
-        numpy_helper.from_array(np.zeros(groups, np.float32), f"{s}/zero_bias"),
-        numpy_helper.from_array(gamma.reshape(channels, 1, 1), f"{s}/gamma_c11"),
-        numpy_helper.from_array(beta.reshape(channels, 1, 1), f"{s}/beta_c11"),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([0, groups, -1], np.int64), f"{s}/grouped_shape"),
+            numpy_helper.from_array(np.ones(groups, np.float32), f"{s}/unit_scale"),
+            numpy_helper.from_array(np.zeros(groups, np.float32), f"{s}/zero_bias"),
+            numpy_helper.from_array(gamma.reshape(channels, 1, 1), f"{s}/gamma_c11"),
+            numpy_helper.from_array(beta.reshape(channels, 1, 1), f"{s}/beta_c11"),
+        ]
+    )
     return [
         helper.make_node("Shape", [x], [f"{s}/x_shape"], name=f"{s}/Shape"),
         helper.make_node("Reshape", [x, f"{s}/grouped_shape"], [f"{s}/grouped"], name=f"{s}/ReshapeGroups"),
-        helper.make_node("InstanceNormalization", [f"{s}/grouped", f"{s}/unit_scale", f"{s}/zero_bias"],
-                         [f"{s}/normalized"], name=f"{s}/InstanceNormalization", epsilon=eps),
+        helper.make_node(
+            "InstanceNormalization",
+            [f"{s}/grouped", f"{s}/unit_scale", f"{s}/zero_bias"],
+            [f"{s}/normalized"],
+            name=f"{s}/InstanceNormalization",
+            epsilon=eps,
+        ),
         helper.make_node("Reshape", [f"{s}/normalized", f"{s}/x_shape"], [f"{s}/ungrouped"], name=f"{s}/ReshapeBack"),
         helper.make_node("Mul", [f"{s}/ungrouped", f"{s}/gamma_c11"], [f"{s}/scaled"], name=f"{s}/Gamma"),
         helper.make_node("Add", [f"{s}/scaled", f"{s}/beta_c11"], [y], name=f"{s}/Beta"),
@@ -217,8 +237,11 @@ def fold_constants(model) -> int:
 
     kept, folded = [], 0
     for node in graph.node:
-        if (node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx")
-                or not all((not i) or i in consts for i in node.input)):
+        if (
+            node.op_type in _NOT_FOLDABLE
+            or node.domain not in ("", "ai.onnx")
+            or not all((not i) or i in consts for i in node.input)
+        ):
             kept.append(node)
             continue
         results = _evaluate(node, [value(i) if i else None for i in node.input], opset.get("", 17))
@@ -252,11 +275,14 @@ def _evaluate(node, inputs, opset_version: int):
     for name, arr in zip(node.input, inputs):
         if name:
             feeds[name] = arr
-            graph_inputs.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape)))
+            graph_inputs.append(
+                helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype), list(arr.shape))
+            )
     graph_outputs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in node.output]
-    single = helper.make_model(helper.make_graph([node], "fold", graph_inputs, graph_outputs),
-                               opset_imports=[helper.make_opsetid("", opset_version)])
+    single = helper.make_model(
+        helper.make_graph([node], "fold", graph_inputs, graph_outputs),
+        opset_imports=[helper.make_opsetid("", opset_version)],
+    )
     return ReferenceEvaluator(single).run(None, feeds)
 
 

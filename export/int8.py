@@ -16,6 +16,7 @@ not fit a 24 GB host. minmax is the default; entropy and percentile are there fo
 Only Conv and MatMul are quantized: GroupNorm (InstanceNormalization) and the elementwise ops stay in float.
 Which of those layers stay in float too is decided by measurement (`sensitivity`), when the gate asks.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,24 +48,29 @@ SENSITIVITY_PROBE = 8  # images per sensitivity measurement: a ranking needs few
 @dataclass
 class Int8Options:
     """How INT8 variants are calibrated and gated (bit-export's INT8 flags; their defaults live here)."""
-    calib_images: str | None = None     # a directory; None means synthetic, which must be asked for
+
+    calib_images: str | None = None  # a directory; None means synthetic, which must be asked for
     calib_synthetic: bool = False
     calib_count: int = 64
-    calib_batch: int = 1               # R50x3, 16 images: batch 1 38 s / 4.15 GB, batch 2 41 s / 6.44 GB
+    calib_batch: int = 1  # R50x3, 16 images: batch 1 38 s / 4.15 GB, batch 2 41 s / 6.44 GB
     calib_seed: int = 0
-    method: str = "minmax"             # measured: see the module docstring
-    cache: str | None = None            # default: ~/.cache/bit-trt/calibration/<key>.json
+    method: str = "minmax"  # measured: see the module docstring
+    cache: str | None = None  # default: ~/.cache/bit-trt/calibration/<key>.json
     max_top1_drop: float = 0.01
-    eval_images: str | None = None      # more evaluation images for the gate (never the calibration set)
+    eval_images: str | None = None  # more evaluation images for the gate (never the calibration set)
     eval_count: int = 64
     force_sensitivity: bool = False
 
     def validate(self):
         if not self.calib_images and not self.calib_synthetic:
-            raise BitError("INT8 needs calibration images: --calib-images DIR "
-                           "(or --calib-synthetic, flagged in the manifest)")
-        if (self.calib_images and self.eval_images
-                and os.path.abspath(self.calib_images) == os.path.abspath(self.eval_images)):
+            raise BitError(
+                "INT8 needs calibration images: --calib-images DIR (or --calib-synthetic, flagged in the manifest)"
+            )
+        if (
+            self.calib_images
+            and self.eval_images
+            and os.path.abspath(self.calib_images) == os.path.abspath(self.eval_images)
+        ):
             raise BitError("--eval-images must not be the calibration directory: the gate needs unseen images")
         if self.method not in METHODS:
             raise BitError(f"unknown calibration method {self.method!r}; choose one of: {', '.join(METHODS)}")
@@ -89,8 +95,11 @@ def _ort_method(method: str):
 
     if method not in METHODS:
         raise BitError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
-    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}[method]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
 
 
 class _Reader:
@@ -103,7 +112,7 @@ class _Reader:
     def get_next(self):
         if self.pos >= len(self.images):
             return None
-        chunk = self.images[self.pos:self.pos + self.batch]
+        chunk = self.images[self.pos : self.pos + self.batch]
         self.pos += len(chunk)
         self.progress(f"calibrating: {self.pos}/{len(self.images)} images")
         return {self.input_name: scale_uint8(chunk)}
@@ -114,9 +123,14 @@ def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int
     from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, create_calibrator
 
     with tempfile.TemporaryDirectory(prefix="bit-trt-calib-") as tmp:
-        calibrator = create_calibrator(fp32_path, list(QUANTIZED_OPS), os.path.join(tmp, "augmented.onnx"),
-                                       calibrate_method=_ort_method(method), use_external_data_format=True,
-                                       extra_options={"CalibPercentile": 99.999} if method == "percentile" else {})
+        calibrator = create_calibrator(
+            fp32_path,
+            list(QUANTIZED_OPS),
+            os.path.join(tmp, "augmented.onnx"),
+            calibrate_method=_ort_method(method),
+            use_external_data_format=True,
+            extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
+        )
         # Histogram methods hold every intermediate tensor of a batch: keep their batches small.
         calibrator.collect_data(_Reader(calib_u8, "images", batch if method == "minmax" else 1, progress))
         # Plain JSON from here on: the same dict is cached, embedded in the bundle and fed back to ORT.
@@ -138,8 +152,10 @@ def load_cache(path: str, key: CacheKey) -> dict | None:
         raise BitError(f"{path!r} is not a bit-trt calibration cache")
     if cache.get("key") != key.to_dict():
         diff = [k for k, v in key.to_dict().items() if cache.get("key", {}).get(k) != v]
-        raise BitError(f"calibration cache {path!r} was made for a different {' and '.join(diff)} "
-                       f"(stale or foreign cache); delete it or pass another --calib-cache")
+        raise BitError(
+            f"calibration cache {path!r} was made for a different {' and '.join(diff)} "
+            f"(stale or foreign cache); delete it or pass another --calib-cache"
+        )
     return cache["ranges"]
 
 
@@ -151,7 +167,9 @@ def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
     os.replace(tmp, path)
 
 
-def quantize(fp32_path: str, out_path: str, ranges: dict, method: str, target: str, exclude: tuple[str, ...] = ()) -> None:
+def quantize(
+    fp32_path: str, out_path: str, ranges: dict, method: str, target: str, exclude: tuple[str, ...] = ()
+) -> None:
     """Write a QDQ model for `target` from cached `ranges`, leaving the `exclude` nodes in float."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -166,13 +184,25 @@ def quantize(fp32_path: str, out_path: str, ranges: dict, method: str, target: s
             ort_cache = os.path.join(tmp, "ranges.json")
             with open(ort_cache, "w", encoding="utf-8") as f:
                 json.dump(ranges, f)
-            quantize_static(fp32_path, out_path, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OPS),
-                            per_channel=True, activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
-                            calibrate_method=_ort_method(method), calibration_cache_path=ort_cache,
-                            extra_options={"ActivationSymmetric": tensorrt, "WeightSymmetric": True,
-                                           # TensorRT wants Q/DQ on every Conv input, including the first layer's.
-                                           "ForceQuantizeNoInputCheck": tensorrt})
+            quantize_static(
+                fp32_path,
+                out_path,
+                None,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(QUANTIZED_OPS),
+                per_channel=True,
+                activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(exclude),
+                calibrate_method=_ort_method(method),
+                calibration_cache_path=ort_cache,
+                extra_options={
+                    "ActivationSymmetric": tensorrt,
+                    "WeightSymmetric": True,
+                    # TensorRT wants Q/DQ on every Conv input, including the first layer's.
+                    "ForceQuantizeNoInputCheck": tensorrt,
+                },
+            )
     finally:  # a failed quantization must not leave the whole process's logging silenced
         root.setLevel(level)
 
@@ -193,8 +223,16 @@ def layer_groups(names: list[str], max_groups: int = 24) -> dict[str, list[str]]
     return groups
 
 
-def sensitivity(fp32_path: str, ranges: dict, method: str, target: str, probe_u8, fp32_logits,
-                threads=None, progress=lambda msg: None) -> list[dict]:
+def sensitivity(
+    fp32_path: str,
+    ranges: dict,
+    method: str,
+    target: str,
+    probe_u8,
+    fp32_logits,
+    threads=None,
+    progress=lambda msg: None,
+) -> list[dict]:
     """For each layer group: the logits error on `probe_u8` when only that group is quantized. Most
     sensitive first. (INT8 weights are a quarter of FP32's, so these runs use ORT's full optimizations.)"""
     import onnx
@@ -261,14 +299,23 @@ def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:
         failures.append(f"top-1 agreement with TF on {n} confident samples dropped by {drop:.3f} > {max_top1_drop}")
     if not vs_tf["cosine_min"] >= COSINE_FLOOR:
         failures.append(f"min cosine to TF {vs_tf['cosine_min']:.4f} < {COSINE_FLOOR}")
-    return {**vs_tf, "vs_fp32": compare.measure(int8_logits, fp32_logits), "confident_samples": n,
-            "confident_probability": CONFIDENT_PROBABILITY, "top1_agreement_confident": agree_int8,
-            "top1_drop": drop, "max_top1_drop": max_top1_drop, "cosine_floor": COSINE_FLOOR,
-            "passed": not failures, "failures": failures}
+    return {
+        **vs_tf,
+        "vs_fp32": compare.measure(int8_logits, fp32_logits),
+        "confident_samples": n,
+        "confident_probability": CONFIDENT_PROBABILITY,
+        "top1_agreement_confident": agree_int8,
+        "top1_drop": drop,
+        "max_top1_drop": max_top1_drop,
+        "cosine_floor": COSINE_FLOOR,
+        "passed": not failures,
+        "failures": failures,
+    }
 
 
-def build_variants(writer, fp32_art: dict, images, tf_logits, fp32_logits, calib, opts: Int8Options, threads,
-                   progress) -> list[dict]:
+def build_variants(
+    writer, fp32_art: dict, images, tf_logits, fp32_logits, calib, opts: Int8Options, threads, progress
+) -> list[dict]:
     """Calibrate (or reuse cached ranges), then one gated Q/DQ variant per target, written through `writer`
     (a BundleWriter); returns their manifest records. A variant that fails the gate even with every
     sensitive layer group in float raises ParityError."""
@@ -276,7 +323,8 @@ def build_variants(writer, fp32_art: dict, images, tf_logits, fp32_logits, calib
     fp32_path = writer.path(fp32_art["file"])
     key = CacheKey(fp32_art["sha256"], calib_record["sha256"], opts.method)
     cache_path = opts.cache or os.path.join(
-        cache_dir("calibration"), f"{hashlib.sha256(json.dumps(key.to_dict()).encode()).hexdigest()[:24]}.json")
+        cache_dir("calibration"), f"{hashlib.sha256(json.dumps(key.to_dict()).encode()).hexdigest()[:24]}.json"
+    )
     ranges = load_cache(cache_path, key)
     cache_state = "reused" if ranges is not None else "computed"
     if ranges is None:
@@ -287,41 +335,77 @@ def build_variants(writer, fp32_art: dict, images, tf_logits, fp32_logits, calib
     save_cache(writer.path(cache_name), key, ranges)
     cache_info = writer.record(cache_name)
     calibration_record = {**calib_record, "method": opts.method, "cache": cache_state, "cache_file": cache_info["file"]}
-    return [_gated_variant(writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress)
-            | {"calibration": calibration_record} for target in VARIANTS]
+    return [
+        _gated_variant(writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress)
+        | {"calibration": calibration_record}
+        for target in VARIANTS
+    ]
 
 
-def _gated_variant(writer, target: str, fp32_path: str, ranges: dict, images, tf_logits, fp32_logits,
-                   opts: Int8Options, threads, progress) -> dict:
+def _gated_variant(
+    writer,
+    target: str,
+    fp32_path: str,
+    ranges: dict,
+    images,
+    tf_logits,
+    fp32_logits,
+    opts: Int8Options,
+    threads,
+    progress,
+) -> dict:
     """One target's Q/DQ model behind the gate, with the float fallback when the gate fails; its record."""
     variant = VARIANTS[target]
     name = f"model.{variant}.onnx"
 
     def quantize_and_gate(exclude):
         quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
-        verdict = gate(ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits,
-                       opts.max_top1_drop)
+        verdict = gate(
+            ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits, opts.max_top1_drop
+        )
         if exclude:
             progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
         return verdict
 
     def measure_sensitivity():
-        return sensitivity(fp32_path, ranges, opts.method, target, images[:SENSITIVITY_PROBE],
-                           fp32_logits[:SENSITIVITY_PROBE], threads, progress)
+        return sensitivity(
+            fp32_path,
+            ranges,
+            opts.method,
+            target,
+            images[:SENSITIVITY_PROBE],
+            fp32_logits[:SENSITIVITY_PROBE],
+            threads,
+            progress,
+        )
 
     exclude = ()
     table = measure_sensitivity() if opts.force_sensitivity else None
     verdict = quantize_and_gate(exclude)
-    progress(f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
-             f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
-             f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}")
+    progress(
+        f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
+        f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
+        f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}"
+    )
     if not verdict["passed"]:
         table = table or measure_sensitivity()
         exclude, verdict = float_fallback(table, quantize_and_gate)
         if not verdict["passed"]:
-            raise ParityError(f"{variant} (even with every sensitive layer in float)",
-                              {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}})
-    return {**writer.record(name), "kind": "onnx", "precision": "int8", "variant": variant, "runtime": target,
-            "io_dtype": "float32", "activations": ACTIVATIONS[target], "weights": "int8 symmetric per-channel",
-            "quantized_ops": list(QUANTIZED_OPS), "float_layers": list(exclude), "gate": verdict,
-            "sensitivity": table}
+            raise ParityError(
+                f"{variant} (even with every sensitive layer in float)",
+                {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}},
+            )
+    return {
+        **writer.record(name),
+        "kind": "onnx",
+        "precision": "int8",
+        "variant": variant,
+        "runtime": target,
+        "io_dtype": "float32",
+        "activations": ACTIVATIONS[target],
+        "weights": "int8 symmetric per-channel",
+        "quantized_ops": list(QUANTIZED_OPS),
+        "float_layers": list(exclude),
+        "gate": verdict,
+        "sensitivity": table,
+    }

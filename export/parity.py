@@ -1,5 +1,6 @@
 """Parity verdicts: an exported variant's logits against TF's, judged by explicit tolerances
 (engine/compare.py); a breach is a ParityError that carries the whole report."""
+
 from __future__ import annotations
 
 from ..engine import compare
@@ -18,5 +19,7 @@ class ParityError(BitError):
     def __init__(self, what: str, report: dict):
         self.report = report
         lines = "; ".join(report["failures"])
-        super().__init__(f"{what} breaks parity: {lines} (top-1 agreement {report['top1_agreement']:.3f}, "
-                         f"cosine {report['cosine_min']:.6f}, rel L2 {report['rel_l2']:.3g})")
+        super().__init__(
+            f"{what} breaks parity: {lines} (top-1 agreement {report['top1_agreement']:.3f}, "
+            f"cosine {report['cosine_min']:.6f}, rel L2 {report['rel_l2']:.3g})"
+        )

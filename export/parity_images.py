@@ -4,6 +4,7 @@ Seeded synthetic images plus real photographs (the two that ship with scikit-lea
 manifest's preprocessing and kept as uint8, so the bundle can store them with the TF logits and a
 deployment host can re-check an engine without TensorFlow.
 """
+
 from __future__ import annotations
 
 import glob

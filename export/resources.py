@@ -1,5 +1,6 @@
 """What a step cost: resident memory now and at peak, handing freed heap back to the OS, and the tool versions
 that produced a result. The exporter records these in the manifest; the bench scripts in their results."""
+
 from __future__ import annotations
 
 import ctypes
@@ -8,8 +9,19 @@ import platform
 import resource
 from importlib import metadata
 
-TOOLS = ("bit-trt", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "openvino", "tensorrt", "tensorrt-rtx",
-         "numpy", "protobuf", "opencv-python-headless")
+TOOLS = (
+    "bit-trt",
+    "tensorflow-cpu",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "tensorrt-rtx",
+    "numpy",
+    "protobuf",
+    "opencv-python-headless",
+)
 
 
 def peak_rss_bytes() -> int:

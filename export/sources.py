@@ -3,6 +3,7 @@
 Each source yields the same thing (`LoadedModel`): weights in the official checkpoint layout, the variant
 they fit, and a TF reference callable with the one input contract (float32 NHWC in [0,1] -> logits).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,8 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -27,16 +28,18 @@ from .tensorflow_import import import_tensorflow
 from .variants import DEFAULT_CLASSES, VARIANTS, Variant, get_variant
 
 HUB_URL = os.environ.get("BIT_TRT_HUB_URL", "https://tfhub.dev")
-OTHER_SOURCES = ("--model synthetic (seeded weights, offline), --model PATH/TO/SAVEDMODEL_DIR "
-                 "(a TF Hub module downloaded elsewhere), or --model PATH/TO/BiT-S-R50x3.npz")
+OTHER_SOURCES = (
+    "--model synthetic (seeded weights, offline), --model PATH/TO/SAVEDMODEL_DIR "
+    "(a TF Hub module downloaded elsewhere), or --model PATH/TO/BiT-S-R50x3.npz"
+)
 
 
 @dataclass
 class LoadedModel:
-    weights: "OrderedDict[str, np.ndarray]"
+    weights: OrderedDict[str, np.ndarray]
     variant: Variant
     num_classes: int
-    source: dict                      # the manifest's record of where the weights came from
+    source: dict  # the manifest's record of where the weights came from
     reference: Callable = field(repr=False)  # TF: float32 NHWC [0,1] -> logits
 
     @property
@@ -63,17 +66,27 @@ def resolve(model: str) -> tuple[str, str | None]:
     raise BitError(f"--model {model!r}: no such file or directory, and not a TF Hub handle. Use {OTHER_SOURCES}")
 
 
-def load(model: str, variant: str | None = None, num_classes: int = DEFAULT_CLASSES, seed: int = 0,
-         handle: str | None = None) -> LoadedModel:
+def load(
+    model: str, variant: str | None = None, num_classes: int = DEFAULT_CLASSES, seed: int = 0, handle: str | None = None
+) -> LoadedModel:
     """Read `--model`: 'synthetic', a SavedModel directory, an .npz file, or a TF Hub handle/URL."""
     if handle is None:
         model, handle = resolve(model)
     if model == "synthetic":
         v = get_variant(variant or "r50x3")
         weights = synthetic_weights(v, num_classes, seed)
-        return _with_tf_reference(weights, v, num_classes, {
-            "kind": "synthetic", "seed": seed, "trained": False,
-            "description": f"SYNTHETIC seeded random weights (seed {seed}); NOT trained: predictions are meaningless"})
+        return _with_tf_reference(
+            weights,
+            v,
+            num_classes,
+            {
+                "kind": "synthetic",
+                "seed": seed,
+                "trained": False,
+                "description": f"SYNTHETIC seeded random weights (seed {seed}); "
+                "NOT trained: predictions are meaningless",
+            },
+        )
     if os.path.isdir(model):
         return load_savedmodel(model, variant, handle=handle)
     if model.endswith(".npz"):
@@ -87,8 +100,10 @@ def infer_variant(weights, requested: str | None, source: str) -> Variant:
     if stem_key not in weights:
         raise BitError(f"{source}: missing key {stem_key!r}: not a BiT checkpoint")
     width = weights[stem_key].shape[-1] / 64
-    units = tuple(len({m.group(1) for k in weights for m in [re.match(rf"resnet/block{b}/unit(\d+)/", k)] if m})
-                  for b in range(1, 5))
+    units = tuple(
+        len({m.group(1) for k in weights for m in [re.match(rf"resnet/block{b}/unit(\d+)/", k)] if m})
+        for b in range(1, 5)
+    )
     matches = [v for v in VARIANTS.values() if v.units == units and v.width == width]
     if not matches:
         raise BitError(f"{source}: units per block {units} and width {width:g} match no variant in the table")
@@ -102,9 +117,17 @@ def load_npz(path: str, variant: str | None = None) -> LoadedModel:
     raw = checkpoint.read_npz(path)
     v = infer_variant(raw, variant, path)
     weights, num_classes = checkpoint.in_network_order(raw, v, path)
-    return _with_tf_reference(weights, v, num_classes, {
-        "kind": "npz", "path": os.path.abspath(path), "trained": True,
-        "description": f"official BiT checkpoint {os.path.basename(path)}"})
+    return _with_tf_reference(
+        weights,
+        v,
+        num_classes,
+        {
+            "kind": "npz",
+            "path": os.path.abspath(path),
+            "trained": True,
+            "description": f"official BiT checkpoint {os.path.basename(path)}",
+        },
+    )
 
 
 def _with_tf_reference(weights, v: Variant, num_classes: int, source: dict) -> LoadedModel:
@@ -125,7 +148,7 @@ def _savedmodel_key(var_name: str) -> str:
     """A SavedModel variable name (`resnet/block1/unit01/a/group_norm/gamma:0`, maybe under a module scope) -> key."""
     name = var_name.split(":")[0]
     if "resnet/" in name:
-        name = name[name.index("resnet/"):]
+        name = name[name.index("resnet/") :]
     return name
 
 
@@ -154,7 +177,9 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
     try:
         loaded = tf.saved_model.load(path)
     except Exception as exc:
-        raise BitError(f"{path!r} is not a loadable SavedModel ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from exc
+        raise BitError(
+            f"{path!r} is not a loadable SavedModel ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
     weights = OrderedDict()
     for var in _savedmodel_variables(loaded):
         key = _savedmodel_key(var.name)
@@ -173,8 +198,12 @@ def load_savedmodel(path: str, variant: str | None = None, handle: str | None = 
             out = next(iter(out.values()))
         return np.asarray(out)
 
-    source = {"kind": "savedmodel", "path": os.path.abspath(path), "trained": True,
-              "description": f"TF SavedModel {handle or os.path.abspath(path)}"}
+    source = {
+        "kind": "savedmodel",
+        "path": os.path.abspath(path),
+        "trained": True,
+        "description": f"TF SavedModel {handle or os.path.abspath(path)}",
+    }
     if handle:
         source["handle"] = handle
     return LoadedModel(weights, v, num_classes, source, reference)
@@ -197,12 +226,16 @@ def download_hub_module(handle: str, timeout: float = 30.0) -> str:
     try:
         archive = os.path.join(staging, "module.tar.gz")
         try:
-            with urllib.request.urlopen(f"{url}{query}tf-hub-format=compressed", timeout=timeout) as resp, \
-                    open(archive, "wb") as out:
+            with (
+                urllib.request.urlopen(f"{url}{query}tf-hub-format=compressed", timeout=timeout) as resp,
+                open(archive, "wb") as out,
+            ):
                 shutil.copyfileobj(resp, out, 1 << 20)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise BitError(f"cannot download TF Hub module {handle!r} ({reason}). Offline? Use {OTHER_SOURCES}") from exc
+            raise BitError(
+                f"cannot download TF Hub module {handle!r} ({reason}). Offline? Use {OTHER_SOURCES}"
+            ) from exc
         extracted = os.path.join(staging, "module")
         try:
             with tarfile.open(archive) as tar:

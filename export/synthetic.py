@@ -4,6 +4,7 @@ The statistics are chosen so that activations stay in a trained network's range 
 (GroupNorm renormalizes every unit) and the head gives well-separated logits, so parity top-1 is meaningful
 as a parity check even though the classes are not.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -14,7 +15,7 @@ from .checkpoint import expected_shapes
 from .variants import Variant
 
 
-def synthetic_weights(variant: Variant, num_classes: int, seed: int = 0) -> "OrderedDict[str, np.ndarray]":
+def synthetic_weights(variant: Variant, num_classes: int, seed: int = 0) -> OrderedDict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     weights: OrderedDict[str, np.ndarray] = OrderedDict()
     for key, shape in expected_shapes(variant, num_classes).items():

@@ -1,5 +1,6 @@
 """Importing TensorFlow quietly: its C++ start-up chatter (oneDNN, CPU feature notes) would bury the CLI's
 progress lines. A missing TensorFlow is a BitError naming the extra that installs it."""
+
 from __future__ import annotations
 
 import logging

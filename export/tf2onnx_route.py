@@ -11,6 +11,7 @@ The graph is traced in NCHW (`bit_tf.forward(layout="NCHW")`): TF's NCHW conv ca
 but it only needs to be traced, and tf2onnx then emits Conv without the per-layer layout Transposes it
 would put around every NHWC conv. The NHWC input is transposed once, inside the graph.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,14 @@ DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = (17, 18)
 
 
-def convert(weights, variant: Variant, resolution: int | None, opset: int = DEFAULT_OPSET,
-            layout: str = "NCHW", bind: bool = True):
+def convert(
+    weights,
+    variant: Variant,
+    resolution: int | None,
+    opset: int = DEFAULT_OPSET,
+    layout: str = "NCHW",
+    bind: bool = True,
+):
     """Convert the BiT forward pass with tf2onnx; return an onnx.ModelProto.
 
     resolution None makes H and W dynamic; batch is always dynamic. With bind=True the weights become

@@ -7,6 +7,7 @@ The child ends when its parent dies, however it dies (SIGKILL included), so that
 The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json,
 images.npy), and the child writes result.npz there: the logits and its own peak RSS, or a BitError's message.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ LOG_TAIL_LINES = 5
 ORPHANED_EXIT = 125  # the child's exit status when it finds its parent gone; nobody is left to read it
 
 
-def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray,
-                        batch: int = 2) -> tuple[np.ndarray, int]:
+def tf_reference_logits(
+    model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray, batch: int = 2
+) -> tuple[np.ndarray, int]:
     """TF logits computed in a child process; returns them and the child's peak RSS in bytes.
 
     A child, because TF keeps most of what it allocated (R50x3 at 480: over 3 GB) until the process exits;
@@ -39,16 +41,30 @@ def tf_reference_logits(model: str, handle, variant, num_classes: int, seed: int
 
     with tempfile.TemporaryDirectory(prefix="bit-trt-tf-reference-") as tmp:
         with open(os.path.join(tmp, REQUEST), "w") as f:
-            json.dump({"model": model, "handle": handle, "variant": variant, "num_classes": num_classes,
-                       "seed": seed, "batch": batch}, f)
+            json.dump(
+                {
+                    "model": model,
+                    "handle": handle,
+                    "variant": variant,
+                    "num_classes": num_classes,
+                    "seed": seed,
+                    "batch": batch,
+                },
+                f,
+            )
         np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(os.path.join(tmp, LOG), "wb") as log:
             # stdin is a pipe this process never writes to: when this process dies, however it dies, the
             # child reads EOF. Its output goes to the log, so that TF's chatter stays off the CLI's progress.
-            proc = subprocess.Popen([sys.executable, "-m", "bit_trt.export.tf_reference", tmp, str(os.getpid())],
-                                    stdin=subprocess.PIPE, stdout=log, stderr=log, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bit_trt.export.tf_reference", tmp, str(os.getpid())],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
             try:
                 returncode = proc.wait()
             finally:  # interrupted (Ctrl-C, any exception): the child must not outlive this call
@@ -75,8 +91,9 @@ def _read_result(tmp: str, returncode: int):
     else:
         how = f"exit code {returncode}"
     tail = _log_tail(os.path.join(tmp, LOG))
-    raise BitError(f"the TF reference process died ({how}); nothing was written"
-                   + (f". Its last output: {tail}" if tail else ""))
+    raise BitError(
+        f"the TF reference process died ({how}); nothing was written" + (f". Its last output: {tail}" if tail else "")
+    )
 
 
 def _log_tail(path: str) -> str:
@@ -91,6 +108,7 @@ def _log_tail(path: str) -> str:
 
 
 # ---- the child -------------------------------------------------------------------------------------------------
+
 
 def _exit_with_parent(parent_pid: int) -> None:
     """End this process when the parent dies: EOF on stdin (any OS), and PR_SET_PDEATHSIG (Linux)."""
@@ -144,8 +162,9 @@ def _child_main(argv: list[str]) -> int:
         req = json.load(f)
     images_u8 = np.load(os.path.join(tmp, IMAGES), mmap_mode="r")  # read in batches, never a second whole copy
     try:
-        loaded = sources.load(req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"],
-                              handle=req["handle"])
+        loaded = sources.load(
+            req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"], handle=req["handle"]
+        )
         logits = batched(loaded.reference, images_u8, req["batch"])
     except BitError as exc:
         _write_atomically(tmp, error=np.array(str(exc)))

@@ -8,6 +8,7 @@ provably the model that was exported.
 It lives in export/ because it *is* the exporter's reference (export/sources.py builds it). The engine
 never imports it: engine/backends.py names it in its runner table and loads it only when `tf` is asked for.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,14 +38,19 @@ class TfRunner(Runner):
         else:
             where = source.get("path")
             if not where or not os.path.exists(where):
-                raise BitError(f"tf backend: the bundle was exported from {source['kind']} {where!r}, which is not on "
-                               "this host; the TF reference needs it (or use bit-check, which falls back to the "
-                               "reference logits stored in the bundle)")
-        loaded = sources.load(where, model["variant"], num_classes=int(model["num_classes"]),
-                              seed=int(source.get("seed", 0)))
+                raise BitError(
+                    f"tf backend: the bundle was exported from {source['kind']} {where!r}, which is not on "
+                    "this host; the TF reference needs it (or use bit-check, which falls back to the "
+                    "reference logits stored in the bundle)"
+                )
+        loaded = sources.load(
+            where, model["variant"], num_classes=int(model["num_classes"]), seed=int(source.get("seed", 0))
+        )
         if loaded.weights_sha256() != model["weights_sha256"]:
-            raise BitError(f"tf backend: the weights at {where!r} are not the ones this bundle was exported from "
-                           "(checksum differs)")
+            raise BitError(
+                f"tf backend: the weights at {where!r} are not the ones this bundle was exported from "
+                "(checksum differs)"
+            )
         self._reference = loaded.reference
 
     def describe(self) -> str:

@@ -7,6 +7,7 @@ variant passes NVIDIA's parser and builder; on a GPU host `tensorrt` builds plan
 Precision lives in the ONNX: networks are strongly typed (TensorRT 11 removed the FP16/INT8 builder flags
 and implicit calibrators; on TensorRT 10 we ask for STRONGLY_TYPED explicitly). No precision flag is set.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,7 +21,11 @@ from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_i
 from ..engine.user_cache import cache_dir
 
 ENGINE_CHOICES = ("auto", "none", *LIBRARIES)
-HARDWARE_COMPATIBILITY = {"none": None, "ampere_plus": "AMPERE_PLUS", "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+HARDWARE_COMPATIBILITY = {
+    "none": None,
+    "ampere_plus": "AMPERE_PLUS",
+    "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
+}
 # The U8S8 INT8 variant is for ONNX Runtime's CPU kernels; TensorRT gets the S8S8 one (int8-trt).
 NOT_FOR_TENSORRT = ("int8-ort",)
 
@@ -30,22 +35,27 @@ class BuildOptions:
     min_batch: int = 1
     opt_batch: int = 8
     max_batch: int = 32
-    optimization_level: int = 3        # 0-5: higher searches more tactics and builds longer
-    workspace_mb: int | None = None    # None: the library's default (all device memory)
-    version_compatible: bool = False   # TensorRT only: the plan runs on later TensorRT versions (lean runtime)
+    optimization_level: int = 3  # 0-5: higher searches more tactics and builds longer
+    workspace_mb: int | None = None  # None: the library's default (all device memory)
+    version_compatible: bool = False  # TensorRT only: the plan runs on later TensorRT versions (lean runtime)
     hardware_compatibility: str = "none"  # a HARDWARE_COMPATIBILITY key
-    timing_cache: str | None = None    # read if it exists, written after the build
+    timing_cache: str | None = None  # read if it exists, written after the build
     rtx_compute_capabilities: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("SM89",); empty: library default
-    tf32: bool = False                 # TensorRT enables TF32 for FP32 layers by default; FP32 parity needs it off
+    tf32: bool = False  # TensorRT enables TF32 for FP32 layers by default; FP32 parity needs it off
 
     def validate(self):
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise BitError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
+            raise BitError(
+                "batch profile must satisfy 1 <= min <= opt <= max, "
+                f"got {self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
         if not 0 <= self.optimization_level <= 5:
             raise BitError(f"builder optimization level must be 0..5, got {self.optimization_level}")
         if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
-            raise BitError(f"unknown hardware compatibility {self.hardware_compatibility!r}; choose one of: "
-                           f"{', '.join(HARDWARE_COMPATIBILITY)}")
+            raise BitError(
+                f"unknown hardware compatibility {self.hardware_compatibility!r}; choose one of: "
+                f"{', '.join(HARDWARE_COMPATIBILITY)}"
+            )
         if self.workspace_mb is not None and self.workspace_mb < 1:
             raise BitError(f"workspace must be at least 1 MB, got {self.workspace_mb}")
 
@@ -113,8 +123,10 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
             err = parser.get_error(i)
             where = f"node {err.node_name() or err.node()} ({err.node_operator()})" if err.node() >= 0 else "graph"
             errors.append(f"{where}: {err.desc()}")
-        raise BitError(f"{library} cannot parse {os.path.basename(onnx_path)}: {errors[0] if errors else 'unknown error'}"
-                       + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
+        raise BitError(
+            f"{library} cannot parse {os.path.basename(onnx_path)}: {errors[0] if errors else 'unknown error'}"
+            + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
+        )
     config = builder.create_builder_config()
     config.builder_optimization_level = options.optimization_level
     if options.workspace_mb:
@@ -128,7 +140,9 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     level = HARDWARE_COMPATIBILITY[options.hardware_compatibility]
     if level is not None:
         if not hasattr(trt.HardwareCompatibilityLevel, level):
-            raise BitError(f"{library} does not support hardware compatibility level {options.hardware_compatibility!r}")
+            raise BitError(
+                f"{library} does not support hardware compatibility level {options.hardware_compatibility!r}"
+            )
         config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, level)
     if options.rtx_compute_capabilities:
         if library != "tensorrt_rtx":
@@ -136,8 +150,10 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         config.num_compute_capabilities = len(options.rtx_compute_capabilities)
         for i, cc in enumerate(options.rtx_compute_capabilities):
             if not hasattr(trt.ComputeCapability, cc.upper()):
-                raise BitError(f"unknown compute capability {cc!r}; TensorRT-RTX knows "
-                               f"{', '.join(m for m in trt.ComputeCapability.__members__ if m.startswith('SM'))}")
+                raise BitError(
+                    f"unknown compute capability {cc!r}; TensorRT-RTX knows "
+                    f"{', '.join(m for m in trt.ComputeCapability.__members__ if m.startswith('SM'))}"
+                )
             config.set_compute_capability(getattr(trt.ComputeCapability, cc.upper()), i)
     cache_hit = False
     # TensorRT-RTX compiles tactics on the device at run time; its timing-cache calls are no-ops (deprecated).
@@ -163,12 +179,17 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         with open(tmp, "wb") as f:
             f.write(memoryview(config.get_timing_cache().serialize()))
         os.replace(tmp, options.timing_cache)
-    record = {"library": library, "library_version": trt.__version__,
-              "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
-              "optimization_level": options.optimization_level, "version_compatible": options.version_compatible,
-              "hardware_compatibility": options.hardware_compatibility,
-              "strongly_typed": strongly_typed(trt, network), "tf32": options.tf32,
-              "timing_cache": _timing_cache_state(library, use_cache, cache_hit)}
+    record = {
+        "library": library,
+        "library_version": trt.__version__,
+        "profile": {"min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+        "optimization_level": options.optimization_level,
+        "version_compatible": options.version_compatible,
+        "hardware_compatibility": options.hardware_compatibility,
+        "strongly_typed": strongly_typed(trt, network),
+        "tf32": options.tf32,
+        "timing_cache": _timing_cache_state(library, use_cache, cache_hit),
+    }
     if library == "tensorrt_rtx":
         ccs = [str(config.get_compute_capability(i)).split(".")[-1] for i in range(config.num_compute_capabilities)]
         record["target"] = {"kind": "rtx", "compute_capabilities": ccs or ["library default"]}
@@ -177,8 +198,16 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     return bytes(memoryview(plan)), record
 
 
-def build_engines(writer, artifacts: list[dict], input_name: str, resolution: int, engine: str,
-                  options: BuildOptions, require_engine: bool = False, progress=lambda msg: None) -> list[dict]:
+def build_engines(
+    writer,
+    artifacts: list[dict],
+    input_name: str,
+    resolution: int,
+    engine: str,
+    options: BuildOptions,
+    require_engine: bool = False,
+    progress=lambda msg: None,
+) -> list[dict]:
     """A plan from every ONNX artifact in `artifacts` that TensorRT runs, with the library `engine` picks.
 
     writer: where plans go (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}): the export's
@@ -191,17 +220,22 @@ def build_engines(writer, artifacts: list[dict], input_name: str, resolution: in
     trt = pick_library(engine)
     if trt is None:
         if require_engine:
-            raise BitError(f"no TensorRT or TensorRT-RTX on this host and --require-engine was given "
-                           f"({install_hint('tensorrt_rtx')})")
-        progress(f"no TensorRT or TensorRT-RTX on this host: ONNX variants written, no engines "
-                 f"({install_hint('tensorrt_rtx')})")
+            raise BitError(
+                f"no TensorRT or TensorRT-RTX on this host and --require-engine was given "
+                f"({install_hint('tensorrt_rtx')})"
+            )
+        progress(
+            f"no TensorRT or TensorRT-RTX on this host: ONNX variants written, no engines "
+            f"({install_hint('tensorrt_rtx')})"
+        )
         return []
     library = trt.__name__
     target = gpu_compute_capability() if library == "tensorrt" else "rtx"
     if options.timing_cache is None and library == "tensorrt":  # per library version and GPU, like plans
         os.makedirs(cache_dir("timing"), exist_ok=True)
-        options = dataclasses.replace(options, timing_cache=os.path.join(
-            cache_dir("timing"), f"{library}-{trt.__version__}-{target}.cache"))
+        options = dataclasses.replace(
+            options, timing_cache=os.path.join(cache_dir("timing"), f"{library}-{trt.__version__}-{target}.cache")
+        )
     plans = []
     for art in artifacts:
         variant = art.get("variant", art["precision"])
@@ -216,6 +250,14 @@ def build_engines(writer, artifacts: list[dict], input_name: str, resolution: in
         del plan
         record["build_s"] = round(time.perf_counter() - start, 2)
         progress(f"{name}: built in {record['build_s']:.1f} s")
-        plans.append({**writer.record(name), "kind": "engine", "precision": art["precision"], "variant": variant,
-                      "from": art["file"], **record})
+        plans.append(
+            {
+                **writer.record(name),
+                "kind": "engine",
+                "precision": art["precision"],
+                "variant": variant,
+                "from": art["file"],
+                **record,
+            }
+        )
     return plans

@@ -4,6 +4,7 @@ One row per variant drives model building, checkpoint key layout, tests and docs
 channel count (stem 64w, bottleneck mid 64w*2^b, out 256w*2^b); tiny variants use a fractional width so
 that each GroupNorm still has 32 groups.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,16 +45,19 @@ def _hub(name: str) -> str:
     return f"google/bit/s-{name}/ilsvrc2012_classification/1"
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in [
-    Variant("r50x1", (3, 4, 6, 3), 1, _hub("r50x1"), "BiT-S-R50x1.npz"),
-    Variant("r50x3", (3, 4, 6, 3), 3, _hub("r50x3"), "BiT-S-R50x3.npz"),
-    Variant("r101x1", (3, 4, 23, 3), 1, _hub("r101x1"), "BiT-S-R101x1.npz"),
-    Variant("r101x3", (3, 4, 23, 3), 3, _hub("r101x3"), "BiT-S-R101x3.npz"),
-    Variant("r152x4", (3, 8, 36, 3), 4, _hub("r152x4"), "BiT-S-R152x4.npz"),
-    # Test variants: the same architecture and traps, one or two units per block, 32-channel stem.
-    Variant("tiny", (1, 1, 1, 1), 0.5, tiny=True),
-    Variant("tiny2", (2, 1, 2, 1), 0.5, tiny=True),
-]}
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("r50x1", (3, 4, 6, 3), 1, _hub("r50x1"), "BiT-S-R50x1.npz"),
+        Variant("r50x3", (3, 4, 6, 3), 3, _hub("r50x3"), "BiT-S-R50x3.npz"),
+        Variant("r101x1", (3, 4, 23, 3), 1, _hub("r101x1"), "BiT-S-R101x1.npz"),
+        Variant("r101x3", (3, 4, 23, 3), 3, _hub("r101x3"), "BiT-S-R101x3.npz"),
+        Variant("r152x4", (3, 8, 36, 3), 4, _hub("r152x4"), "BiT-S-R152x4.npz"),
+        # Test variants: the same architecture and traps, one or two units per block, 32-channel stem.
+        Variant("tiny", (1, 1, 1, 1), 0.5, tiny=True),
+        Variant("tiny2", (2, 1, 2, 1), 0.5, tiny=True),
+    ]
+}
 
 
 def get_variant(name: str) -> Variant:

@@ -33,8 +33,9 @@ def pytest_collection_modifyitems(config, items):
 def run_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedProcess:
     """Run one of our console entry points as a user would, in a fresh interpreter."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
-                          env=full_env, timeout=900, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=full_env, timeout=900, **kw
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +65,16 @@ def tiny_bundle(tmp_path_factory):
     from bit_trt.export.exporter import ExportOptions, export
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    RETURNED_MANIFESTS[str(out)] = export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES,
-                                                        parity_synthetic=2, precisions=("fp32", "fp16"), engine="none"))
+    RETURNED_MANIFESTS[str(out)] = export(
+        ExportOptions(
+            out=str(out),
+            variant="tiny",
+            resolution=TINY_RES,
+            parity_synthetic=2,
+            precisions=("fp32", "fp16"),
+            engine="none",
+        )
+    )
     return out
 
 
@@ -78,17 +87,27 @@ def tiny_full_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("bundles-full")
     out = root / "tiny"
     os.environ.setdefault("BIT_TRT_CACHE", str(root / "cache"))
-    export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES, parity_synthetic=2,
-                         precisions=("fp32", "fp16", "int8"), engine="tensorrt_rtx",
-                         int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8)))
+    export(
+        ExportOptions(
+            out=str(out),
+            variant="tiny",
+            resolution=TINY_RES,
+            parity_synthetic=2,
+            precisions=("fp32", "fp16", "int8"),
+            engine="tensorrt_rtx",
+            int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8),
+        )
+    )
     return out
 
 
 @pytest.fixture
 def copy_bundle(tmp_path):
     """copy_bundle(src) -> a private copy of a session bundle, for tests that damage or edit it."""
+
     def copy(src):
         dst = tmp_path / "bundle-copy"
         shutil.copytree(src, dst)
         return dst
+
     return copy

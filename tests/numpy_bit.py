@@ -1,6 +1,7 @@
 """An independent NumPy BiT forward pass, written from the paper and big_transfer's description, not from
 bit_tf.py. Tests compare the TF model and the exported ONNX against it, so an architecture trap that both
 of our implementations share (they share `bit_tf.forward`) is still caught."""
+
 import numpy as np
 
 from bit_trt.export.variants import Variant
@@ -16,7 +17,7 @@ def conv(x, kernel_hwio, stride=1, pad=0):
     out = np.zeros((n, oh, ow, cout))
     for i in range(kh):
         for j in range(kw):
-            patch = x[:, i:i + stride * oh:stride, j:j + stride * ow:stride, :]
+            patch = x[:, i : i + stride * oh : stride, j : j + stride * ow : stride, :]
             out += patch @ kernel_hwio[i, j]
     return out
 
@@ -43,7 +44,7 @@ def max_pool_3x3_s2_zero_pad(x):
     out = np.full((n, oh, ow, c), -np.inf)
     for i in range(3):
         for j in range(3):
-            out = np.maximum(out, x[:, i:i + 2 * oh:2, j:j + 2 * ow:2, :])
+            out = np.maximum(out, x[:, i : i + 2 * oh : 2, j : j + 2 * ow : 2, :])
     return out
 
 

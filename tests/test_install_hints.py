@@ -1,4 +1,5 @@
 """Every install hint names an extra that exists and really brings the missing module."""
+
 import os
 import re
 

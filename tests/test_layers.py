@@ -8,6 +8,7 @@
 - Memory accounting has one owner (export/resources.py): ru_maxrss is KiB on Linux, and a second
   reader is a second chance to get the unit wrong.
 """
+
 import ast
 import importlib
 import os
@@ -36,7 +37,7 @@ def _imports(path):
                 yield alias.name, node.lineno
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module
@@ -75,15 +76,16 @@ def test_imports_between_folders_resolve_on_disk_and_at_run_time(folder):
             if not module.startswith("bit_trt."):
                 continue
             where = f"{os.path.relpath(path, ROOT)}:{line}"
-            if "." in module[len("bit_trt."):] and _on_disk(module) is None:
+            if "." in module[len("bit_trt.") :] and _on_disk(module) is None:
                 # `from ..engine.compare import measure` also yields ...compare.measure, a name, not a module
                 parent = module.rsplit(".", 1)[0]
                 assert _on_disk(parent) is not None, f"{where}: {module} has no file on disk"
                 continue
             assert _on_disk(module) is not None, f"{where}: {module} has no file on disk"
             spec = importlib.util.find_spec(module)
-            assert spec is not None and os.path.samefile(spec.origin, _on_disk(module)), \
+            assert spec is not None and os.path.samefile(spec.origin, _on_disk(module)), (
                 f"{where}: {module} resolves elsewhere at run time"
+            )
 
 
 def test_no_absolute_self_imports_in_the_package():

@@ -1,4 +1,5 @@
 """Every CPU backend on a real exported bundle, against the TF logits the bundle recorded."""
+
 import numpy as np
 import pytest
 
@@ -17,8 +18,9 @@ def _parity_set(path):
     return scale_uint8(images), tf_logits
 
 
-@pytest.mark.parametrize("backend,precision", [(b, p) for b in CPU_BACKENDS for p in ("fp32", "fp16", "int8")
-                                               if b != "tf" or p == "fp32"])  # the TF reference is FP32 only
+@pytest.mark.parametrize(
+    "backend,precision", [(b, p) for b in CPU_BACKENDS for p in ("fp32", "fp16", "int8") if b != "tf" or p == "fp32"]
+)  # the TF reference is FP32 only
 def test_backend_matches_tf(tiny_full_bundle, backend, precision):
     images, tf_logits = _parity_set(tiny_full_bundle)
     runner = backends.create(load_bundle(str(tiny_full_bundle)), backend, precision)
@@ -43,11 +45,14 @@ def test_auto_on_a_cpu_host_picks_openvino_and_says_so(tiny_full_bundle):
 
 
 @pytest.mark.skipif(gpu_host.has_gpu(), reason="checks the CPU-host errors")
-@pytest.mark.parametrize("backend,expected", [
-    ("ort-cuda", "has no CUDAExecutionProvider"),
-    ("ort-trt", "has no TensorrtExecutionProvider"),
-    ("trt", "no NVIDIA GPU found on this host"),
-])
+@pytest.mark.parametrize(
+    "backend,expected",
+    [
+        ("ort-cuda", "has no CUDAExecutionProvider"),
+        ("ort-trt", "has no TensorrtExecutionProvider"),
+        ("trt", "no NVIDIA GPU found on this host"),
+    ],
+)
 def test_gpu_backends_on_a_cpu_host_say_why(tiny_full_bundle, backend, expected):
     with pytest.raises(BitError, match=expected):
         Classifier(str(tiny_full_bundle), backend=backend).predict(np.zeros((8, 8, 3), np.uint8))

@@ -1,4 +1,5 @@
 """bit-check: the deployment host proves its engine against TF (live, or the logits stored in the bundle)."""
+
 import hashlib
 import json
 import shutil
@@ -71,6 +72,8 @@ def test_reference_of_another_shape_is_a_clear_error(bundle_copy):
     (bundle_copy / "manifest.json").write_text(json.dumps(manifest))
     proc = run_cli(CHECK, bundle_copy, "--backend", "ort-cpu", "--reference", "stored")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "bit-check: error: cannot compare logits of shape (4, 1000) with reference logits of shape (4, 10)" \
+    assert (
+        "bit-check: error: cannot compare logits of shape (4, 1000) with reference logits of shape (4, 10)"
         in proc.stderr
+    )
     assert "Traceback" not in proc.stderr

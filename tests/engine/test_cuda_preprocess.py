@@ -6,6 +6,7 @@ so its arithmetic is checked against OpenCV on CPU-only machines. On a GPU the k
 at 480 fewer than 0.5% of values differ at all (OpenCV's vectorized and scalar loops round differently
 at a few positions).
 """
+
 import ctypes
 import subprocess
 
@@ -24,18 +25,49 @@ STEP = 1 / 255 + 1e-6
 @pytest.fixture(scope="module")
 def host_kernel(tmp_path_factory):
     lib = tmp_path_factory.mktemp("kernel") / "libpreprocess.so"
-    subprocess.run([cuda_preprocess.find_nvcc(), "-shared", "-Xcompiler", "-fPIC", "-O2",
-                    cuda_preprocess.KERNEL_SOURCE, "-o", str(lib)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            cuda_preprocess.find_nvcc(),
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-O2",
+            cuda_preprocess.KERNEL_SOURCE,
+            "-o",
+            str(lib),
+        ],
+        check=True,
+        capture_output=True,
+    )
     fn = ctypes.CDLL(str(lib)).bit_preprocess_u8_host
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_int,
-                   ctypes.c_int, ctypes.c_int, ctypes.c_float]
+    fn.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_float,
+    ]
 
     def run(src, size, mode="bilinear", layout="NHWC"):
         src = np.ascontiguousarray(src)
         out = np.empty((size, size, 3) if layout == "NHWC" else (3, size, size), np.float32)
-        fn(src.ctypes.data, src.shape[0], src.shape[1], src.strides[0], out.ctypes.data, size,
-           int(layout == "NCHW"), cuda_preprocess.MODES[mode], np.float32(1 / 255))
+        fn(
+            src.ctypes.data,
+            src.shape[0],
+            src.shape[1],
+            src.strides[0],
+            out.ctypes.data,
+            size,
+            int(layout == "NCHW"),
+            cuda_preprocess.MODES[mode],
+            np.float32(1 / 255),
+        )
         return out
+
     return run
 
 

@@ -1,5 +1,6 @@
 """The CUDA preprocessing kernel on a real GPU through pycuda: pinned staging, async copy, kernel, against
 the CPU path. Needs a GPU and pycuda, not TensorRT, so a lent GPU machine can run it."""
+
 import cv2
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_kernel_equals_cpu_path(cuda, layout):
     d_raw = cuda.mem_alloc(pinned.nbytes)
     offset = 0
     for img in images:
-        pinned[offset:offset + img.nbytes] = img.reshape(-1)
+        pinned[offset : offset + img.nbytes] = img.reshape(-1)
         offset += img.nbytes
     cuda.memcpy_htod_async(d_raw, pinned, stream)
     offset = 0

@@ -1,4 +1,5 @@
 """A plan from another TensorRT version or GPU is refused from the manifest, before TensorRT sees a byte."""
+
 import json
 
 import pytest
@@ -8,11 +9,22 @@ from bit_trt.engine.bundle import load_bundle
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.plan_check import check_plan
 
-GPU_PLAN = {"file": "model.fp32.trt11.0.1.sm90.plan", "library": "tensorrt", "library_version": "11.0.1",
-            "from": "model.fp32.onnx", "version_compatible": False, "hardware_compatibility": "none",
-            "target": {"kind": "gpu", "compute_capability": "sm90"}}
-RTX_PLAN = {"file": "model.fp16.rtx1.7.1.116.rtx.plan", "library": "tensorrt_rtx", "library_version": "1.7.1.116",
-            "from": "model.fp16.onnx", "target": {"kind": "rtx", "compute_capabilities": ["library default"]}}
+GPU_PLAN = {
+    "file": "model.fp32.trt11.0.1.sm90.plan",
+    "library": "tensorrt",
+    "library_version": "11.0.1",
+    "from": "model.fp32.onnx",
+    "version_compatible": False,
+    "hardware_compatibility": "none",
+    "target": {"kind": "gpu", "compute_capability": "sm90"},
+}
+RTX_PLAN = {
+    "file": "model.fp16.rtx1.7.1.116.rtx.plan",
+    "library": "tensorrt_rtx",
+    "library_version": "1.7.1.116",
+    "from": "model.fp16.onnx",
+    "target": {"kind": "rtx", "compute_capabilities": ["library default"]},
+}
 
 
 def test_matching_plan_passes():
@@ -21,16 +33,19 @@ def test_matching_plan_passes():
     check_plan(RTX_PLAN, "1.7.1.116", "sm89")
 
 
-@pytest.mark.parametrize("art,version,cc,message", [
-    (GPU_PLAN, "11.1.0", "sm90", "built by tensorrt 11.0.1 but tensorrt 11.1.0 is installed"),
-    (GPU_PLAN, "11.0.1", "sm89", "built for sm90 but this GPU is sm89"),
-    (GPU_PLAN, None, "sm90", "not installed here; pip install 'bit-trt\\[gpu\\]'"),
-    (GPU_PLAN, "11.0.1", None, "no NVIDIA GPU found"),
-    ({**GPU_PLAN, "version_compatible": True}, "10.9.0", "sm90", "runs on tensorrt 11.x at or above 11.0.1"),
-    ({**GPU_PLAN, "hardware_compatibility": "ampere_plus"}, "11.0.1", "sm75", "Ampere-and-later plan"),
-    (RTX_PLAN, "1.7.1.116", "sm90", "RTX-class GPUs only"),
-    ({**RTX_PLAN, "target": {"kind": "rtx", "compute_capabilities": ["sm89"]}}, "1.7.1.116", "sm86", "for sm89"),
-])
+@pytest.mark.parametrize(
+    "art,version,cc,message",
+    [
+        (GPU_PLAN, "11.1.0", "sm90", "built by tensorrt 11.0.1 but tensorrt 11.1.0 is installed"),
+        (GPU_PLAN, "11.0.1", "sm89", "built for sm90 but this GPU is sm89"),
+        (GPU_PLAN, None, "sm90", "not installed here; pip install 'bit-trt\\[gpu\\]'"),
+        (GPU_PLAN, "11.0.1", None, "no NVIDIA GPU found"),
+        ({**GPU_PLAN, "version_compatible": True}, "10.9.0", "sm90", "runs on tensorrt 11.x at or above 11.0.1"),
+        ({**GPU_PLAN, "hardware_compatibility": "ampere_plus"}, "11.0.1", "sm75", "Ampere-and-later plan"),
+        (RTX_PLAN, "1.7.1.116", "sm90", "RTX-class GPUs only"),
+        ({**RTX_PLAN, "target": {"kind": "rtx", "compute_capabilities": ["sm89"]}}, "1.7.1.116", "sm86", "for sm89"),
+    ],
+)
 def test_mismatches_name_the_cause_and_the_rebuild(art, version, cc, message):
     with pytest.raises(BitError, match=message) as err:
         check_plan(art, version, cc, "/srv/bundle")

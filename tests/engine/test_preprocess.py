@@ -41,10 +41,13 @@ def test_mixed_inputs_and_sizes(tmp_path):
     assert batch[0].max() == 0 and batch[1].min() == 1 and np.allclose(batch[2], 0.5)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b"this is text, not an image", "not a decodable image"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"this is text, not an image", "not a decodable image"),
+    ],
+)
 def test_bad_bytes(data, message):
     with pytest.raises(BitError, match=message):
         preprocess([data], SPEC)
@@ -56,12 +59,15 @@ def test_truncated_jpeg():
         preprocess([buf.tobytes()[:100]], SPEC)
 
 
-@pytest.mark.parametrize("arr, message", [
-    (np.zeros((4, 4, 2), np.uint8), "3 \\(RGB\\) or 4 \\(RGBA\\) channels"),
-    (np.full((4, 4, 3), np.nan, np.float32), "NaN or Inf"),
-    (np.full((4, 4, 3), 2.0, np.float32), "must be in \\[0, 1\\]"),
-    (np.zeros((4, 4, 3), np.int32), "unsupported image dtype"),
-])
+@pytest.mark.parametrize(
+    "arr, message",
+    [
+        (np.zeros((4, 4, 2), np.uint8), "3 \\(RGB\\) or 4 \\(RGBA\\) channels"),
+        (np.full((4, 4, 3), np.nan, np.float32), "NaN or Inf"),
+        (np.full((4, 4, 3), 2.0, np.float32), "must be in \\[0, 1\\]"),
+        (np.zeros((4, 4, 3), np.int32), "unsupported image dtype"),
+    ],
+)
 def test_bad_arrays(arr, message):
     with pytest.raises(BitError, match=message):
         preprocess([arr], SPEC)

@@ -1,4 +1,5 @@
 """Bad input to any runner: a clear BitError, and the runner answers the next good call correctly."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """One Classifier shared by many server threads: every answer equals the single-threaded one."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,8 +12,9 @@ from tests.conftest import TINY_RES
 @pytest.mark.parametrize("backend", ["ort-cpu", "openvino"])
 def test_concurrent_predicts_are_correct(tiny_full_bundle, backend):
     rng = np.random.default_rng(5)
-    images = [rng.integers(0, 256, (int(rng.integers(20, 200)), int(rng.integers(20, 200)), 3), np.uint8)
-              for _ in range(12)]
+    images = [
+        rng.integers(0, 256, (int(rng.integers(20, 200)), int(rng.integers(20, 200)), 3), np.uint8) for _ in range(12)
+    ]
     with Classifier(str(tiny_full_bundle), backend=backend) as clf:
         expected = [clf.predict(img).logits for img in images]
         with ThreadPoolExecutor(max_workers=8) as pool:

@@ -2,6 +2,7 @@
 
 Marked `gpu`: skipped with a reason where there is no GPU, TensorRT or pycuda (conftest).
 """
+
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,9 +27,17 @@ def gpu_bundle(tmp_path_factory):
     from bit_trt.export.exporter import ExportOptions, export
 
     out = tmp_path_factory.mktemp("gpu") / "tiny"
-    export(ExportOptions(out=str(out), variant="tiny", resolution=TINY_RES, parity_synthetic=2,
-                         precisions=("fp32", "fp16"), engine="tensorrt",
-                         build=trt_engine.BuildOptions(min_batch=1, opt_batch=4, max_batch=4)))
+    export(
+        ExportOptions(
+            out=str(out),
+            variant="tiny",
+            resolution=TINY_RES,
+            parity_synthetic=2,
+            precisions=("fp32", "fp16"),
+            engine="tensorrt",
+            build=trt_engine.BuildOptions(min_batch=1, opt_batch=4, max_batch=4),
+        )
+    )
     return out
 
 
@@ -92,7 +101,7 @@ def test_bad_input_keeps_the_runner_usable(gpu_bundle):
         with pytest.raises(BitError, match="uint8 RGB HWC"):
             clf.runner.infer_uint8([np.zeros((10, 10), np.uint8)])
         big = np.concatenate([batch] * 3)  # above the profile's max of 4: split
-        np.testing.assert_allclose(clf.runner.infer(big)[:len(batch)], ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(clf.runner.infer(big)[: len(batch)], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_plan_from_another_version_is_refused(gpu_bundle, tmp_path):

@@ -1,4 +1,5 @@
 """The TF model against an independent NumPy implementation: the architecture traps, checked numerically."""
+
 import numpy as np
 import pytest
 
@@ -27,7 +28,7 @@ def _max_pool_3x3_s2(x, pad_value):
     """The root block's pool with an explicit pad value: 0 (BiT) or -inf (TF's SAME pool, an ONNX MaxPool pad)."""
     x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value)
     oh, ow = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
-    return np.max([x[:, i:i + 2 * oh:2, j:j + 2 * ow:2, :] for i in range(3) for j in range(3)], axis=0)
+    return np.max([x[:, i : i + 2 * oh : 2, j : j + 2 * ow : 2, :] for i in range(3) for j in range(3)], axis=0)
 
 
 def test_stem_pool_pads_with_zero_not_minus_inf(tiny, tiny_weights, monkeypatch):

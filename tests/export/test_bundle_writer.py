@@ -10,10 +10,13 @@ from bit_trt.export.bundle_writer import BundleWriter
 
 def _matmul_model(n=512):
     w = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])],
-                              [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w
 
 

@@ -1,4 +1,5 @@
 """Calibration sets: what is read, what is skipped, what is refused."""
+
 import cv2
 import numpy as np
 import pytest

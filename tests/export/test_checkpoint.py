@@ -1,4 +1,5 @@
 """Official `.npz` checkpoints: written here in the exact official layout, then read back through `--model`."""
+
 import numpy as np
 import pytest
 
@@ -59,7 +60,11 @@ def test_extra_key_is_named(tmp_path, tiny_weights):
 def test_misshaped_key_is_named(tmp_path, tiny_weights):
     w = dict(tiny_weights)
     w["resnet/block2/unit01/b/standardized_conv2d/kernel"] = np.zeros((1, 1, 64, 64), np.float32)
-    with pytest.raises(BitError, match=r"key 'resnet/block2/unit01/b/standardized_conv2d/kernel' has shape \(1, 1, 64, 64\), expected \(3, 3, 64, 64\)"):
+    with pytest.raises(
+        BitError,
+        match=r"key 'resnet/block2/unit01/b/standardized_conv2d/kernel' has shape \(1, 1, 64, 64\), "
+        r"expected \(3, 3, 64, 64\)",
+    ):
         sources.load(_write(tmp_path, w))
 
 

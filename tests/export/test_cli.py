@@ -1,4 +1,5 @@
 """`bit-export` as a user runs it: a fresh process, its output, its exit code, and what it leaves on disk."""
+
 import json
 import resource
 import signal
@@ -49,8 +50,22 @@ def test_same_input_same_bytes_whatever_the_hash_seed(tmp_path):
     digests = []
     for seed in ("1", "2"):
         out = tmp_path / f"b{seed}"
-        proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "32", "--num-classes", "10", "--out", out,
-                       "--engine", "none", "--parity-images", "2", env={"PYTHONHASHSEED": seed})
+        proc = run_cli(
+            EXPORT,
+            "--variant",
+            "tiny",
+            "--resolution",
+            "32",
+            "--num-classes",
+            "10",
+            "--out",
+            out,
+            "--engine",
+            "none",
+            "--parity-images",
+            "2",
+            env={"PYTHONHASHSEED": seed},
+        )
         assert proc.returncode == 0, proc.stderr
         digests.append(json.loads((out / "manifest.json").read_text())["artifacts"][0]["sha256"])
     assert digests[0] == digests[1]
@@ -99,9 +114,25 @@ def _limit_file_size():
 
 def test_disk_full_mid_write_leaves_nothing(tmp_path):
     """A 2 MB file-size limit: the 12 MB ONNX write fails part way, like a full disk."""
-    proc = subprocess.run([sys.executable, "-m", EXPORT, "--variant", "tiny", "--resolution", "64",
-                           "--out", str(tmp_path / "b"), "--parity-images", "2"],
-                          capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            EXPORT,
+            "--variant",
+            "tiny",
+            "--resolution",
+            "64",
+            "--out",
+            str(tmp_path / "b"),
+            "--parity-images",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limit_file_size,
+        timeout=600,
+    )
     assert proc.returncode == 1
     assert "disk full" in _one_line_error(proc)
     assert list(tmp_path.iterdir()) == []
@@ -129,8 +160,21 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
     labels = tmp_path / "flowers.txt"
     labels.write_text("daisy\ndandelion\nrose\nsunflower\ntulip\n")
     out = tmp_path / "b"
-    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--num-classes", "5", "--labels", labels,
-                   "--out", out, "--parity-images", "2")
+    proc = run_cli(
+        EXPORT,
+        "--variant",
+        "tiny",
+        "--resolution",
+        "64",
+        "--num-classes",
+        "5",
+        "--labels",
+        labels,
+        "--out",
+        out,
+        "--parity-images",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr
     from bit_trt.engine.bundle import load_bundle
     from bit_trt.export.parity_images import real_photo_paths
@@ -139,15 +183,27 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
     assert bundle.num_classes == 5 and bundle.manifest["labels"]["kind"] == "custom"
     assert [entry["name"] for entry in bundle.labels()] == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
     shown = run_cli("bit_trt.engine.classify_cli", out, real_photo_paths()[0], "--top", "3").stdout.splitlines()
-    assert len(shown) == 4 and all(line.split("%", 1)[1].strip() in {"daisy", "dandelion", "rose", "sunflower", "tulip"}
-                                   for line in shown[1:])
+    assert len(shown) == 4 and all(
+        line.split("%", 1)[1].strip() in {"daisy", "dandelion", "rose", "sunflower", "tulip"} for line in shown[1:]
+    )
 
 
 def test_labels_count_must_match_head(tmp_path):
     labels = tmp_path / "two.txt"
     labels.write_text("a\nb\n")
-    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--num-classes", "5", "--labels", labels,
-                   "--out", tmp_path / "b")
+    proc = run_cli(
+        EXPORT,
+        "--variant",
+        "tiny",
+        "--resolution",
+        "64",
+        "--num-classes",
+        "5",
+        "--labels",
+        labels,
+        "--out",
+        tmp_path / "b",
+    )
     assert proc.returncode == 1 and "has 2 names; the model has 5 classes" in _one_line_error(proc)
 
 
@@ -162,10 +218,35 @@ def test_cli_defaults_are_the_options_defaults():
 def test_cli_flags_reach_the_options():
     from bit_trt.export.cli import build_parser, options_from_args
 
-    o = options_from_args(build_parser().parse_args(
-        ["--out", "x", "--precision", "all", "--calib-method", "entropy", "--calib-batch", "3", "--max-batch", "16",
-         "--rtx-cc", "SM89", "--rtx-cc", "SM120", "--hardware-compat", "ampere_plus", "--labels", "l.txt",
-         "--parity-images", "0", "--builder-opt-level", "5", "--int8-sensitivity"]))
+    o = options_from_args(
+        build_parser().parse_args(
+            [
+                "--out",
+                "x",
+                "--precision",
+                "all",
+                "--calib-method",
+                "entropy",
+                "--calib-batch",
+                "3",
+                "--max-batch",
+                "16",
+                "--rtx-cc",
+                "SM89",
+                "--rtx-cc",
+                "SM120",
+                "--hardware-compat",
+                "ampere_plus",
+                "--labels",
+                "l.txt",
+                "--parity-images",
+                "0",
+                "--builder-opt-level",
+                "5",
+                "--int8-sensitivity",
+            ]
+        )
+    )
     assert o.precisions == ("fp32", "fp16", "int8") and o.labels_file == "l.txt" and o.parity_synthetic == 0
     assert o.int8.method == "entropy" and o.int8.calib_batch == 3 and o.int8.force_sensitivity
     assert o.build.max_batch == 16 and o.build.rtx_compute_capabilities == ("SM89", "SM120")

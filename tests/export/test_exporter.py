@@ -1,4 +1,5 @@
 """A whole export of the tiny variant: the bundle, its manifest, and the checks a reader runs on it."""
+
 import json
 
 import numpy as np
@@ -17,8 +18,16 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     assert m["format"] == "bit-trt-bundle" and m["format_version"] == 1
     assert m["model"]["variant"] == "tiny" and m["model"]["num_classes"] == 1000
     assert m["model"]["trained"] is False and "NOT trained" in m["model"]["source"]["description"]
-    assert m["input"] == {"name": "images", "layout": "NHWC", "dtype": "float32", "color": "RGB",
-                          "value_range": [0.0, 1.0], "resolution": 64, "resize": "bilinear", "decoder": "opencv"}
+    assert m["input"] == {
+        "name": "images",
+        "layout": "NHWC",
+        "dtype": "float32",
+        "color": "RGB",
+        "value_range": [0.0, 1.0],
+        "resolution": 64,
+        "resize": "bilinear",
+        "decoder": "opencv",
+    }
     art = m["artifacts"][0]
     assert art["precision"] == "fp32" and art["opset"] == 17
     assert art["sha256"] == sha256_file(tiny_bundle / art["file"])

@@ -1,4 +1,5 @@
 """The FP16 variant: float16 inside, float32 at the edges, islands by measurement, parity against TF and FP32."""
+
 import json
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The real sizes at the real resolution: R50x1 and R50x3 at 480x480, through the CLI (slow: ~1 and ~2 min)."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """Each rewrite of the converted graph: what it removes, and that the numbers do not move."""
+
 import numpy as np
 import onnxruntime as ort
 import pytest

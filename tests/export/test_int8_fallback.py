@@ -1,4 +1,5 @@
 """The INT8 float fallback: which layer groups stay in float, in what order, up to every group."""
+
 import logging
 
 import pytest
@@ -13,9 +14,11 @@ def _table(groups: int) -> list[dict]:
 
 def _gate_passing_with(needed: int, tried: list):
     """A gate that holds once the `needed` most sensitive groups are in float; records each attempt."""
+
     def try_exclude(layers):
         tried.append(len(layers) // 2)
         return {"passed": len(layers) >= 2 * needed}
+
     return try_exclude
 
 
@@ -48,8 +51,7 @@ def test_a_failed_quantization_restores_logging(tiny_bundle, tmp_path):
     root.setLevel(logging.INFO)
     try:
         with pytest.raises(KeyError):  # ranges without ORT's calibration keys: quantize_static itself fails
-            int8.quantize(str(tiny_bundle / "model.fp32.onnx"), str(tmp_path / "q.onnx"), {}, "minmax",
-                          "tensorrt")
+            int8.quantize(str(tiny_bundle / "model.fp32.onnx"), str(tmp_path / "q.onnx"), {}, "minmax", "tensorrt")
         assert root.level == logging.INFO
     finally:
         root.setLevel(before)

@@ -1,4 +1,5 @@
 """The INT8 accuracy gate on logits whose answers are known."""
+
 import numpy as np
 
 from bit_trt.export import int8

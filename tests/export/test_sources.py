@@ -1,4 +1,5 @@
 """SavedModel directories and TF Hub handles, including a real download from a local HTTP server."""
+
 import http.server
 import io
 import tarfile

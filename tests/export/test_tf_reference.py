@@ -1,5 +1,6 @@
 """The TF reference child: the logits TF gives in-process, its own peak RSS, its errors, and that it never outlives
 the exporter, however the exporter dies."""
+
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import scale_uint8
 from bit_trt.export.parity_images import synthetic_images
@@ -67,9 +69,26 @@ def test_sigkill_of_exporter_ends_the_reference_child(tmp_path):
     out = tmp_path / "b"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     with open(tmp_path / "stderr.txt", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bit_trt.export.cli", "--variant", "tiny", "--resolution", "64",
-                                 "--parity-images", "2", "--engine", "none", "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=log, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bit_trt.export.cli",
+                "--variant",
+                "tiny",
+                "--resolution",
+                "64",
+                "--parity-images",
+                "2",
+                "--engine",
+                "none",
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
     recorded = []
     try:
         exporter = psutil.Process(proc.pid)

@@ -2,6 +2,7 @@
 
 The accuracy numbers here are real: 450 held-out digits, labels known. Training takes ~40 s on 2 cores.
 """
+
 import json
 
 import cv2
@@ -35,18 +36,46 @@ def trained(tmp_path_factory):
     evaluation = _write_pngs(root / "eval", x_te[:200])
     cache = root / "cache"
     out = root / "bundle"
-    proc = run_cli(EXPORT, "--model", root / "bit-tiny-digits.npz", "--resolution", trained_tiny.RESOLUTION,
-                   "--labels", root / "digits.txt", "--precision", "all", "--calib-images", calib,
-                   "--eval-images", evaluation, "--eval-count", 200, "--out", out, "--int8-sensitivity",
-                   env={"BIT_TRT_CACHE": str(cache)})
+    proc = run_cli(
+        EXPORT,
+        "--model",
+        root / "bit-tiny-digits.npz",
+        "--resolution",
+        trained_tiny.RESOLUTION,
+        "--labels",
+        root / "digits.txt",
+        "--precision",
+        "all",
+        "--calib-images",
+        calib,
+        "--eval-images",
+        evaluation,
+        "--eval-count",
+        200,
+        "--out",
+        out,
+        "--int8-sensitivity",
+        env={"BIT_TRT_CACHE": str(cache)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"root": root, "bundle": out, "tf_accuracy": tf_accuracy, "x_te": x_te, "y_te": y_te,
-            "calib": calib, "eval": evaluation, "cache": cache, "stdout": proc.stdout}
+    return {
+        "root": root,
+        "bundle": out,
+        "tf_accuracy": tf_accuracy,
+        "x_te": x_te,
+        "y_te": y_te,
+        "calib": calib,
+        "eval": evaluation,
+        "cache": cache,
+        "stdout": proc.stdout,
+    }
 
 
 def _accuracy(path, x_u8, y):
     with OrtRunner(path) as runner:
-        logits = np.concatenate([runner.infer(x_u8[i:i + 64].astype(np.float32) / 255) for i in range(0, len(x_u8), 64)])
+        logits = np.concatenate(
+            [runner.infer(x_u8[i : i + 64].astype(np.float32) / 255) for i in range(0, len(x_u8), 64)]
+        )
     return float((logits.argmax(1) == y).mean())
 
 
@@ -56,9 +85,11 @@ def test_trained_model_is_really_trained(trained):
 
 def test_every_variant_keeps_the_accuracy(trained):
     bundle = load_bundle(str(trained["bundle"]))
-    acc = {v: _accuracy(bundle.artifact_path(v), trained["x_te"], trained["y_te"])
-           for v in ("fp32", "fp16", "int8-trt", "int8-ort")}
-    assert abs(acc["fp32"] - trained["tf_accuracy"]) <= 1 / 450 + 1e-9   # at most one digit differs
+    acc = {
+        v: _accuracy(bundle.artifact_path(v), trained["x_te"], trained["y_te"])
+        for v in ("fp32", "fp16", "int8-trt", "int8-ort")
+    }
+    assert abs(acc["fp32"] - trained["tf_accuracy"]) <= 1 / 450 + 1e-9  # at most one digit differs
     assert acc["fp16"] >= acc["fp32"] - 0.005
     for v in ("int8-trt", "int8-ort"):
         assert acc[v] >= acc["fp32"] - 0.02, acc
@@ -94,18 +125,49 @@ def test_qdq_layout_per_target(trained):
 
 def test_cache_is_reused_and_foreign_cache_refused(trained, tmp_path):
     again = tmp_path / "again"
-    proc = run_cli(EXPORT, "--model", trained["root"] / "bit-tiny-digits.npz", "--resolution", 32, "--labels",
-                   trained["root"] / "digits.txt", "--precision", "int8", "--calib-images", trained["calib"],
-                   "--out", again, "--engine", "none", env={"BIT_TRT_CACHE": str(trained["cache"])})
+    proc = run_cli(
+        EXPORT,
+        "--model",
+        trained["root"] / "bit-tiny-digits.npz",
+        "--resolution",
+        32,
+        "--labels",
+        trained["root"] / "digits.txt",
+        "--precision",
+        "int8",
+        "--calib-images",
+        trained["calib"],
+        "--out",
+        again,
+        "--engine",
+        "none",
+        env={"BIT_TRT_CACHE": str(trained["cache"])},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "calibration ranges reused" in proc.stderr
     m = json.loads((again / "manifest.json").read_text())
     int8_arts = [a for a in m["artifacts"] if a["kind"] == "onnx" and a["precision"] == "int8"]
     assert len(int8_arts) == 2 and all(a["calibration"]["cache"] == "reused" for a in int8_arts)
     # The same cache file offered for a different model: refused, nothing written.
-    foreign = run_cli(EXPORT, "--variant", "tiny", "--resolution", 32, "--num-classes", 10, "--precision", "int8",
-                      "--calib-images", trained["calib"], "--calib-cache", again / "calibration.minmax.json",
-                      "--out", tmp_path / "foreign", "--engine", "none")
+    foreign = run_cli(
+        EXPORT,
+        "--variant",
+        "tiny",
+        "--resolution",
+        32,
+        "--num-classes",
+        10,
+        "--precision",
+        "int8",
+        "--calib-images",
+        trained["calib"],
+        "--calib-cache",
+        again / "calibration.minmax.json",
+        "--out",
+        tmp_path / "foreign",
+        "--engine",
+        "none",
+    )
     assert foreign.returncode == 1 and "stale or foreign cache" in foreign.stderr
     assert not (tmp_path / "foreign").exists()
 

@@ -1,4 +1,5 @@
 """TensorRT plans through the one build path: TensorRT-RTX on this CPU-only host, TensorRT on a GPU host."""
+
 import json
 import os
 
@@ -39,9 +40,24 @@ def test_rtx_targets_with_tensorrt_name_the_real_flag(tmp_path):
 
 def test_export_records_engines(tmp_path):
     out = tmp_path / "b"
-    proc = run_cli("bit_trt.export.cli", "--variant", "tiny", "--resolution", TINY_RES, "--precision", "fp16",
-                   "--out", out, "--parity-images", "2", "--max-batch", "4", "--opt-batch", "2",
-                   env={"BIT_TRT_CACHE": str(tmp_path / "cache")})
+    proc = run_cli(
+        "bit_trt.export.cli",
+        "--variant",
+        "tiny",
+        "--resolution",
+        TINY_RES,
+        "--precision",
+        "fp16",
+        "--out",
+        out,
+        "--parity-images",
+        "2",
+        "--max-batch",
+        "4",
+        "--opt-batch",
+        "2",
+        env={"BIT_TRT_CACHE": str(tmp_path / "cache")},
+    )
     assert proc.returncode == 0, proc.stderr
     m = json.loads((out / "manifest.json").read_text())
     plans = [a for a in m["artifacts"] if a["kind"] == "engine"]
@@ -54,10 +70,14 @@ def test_export_records_engines(tmp_path):
 
 def test_parse_failure_names_the_node(tmp_path):
     graph = helper.make_graph(
-        [helper.make_node("Relu", ["images"], ["r"], name="fine"),
-         helper.make_node("StringNormalizer", ["r"], ["logits"], name="the_culprit")],
-        "g", [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [None, 8, 8, 3])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, 8, 8, 3])])
+        [
+            helper.make_node("Relu", ["images"], ["r"], name="fine"),
+            helper.make_node("StringNormalizer", ["r"], ["logits"], name="the_culprit"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [None, 8, 8, 3])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [None, 8, 8, 3])],
+    )
     path = tmp_path / "bad.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     with pytest.raises(BitError, match="cannot parse bad.onnx: node the_culprit"):
@@ -66,14 +86,24 @@ def test_parse_failure_names_the_node(tmp_path):
 
 def test_bad_profile_is_refused(tiny_bundle):
     with pytest.raises(BitError, match="1 <= min <= opt <= max"):
-        trt_engine.build(str(tiny_bundle / "model.fp32.onnx"), "images", TINY_RES,
-                         trt_engine.BuildOptions(min_batch=8, opt_batch=4, max_batch=2), rtx)
+        trt_engine.build(
+            str(tiny_bundle / "model.fp32.onnx"),
+            "images",
+            TINY_RES,
+            trt_engine.BuildOptions(min_batch=8, opt_batch=4, max_batch=2),
+            rtx,
+        )
 
 
 def test_unknown_rtx_compute_capability(tiny_bundle):
     with pytest.raises(BitError, match="unknown compute capability 'SM99'"):
-        trt_engine.build(str(tiny_bundle / "model.fp32.onnx"), "images", TINY_RES,
-                         trt_engine.BuildOptions(rtx_compute_capabilities=("SM99",)), rtx)
+        trt_engine.build(
+            str(tiny_bundle / "model.fp32.onnx"),
+            "images",
+            TINY_RES,
+            trt_engine.BuildOptions(rtx_compute_capabilities=("SM99",)),
+            rtx,
+        )
 
 
 def test_without_any_builder_onnx_is_still_written(tmp_path):
@@ -84,20 +114,52 @@ def test_without_any_builder_onnx_is_still_written(tmp_path):
         (shadow / f"{name}.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = tmp_path / "b"
-    proc = run_cli("bit_trt.export.cli", "--variant", "tiny", "--resolution", TINY_RES, "--out", out,
-                   "--parity-images", "2", env=env)
+    proc = run_cli(
+        "bit_trt.export.cli",
+        "--variant",
+        "tiny",
+        "--resolution",
+        TINY_RES,
+        "--out",
+        out,
+        "--parity-images",
+        "2",
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no TensorRT or TensorRT-RTX on this host" in proc.stderr
     assert (out / "model.fp32.onnx").is_file() and not list(out.glob("*.plan"))
-    strict = run_cli("bit_trt.export.cli", "--variant", "tiny", "--resolution", TINY_RES, "--out", tmp_path / "c",
-                     "--parity-images", "2", "--require-engine", env=env)
+    strict = run_cli(
+        "bit_trt.export.cli",
+        "--variant",
+        "tiny",
+        "--resolution",
+        TINY_RES,
+        "--out",
+        tmp_path / "c",
+        "--parity-images",
+        "2",
+        "--require-engine",
+        env=env,
+    )
     assert strict.returncode == 1 and "--require-engine" in strict.stderr and not (tmp_path / "c").exists()
 
 
 def test_tensorrt_requested_where_missing(tmp_path):
-    proc = run_cli("bit_trt.export.cli", "--variant", "tiny", "--resolution", TINY_RES, "--out", tmp_path / "b",
-                   "--parity-images", "2", "--engine", "tensorrt",
-                   env={"PYTHONPATH": _shadow(tmp_path, "tensorrt")})
+    proc = run_cli(
+        "bit_trt.export.cli",
+        "--variant",
+        "tiny",
+        "--resolution",
+        TINY_RES,
+        "--out",
+        tmp_path / "b",
+        "--parity-images",
+        "2",
+        "--engine",
+        "tensorrt",
+        env={"PYTHONPATH": _shadow(tmp_path, "tensorrt")},
+    )
     assert proc.returncode == 1 and "pip install 'bit-trt[gpu]'" in proc.stderr
 
 
