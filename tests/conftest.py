@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 TINY_RES = 64
+# bit-export arguments for the tiny variant, as most CLI tests run it (2 synthetic parity images, or the default)
+TINY_ARGS_NO_PARITY = ("--variant", "tiny", "--resolution", TINY_RES)
+TINY_ARGS = (*TINY_ARGS_NO_PARITY, "--parity-images", 2)
 RETURNED_MANIFESTS = {}  # bundle path -> what export() returned, to compare with what it wrote
 
 
@@ -59,44 +62,36 @@ def images64():
     return synthetic_images(3, TINY_RES, seed=7).astype(np.float32) / 255
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    """A real export of the tiny variant (1000 classes, ImageNet labels) through the same pipeline as R50x3."""
+def export_tiny(out, **fields) -> dict:
+    """A real export of the tiny variant through the same pipeline as R50x3; `fields` set ExportOptions."""
     from bit_trt.export.exporter import ExportOptions, export
 
+    options = {"variant": "tiny", "resolution": TINY_RES, "parity_synthetic": 2, **fields}
+    manifest = RETURNED_MANIFESTS[str(out)] = export(ExportOptions(out=str(out), **options))
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """The tiny variant (1000 classes, ImageNet labels), FP32 and FP16, no engines."""
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    RETURNED_MANIFESTS[str(out)] = export(
-        ExportOptions(
-            out=str(out),
-            variant="tiny",
-            resolution=TINY_RES,
-            parity_synthetic=2,
-            precisions=("fp32", "fp16"),
-            engine="none",
-        )
-    )
+    export_tiny(out, precisions=("fp32", "fp16"), engine="none")
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_full_bundle(tmp_path_factory):
     """The tiny variant with every precision (INT8 calibrated on synthetic images) and TensorRT-RTX engines."""
-    from bit_trt.export.exporter import ExportOptions, export
     from bit_trt.export.int8 import Int8Options
 
     root = tmp_path_factory.mktemp("bundles-full")
     out = root / "tiny"
     os.environ.setdefault("BIT_TRT_CACHE", str(root / "cache"))
-    export(
-        ExportOptions(
-            out=str(out),
-            variant="tiny",
-            resolution=TINY_RES,
-            parity_synthetic=2,
-            precisions=("fp32", "fp16", "int8"),
-            engine="tensorrt_rtx",
-            int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8),
-        )
+    export_tiny(
+        out,
+        precisions=("fp32", "fp16", "int8"),
+        engine="tensorrt_rtx",
+        int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8),
     )
     return out
 

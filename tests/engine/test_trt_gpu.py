@@ -14,7 +14,7 @@ from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import preprocess
-from tests.conftest import TINY_RES
+from tests.conftest import export_tiny
 
 pytestmark = pytest.mark.gpu
 
@@ -24,19 +24,13 @@ def gpu_bundle(tmp_path_factory):
     pytest.importorskip("tensorrt", reason="needs TensorRT (pip install 'bit-trt[gpu]')")
     pytest.importorskip("pycuda.driver", reason="needs pycuda (pip install 'bit-trt[gpu]')")
     from bit_trt.export import trt_engine
-    from bit_trt.export.exporter import ExportOptions, export
 
     out = tmp_path_factory.mktemp("gpu") / "tiny"
-    export(
-        ExportOptions(
-            out=str(out),
-            variant="tiny",
-            resolution=TINY_RES,
-            parity_synthetic=2,
-            precisions=("fp32", "fp16"),
-            engine="tensorrt",
-            build=trt_engine.BuildOptions(min_batch=1, opt_batch=4, max_batch=4),
-        )
+    export_tiny(
+        out,
+        precisions=("fp32", "fp16"),
+        engine="tensorrt",
+        build=trt_engine.BuildOptions(min_batch=1, opt_batch=4, max_batch=4),
     )
     return out
 

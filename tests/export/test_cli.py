@@ -10,7 +10,7 @@ import numpy as np
 
 from bit_trt.export.bit_tf import BiTModule, forward
 from bit_trt.export.tensorflow_import import import_tensorflow
-from tests.conftest import run_cli
+from tests.conftest import TINY_ARGS, TINY_ARGS_NO_PARITY, run_cli
 
 EXPORT = "bit_trt.export.cli"
 
@@ -28,7 +28,7 @@ def _nothing_left(parent, name):
 
 def test_export_prints_progress_and_summary(tmp_path):
     out = tmp_path / "b"
-    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--out", out, "--parity-images", "2")
+    proc = run_cli(EXPORT, *TINY_ARGS, "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert "converting tiny with tf2onnx" in proc.stderr and "parity" in proc.stderr
     assert "oneDNN" not in proc.stderr  # TF's start-up chatter is kept out of the progress
@@ -86,7 +86,7 @@ def test_existing_output_is_never_overwritten(tmp_path):
 
 
 def test_unwritable_output():
-    proc = run_cli(EXPORT, "--variant", "tiny", "--resolution", "64", "--out", "/proc/bit-trt-bundle")
+    proc = run_cli(EXPORT, *TINY_ARGS_NO_PARITY, "--out", "/proc/bit-trt-bundle")
     assert proc.returncode == 1 and "/proc" in _one_line_error(proc)
 
 
@@ -160,21 +160,7 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
     labels = tmp_path / "flowers.txt"
     labels.write_text("daisy\ndandelion\nrose\nsunflower\ntulip\n")
     out = tmp_path / "b"
-    proc = run_cli(
-        EXPORT,
-        "--variant",
-        "tiny",
-        "--resolution",
-        "64",
-        "--num-classes",
-        "5",
-        "--labels",
-        labels,
-        "--out",
-        out,
-        "--parity-images",
-        "2",
-    )
+    proc = run_cli(EXPORT, *TINY_ARGS, "--num-classes", "5", "--labels", labels, "--out", out)
     assert proc.returncode == 0, proc.stderr
     from bit_trt.engine.bundle import load_bundle
     from bit_trt.export.parity_images import real_photo_paths
@@ -191,19 +177,7 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
 def test_labels_count_must_match_head(tmp_path):
     labels = tmp_path / "two.txt"
     labels.write_text("a\nb\n")
-    proc = run_cli(
-        EXPORT,
-        "--variant",
-        "tiny",
-        "--resolution",
-        "64",
-        "--num-classes",
-        "5",
-        "--labels",
-        labels,
-        "--out",
-        tmp_path / "b",
-    )
+    proc = run_cli(EXPORT, *TINY_ARGS_NO_PARITY, "--num-classes", "5", "--labels", labels, "--out", tmp_path / "b")
     assert proc.returncode == 1 and "has 2 names; the model has 5 classes" in _one_line_error(proc)
 
 

@@ -9,7 +9,7 @@ from onnx import helper
 
 from bit_trt.engine.errors import BitError
 from bit_trt.export import trt_engine
-from tests.conftest import TINY_RES, run_cli
+from tests.conftest import TINY_ARGS, TINY_RES, run_cli
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is part of the CI install (.[rtx])")
 
@@ -42,16 +42,11 @@ def test_export_records_engines(tmp_path):
     out = tmp_path / "b"
     proc = run_cli(
         "bit_trt.export.cli",
-        "--variant",
-        "tiny",
-        "--resolution",
-        TINY_RES,
+        *TINY_ARGS,
         "--precision",
         "fp16",
         "--out",
         out,
-        "--parity-images",
-        "2",
         "--max-batch",
         "4",
         "--opt-batch",
@@ -114,48 +109,20 @@ def test_without_any_builder_onnx_is_still_written(tmp_path):
         (shadow / f"{name}.py").write_text("raise ImportError('not installed')\n")
     env = {"PYTHONPATH": f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = tmp_path / "b"
-    proc = run_cli(
-        "bit_trt.export.cli",
-        "--variant",
-        "tiny",
-        "--resolution",
-        TINY_RES,
-        "--out",
-        out,
-        "--parity-images",
-        "2",
-        env=env,
-    )
+    proc = run_cli("bit_trt.export.cli", *TINY_ARGS, "--out", out, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "no TensorRT or TensorRT-RTX on this host" in proc.stderr
     assert (out / "model.fp32.onnx").is_file() and not list(out.glob("*.plan"))
-    strict = run_cli(
-        "bit_trt.export.cli",
-        "--variant",
-        "tiny",
-        "--resolution",
-        TINY_RES,
-        "--out",
-        tmp_path / "c",
-        "--parity-images",
-        "2",
-        "--require-engine",
-        env=env,
-    )
+    strict = run_cli("bit_trt.export.cli", *TINY_ARGS, "--out", tmp_path / "c", "--require-engine", env=env)
     assert strict.returncode == 1 and "--require-engine" in strict.stderr and not (tmp_path / "c").exists()
 
 
 def test_tensorrt_requested_where_missing(tmp_path):
     proc = run_cli(
         "bit_trt.export.cli",
-        "--variant",
-        "tiny",
-        "--resolution",
-        TINY_RES,
+        *TINY_ARGS,
         "--out",
         tmp_path / "b",
-        "--parity-images",
-        "2",
         "--engine",
         "tensorrt",
         env={"PYTHONPATH": _shadow(tmp_path, "tensorrt")},
