@@ -23,9 +23,10 @@ def _cc_number(cc: str) -> int:
 
 def rebuild_hint(art: dict, bundle_path: str) -> str:
     lib = art.get("library", "tensorrt")
+    precision = art.get("variant", art.get("precision", "fp32")).replace("int8-trt", "int8")
     return (
-        f"rebuild it on this host: bit-export --model <source> --engine {lib} --out <new bundle>, or "
-        f"trtexec --onnx={bundle_path}/{art.get('from', 'model.fp32.onnx')} --saveEngine=model.plan"
+        f"rebuild it on this host from the bundle's verified ONNX: bit-engine {bundle_path} --engine {lib} "
+        f"--precision {precision} --force"
     )
 
 

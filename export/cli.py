@@ -196,12 +196,20 @@ def _pick(cls, args: argparse.Namespace, **overrides):
     return cls(**{**values, **overrides})
 
 
+def build_options_from_args(args: argparse.Namespace) -> trt_engine.BuildOptions:
+    """The engine flags of add_build_arguments, as BuildOptions (bit-export and bit-engine)."""
+    return _pick(trt_engine.BuildOptions, args, rtx_compute_capabilities=tuple(args.rtx_compute_capabilities))
+
+
 def options_from_args(args: argparse.Namespace):
     from .exporter import ExportOptions
 
-    build = _pick(trt_engine.BuildOptions, args, rtx_compute_capabilities=tuple(args.rtx_compute_capabilities))
     return _pick(
-        ExportOptions, args, precisions=PRECISIONS[args.precision], build=build, int8=_pick(int8.Int8Options, args)
+        ExportOptions,
+        args,
+        precisions=PRECISIONS[args.precision],
+        build=build_options_from_args(args),
+        int8=_pick(int8.Int8Options, args),
     )
 
 

@@ -198,25 +198,12 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     return bytes(memoryview(plan)), record
 
 
-def build_engines(
-    writer,
-    artifacts: list[dict],
-    input_name: str,
-    resolution: int,
-    engine: str,
-    options: BuildOptions,
-    require_engine: bool = False,
-    progress=lambda msg: None,
-) -> list[dict]:
-    """A plan from every ONNX artifact in `artifacts` that TensorRT runs, with the library `engine` picks.
-
-    writer: where plans go (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}): the export's
-    staging directory. Returns the plans' manifest records; [] when `engine` is auto and no builder exists.
-    """
+def builder_for(engine: str, require_engine: bool = False, progress=lambda msg: None):
+    """(library module, plan target) for `engine`; None when `engine` is none, or auto finds no builder."""
     if engine not in ENGINE_CHOICES:
         raise BitError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_CHOICES)}")
     if engine == "none":
-        return []
+        return None
     trt = pick_library(engine)
     if trt is None:
         if require_engine:
@@ -228,22 +215,40 @@ def build_engines(
             f"no TensorRT or TensorRT-RTX on this host: ONNX variants written, no engines "
             f"({install_hint('tensorrt_rtx')})"
         )
-        return []
+        return None
+    return trt, gpu_compute_capability() if trt.__name__ == "tensorrt" else "rtx"
+
+
+def tensorrt_sources(artifacts: list[dict]) -> list[dict]:
+    """The ONNX artifacts TensorRT builds plans from (every one but the ORT-only INT8 variant)."""
+    return [a for a in artifacts if a["kind"] == "onnx" and a.get("variant", a["precision"]) not in NOT_FOR_TENSORRT]
+
+
+def build_plans(
+    trt,
+    target: str,
+    sources: list[dict],
+    onnx_path,
+    writer,
+    input_name: str,
+    resolution: int,
+    options: BuildOptions,
+    progress=lambda msg: None,
+) -> list[dict]:
+    """One plan per ONNX record in `sources` (read from `onnx_path(record)`), written through `writer`
+    (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}); returns the plans' manifest records."""
     library = trt.__name__
-    target = gpu_compute_capability() if library == "tensorrt" else "rtx"
     if options.timing_cache is None and library == "tensorrt":  # per library version and GPU, like plans
         os.makedirs(cache_dir("timing"), exist_ok=True)
         options = dataclasses.replace(
             options, timing_cache=os.path.join(cache_dir("timing"), f"{library}-{trt.__version__}-{target}.cache")
         )
     plans = []
-    for art in artifacts:
+    for art in sources:
         variant = art.get("variant", art["precision"])
-        if art["kind"] != "onnx" or variant in NOT_FOR_TENSORRT:
-            continue
         progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
         start = time.perf_counter()
-        plan, record = build(writer.path(art["file"]), input_name, resolution, options, trt)
+        plan, record = build(onnx_path(art), input_name, resolution, options, trt)
         name = plan_name(variant, library, trt.__version__, target)
         with open(writer.path(name), "wb") as f:
             f.write(plan)
@@ -261,3 +266,32 @@ def build_engines(
             }
         )
     return plans
+
+
+def build_engines(
+    writer,
+    artifacts: list[dict],
+    input_name: str,
+    resolution: int,
+    engine: str,
+    options: BuildOptions,
+    require_engine: bool = False,
+    progress=lambda msg: None,
+) -> list[dict]:
+    """The export's engine step: a plan from every ONNX artifact TensorRT runs, with the library `engine`
+    picks, written beside them through `writer`; [] when there is no builder and none is required."""
+    picked = builder_for(engine, require_engine, progress)
+    if picked is None:
+        return []
+    trt, target = picked
+    return build_plans(
+        trt,
+        target,
+        tensorrt_sources(artifacts),
+        lambda art: writer.path(art["file"]),
+        writer,
+        input_name,
+        resolution,
+        options,
+        progress,
+    )

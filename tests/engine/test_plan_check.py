@@ -50,7 +50,7 @@ def test_mismatches_name_the_cause_and_the_rebuild(art, version, cc, message):
     with pytest.raises(BitError, match=message) as err:
         check_plan(art, version, cc, "/srv/bundle")
     if version and cc:  # past the install and GPU checks, every refusal says how to rebuild
-        assert "trtexec --onnx=/srv/bundle/" in str(err.value)
+        assert f"bit-engine /srv/bundle --engine {art['library']} --precision " in str(err.value)
 
 
 def test_compatible_plans_run_on_later_versions_and_gpus():

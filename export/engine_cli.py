@@ -1,0 +1,200 @@
+"""`bit-engine BUNDLE`: TensorRT plans for the host you deploy on, built from a bundle's verified ONNX.
+
+A plan is tied to a TensorRT version and a GPU, so a fleet of different GPUs needs one plan per target,
+all from the same ONNX that was checked against TF at export. This verb builds them where they will run,
+with the export's own build code and options, and needs no TensorFlow: only the bundle and `tensorrt`
+(or `tensorrt-rtx`).
+
+The bundle is updated atomically: plans are built in a staging directory inside the bundle, moved into
+place, and the manifest is replaced last (one rename). A failed or interrupted build leaves the bundle's
+manifest, and every file it names, as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+from ..engine.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from ..engine.errors import BitError
+from . import trt_engine
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class _Staging:
+    """Where new plans are written before they join the bundle (the writer protocol of trt_engine)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def record(self, name: str) -> dict:
+        full = self.path(name)
+        return {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
+
+
+def _variants(bundle: Bundle, precisions: list[str]) -> list[dict]:
+    """The ONNX records to build from, checksums verified: fp32/fp16 by name, int8 as TensorRT's S8S8 graph."""
+    available = {a.get("variant", a["precision"]): a for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
+    wanted = ["int8-trt" if p == "int8" else p for p in precisions]
+    missing = [v for v in wanted if v not in available]
+    if missing:
+        raise BitError(
+            f"bundle {bundle.path!r} has no {', '.join(missing)} ONNX variant for TensorRT (it has: "
+            f"{', '.join(available) or 'none'}); export it with bit-export --precision ..."
+        )
+    for variant in wanted:
+        bundle.verify_file(available[variant])  # a tampered ONNX never reaches the builder
+    return [available[v] for v in wanted]
+
+
+def add_engines(
+    bundle_path: str, precisions: list[str], engine: str, options, force: bool = False, progress=lambda msg: None
+) -> list[dict]:
+    """Build plans for `precisions` into the bundle at `bundle_path`; return their manifest records."""
+    bundle = load_bundle(bundle_path)
+    options.validate()
+    sources = _variants(bundle, precisions)
+    picked = trt_engine.builder_for(engine, require_engine=True, progress=progress)
+    if picked is None:
+        raise BitError("--engine none builds nothing; choose auto, tensorrt or tensorrt_rtx")
+    trt, target = picked
+    names = {
+        trt_engine.plan_name(a.get("variant", a["precision"]), trt.__name__, trt.__version__, target) for a in sources
+    }
+    existing = sorted(a["file"] for a in bundle.manifest["artifacts"] if a["kind"] == "engine" and a["file"] in names)
+    if existing and not force:
+        raise BitError(
+            f"bundle already has {', '.join(existing)} for {trt.__name__} {trt.__version__} on {target}; "
+            "pass --force to rebuild"
+        )
+    spec = bundle.input_spec
+    try:  # a real probe: permission bits say nothing to root, a read-only mount says nothing to os.access
+        staging = tempfile.mkdtemp(prefix=".bit-engine-partial-", dir=bundle.path)
+    except OSError as exc:
+        raise BitError(f"bundle {bundle.path!r} is not writable ({exc.strerror}); copy it somewhere writable") from exc
+    try:
+        plans = trt_engine.build_plans(
+            trt,
+            target,
+            sources,
+            lambda art: os.path.join(bundle.path, art["file"]),
+            _Staging(staging),
+            spec.name,
+            spec.resolution,
+            options,
+            progress,
+        )
+        built = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        for plan in plans:
+            plan["built"] = {"by": "bit-engine", "at": built}
+        _publish(bundle, staging, plans)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return plans
+
+
+def _publish(bundle: Bundle, staging: str, plans: list[dict]) -> None:
+    """Move the plans in, then replace the manifest in one rename; undo the moves if anything fails first."""
+    names = {p["file"] for p in plans}
+    manifest = dict(bundle.manifest)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["file"] not in names] + plans
+    backup = os.path.join(staging, ".replaced")
+    os.makedirs(backup)
+    moved = []
+    try:
+        for name in names:
+            target = os.path.join(bundle.path, name)
+            if os.path.exists(target):  # --force: keep the old plan until the new manifest is in place
+                os.replace(target, os.path.join(backup, name))
+            os.replace(os.path.join(staging, name), target)
+            moved.append(name)
+        tmp = os.path.join(staging, MANIFEST)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(bundle.path, MANIFEST))
+    except BaseException:
+        for name in moved:
+            os.remove(os.path.join(bundle.path, name))
+        for name in os.listdir(backup):
+            os.replace(os.path.join(backup, name), os.path.join(bundle.path, name))
+        raise
+
+
+def _check_here(bundle_path: str, plan: dict) -> str:
+    """Where the plan can run on this host, bit-check it against the stored TF logits; say why not otherwise."""
+    from ..engine import gpu_host
+    from ..engine.plan_check import check_plan
+    from ..engine.tensorrt_library import try_import
+
+    module = try_import(plan["library"])
+    try:
+        check_plan(plan, getattr(module, "__version__", None), gpu_host.compute_capability(), bundle_path)
+    except BitError as exc:
+        return f"not checked here ({str(exc).split(';')[0]})"
+    from ..engine import check_cli
+
+    code = check_cli.main([bundle_path, "--backend", "trt", "--precision", plan["variant"], "--reference", "stored"])
+    return "bit-check PASS" if code == 0 else f"bit-check FAILED (exit {code})"
+
+
+def main(argv=None) -> int:
+    from .cli import add_build_arguments, build_options_from_args
+
+    p = argparse.ArgumentParser(prog="bit-engine", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", help="bundle directory written by bit-export")
+    p.add_argument(
+        "--precision",
+        default="all",
+        help="comma-separated fp32,fp16,int8 (int8: the S8S8 Q/DQ graph), or all (default: every "
+        "variant the bundle has)",
+    )
+    add_build_arguments(p, engine="auto")
+    p.add_argument("--force", action="store_true", help="rebuild plans this bundle already has for this target")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+
+    def progress(msg: str):
+        print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        if args.precision == "all":
+            bundle = load_bundle(args.bundle)
+            have = {a.get("variant", a["precision"]) for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
+            precisions = [p for p in PRECISIONS if ("int8-trt" if p == "int8" else p) in have]
+        else:
+            precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+            unknown = [p for p in precisions if p not in PRECISIONS]
+            if unknown or not precisions:
+                raise BitError(
+                    f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}, all"
+                )
+        plans = add_engines(args.bundle, precisions, args.engine, build_options_from_args(args), args.force, progress)
+    except BitError as exc:
+        if args.debug:
+            raise
+        print(f"bit-engine: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bit-engine: interrupted; the bundle is unchanged", file=sys.stderr)
+        return 130
+    for plan in plans:
+        print(f"{plan['file']}  {plan['bytes'] / 1e6:.1f} MB  from {plan['from']}  {_check_here(args.bundle, plan)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
