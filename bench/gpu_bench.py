@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, compile_ptx
+from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, load_ptx
 from ..engine.errors import require
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
@@ -70,7 +70,7 @@ def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
     from ..engine.preprocess import InputSpec, preprocess, read_image
     from ..export.parity_images import real_photo_paths
 
-    ptx = compile_ptx()
+    ptx = load_ptx()
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")
     with open(path, "wb") as f:
         f.write(ptx)

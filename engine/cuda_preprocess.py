@@ -5,8 +5,11 @@ pinned memory and resized, scaled to [0,1] and laid out by one kernel straight i
 binding. The kernel runs OpenCV's uint8 arithmetic, so it equals the CPU path to within one uint8 step
 (1/255) per value, and is bit-identical on most values (measured in tests/engine/test_cuda_preprocess.py).
 
-The kernel source ships with the package; nvcc compiles it to PTX once per source version and the PTX is
-cached (the driver JIT-compiles PTX for whatever GPU it meets).
+The kernel ships as PTX for compute_75 (cuda/preprocess.ptx), which the driver JIT-compiles for whatever
+newer GPU it meets: a deployment host needs the driver, not the CUDA toolkit. The PTX records the sha256 of the
+source it was built from; when the source has changed since (a developer's edit), nvcc compiles it instead,
+once per source version, into the per-user cache. Rebuild the shipped file with
+`python -m bit_trt.engine.cuda_preprocess`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .errors import BitError
 from .user_cache import cache_dir
 
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.cu")
+SHIPPED_PTX = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.ptx")
 KERNEL_NAME = "bit_preprocess_u8"
 MODES = {"bilinear": 0, "nearest": 1}  # resize methods the kernel implements; others preprocess on the CPU
 PTX_ARCH = "compute_75"  # the oldest GPU TensorRT 10/11 supports; newer GPUs JIT from it
@@ -39,23 +43,48 @@ def find_nvcc() -> str | None:
     return None
 
 
-def compile_ptx(arch: str = PTX_ARCH) -> bytes:
-    """PTX for the kernel: from the cache when this source was compiled before, else from nvcc."""
+def source_digest(arch: str = PTX_ARCH) -> str:
+    """What a PTX build depends on: the kernel source and the target architecture."""
     with open(KERNEL_SOURCE, "rb") as f:
-        source = f.read()
-    digest = hashlib.sha256(source + arch.encode()).hexdigest()[:20]
+        return hashlib.sha256(f.read() + arch.encode()).hexdigest()
+
+
+def _ptx_header(arch: str = PTX_ARCH) -> bytes:
+    return f"// bit-trt: built from preprocess.cu, sha256 {source_digest(arch)} ({arch})\n".encode()
+
+
+def load_ptx() -> bytes:
+    """The kernel's PTX: the shipped file when it was built from the shipped source, else compile_ptx()."""
+    try:
+        with open(SHIPPED_PTX, "rb") as f:
+            shipped = f.read()
+    except OSError:
+        shipped = b""
+    if shipped.startswith(_ptx_header()):
+        return shipped
+    return compile_ptx()
+
+
+def compile_ptx(arch: str = PTX_ARCH) -> bytes:
+    """PTX for the kernel from nvcc, cached per user by source version."""
     kernels = cache_dir("kernels")
-    cached = os.path.join(kernels, f"preprocess-{digest}.ptx")
+    cached = os.path.join(kernels, f"preprocess-{source_digest(arch)[:20]}.ptx")
     if os.path.isfile(cached):
         with open(cached, "rb") as f:
             return f.read()
+    ptx = _nvcc_ptx(arch, f"the shipped PTX does not match {KERNEL_SOURCE} (edited?)")
+    os.makedirs(kernels, exist_ok=True)
+    tmp_cached = f"{cached}.{os.getpid()}.tmp"
+    with open(tmp_cached, "wb") as f:
+        f.write(ptx)
+    os.replace(tmp_cached, cached)
+    return ptx
+
+
+def _nvcc_ptx(arch: str, why: str) -> bytes:
     nvcc = find_nvcc()
     if nvcc is None:
-        raise BitError(
-            "GPU preprocessing needs nvcc once, to compile its kernel (then cached in "
-            f"{kernels}); install the CUDA toolkit or set CUDA_HOME, or pass gpu_preprocess=False"
-        )
-    os.makedirs(kernels, exist_ok=True)
+        raise BitError(f"{why}, and compiling it needs nvcc: install the CUDA toolkit or set CUDA_HOME")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "k.ptx")
         proc = subprocess.run(
@@ -64,12 +93,17 @@ def compile_ptx(arch: str = PTX_ARCH) -> bytes:
         if proc.returncode != 0:
             raise BitError(f"nvcc could not compile {KERNEL_SOURCE}: {proc.stderr.strip()[:500]}")
         with open(out, "rb") as f:
-            ptx = f.read()
-    tmp_cached = f"{cached}.{os.getpid()}.tmp"
-    with open(tmp_cached, "wb") as f:
+            return _ptx_header(arch) + f.read()
+
+
+def write_shipped_ptx(path: str = SHIPPED_PTX) -> str:
+    """Rebuild cuda/preprocess.ptx from cuda/preprocess.cu (a developer's step after editing the kernel)."""
+    ptx = _nvcc_ptx(PTX_ARCH, "rebuilding the shipped PTX")
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
         f.write(ptx)
-    os.replace(tmp_cached, cached)
-    return ptx
+    os.replace(tmp, path)
+    return path
 
 
 class DevicePreprocessor:
@@ -81,7 +115,7 @@ class DevicePreprocessor:
         self.resolution = resolution
         self.mode = np.int32(MODES[resize])
         self.nchw = np.int32(layout == "NCHW")
-        self.module = cuda.module_from_buffer(compile_ptx())
+        self.module = cuda.module_from_buffer(load_ptx())
         self.function = self.module.get_function(KERNEL_NAME)
         grid = (resolution + BLOCK[0] - 1) // BLOCK[0]
         self.grid = (grid, grid, 1)
@@ -102,3 +136,7 @@ class DevicePreprocessor:
             grid=self.grid,
             stream=stream,
         )
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_shipped_ptx()}")

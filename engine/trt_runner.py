@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import warnings
 
 import numpy as np
 
@@ -201,9 +202,12 @@ class TrtRunner(Runner):
         self.gpu_preprocess = gpu_preprocess
         self.bundle_path = bundle_path
         self.library = artifact.get("library", "tensorrt")
+        self.preprocess_fallback = None  # why the CUDA kernel could not load, when it could not
 
     def describe(self) -> str:
         pre = "CUDA kernel" if self.preprocessor is not None else "CPU (OpenCV)"
+        if self.preprocess_fallback:
+            pre += f", device kernel unavailable: {self.preprocess_fallback}"
         return (
             f"trt: {self.library} {self.trt.__version__} on {gpu_host.gpu_name(self.device)} "
             f"({gpu_host.compute_capability(self.device)}), {self.workers} workers, preprocessing: {pre}"
@@ -265,7 +269,18 @@ class TrtRunner(Runner):
         if self.gpu_preprocess and self.spec.resize in DEVICE_RESIZE_MODES:
             from .cuda_preprocess import DevicePreprocessor
 
-            self.preprocessor = DevicePreprocessor(cuda, self.spec.resolution, self.spec.resize, layout)
+            try:
+                self.preprocessor = DevicePreprocessor(cuda, self.spec.resolution, self.spec.resize, layout)
+            except (BitError, cuda.Error) as exc:
+                # e.g. a driver too old for the shipped PTX, or an edited kernel and no nvcc: serving goes on,
+                # with the CPU path, and says so once (here and in describe()).
+                self.preprocess_fallback = str(exc).splitlines()[0]
+                warnings.warn(
+                    f"bit-trt: CUDA preprocessing kernel unavailable ({self.preprocess_fallback}); "
+                    "preprocessing on the CPU",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         self._pool = queue.Queue()
         self._all_workers = []
         for _ in range(self.workers):
