@@ -21,6 +21,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+from ..engine.backends import variant_for
 from ..engine.bundle import MANIFEST, Bundle, load_bundle, sha256_file
 from ..engine.errors import BitError
 from . import trt_engine
@@ -42,10 +43,15 @@ class _Staging:
         return {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
 
 
+def _variant(precision: str) -> str:
+    """The bundle variant TensorRT builds for a precision: INT8 is the S8S8 Q/DQ graph."""
+    return variant_for("trt", precision)
+
+
 def _variants(bundle: Bundle, precisions: list[str]) -> list[dict]:
     """The ONNX records to build from, checksums verified: fp32/fp16 by name, int8 as TensorRT's S8S8 graph."""
     available = {a.get("variant", a["precision"]): a for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
-    wanted = ["int8-trt" if p == "int8" else p for p in precisions]
+    wanted = [_variant(p) for p in precisions]
     missing = [v for v in wanted if v not in available]
     if missing:
         raise BitError(
@@ -174,7 +180,7 @@ def main(argv=None) -> int:
         if args.precision == "all":
             bundle = load_bundle(args.bundle)
             have = {a.get("variant", a["precision"]) for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
-            precisions = [p for p in PRECISIONS if ("int8-trt" if p == "int8" else p) in have]
+            precisions = [p for p in PRECISIONS if _variant(p) in have]
         else:
             precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
             unknown = [p for p in precisions if p not in PRECISIONS]
