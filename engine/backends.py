@@ -23,6 +23,7 @@ import re
 from . import gpu_host
 from .bundle import Bundle
 from .errors import BitError
+from .tensorrt_library import try_import
 from .user_cache import cache_dir
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
@@ -62,12 +63,7 @@ def variant_for(backend: str, precision: str) -> str | None:
 
 def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
     """Engines ORT's TensorRT provider builds, under the bundle, keyed by TensorRT version and GPU."""
-    try:
-        import tensorrt
-
-        trt_version = tensorrt.__version__
-    except (ImportError, OSError):
-        trt_version = "trt-unknown"
+    trt_version = getattr(try_import("tensorrt"), "__version__", "trt-unknown")
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_host.gpu_name(device) or "gpu").strip("-")
     key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}"
     base = os.path.join(bundle.path, "cache", "ort-trt")
