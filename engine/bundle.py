@@ -27,6 +27,12 @@ def sha256_file(path: str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def file_record(directory: str, name: str) -> dict:
+    """A file's manifest record: its name in the bundle, size and sha256."""
+    full = os.path.join(directory, name)
+    return {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
+
+
 @dataclass
 class Bundle:
     path: str

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_record
 from ..engine.errors import BitError
 
 # ModelProto serialization is limited to 2 GiB; above this the weights go to an external data file.
@@ -75,8 +75,7 @@ class BundleWriter:
         return os.path.join(self.staging, name)
 
     def record(self, name: str) -> dict:
-        full = self.path(name)
-        info = {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
+        info = file_record(self.staging, name)
         self.files[name] = info
         return info
 

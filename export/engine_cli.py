@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 
 from ..engine.backends import variant_for
-from ..engine.bundle import MANIFEST, Bundle, load_bundle, sha256_file
+from ..engine.bundle import MANIFEST, Bundle, file_record, load_bundle
 from ..engine.errors import BitError
 from . import trt_engine
 
@@ -39,8 +39,7 @@ class _Staging:
         return os.path.join(self.directory, name)
 
     def record(self, name: str) -> dict:
-        full = self.path(name)
-        return {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
+        return file_record(self.directory, name)
 
 
 def _variant(precision: str) -> str:
