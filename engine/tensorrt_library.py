@@ -33,10 +33,11 @@ class ErrorLog:
     """A TensorRT logger that keeps errors, so a failed build or load can say why in one line."""
 
     def __init__(self, trt):
-        self.errors = []
+        self.errors: list[str] = []
         outer = self
 
-        class Logger(trt.ILogger):
+        # A base class from the module passed in: mypy cannot type it; tests/tensorrt_api checks these names.
+        class Logger(trt.ILogger):  # type: ignore[name-defined]
             def __init__(self):
                 trt.ILogger.__init__(self)
 

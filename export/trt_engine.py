@@ -5,7 +5,8 @@ on a CPU-only host (our CI) `tensorrt_rtx` builds real engines for RTX-class GPU
 variant passes NVIDIA's parser and builder; on a GPU host `tensorrt` builds plans for that GPU.
 
 Precision lives in the ONNX: networks are strongly typed (TensorRT 11 removed the FP16/INT8 builder flags
-and implicit calibrators; on TensorRT 10 we ask for STRONGLY_TYPED explicitly). No precision flag is set.
+and implicit calibrators, and ignores the STRONGLY_TYPED flag it keeps; on TensorRT 10 we set that flag).
+No precision flag is set.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from ..engine.errors import BitError, install_hint
 from ..engine.gpu_host import compute_capability as gpu_compute_capability
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
+
+if TYPE_CHECKING:  # annotations only: tests/tensorrt_api type-checks our calls against NVIDIA's bindings
+    import tensorrt
+    import tensorrt_rtx
 
 ENGINE_CHOICES = ("auto", "none", *LIBRARIES)
 HARDWARE_COMPATIBILITY = {
@@ -77,12 +83,28 @@ def pick_library(engine: str = "auto"):
     return try_import("tensorrt_rtx")
 
 
-def strongly_typed(trt, network) -> bool:
+def _weak_typing_possible(trt) -> bool:
+    """TensorRT 10 builds weakly typed networks unless asked. TensorRT 11 keeps the STRONGLY_TYPED flag only for
+    API compatibility (11.4's bindings: "[DEPRECATED] ... ignored"): every network is strongly typed there."""
+    return trt.__name__ == "tensorrt" and int(str(trt.__version__).split(".")[0]) < 11
+
+
+def network_creation_flags(trt) -> int:
+    """The `create_network` flags: STRONGLY_TYPED on TensorRT 10, none where it is the only kind of network."""
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if _weak_typing_possible(trt) and creation is not None and hasattr(creation, "STRONGLY_TYPED"):
+        return 1 << int(creation.STRONGLY_TYPED)
+    return 0
+
+
+def strongly_typed(trt, network: tensorrt.INetworkDefinition) -> bool:
     """Whether `network` runs every tensor in the type the ONNX gives it, as the network itself reports."""
     creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if trt.__name__ == "tensorrt" and not _weak_typing_possible(trt):
+        return True  # TensorRT 11: the flag is ignored, so asking the network for it tells nothing
     if creation is not None and hasattr(creation, "STRONGLY_TYPED"):
         return bool(network.get_flag(creation.STRONGLY_TYPED))
-    return True  # TensorRT 11 dropped the flag along with weak typing: every network is strongly typed
+    return True
 
 
 def _timing_cache_state(library: str, used: bool, hit: bool) -> str:
@@ -104,19 +126,15 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     options.validate()
     library = trt.__name__
     log = ErrorLog(trt)
-    builder = trt.Builder(log.logger)
+    builder: tensorrt.Builder = trt.Builder(log.logger)
     if builder is None:
         raise BitError(f"{library} could not create a builder: {'; '.join(log.errors) or 'no GPU or driver?'}")
-    flags = 0
-    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if library == "tensorrt" and creation is not None and hasattr(creation, "STRONGLY_TYPED"):
-        flags |= 1 << int(creation.STRONGLY_TYPED)  # TensorRT 10; on 11 every network is strongly typed
-    network = builder.create_network(flags)
+    network = builder.create_network(network_creation_flags(trt))
     if not strongly_typed(trt, network):
         # A weakly typed network would let the builder pick precisions itself: the ONNX variant's verified
         # types would no longer be what runs.
         raise BitError(f"{library} {trt.__version__} made a weakly typed network; bit-trt needs strongly typed ones")
-    parser = trt.OnnxParser(network, log.logger)
+    parser: tensorrt.OnnxParser = trt.OnnxParser(network, log.logger)
     if not parser.parse_from_file(onnx_path):
         errors = []
         for i in range(parser.num_errors):
@@ -147,14 +165,15 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     if options.rtx_compute_capabilities:
         if library != "tensorrt_rtx":
             raise BitError("--rtx-cc applies to TensorRT-RTX engines only")
-        config.num_compute_capabilities = len(options.rtx_compute_capabilities)
+        rtx_config = cast("tensorrt_rtx.IBuilderConfig", config)  # compute capabilities are TensorRT-RTX's alone
+        rtx_config.num_compute_capabilities = len(options.rtx_compute_capabilities)
         for i, cc in enumerate(options.rtx_compute_capabilities):
             if not hasattr(trt.ComputeCapability, cc.upper()):
                 raise BitError(
                     f"unknown compute capability {cc!r}; TensorRT-RTX knows "
                     f"{', '.join(m for m in trt.ComputeCapability.__members__ if m.startswith('SM'))}"
                 )
-            config.set_compute_capability(getattr(trt.ComputeCapability, cc.upper()), i)
+            rtx_config.set_compute_capability(getattr(trt.ComputeCapability, cc.upper()), i)
     cache_hit = False
     # TensorRT-RTX compiles tactics on the device at run time; its timing-cache calls are no-ops (deprecated).
     use_cache = bool(options.timing_cache) and library == "tensorrt"
@@ -191,7 +210,10 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         "timing_cache": _timing_cache_state(library, use_cache, cache_hit),
     }
     if library == "tensorrt_rtx":
-        ccs = [str(config.get_compute_capability(i)).split(".")[-1] for i in range(config.num_compute_capabilities)]
+        rtx_config = cast("tensorrt_rtx.IBuilderConfig", config)
+        ccs = [
+            str(rtx_config.get_compute_capability(i)).split(".")[-1] for i in range(rtx_config.num_compute_capabilities)
+        ]
         record["target"] = {"kind": "rtx", "compute_capabilities": ccs or ["library default"]}
     else:
         record["target"] = {"kind": "gpu", "compute_capability": gpu_compute_capability()}

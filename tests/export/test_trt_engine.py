@@ -26,6 +26,22 @@ def test_every_variant_builds(tiny_bundle, tmp_path):
     assert not cache.exists()  # TensorRT-RTX has no timing cache: none is pretended
 
 
+def _tensorrt_of_version(version: str):
+    """The two names the flag decision reads from the `tensorrt` module, as 10.16 and 11.4 both define them."""
+    import types
+
+    creation = types.SimpleNamespace(STRONGLY_TYPED=1)
+    return types.SimpleNamespace(__name__="tensorrt", __version__=version, NetworkDefinitionCreationFlag=creation)
+
+
+def test_strongly_typed_flag_only_where_weak_typing_exists():
+    """TensorRT 10 needs STRONGLY_TYPED; 11.4 keeps it deprecated and ignored; TensorRT-RTX is never asked."""
+    assert trt_engine.network_creation_flags(_tensorrt_of_version("10.16.1.11")) == 1 << 1
+    assert trt_engine.network_creation_flags(_tensorrt_of_version("11.4.0.106")) == 0
+    assert trt_engine.strongly_typed(_tensorrt_of_version("11.4.0.106"), network=None) is True
+    assert trt_engine.network_creation_flags(rtx) == 0
+
+
 def test_timing_cache_record_says_why_none_was_used():
     assert trt_engine._timing_cache_state("tensorrt", used=False, hit=False) == "not used"
     assert trt_engine._timing_cache_state("tensorrt", used=True, hit=True) == "reused"
@@ -138,6 +154,7 @@ def _shadow(tmp_path, name):
 
 
 @pytest.mark.gpu
+@pytest.mark.tensorrt
 def test_tensorrt_plan_on_a_gpu_host(tiny_bundle, tmp_path):
     trt = pytest.importorskip("tensorrt", reason="needs TensorRT (pip install 'bit-trt[gpu]')")
 
