@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import queue
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,11 @@ from .errors import BitError, require
 from .plan_check import check_plan
 from .runner import Runner
 from .tensorrt_library import ErrorLog, try_import
+
+if TYPE_CHECKING:  # annotations only: tests/tensorrt_api type-checks our calls against NVIDIA's bindings
+    import tensorrt
+
+    from .cuda_graph import CudaGraph
 
 
 def import_pycuda():
@@ -47,7 +53,7 @@ class _Slot:
         self.d_in = cuda.mem_alloc(max_batch * image_values * 4)
         self.d_out = cuda.mem_alloc(max_batch * classes * 4)
         self.h_out = cuda.pagelocked_empty((max_batch, classes), np.float32)
-        self.h_raw = None  # pinned uint8 staging, grown to the largest chunk seen
+        self.h_raw: np.ndarray | None = None  # pinned uint8 staging, grown to the largest chunk seen
         self.d_raw = None
         self.raw_bytes = 0
         self.staged = cuda.Event()  # raw bytes copied and preprocessed: the binding is ready
@@ -67,7 +73,9 @@ class _Slot:
 class _Worker:
     """An execution context with its own streams and buffers. Used by one thread at a time."""
 
-    def __init__(self, cuda, engine, io, max_batch, resolution, classes, layout, cuda_graph, preprocessor):
+    def __init__(
+        self, cuda, engine: tensorrt.ICudaEngine, io, max_batch, resolution, classes, layout, cuda_graph, preprocessor
+    ):
         self.cuda = cuda
         self.io = io
         self.context = engine.create_execution_context()
@@ -81,7 +89,7 @@ class _Worker:
         self.slots = [_Slot(cuda, max_batch, self.image_values, classes) for _ in range(2)]
         self.h_in = cuda.pagelocked_empty((max_batch, self.image_values), np.float32)
         self.cuda_graph = cuda_graph
-        self.graphs = {}
+        self.graphs: dict[tuple[int, int], CudaGraph] = {}  # (batch, slot id) -> captured graph
         self.preprocessor = preprocessor
 
     def _input_shape(self, n):
@@ -149,6 +157,10 @@ class _Worker:
             offset += img.nbytes
         slot.staged.record(self.copy_stream)
 
+    def _wait_for_staging(self, slot: _Slot) -> None:
+        """The compute stream waits for the copy stream's staging of `slot`: the one edge between the streams."""
+        self.stream.wait_for_event(slot.staged)
+
     def run_uint8(self, chunks: list[list[np.ndarray]]) -> np.ndarray:
         """Double-buffered: stage chunk k+1 on the copy stream while chunk k runs on the compute stream."""
         out = []
@@ -161,7 +173,7 @@ class _Worker:
         for k, chunk in enumerate(chunks):
             slot = self.slots[k % 2]
             self._stage(slot, chunk)
-            self.stream.wait_for_event(slot.staged)
+            self._wait_for_staging(slot)
             self._enqueue(slot, len(chunk))
             if pending is not None:
                 collect(*pending)  # chunk k-1 finishes while chunk k runs
@@ -177,6 +189,11 @@ class _Worker:
 
 class TrtRunner(Runner):
     name = "trt"
+    # Set while active (None after deactivate). Declared so that tests/tensorrt_api's mypy check types the
+    # TensorRT calls on them against NVIDIA's bindings; annotations only, nothing is assigned here.
+    _runtime: tensorrt.Runtime
+    engine: tensorrt.ICudaEngine
+    _pool: queue.Queue[_Worker]
 
     def __init__(
         self,
@@ -202,7 +219,7 @@ class TrtRunner(Runner):
         self.gpu_preprocess = gpu_preprocess
         self.bundle_path = bundle_path
         self.library = artifact.get("library", "tensorrt")
-        self.preprocess_fallback = None  # why the CUDA kernel could not load, when it could not
+        self.preprocess_fallback: str | None = None  # why the CUDA kernel could not load, when it could not
 
     def describe(self) -> str:
         pre = "CUDA kernel" if self.preprocessor is not None else "CPU (OpenCV)"
@@ -215,16 +232,13 @@ class TrtRunner(Runner):
         )
 
     def _activate(self):
-        self.trt = trt = try_import(self.library)
-        check_plan(
-            self.artifact, getattr(trt, "__version__", None), gpu_host.compute_capability(self.device), self.bundle_path
-        )  # raises unless the library is installed, in the plan's version
+        self._check_library()
         cuda = self.cuda = import_pycuda()
         cuda.init()
         self._ctx = cuda.Device(self.device).retain_primary_context()
         self._ctx.push()
         try:
-            self._load(trt, cuda)
+            self._start(cuda, *self._open_engine())
         except BaseException:
             self._release()
             cuda.Context.pop()
@@ -232,12 +246,30 @@ class TrtRunner(Runner):
             raise
         cuda.Context.pop()
 
-    def _load(self, trt, cuda):
+    def _check_library(self) -> None:
+        """The plan's library, installed in the plan's version, for this GPU; raises with the fix otherwise."""
+        self.trt = try_import(self.library)
+        check_plan(
+            self.artifact,
+            getattr(self.trt, "__version__", None),
+            gpu_host.compute_capability(self.device),
+            self.bundle_path,
+        )
+
+    def _open_engine(self):
+        """Deserialize the plan (the context is current): (engine, io names, max batch, classes).
+
+        Everything TensorRT-specific about loading is here; what follows (`_start`) is this runner's own
+        machinery, which tests/trt_engine_double.py runs on a real GPU without TensorRT.
+        """
+        trt = self.trt
         with open(self.plan_path, "rb") as f:
             blob = f.read()
         log = ErrorLog(trt)
         self._runtime = trt.Runtime(log.logger)
-        if hasattr(self._runtime, "get_engine_validity"):  # TensorRT 10.x+: a header check before the full load
+        # A header check before the full load. TensorRT-RTX 1.7 has it; TensorRT 10.16 and 11.4 do not (their
+        # bindings, tests/tensorrt_api), so there the manifest's version and GPU check (check_plan) is all we have.
+        if hasattr(self._runtime, "get_engine_validity"):
             header = blob[: getattr(self._runtime, "engine_header_size", len(blob))]
             validity, diagnostics = self._runtime.get_engine_validity(header)
             if int(diagnostics):
@@ -246,24 +278,27 @@ class TrtRunner(Runner):
                     f"{self.plan_path} cannot run here ({', '.join(names).lower()}); "
                     f"rebuild the plan on this host or with this {self.library}"
                 )
-        self.engine = self._runtime.deserialize_cuda_engine(blob)
+        engine = self._runtime.deserialize_cuda_engine(blob)
         del blob
-        if self.engine is None:
+        if engine is None:
             raise BitError(f"{self.library} cannot deserialize {self.plan_path}: {log.last()}")
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise BitError(f"{self.plan_path}: expected one input and one output, found {inputs} and {outputs}")
         io = {"input": inputs[0], "output": outputs[0]}
         for role in io.values():
-            if self.engine.get_tensor_dtype(role) != trt.DataType.FLOAT:
-                raise BitError(
-                    f"{self.plan_path}: tensor {role} is {self.engine.get_tensor_dtype(role)}, expected float32"
-                )
-        _, _, max_shape = self.engine.get_tensor_profile_shape(io["input"], 0)
-        self.max_batch = int(max_shape[0])
-        classes = int(self.engine.get_tensor_shape(io["output"])[-1])
+            if engine.get_tensor_dtype(role) != trt.DataType.FLOAT:
+                raise BitError(f"{self.plan_path}: tensor {role} is {engine.get_tensor_dtype(role)}, expected float32")
+        _, _, max_shape = engine.get_tensor_profile_shape(io["input"], 0)
+        classes = int(engine.get_tensor_shape(io["output"])[-1])
+        return engine, io, int(max_shape[0]), classes
+
+    def _start(self, cuda, engine, io: dict, max_batch: int, classes: int) -> None:
+        """The preprocessing kernel and the worker pool, on the current context, for a loaded engine."""
+        self.engine = engine
+        self.max_batch = max_batch
         layout = self.spec.layout
         self.preprocessor = None
         if self.gpu_preprocess and self.spec.resize in DEVICE_RESIZE_MODES:

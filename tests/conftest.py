@@ -16,21 +16,35 @@ RETURNED_MANIFESTS = {}  # bundle path -> what export() returned, to compare wit
 
 
 def _gpu_reason():
-    """`gpu` tests need an NVIDIA GPU; those that also need TensorRT or pycuda skip on their own import."""
-    import shutil
-
+    """`gpu` tests need an NVIDIA GPU; those that need pycuda or CuPy as well skip on their own import."""
     if shutil.which("nvidia-smi") is None:
         return "needs an NVIDIA GPU (no nvidia-smi on this host)"
     return None
 
 
+def _tensorrt_reason():
+    """`tensorrt` tests need TensorRT on top of the GPU: the lent GPU hosts have none."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return "needs TensorRT (pip install 'bit-trt[gpu]'); run -m 'gpu and not tensorrt' on a GPU host without it"
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
-    reason = None
     for item in items:
-        if "gpu" in item.keywords:
-            reason = reason or _gpu_reason()
-            if reason:
-                item.add_marker(pytest.mark.skip(reason=reason))
+        # markers, not keywords: a parameter id such as [tensorrt] is a keyword too
+        gpu, tensorrt = item.get_closest_marker("gpu"), item.get_closest_marker("tensorrt")
+        if tensorrt and not gpu:
+            # CI deselects with -m "not gpu": a test marked only `tensorrt` would run there and fail
+            raise pytest.UsageError(f"{item.nodeid} is marked tensorrt but not gpu")
+        reason = None
+        if gpu:
+            reason = _gpu_reason()
+        if reason is None and tensorrt:
+            reason = _tensorrt_reason()
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def run_cli(module: str, *args, env=None, **kw) -> subprocess.CompletedProcess:

@@ -2,7 +2,7 @@
 
 The kernel's per-pixel code is __host__ __device__; nvcc builds the same source into a host library here,
 so its arithmetic is checked against OpenCV on CPU-only machines. On a GPU the kernel itself is compared
-(tests/engine/test_trt_gpu.py). Stated tolerance: at most one uint8 step (1/255) per value, and on photos
+(tests/engine/test_cuda_preprocess_gpu.py). Stated tolerance: at most one uint8 step (1/255) per value, and on photos
 at 480 fewer than 0.5% of values differ at all (OpenCV's vectorized and scalar loops round differently
 at a few positions).
 """

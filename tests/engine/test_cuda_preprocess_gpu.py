@@ -22,16 +22,13 @@ def cuda():
     ctx.detach()
 
 
-@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
-def test_kernel_equals_cpu_path(cuda, layout):
+def _on_device(cuda, images, resolution, resize, layout) -> np.ndarray:
+    """The runner's path: pinned staging, one async copy, one kernel launch per image into a float32 batch."""
     from bit_trt.engine.cuda_preprocess import DevicePreprocessor
 
-    photo = read_image(real_photo_paths()[0])
-    images = [photo, np.ascontiguousarray(cv2.resize(photo, (1920, 1080))), np.ascontiguousarray(photo[:37, :100])]
-    spec = InputSpec(resolution=480)
-    pre = DevicePreprocessor(cuda, 480, "bilinear", layout)
+    pre = DevicePreprocessor(cuda, resolution, resize, layout)
     stream = cuda.Stream()
-    slot = 480 * 480 * 3
+    slot = resolution * resolution * 3
     d_out = cuda.mem_alloc(len(images) * slot * 4)
     pinned = cuda.pagelocked_empty(sum(i.nbytes for i in images), np.uint8)
     d_raw = cuda.mem_alloc(pinned.nbytes)
@@ -47,9 +44,39 @@ def test_kernel_equals_cpu_path(cuda, layout):
     out = cuda.pagelocked_empty((len(images), slot), np.float32)
     cuda.memcpy_dtoh_async(out, d_out, stream)
     stream.synchronize()
-    cpu = preprocess(images, spec)
+    return out
+
+
+def _photos() -> list[np.ndarray]:
+    paths = real_photo_paths()
+    if not paths:
+        pytest.skip("the real photos come with scikit-learn, which is not installed")
+    photo = read_image(paths[0])
+    return [
+        photo,
+        np.ascontiguousarray(cv2.resize(photo, (1920, 1080))),
+        np.ascontiguousarray(photo[:37, :100]),
+        *[read_image(p) for p in paths[1:]],
+    ]
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_bilinear_kernel_is_within_one_step_of_opencv(cuda, layout):
+    images = _photos()
+    out = _on_device(cuda, images, 480, "bilinear", layout)
+    cpu = preprocess(images, InputSpec(resolution=480))
     if layout == "NCHW":
         cpu = cpu.transpose(0, 3, 1, 2)
     diff = np.abs(out.reshape(cpu.shape) - cpu)
     assert diff.max() <= 1 / 255 + 1e-6
     assert (diff > 0).mean() < 0.005
+
+
+@pytest.mark.parametrize("resolution", [480, 224, 1000])
+def test_nearest_kernel_equals_opencv_exactly(cuda, resolution):
+    images = _photos()
+    out = _on_device(cuda, images, resolution, "nearest", "NHWC")
+    cpu = np.stack(
+        [cv2.resize(img, (resolution, resolution), interpolation=cv2.INTER_NEAREST) for img in images]
+    ).astype(np.float32) * np.float32(1 / 255)
+    np.testing.assert_array_equal(out.reshape(cpu.shape), cpu)

@@ -1,6 +1,6 @@
 """The TensorRT runner on a GPU host: parity, the CUDA preprocessing kernel, threads, CUDA graphs.
 
-Marked `gpu`: skipped with a reason where there is no GPU, TensorRT or pycuda (conftest).
+Marked `gpu` and `tensorrt`: skipped with a reason where there is no GPU, TensorRT or pycuda (conftest).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +16,7 @@ from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import preprocess
 from tests.conftest import export_tiny
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.tensorrt]
 
 
 @pytest.fixture(scope="module")
