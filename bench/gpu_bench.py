@@ -1,33 +1,23 @@
-"""GPU measurements for a lent machine (no TensorRT needed): the preprocessing kernel and host transfers.
+"""GPU measurements for a lent machine (no TensorRT needed), run by `python -m bit_trt.bench.gpu_proof`.
 
-    python -m bit_trt.bench.gpu_bench            # needs CuPy, nvcc and a GPU; writes bench/results/gpu_<name>.json
-
-- The CUDA preprocessing kernel (engine/cuda/preprocess.cu, compiled by the same compile_ptx as the
-  runner) on photos resized to 640x427 and 1920x1080, into a 480x480 float32 batch of 8: its output against
+- The CUDA preprocessing kernel (the PTX the runner loads, engine/cuda/preprocess.ptx) on photos resized
+  to 640x427 and 1920x1080, into a 480x480 float32 batch of 8: its output against
   the CPU path (OpenCV), and its throughput in images/s and in GB/s of bytes moved, against the device's
   own device-to-device copy bandwidth measured in the same run.
 - Host-to-device copy throughput from pinned (page-locked) and from pageable memory, 64 MB transfers.
-
-On the same machine, with pycuda built there (docs/tensorrt.md, "GPU checks on a lent GPU host without
-network"), the runner's own kernel path runs as a test:
-`python -m pytest -m gpu tests/engine/test_cuda_preprocess_gpu.py`.
+- End-to-end images/s from uint8 arrays through the trt runner's double-buffered path (pycuda), with
+  TensorRT's engine replaced by the engine double of tests/trt_engine_double.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, load_ptx
-from ..engine.errors import require
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def _time_gpu(cp, fn, repeat: int) -> float:
@@ -127,27 +117,66 @@ def transfers(cp, nbytes: int = 64 << 20) -> dict:
     return result
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.gpu_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=RESULTS)
-    args = p.parse_args(argv)
-    cp = require("cupy")  # bit-trt[gpu-bench]
+def _images_per_s(call, per_call: int, threads: int, seconds: float) -> float:
+    """Images per second from `threads` threads calling `call` (each call classifies `per_call` images)."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    name = props["name"].decode()
-    result = {
-        "gpu": name,
-        "compute_capability": f"sm{props['major']}{props['minor']}",
-        "preprocess_kernel_480_batch8": kernel(cp),
-        "host_to_device": transfers(cp),
-        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+    def loop(deadline):
+        calls = 0
+        while time.perf_counter() < deadline:
+            call()
+            calls += 1
+        return calls
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda _: call(), range(threads)))  # warm-up: buffers grown, graphs captured
+        start = time.perf_counter()
+        calls = sum(pool.map(loop, [start + seconds] * threads))
+        return calls * per_call / (time.perf_counter() - start)
+
+
+def runner_pipeline(resolution: int = 480, classes: int = 16, batch: int = 32, seconds: float = 2.0) -> dict:
+    """End-to-end images/s from uint8 arrays through the trt runner's double-buffered path.
+
+    TrtRunner.infer_uint8 as deployed: pinned staging, the copy stream, the preprocessing kernel, events,
+    chunks of the profile's max batch alternating between two slots, on 2 workers; TensorRT's engine is
+    replaced by tests/trt_engine_double.py (a 16-class linear kernel, so the pipeline dominates, not the model).
+    The float path (a ready float32 batch, 4 bytes per value over PCIe) is measured beside it.
+    """
+    import cv2
+
+    from tests.trt_engine_double import EngineDoubleRunner
+
+    from ..engine.preprocess import InputSpec, preprocess, read_image
+    from ..export.parity_images import real_photo_paths
+
+    photo = read_image(real_photo_paths()[0])
+    rows = []
+    for w, h in ((640, 427), (1920, 1080)):
+        images = [np.ascontiguousarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_CUBIC))] * batch
+        floats = preprocess(images, InputSpec(resolution=resolution))
+        for cuda_graph in (False, True):
+            with EngineDoubleRunner(resolution, classes, max_batch=8, workers=2, cuda_graph=cuda_graph) as runner:
+                for threads in (1, 2):
+                    for path, call in (
+                        ("uint8", functools.partial(runner.infer_uint8, images)),
+                        ("float", functools.partial(runner.infer, floats)),
+                    ):
+                        rate = _images_per_s(call, batch, threads, seconds)
+                        rows.append(
+                            {
+                                "image": f"{w}x{h}",
+                                "path": path,
+                                "batch": batch,
+                                "threads": threads,
+                                "cuda_graph": cuda_graph,
+                                "images_per_s": round(rate, 1),
+                            }
+                        )
+    return {
+        "resolution": resolution,
+        "max_batch": 8,
+        "workers": 2,
+        "engine": "tests/trt_engine_double.py",
+        "rows": rows,
     }
-    path = os.path.join(args.out, f"gpu_{name.replace(' ', '_').lower()}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    print(json.dumps(result, indent=1))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
