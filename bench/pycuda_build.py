@@ -30,26 +30,38 @@ def _pip(*args: str) -> None:
         raise BitError(f"pip {' '.join(args[:2])} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
 
 
-def fetch(folder: str = CARRIED, python_version: str = "3.12") -> list[str]:
-    """Download pycuda's source archive and its run-time wheels into `folder` (needs PyPI)."""
+def fetch(folder: str = CARRIED, python_versions: tuple[str, ...] = ("3.12", "3.11")) -> list[str]:
+    """Download pycuda's source archive and its run-time wheels into `folder` (needs PyPI).
+
+    The lent GPU hosts run Python 3.12; 3.11 (ours) is fetched too, so the same folder serves either."""
     os.makedirs(folder, exist_ok=True)
     # --no-build-isolation: pip reads the archive's metadata without installing its build requirements
     _pip("download", "--no-deps", "--no-binary=:all:", "--no-build-isolation", "-d", folder, PYCUDA)
     platform = ["--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
-    _pip(
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        python_version,
-        "--implementation",
-        "cp",
-        *platform,
-        "-d",
-        folder,
-        *RUNTIME_WHEELS,
-    )
+    for version in python_versions:
+        _pip(
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            version,
+            "--implementation",
+            "cp",
+            *platform,
+            "-d",
+            folder,
+            *RUNTIME_WHEELS,
+        )
     return sorted(os.listdir(folder))
+
+
+def installable(wheels: list[str]) -> list[str]:
+    """The wheels this interpreter can install (the folder holds compiled ones for several Pythons)."""
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    supported = set(sys_tags())
+    return [w for w in wheels if supported & set(parse_wheel_filename(os.path.basename(w))[3])]
 
 
 def carried_files(folder: str = CARRIED) -> tuple[str, list[str]]:
@@ -100,6 +112,7 @@ def build(work: str, folder: str = CARRIED, jobs: int | None = None) -> list[str
     """Build pycuda in place under `work`; returns the sys.path entries that make it and its wheels importable."""
     archive, wheels = carried_files(folder)
     site = os.path.join(work, "site")
+    wheels = installable(wheels)
     if wheels:
         _pip("install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade", "--target", site, *wheels)
     with tarfile.open(archive) as tar:
