@@ -30,11 +30,17 @@ def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = ()):
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    from .graph_cleanup import canonicalize
+
     model = onnx.ModelProto()
     model.CopyFrom(fp32_model)
-    return convert_float_to_float16(
+    model = convert_float_to_float16(
         model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)
     )
+    # The converter appends its input Cast after the nodes that read it: onnx.checker rejects that order and
+    # shape inference silently stops at it. Restore a topological order.
+    canonicalize(model, initializers=False)
+    return model
 
 
 def search_islands(

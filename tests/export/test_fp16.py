@@ -26,6 +26,7 @@ def test_fp16_artifact(tiny_bundle):
         assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     # Half the bytes of FP32, give or take the non-weight tensors.
     assert art["bytes"] < 0.55 * m["artifacts"][0]["bytes"]
+    onnx.checker.check_model(model, full_check=True)  # nodes in topological order, as the converter left them not
 
 
 def test_fp16_matches_fp32_on_the_recorded_inputs(tiny_bundle):
