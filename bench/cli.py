@@ -1,0 +1,192 @@
+"""`bit-bench BUNDLE`: latency and throughput of every backend and precision side by side, with accuracy beside speed.
+
+    bit-bench out/r50x3 --backend ort-cpu,openvino --precision fp32,int8 --batch 1,8 --json bench.json --plot plots/
+
+trtexec's and perf_analyzer's metrics (throughput; latency min, mean, median, percentiles, max; CV;
+stability over windows), measured interleaved in one run and shown as ratios to a baseline, each row
+with its agreement with TensorFlow. Exit 0: measured; 2: bad input or nothing could run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from ..engine.errors import BitError
+from . import configurations, report
+from .bit_bench import BenchOptions, run
+from .latency_stats import min_requests_for, parse_percentiles
+from .measurement import Schedule
+
+DEFAULTS = BenchOptions(bundle="")
+SCHEDULE = Schedule()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bit-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("bundle", help="bundle directory written by bit-export")
+    p.add_argument(
+        "--backend",
+        default=",".join(DEFAULTS.backends),
+        help="comma-separated backends; those that can't run here are reported as skipped (default: %(default)s)",
+    )
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8, or all (default: fp32)")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
+    p.add_argument("--concurrency", default="1", help="requests in flight, from that many threads (default: 1)")
+    p.add_argument("--threads", type=int, help="intra-op threads per backend (default: the backend's own)")
+    p.add_argument(
+        "--mode",
+        choices=configurations.MODES,
+        default="model",
+        help="model: a ready float batch; end-to-end: JPEG bytes, decode and preprocessing included (default: model)",
+    )
+    p.add_argument(
+        "--warmup", type=float, default=SCHEDULE.warmup_s, help="seconds per configuration (default: %(default)s)"
+    )
+    amount = p.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--duration", type=float, help=f"seconds measured per configuration, at least (default: {SCHEDULE.duration_s})"
+    )
+    amount.add_argument("--iterations", type=int, help="requests measured per configuration, at least")
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=SCHEDULE.max_windows,
+        help="measurement windows before an unsteady configuration is reported unstable (default: %(default)s)",
+    )
+    p.add_argument("--percentiles", default=",".join(f"{q:g}" for q in DEFAULTS.percentiles))
+    p.add_argument(
+        "--baseline", help="backend/precision (or a configuration id) the ratios are to (default: ort-cpu/fp32)"
+    )
+    p.add_argument("--images", nargs="+", default=[], help="image files for the requests (default: real photos)")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the agreement with TF on the parity set")
+    p.add_argument("--no-roofline", action="store_true", help="skip the GEMM peak measurement")
+    p.add_argument("--json", help="write the result (schema bit-bench/1, docs/bench.md)")
+    p.add_argument("--csv", help="write one row per configuration")
+    p.add_argument("--plot", help="write PNG plots into this folder")
+    p.add_argument("--export-times", help="write every request's start and end (trtexec --exportTimes fields)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def options_from_args(args, argv) -> BenchOptions:
+    precisions = configurations.PRECISIONS if args.precision == "all" else args.precision
+    if args.duration is not None and args.duration <= 0:
+        raise BitError("--duration must be positive")
+    if args.warmup < 0:
+        raise BitError("--warmup must not be negative")
+    if args.max_windows < SCHEDULE.min_windows:
+        raise BitError(f"--max-windows must be at least {SCHEDULE.min_windows} (stability compares the last three)")
+    percentiles = parse_percentiles(args.percentiles)
+    if args.iterations is not None and args.iterations < min_requests_for(percentiles):
+        raise BitError(
+            f"--iterations {args.iterations} is too few for p{max(percentiles):g}: it needs at least "
+            f"{min_requests_for(percentiles)} requests"
+        )
+    schedule = Schedule(
+        warmup_s=args.warmup,
+        duration_s=args.duration if args.duration is not None else SCHEDULE.duration_s,
+        iterations=args.iterations,
+        max_windows=args.max_windows,
+    )
+    if args.threads is not None and args.threads < 1:
+        raise BitError("--threads must be at least 1")
+    return BenchOptions(
+        bundle=args.bundle,
+        backends=configurations.parse_list(args.backend, "backend", configurations.backends.BACKENDS),
+        precisions=configurations.parse_list(
+            precisions if isinstance(precisions, str) else ",".join(precisions), "precision", configurations.PRECISIONS
+        ),
+        batches=configurations.parse_list(args.batch, "batch", cast=int),
+        concurrency=configurations.parse_list(args.concurrency, "concurrency", cast=int),
+        threads=args.threads,
+        mode=args.mode,
+        schedule=schedule,
+        percentiles=percentiles,
+        baseline=args.baseline,
+        images=tuple(args.images),
+        roofline=not args.no_roofline,
+        accuracy=not args.no_accuracy,
+        command=shlex.join(["bit-bench", *argv]),
+    )
+
+
+def _check_plot_dir(path: str | None) -> None:
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise BitError(f"--plot {path!r} is a file; give a folder")
+    if path:
+        report.check_writable(os.path.join(path, "x.png") if os.path.isdir(path) else path, "--plot")
+
+
+class Progress:
+    """One line per event on stderr; on a terminal the line is rewritten in place, like a progress bar."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.windows = 0
+
+    def __call__(self, event, subject, window) -> None:
+        if self.quiet:
+            return
+        if event == "window":
+            self.windows += 1
+            state = "stable" if subject.stable else f"window {len(subject.windows)}"
+            text = (
+                f"[{self.windows} windows] {subject.config.id}: {window['throughput_ips']:.2f} img/s, "
+                f"median {window['median_ms']:.1f} ms ({state})"
+            )
+        elif event == "warm-up":
+            text = f"warming up {subject.config.id}"
+        elif event == "accuracy":
+            text = f"agreement with TF: {subject.backend}/{subject.precision}"
+        else:
+            text = f"GEMM peak: {'/'.join(subject)}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text[:150])
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\r\033[K")
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    progress = Progress(args.quiet)
+    try:
+        options = options_from_args(args, argv)
+        for path, what in ((args.json, "--json"), (args.csv, "--csv"), (args.export_times, "--export-times")):
+            report.check_writable(path, what)
+        _check_plot_dir(args.plot)
+        result, samples, times = run(options, progress)
+        progress.end()
+        if not any(r["status"] == "measured" for r in result["rows"]):
+            reasons = sorted({r["skip_reason"] for r in result["rows"]})
+            raise BitError("nothing could be measured here:\n  " + "\n  ".join(reasons))
+        print(report.table(result))
+        if args.json:
+            report.write_atomic(args.json, report.to_json(result))
+        if args.csv:
+            report.write_atomic(args.csv, report.to_csv(result))
+        if args.export_times:
+            report.write_atomic(args.export_times, report.to_times(result, times))
+        if args.plot:
+            from .plots import write_plots
+
+            for path in write_plots(result, samples, args.plot):
+                print(f"wrote {path}")
+    except BitError as exc:
+        progress.end()
+        print(f"bit-bench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

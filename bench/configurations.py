@@ -1,0 +1,114 @@
+"""Which configurations `bit-bench` measures: every backend x precision x batch x concurrency the bundle and host allow.
+
+A configuration that can't run here is kept with the reason, as trtexec users expect a GPU backend on a CPU host
+to be reported, not silently dropped: its variant is not in the bundle, its library is not installed, or
+it needs a GPU. Names the bundle can never satisfy (an unknown backend, a precision no backend finds in
+the bundle) are refused before anything is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine import backends, gpu_host
+from ..engine.bundle import Bundle
+from ..engine.errors import BitError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MODES = ("model", "end-to-end")
+GPU_BACKENDS = ("trt", "ort-trt", "ort-cuda")
+# What --backend means when not given: every backend but the TF reference, which is a baseline to ask for.
+DEFAULT_BACKENDS = tuple(b for b in backends.BACKENDS if b != "tf")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    backend: str
+    precision: str
+    batch: int
+    concurrency: int
+    mode: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}/{self.precision}/b{self.batch}/c{self.concurrency}"
+
+    @property
+    def engine_key(self) -> tuple[str, str]:
+        """Configurations that share one Classifier (one loaded model), as a server would."""
+        return self.backend, self.precision
+
+
+def parse_list(text: str, what: str, allowed=None, cast=str) -> tuple:
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise BitError(f"--{what} needs at least one value")
+    try:
+        values = tuple(dict.fromkeys(cast(item) for item in items))  # keeps order, drops repeats
+    except ValueError as exc:
+        raise BitError(f"--{what} takes a comma-separated list, got {text!r}") from exc
+    if allowed is not None:
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            raise BitError(f"unknown {what} {', '.join(map(str, unknown))}; choose from: {', '.join(allowed)}")
+    if cast is int and any(v < 1 for v in values):
+        raise BitError(f"--{what} values must be at least 1, got {text!r}")
+    return values
+
+
+def variant_present(bundle: Bundle, backend: str, precision: str) -> str | None:
+    """Why `backend` can't run `precision` from this bundle, or None when the bundle has what it needs."""
+    if backend == "tf":
+        if precision != "fp32":
+            return "the TF reference runs in float32 only"
+        return None
+    variant = backends.variant_for(backend, precision)
+    if backend == "trt":
+        engines = [
+            a
+            for a in bundle.manifest.get("artifacts", [])
+            if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant
+        ]
+        if not engines:
+            hint = f"bit-engine {bundle.path} --precision {precision}"
+            return f"no {variant} TensorRT plan in the bundle (add one with {hint})"
+        return None
+    if variant not in bundle.artifacts("onnx"):
+        return f"the bundle has no {variant} variant (export it with bit-export --precision {precision})"
+    return None
+
+
+def host_reason(backend: str) -> str | None:
+    """Why `backend` can't run on this host at all, before loading anything; None when it may."""
+    if backend in GPU_BACKENDS and not gpu_host.has_gpu():
+        return "needs an NVIDIA GPU (none on this host)"
+    return None
+
+
+def plan(
+    bundle: Bundle,
+    backend_names: tuple[str, ...],
+    precisions: tuple[str, ...],
+    batches: tuple[int, ...],
+    concurrencies: tuple[int, ...],
+    mode: str,
+) -> tuple[list[Configuration], dict[str, str]]:
+    """(the configurations to try, {configuration id: why it is skipped}) in a stable, readable order."""
+    for precision in precisions:
+        if all(variant_present(bundle, b, precision) for b in backends.BACKENDS if b != "tf"):
+            have = ", ".join(bundle.artifacts("onnx")) or "none"
+            raise BitError(
+                f"bundle {bundle.path!r} has no {precision} variant for any backend (it has: {have}); "
+                f"export it with bit-export --precision {precision}"
+            )
+    configs, skipped = [], {}
+    for backend in backend_names:
+        for precision in precisions:
+            reason = host_reason(backend) or variant_present(bundle, backend, precision)
+            for batch in batches:
+                for concurrency in concurrencies:
+                    config = Configuration(backend, precision, batch, concurrency, mode)
+                    configs.append(config)
+                    if reason:
+                        skipped[config.id] = reason
+    return configs, skipped

@@ -1,0 +1,141 @@
+"""How a `bit-bench` result is shown and kept: the terminal table, JSON, CSV and per-request times.
+
+Every file is written to a temporary name beside its target and renamed into place, so a failed run never
+leaves half a report. The JSON is the result as it is (schema in docs/bench.md); the CSV has one flat row
+per configuration with the same names, dotted for nested fields (latency_ms.p99, accuracy.rel_l2).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from ..engine.errors import BitError
+
+
+def check_writable(path: str | None, what: str) -> None:
+    """Refuse an output path before measuring, rather than lose a long run at the end."""
+    if not path:
+        return
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise BitError(f"{what} {path!r} is a directory; give a file name")
+    if not os.path.isdir(parent):
+        raise BitError(f"{what} {path!r}: folder {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise BitError(f"{what} {path!r}: folder {parent!r} is not writable")
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise BitError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=1) + "\n"
+
+
+def _flatten(row: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if key == "windows":
+            flat["windows"] = len(value)
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = "; ".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def to_csv(result: dict) -> str:
+    rows = [_flatten(r) for r in result["rows"]]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    out = io.StringIO()
+    out.write(f"# {result['schema']} {result['command']}\n")
+    writer = csv.DictWriter(out, columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def to_times(result: dict, times: dict) -> str:
+    """Per-request times, one list per configuration. Fields follow trtexec's --exportTimes where they apply:
+    startMs/endMs from the measurement's start and latencyMs; a CPU request has no separate enqueue,
+    H2D, compute and D2H phases to report."""
+    body = {
+        "schema": result["schema"],
+        "command": result["command"],
+        "configurations": {
+            config_id: [
+                {"window": w, "thread": t, "startMs": s, "endMs": e, "latencyMs": round(e - s, 4)}
+                for w, t, s, e in records
+            ]
+            for config_id, records in times.items()
+        },
+    }
+    return json.dumps(body) + "\n"
+
+
+def _fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def table(result: dict) -> str:
+    """The terminal view: speed, its ratio to the baseline, latency percentiles, noise, and accuracy beside it."""
+    pcts = [p for p in result["settings"]["percentiles"] if p != 50]
+    head = ["configuration", "img/s", "x base", "median ms"] + [f"p{p:g} ms" for p in pcts]
+    head += ["CV %", "stable", "rel L2", "top-1", "gate", "% peak"]
+    lines, skipped = [], {}
+    for row in result["rows"]:
+        if row["status"] != "measured":
+            # one line per backend and reason, not one per batch and concurrency
+            skipped.setdefault((row["backend"], row["skip_reason"]), []).append(row["precision"])
+            continue
+        lat = row["latency_ms"]
+        acc = row.get("accuracy") or {}
+        roof = row.get("roofline") or {}
+        lines.append(
+            [
+                row["id"],
+                _fmt(row["throughput_ips"], 2),
+                _fmt(row.get("vs_baseline", {}).get("throughput"), 2),
+                _fmt(lat["median"], 2),
+                *[_fmt(lat.get(f"p{p:g}".replace(".", "_")), 2) for p in pcts],
+                _fmt(100 * row["cv"], 1),
+                "yes" if row["stable"] else "NO",
+                _fmt(acc.get("rel_l2"), 4),
+                _fmt(acc.get("top1_agreement"), 3),
+                acc.get("gate") or "-",
+                _fmt(roof.get("percent_of_peak"), 0),
+            ]
+        )
+    widths = [max([len(head[i])] + [len(r[i]) for r in lines]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    for r in lines:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for (backend, reason), precisions in skipped.items():
+        out.append(f"{backend}/{','.join(dict.fromkeys(precisions))}: skipped: {reason}")
+    warnings = [f"  {row['id']}: {w}" for row in result["rows"] for w in row.get("warnings", [])]
+    if warnings:
+        out += ["", "warnings:", *warnings]
+    base = next((r["vs_baseline"]["baseline"].rsplit("/", 2)[0] for r in result["rows"] if "vs_baseline" in r), None)
+    out += [
+        "",
+        f"x base: throughput over {base or 'no baseline'} at the same batch and concurrency; "
+        "rel L2 / top-1: agreement with TF on the bundle's parity set",
+    ]
+    return "\n".join(out)

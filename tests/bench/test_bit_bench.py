@@ -1,0 +1,159 @@
+"""bit-bench on a real tiny bundle: real ONNX Runtime and OpenVINO, real threads, real files; no timing asserts."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import run_cli
+
+QUICK = ("--warmup", "0.05", "--percentiles", "50,90", "--no-roofline")
+FAST = (*QUICK, "--iterations", "12")
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_full_bundle, tmp_path_factory):
+    """One run over two backends x two precisions x two batches x two concurrencies, with every output."""
+    out = tmp_path_factory.mktemp("bench")
+    args = [tiny_full_bundle, "--backend", "ort-cpu,openvino,trt", "--precision", "fp32,int8", "--batch", "1,2"]
+    args += ["--concurrency", "1,2", "--baseline", "ort-cpu/fp32", *FAST]
+    args += [
+        "--json",
+        out / "r.json",
+        "--csv",
+        out / "r.csv",
+        "--export-times",
+        out / "t.json",
+        "--plot",
+        out / "plots",
+    ]
+    proc = run_cli("bit_trt.bench.cli", *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads((out / "r.json").read_text()), out
+
+
+def test_every_combination_is_measured_or_skipped_with_a_reason(bench):
+    proc, result, _ = bench
+    assert result["schema"] == "bit-bench/1" and result["command"].startswith("bit-bench ")
+    rows = {r["id"]: r for r in result["rows"]}
+    assert len(rows) == 3 * 2 * 2 * 2
+    for backend in ("ort-cpu", "openvino"):
+        for precision in ("fp32", "int8"):
+            row = rows[f"{backend}/{precision}/b2/c2"]
+            assert row["status"] == "measured" and row["requests"] >= 12
+            lat = row["latency_ms"]
+            assert lat["min"] <= lat["median"] <= lat["p90"] <= lat["max"] and row["throughput_ips"] > 0
+    trt = rows["trt/fp32/b1/c1"]
+    assert trt["status"] == "skipped" and trt["skip_reason"]
+    assert "trt/fp32,int8: skipped:" in proc.stdout
+
+
+def test_accuracy_sits_beside_speed(bench):
+    _, result, _ = bench
+    for row in result["rows"]:
+        if row["status"] == "measured":
+            acc = row["accuracy"]
+            assert 0 <= acc["rel_l2"] and acc["top1_agreement"] <= 1 and acc["samples"] >= 2
+            assert (acc["gate"] in ("pass", "fail")) == (row["precision"] == "int8")
+    fp32 = next(r for r in result["rows"] if r["id"] == "ort-cpu/fp32/b1/c1")
+    assert fp32["accuracy"]["rel_l2"] < 1e-4  # ORT FP32 is the graph TF was checked against
+
+
+def test_ratios_are_to_the_baseline_at_the_same_batch_and_concurrency(bench):
+    _, result, _ = bench
+    rows = {r["id"]: r for r in result["rows"]}
+    assert rows["ort-cpu/fp32/b2/c2"]["vs_baseline"] == {
+        "baseline": "ort-cpu/fp32/b2/c2",
+        "throughput": 1.0,
+        "median_latency": 1.0,
+    }
+    ov = rows["openvino/int8/b1/c2"]
+    assert ov["vs_baseline"]["baseline"] == "ort-cpu/fp32/b1/c2"
+    assert ov["vs_baseline"]["throughput"] == pytest.approx(
+        ov["throughput_ips"] / rows["ort-cpu/fp32/b1/c2"]["throughput_ips"], rel=1e-2
+    )
+
+
+def test_windows_are_interleaved_and_concurrency_is_real(bench):
+    _, result, out = bench
+    times = json.loads((out / "t.json").read_text())["configurations"]
+    measured = [r["id"] for r in result["rows"] if r["status"] == "measured"]
+    assert set(times) == set(measured)
+    first_start = {c: min(t["startMs"] for t in times[c] if t["window"] == 0) for c in measured}
+    second_start = {c: min(t["startMs"] for t in times[c] if t["window"] == 1) for c in measured}
+    # every configuration's first window ran before any configuration's second window
+    assert max(first_start.values()) < min(second_start.values())
+    two = times["ort-cpu/fp32/b1/c2"]
+    assert {t["thread"] for t in two} == {0, 1}
+    row = next(r for r in result["rows"] if r["id"] == "ort-cpu/fp32/b1/c2")
+    assert len(two) == row["requests"] and all(t["endMs"] > t["startMs"] for t in two)
+
+
+def test_plots_are_written(bench):
+    proc, _, out = bench
+    names = sorted(p.name for p in (out / "plots").iterdir())
+    assert names == ["latency_cdf.png", "latency_vs_throughput.png", "throughput_vs_batch.png"]
+    assert all((out / "plots" / n).read_bytes().startswith(b"\x89PNG") for n in names)
+    assert f"wrote {out / 'plots' / 'latency_cdf.png'}" in proc.stdout
+
+
+def test_csv_has_one_row_per_configuration(bench):
+    _, result, out = bench
+    lines = (out / "r.csv").read_text().splitlines()
+    assert lines[0].startswith("# bit-bench/1 bit-bench ")
+    rows = list(csv.DictReader(lines[1:]))
+    assert [r["id"] for r in rows] == [r["id"] for r in result["rows"]]
+    measured = [r for r in rows if r["status"] == "measured"]
+    assert all(float(r["latency_ms.p90"]) > 0 and r["accuracy.rel_l2"] for r in measured)
+
+
+def test_end_to_end_mode_times_decoding_too(tiny_bundle, tmp_path):
+    proc = run_cli(
+        "bit_trt.bench.cli",
+        tiny_bundle,
+        "--backend",
+        "ort-cpu",
+        "--mode",
+        "end-to-end",
+        *FAST,
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((tmp_path / "r.json").read_text())["rows"][0]
+    assert row["mode"] == "end-to-end" and row["status"] == "measured"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--backend", "ort-cpu,tensorflowlite"), "unknown backend tensorflowlite"),
+        (("--precision", "fp8"), "unknown precision fp8"),
+        (("--precision", "int8"), "has no int8 variant for any backend"),
+        (("--iterations", "20", "--percentiles", "50,99"), "too few for p99"),
+        (("--batch", "0"), "at least 1"),
+        (("--duration", "0"), "--duration must be positive"),
+        (("--duration", "0.2", "--iterations", "20"), "not allowed with argument"),
+        (("--baseline", "openvino/fp16"), "--baseline 'openvino/fp16' is not among"),
+        (("--json", "/nonexistent/dir/r.json"), "does not exist"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tiny_bundle, args, message):
+    """tiny_bundle has fp32 and fp16 only."""
+    amount = () if {"--duration", "--iterations"} & set(args) else ("--iterations", "12")
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, "--backend", "ort-cpu", *QUICK, *amount, *args)
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_damaged_bundle_is_refused(tiny_bundle, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_bundle, damaged)
+    with open(damaged / "model.fp32.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\0\0\0\0")
+    proc = run_cli("bit_trt.bench.cli", damaged, "--backend", "ort-cpu", *FAST)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "model.fp32.onnx" in proc.stderr and "checksum" in proc.stderr.lower()

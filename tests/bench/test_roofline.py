@@ -1,0 +1,157 @@
+"""bench/roofline.py: FLOPs counted from ONNX graphs, GEMM peaks through each CPU backend, and % of peak."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from bit_trt.bench.roofline import gemm_peak, graph_flops, roofline
+from bit_trt.engine.errors import BitError
+
+# The hand-built graph below, multiply-accumulates per image worked out by hand:
+# Conv 3->4, 3x3, stride 2, pad 1 on 8x8: 4x4x4 outputs x 3x3x3 each
+CONV_MACS = 4 * 4 * 4 * (3 * 3 * 3)
+# grouped Conv 4->6 in 2 groups, 3x3, no pad on 4x4: 6x2x2 outputs x (4/2)x3x3 each
+GROUPED_MACS = 6 * 2 * 2 * (2 * 3 * 3)
+# Gemm [1, 24] x [24, 10] (weight given transposed, transB=1)
+GEMM_MACS = 24 * 10
+
+
+def _hand_built(path, batch="N", spatial=8, quantized=False):
+    """X [batch, 3, spatial, spatial] -> Conv -> grouped Conv -> Flatten -> Gemm, saved at `path`.
+
+    quantized: the first Conv's weight through DequantizeLinear (as our INT8 variants) and the grouped Conv
+    as ConvInteger, so that quantized forms are counted as the float ops they replace.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    w3 = rng.standard_normal((10, 24)).astype(np.float32)
+    inits = [numpy_helper.from_array(w3, "W3"), numpy_helper.from_array(np.zeros(10, np.float32), "C")]
+    if quantized:
+        inits += [
+            numpy_helper.from_array(w1.astype(np.int8), "W1q"),
+            numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+            numpy_helper.from_array(np.array(0, np.int8), "z"),
+            numpy_helper.from_array(w2.astype(np.int8), "W2"),
+            numpy_helper.from_array(np.array(0, np.uint8), "xz"),
+        ]
+        w1_nodes = [helper.make_node("DequantizeLinear", ["W1q", "s", "z"], ["W1"])]
+        grouped = [
+            helper.make_node("QuantizeLinear", ["Y1", "s", "xz"], ["Y1q"]),
+            helper.make_node("ConvInteger", ["Y1q", "W2"], ["Y2i"], group=2),
+            helper.make_node("Cast", ["Y2i"], ["Y2"], to=TensorProto.FLOAT),
+        ]
+    else:
+        inits += [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")]
+        w1_nodes = []
+        grouped = [helper.make_node("Conv", ["Y1", "W2"], ["Y2"], group=2)]
+    nodes = [
+        *w1_nodes,
+        helper.make_node("Conv", ["X", "W1"], ["Y1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        *grouped,
+        helper.make_node("Flatten", ["Y2"], ["F"]),
+        helper.make_node("Gemm", ["F", "W3", "C"], ["Y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hand_built",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [batch, 3, spatial, spatial])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [batch, 10])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("batch,quantized", [("N", False), (4, False), ("N", True)])
+def test_flops_of_a_hand_built_graph_are_exact(tmp_path, batch, quantized):
+    flops = graph_flops(_hand_built(tmp_path / "m.onnx", batch=batch, quantized=quantized))
+    assert flops["by_op"] == {
+        "Conv": 2 * (CONV_MACS + GROUPED_MACS) / 1e9,
+        "MatMul": 0 / 1e9,
+        "Gemm": 2 * GEMM_MACS / 1e9,
+    }
+    assert flops["gflop_per_image"] == 2 * (CONV_MACS + GROUPED_MACS + GEMM_MACS) / 1e9
+    assert flops["nodes_counted"] == 3
+
+
+def test_a_symbolic_batch_counts_the_same_per_image_at_any_batch(tmp_path):
+    path = _hand_built(tmp_path / "m.onnx")
+    assert graph_flops(path, batch=8)["gflop_per_image"] == graph_flops(path)["gflop_per_image"]
+
+
+def test_nodes_out_of_dependency_order_are_counted(tmp_path):
+    """The FP16 converter appends its input Cast after the nodes that read it; shape inference needs order."""
+    import onnx
+
+    path = _hand_built(tmp_path / "m.onnx")
+    model = onnx.load(path)
+    nodes = list(reversed(model.graph.node))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(tmp_path / "reversed.onnx"))
+    assert graph_flops(str(tmp_path / "reversed.onnx")) == graph_flops(path)
+
+
+def test_a_dynamic_spatial_size_is_refused(tmp_path):
+    with pytest.raises(BitError, match="dynamic dimensions"):
+        graph_flops(_hand_built(tmp_path / "m.onnx", spatial="H"))
+
+
+def test_a_file_that_is_not_a_model_is_refused(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(BitError, match="cannot read ONNX model"):
+        graph_flops(str(tmp_path / "bad.onnx"))
+
+
+def test_every_precision_variant_of_a_bundle_counts_the_same_flops(tiny_full_bundle):
+    counts = {
+        variant: graph_flops(str(tiny_full_bundle / f"model.{variant}.onnx"))
+        for variant in ("fp32", "fp16", "int8-ort", "int8-trt")
+    }
+    assert counts["fp32"]["gflop_per_image"] > 0
+    assert counts["fp32"]["by_op"]["Conv"] > 0 and counts["fp32"]["by_op"]["MatMul"] > 0
+    for variant, count in counts.items():
+        assert count == counts["fp32"], variant
+
+
+@pytest.mark.parametrize(
+    "backend,precision,kernel_op",
+    [("ort-cpu", "fp32", "MatMul"), ("ort-cpu", "int8", "QLinearMatMul"), ("openvino", "fp32", "FullyConnected")],
+)
+def test_gemm_peak_measures_a_named_kernel(backend, precision, kernel_op):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    peak = gemm_peak(backend, precision, threads=1, size=256, seconds=0.2)
+    assert peak["gflops"] > 0 and peak["gflops_median"] > 0  # never a speed: the host may be busy
+    assert (peak["backend"], peak["precision"], peak["threads"], peak["size"]) == (backend, precision, 1, 256)
+    assert kernel_op in peak["kernel"]
+    if precision == "int8":
+        assert "int8 weights" in peak["kernel"]  # the peak of an integer kernel, not of a float fallback
+    assert isinstance(peak["cpu_flags"], list)
+
+
+def test_a_missing_backend_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    with pytest.raises(BitError, match=r"pip install 'bit-trt\[openvino\]'"):
+        gemm_peak("openvino", "fp32", threads=1, size=8, seconds=0.01)
+
+
+@pytest.mark.parametrize("backend,precision", [("tensorrt", "fp32"), ("ort-cpu", "bf16")])
+def test_an_unknown_backend_or_precision_is_refused(backend, precision):
+    with pytest.raises(BitError, match="unknown"):
+        gemm_peak(backend, precision, threads=1)
+
+
+def test_roofline_is_achieved_over_peak():
+    peak = {"gflops": 100.0, "backend": "ort-cpu", "precision": "fp32", "threads": 2, "kernel": "k"}
+    row = roofline(37.5, 2.0, peak)
+    assert row["achieved_gflops"] == 75.0
+    assert row["percent_of_peak"] == 75.0
+    assert (row["backend"], row["kernel"]) == ("ort-cpu", "k")
+    with pytest.raises(BitError):
+        roofline(37.5, 0.0, peak)
