@@ -85,7 +85,7 @@ def request_images(bundle: Bundle, paths: tuple[str, ...]) -> tuple[list[np.ndar
     ]
 
 
-def _request(classifier: Classifier, config, decoded, encoded):
+def request_for(classifier: Classifier, config, decoded, encoded):
     """The callable one request makes, with its input built once, outside the timed region."""
     pick = [i % len(decoded) for i in range(config.batch)]
     if config.mode == "end-to-end":
@@ -151,7 +151,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             if config.id not in skipped and config.engine_key in load_errors:
                 skipped[config.id] = load_errors[config.engine_key]
         workloads = [
-            Workload(c, _request(classifiers[c.engine_key], c, decoded, encoded))
+            Workload(c, request_for(classifiers[c.engine_key], c, decoded, encoded))
             for c in configs
             if c.id not in skipped
         ]

@@ -7,7 +7,8 @@
   and from decoded uint8 arrays (resize + scale), on the two real photos of the parity set.
 - For each CPU backend (ort-cpu, openvino) and precision (fp32, int8) at batch 1 and 8: pure inference
   (runner.infer on a ready float batch) and end to end (Classifier.predict on JPEG bytes), interleaved
-  round by round in one process so that both see the same machine noise. Ratios are read within a run.
+  window by window in one process so that both see the same machine noise. Ratios are read within a run.
+  Timed by bit-bench's own loop (bench/measurement.py); bit-bench is the user-facing form of this table.
 Writes bench/results/runtime_cpu_<variant>_<resolution>.json.
 """
 
@@ -21,18 +22,10 @@ import sys
 import tempfile
 import time
 
+from ..engine.preprocess import read_image
 from ..export.resources import gigabytes
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def _median_s(fn, rounds: int) -> tuple[float, float, float]:
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), min(times), max(times)
 
 
 def preprocessing(spec, photos: list[str], rounds: int) -> dict:
@@ -49,50 +42,57 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
     }
     import cv2
 
+    from .configurations import Configuration
+    from .measurement import Schedule, Workload, measure
+
     cv2.setNumThreads(1)
-    for name, data in (("jpeg_bytes", jpegs), ("decoded_uint8", arrays)):
-        batch = [data[i % len(data)] for i in range(per)]
-        preprocess(batch, spec)
-        med, lo, hi = _median_s(lambda batch=batch: preprocess(batch, spec), rounds)
-        out[name] = {
-            "images_per_s": round(per / med, 1),
-            "ms_per_image": round(1000 * med / per, 2),
-            "min_ms_per_image": round(1000 * lo / per, 2),
-            "max_ms_per_image": round(1000 * hi / per, 2),
-        }
-    cv2.setNumThreads(0)
+    try:
+        for name, data in (("jpeg_bytes", jpegs), ("decoded_uint8", arrays)):
+            batch = [data[i % len(data)] for i in range(per)]
+            config = Configuration("opencv", name, per, 1, "preprocess")
+            work = Workload(config, lambda batch=batch: preprocess(batch, spec))
+            measure([work], Schedule(warmup_s=0, iterations=rounds, max_windows=max(rounds, 3)))
+            med, lo, hi = statistics.median(work.latencies_ms), min(work.latencies_ms), max(work.latencies_ms)
+            out[name] = {
+                "images_per_s": round(1000 * per / med, 1),
+                "ms_per_image": round(med / per, 2),
+                "min_ms_per_image": round(lo / per, 2),
+                "max_ms_per_image": round(hi / per, 2),
+            }
+    finally:
+        cv2.setNumThreads(0)
     return out
 
 
 def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: int) -> list[dict]:
+    """Pure inference against end to end per backend, precision and batch, timed by bit-bench's own loop
+    (bench/measurement.py): both modes of every combination interleaved window by window."""
     from ..engine.bundle import load_bundle
     from ..engine.classifier import Classifier
-    from ..engine.preprocess import preprocess
+    from .bit_bench import request_for
+    from .configurations import Configuration
+    from .measurement import Schedule, Workload, measure
 
     bundle = load_bundle(bundle_path)
-    jpegs = [open(p, "rb").read() for p in photos]
+    encoded = [open(p, "rb").read() for p in photos]
+    decoded = [read_image(p) for p in photos]
     combos = [(b, p) for b in ("ort-cpu", "openvino") for p in ("fp32", "int8")]
-    rows = []
     classifiers = {c: Classifier(bundle, backend=c[0], precision=c[1], threads=threads).__enter__() for c in combos}
+    rows = []
     try:
         for batch in (1, 8):
-            encoded = [jpegs[i % len(jpegs)] for i in range(batch)]
-            ready = preprocess(encoded, bundle.input_spec)
-            times = {(c, kind): [] for c in combos for kind in ("infer", "end_to_end")}
-            for clf in classifiers.values():  # warm-up
-                clf.predict(encoded)
-            for _ in range(rounds):
-                for c, clf in classifiers.items():
-                    t = time.perf_counter()
-                    clf.runner.infer(ready)
-                    times[(c, "infer")].append(time.perf_counter() - t)
-                    t = time.perf_counter()
-                    clf.predict(encoded)
-                    times[(c, "end_to_end")].append(time.perf_counter() - t)
-            base = statistics.median(times[(("ort-cpu", "fp32"), "infer")])
+            workloads = {
+                (c, mode): Workload(config, request_for(classifiers[c], config, decoded, encoded))
+                for c in combos
+                for mode in ("model", "end-to-end")
+                for config in [Configuration(c[0], c[1], batch, 1, mode)]
+            }
+            measure(list(workloads.values()), Schedule(warmup_s=0, iterations=rounds, max_windows=max(rounds, 3)))
+            median = {key: statistics.median(w.latencies_ms) / 1000 for key, w in workloads.items()}
+            base = median[(("ort-cpu", "fp32"), "model")]
             for c, clf in classifiers.items():
-                infer = statistics.median(times[(c, "infer")])
-                e2e = statistics.median(times[(c, "end_to_end")])
+                infer, e2e = median[(c, "model")], median[(c, "end-to-end")]
+                model_ms = workloads[(c, "model")].latencies_ms
                 rows.append(
                     {
                         "backend": c[0],
@@ -105,8 +105,8 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
                         "end_to_end_images_per_s": round(batch / e2e, 2),
                         "end_to_end_over_infer": round(e2e / infer, 3),
                         "infer_speedup_vs_ort_fp32": round(base / infer, 2),
-                        "infer_min_ms": round(1000 * min(times[(c, "infer")]), 1),
-                        "infer_max_ms": round(1000 * max(times[(c, "infer")]), 1),
+                        "infer_min_ms": round(min(model_ms), 1),
+                        "infer_max_ms": round(max(model_ms), 1),
                     }
                 )
     finally:
