@@ -92,6 +92,8 @@ def request_for(classifier: Classifier, config, decoded, encoded):
         batch = [encoded[i] for i in pick]
         return lambda: classifier.predict(batch)
     ready = preprocess([decoded[i] for i in pick], classifier.spec)
+    if hasattr(classifier.runner, "infer_timed"):  # trt: each request also reports its GPU phases
+        return lambda: classifier.runner.infer_timed(ready)[1]
     return lambda: classifier.runner.infer(ready)
 
 
@@ -180,7 +182,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         "rows": rows,
     }
     samples = {w.config.id: list(w.latencies_ms) for w in workloads}
-    times = {w.config.id: list(w.times) for w in workloads}
+    times = {w.config.id: [(*t, w.phases[i] if w.phases else None) for i, t in enumerate(w.times)] for w in workloads}
     return result, samples, times
 
 
@@ -204,7 +206,7 @@ def _settings(options: BenchOptions) -> dict:
         # What a request includes, for comparing with trtexec (whose TensorRT 11 default leaves transfers out
         # and uses CUDA graphs): CPU backends read host memory, so there is no transfer to leave out.
         "transfers_included": "n/a on CPU backends; included on GPU backends (host arrays in, host logits out)",
-        "cuda_graphs": False,
+        "cuda_graphs": False,  # trtexec on TensorRT 11 uses them by default; the trt runner only when asked
     }
 
 
@@ -283,6 +285,11 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
                     "warnings": warnings,
                 }
             )
+            if w.phases:
+                row["gpu_times_ms"] = {
+                    key.removesuffix("_ms"): summarize([p[key] for p in w.phases], options.percentiles)
+                    for key in w.phases[0]
+                }
             peak = peaks.get(config.engine_key)
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 achieved = peak["gflop_per_image"] * row["throughput_ips"]

@@ -46,6 +46,7 @@ class Workload:
     windows: list = field(default_factory=list)
     latencies_ms: list = field(default_factory=list)
     times: list = field(default_factory=list)  # per request: (window, thread, start_ms, end_ms)
+    phases: list = field(default_factory=list)  # per request, where the backend reports them (trt)
     stable: bool = False
 
     def done(self, schedule: Schedule) -> bool:
@@ -79,11 +80,13 @@ def run_window(workload: Workload, origin: float, seconds: float | None = None, 
         try:
             while (sent == 0 or time.perf_counter() < deadline) and take_ticket():
                 t0 = time.perf_counter()
-                workload.request()
+                phases = workload.request()
                 t1 = time.perf_counter()
                 sent += 1
                 with lock:
                     records.append((thread, t0, t1))
+                    if isinstance(phases, dict):  # the trt runner's enqueue, H2D, compute and D2H times
+                        workload.phases.append(phases)
         except BaseException as exc:  # re-raised in the caller: a failed request must not hang the window
             errors.append(exc)
 
@@ -113,12 +116,12 @@ def run_window(workload: Workload, origin: float, seconds: float | None = None, 
 
 def warm_up(workload: Workload, seconds: float) -> None:
     """Requests for `seconds` on every thread (at least one each): first-call allocations, JIT, caches."""
-    saved = workload.windows, workload.latencies_ms, workload.times
-    workload.windows, workload.latencies_ms, workload.times = [], [], []
+    saved = workload.windows, workload.latencies_ms, workload.times, workload.phases
+    workload.windows, workload.latencies_ms, workload.times, workload.phases = [], [], [], []
     try:
         run_window(workload, time.perf_counter(), seconds=seconds)
     finally:
-        workload.windows, workload.latencies_ms, workload.times = saved
+        workload.windows, workload.latencies_ms, workload.times, workload.phases = saved
 
 
 def measure(workloads: list[Workload], schedule: Schedule, progress=None) -> None:

@@ -70,20 +70,25 @@ def to_csv(result: dict) -> str:
     return out.getvalue()
 
 
+TRTEXEC_PHASES = {"enqueue_ms": "enqueueMs", "h2d_ms": "h2dMs", "compute_ms": "computeMs", "d2h_ms": "d2hMs"}
+
+
 def to_times(result: dict, times: dict) -> str:
-    """Per-request times, one list per configuration. Fields follow trtexec's --exportTimes where they apply:
-    startMs/endMs from the measurement's start and latencyMs; a CPU request has no separate enqueue,
-    H2D, compute and D2H phases to report."""
+    """Per-request times, one list per configuration, in trtexec's --exportTimes field names: startMs and endMs
+    from the measurement's start, latencyMs, and on the trt backend enqueueMs, h2dMs, computeMs and d2hMs
+    (CPU backends have no separate phases to report)."""
+
+    def record(window, thread, start, end, phases):
+        out = {"window": window, "thread": thread, "startMs": start, "endMs": end, "latencyMs": round(end - start, 4)}
+        for key, name in TRTEXEC_PHASES.items():
+            if phases and key in phases:
+                out[name] = round(phases[key], 4)
+        return out
+
     body = {
         "schema": result["schema"],
         "command": result["command"],
-        "configurations": {
-            config_id: [
-                {"window": w, "thread": t, "startMs": s, "endMs": e, "latencyMs": round(e - s, 4)}
-                for w, t, s, e in records
-            ]
-            for config_id, records in times.items()
-        },
+        "configurations": {config_id: [record(*r) for r in records] for config_id, records in times.items()},
     }
     return json.dumps(body) + "\n"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 import warnings
 from typing import TYPE_CHECKING
 
@@ -96,7 +97,7 @@ class _Worker:
         r = self.resolution
         return (n, r, r, 3) if self.layout == "NHWC" else (n, 3, r, r)
 
-    def _enqueue(self, slot: _Slot, n: int) -> None:
+    def _enqueue(self, slot: _Slot, n: int, after_compute=None) -> None:
         """Bind `slot`, run the engine on the compute stream, copy the logits back; all asynchronous."""
         ctx = self.context
         if tuple(ctx.get_tensor_shape(self.io["input"])) != self._input_shape(n):
@@ -117,6 +118,8 @@ class _Worker:
         else:
             self._execute()
         slot.consumed.record(self.stream)
+        if after_compute is not None:
+            after_compute.record(self.stream)
         self.cuda.memcpy_dtoh_async(slot.h_out[:n], slot.d_out, self.stream)
         slot.done.record(self.stream)
 
@@ -125,14 +128,34 @@ class _Worker:
             raise BitError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
     def run_float(self, batch: np.ndarray) -> np.ndarray:
+        return self.run_float_timed(batch, timed=False)[0]
+
+    def run_float_timed(self, batch: np.ndarray, timed: bool = True) -> tuple[np.ndarray, dict | None]:
+        """Logits, and with `timed` the phases trtexec reports: host enqueue time, and H2D, GPU compute and
+        D2H from CUDA events recorded on the compute stream around each phase."""
         n = len(batch)
         slot = self.slots[0]
         slot.consumed.synchronize()
         self.h_in[:n] = batch.reshape(n, -1) if self.layout == "NHWC" else batch.transpose(0, 3, 1, 2).reshape(n, -1)
+        events = [self.cuda.Event() for _ in range(3)] if timed else None
+        if events:
+            events[0].record(self.stream)
         self.cuda.memcpy_htod_async(slot.d_in, self.h_in[:n], self.stream)
-        self._enqueue(slot, n)
+        if events:
+            events[1].record(self.stream)
+        start = time.perf_counter()
+        self._enqueue(slot, n, after_compute=events[2] if events else None)
+        enqueue_ms = 1000 * (time.perf_counter() - start)
         slot.done.synchronize()
-        return slot.h_out[:n].copy()
+        phases = None
+        if events:
+            phases = {
+                "enqueue_ms": enqueue_ms,
+                "h2d_ms": events[1].time_since(events[0]),
+                "compute_ms": slot.consumed.time_since(events[1]),
+                "d2h_ms": slot.done.time_since(events[2]),
+            }
+        return slot.h_out[:n].copy(), phases
 
     def _stage(self, slot: _Slot, images: list[np.ndarray]) -> None:
         """Raw images -> pinned staging -> device (copy stream) -> kernel into slot.d_in (copy stream)."""
@@ -366,6 +389,22 @@ class TrtRunner(Runner):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._call(_Worker.run_float, batch)
+
+    def infer_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict]:
+        """`infer` plus the phases of each call, summed over the calls a batch above the profile's max needs:
+        enqueue_ms (host), h2d_ms, compute_ms and d2h_ms (CUDA events), as bit-bench reports them."""
+        from .runner import check_batch
+
+        if not self._active:
+            raise BitError("trt runner is not active; call activate() or use it as a context manager")
+        batch = check_batch(batch)
+        outputs, total = [], {}
+        for i in range(0, len(batch), self.max_batch):
+            logits, phases = self._call(_Worker.run_float_timed, batch[i : i + self.max_batch])
+            outputs.append(logits)
+            for key, value in phases.items():
+                total[key] = total.get(key, 0.0) + value
+        return np.concatenate(outputs), total
 
     @property
     def preprocesses_on_device(self) -> bool:

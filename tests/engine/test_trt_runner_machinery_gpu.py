@@ -154,3 +154,13 @@ def test_bad_input_keeps_the_runner_usable(cuda):
         with pytest.raises(BitError):
             runner.infer(batch[:, :, :, :2])
         np.testing.assert_array_equal(runner.infer(batch), want)
+
+
+def test_timed_inference_equals_plain_and_reports_every_phase(cuda):
+    batch = np.random.default_rng(8).random((5, RES, RES, 3), dtype=np.float32)
+    with EngineDoubleRunner(RES, CLASSES, max_batch=2, workers=1) as runner:
+        plain = runner.infer(batch)
+        timed, phases = runner.infer_timed(batch)  # 3 calls: the phases are their sums
+    np.testing.assert_array_equal(timed, plain)
+    assert set(phases) == {"enqueue_ms", "h2d_ms", "compute_ms", "d2h_ms"}
+    assert all(v >= 0 for v in phases.values()) and phases["compute_ms"] > 0
