@@ -111,6 +111,14 @@ def _baseline_rows(rows: list[dict], baseline: str | None) -> dict:
     return {(r["batch"], r["concurrency"]): r for r in measured if f"{r['backend']}/{r['precision']}" == baseline}
 
 
+def _verify_artifacts(bundle: Bundle, keys) -> None:
+    """Checksums of every ONNX variant the run will load, before anything is measured: a damaged bundle is
+    the user's to fix (one line, exit 2), not a configuration to skip."""
+    for backend, precision in sorted(keys):
+        if backend not in ("tf", "trt"):  # trt plans are checked by check_plan when the runner loads them
+            bundle.artifact_path(configurations.backends.variant_for(backend, precision))
+
+
 def validate_baseline(baseline: str | None, configs) -> None:
     if baseline is None:
         return
@@ -129,6 +137,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         bundle, options.backends, options.precisions, options.batches, options.concurrency, options.mode
     )
     validate_baseline(options.baseline, configs)
+    _verify_artifacts(bundle, {c.engine_key for c in configs if c.id not in skipped})
     decoded, encoded = request_images(bundle, options.images)
     classifiers, load_errors, extras = {}, {}, {}
     try:
@@ -140,8 +149,6 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
                 clf = Classifier(bundle, backend=config.backend, precision=config.precision, threads=options.threads)
                 clf.__enter__()
             except BitError as exc:
-                if "checksum" in str(exc) or "does not match" in str(exc):
-                    raise  # a damaged bundle is the user's to fix, not a configuration to skip
                 load_errors[key] = str(exc).splitlines()[0]
                 continue
             classifiers[key] = clf
