@@ -121,22 +121,32 @@ def _check_plot_dir(path: str | None) -> None:
 
 
 class Progress:
-    """One line per event on stderr; on a terminal the line is rewritten in place, like a progress bar."""
+    """A progress bar on stderr: windows done out of those planned (more are planned while a configuration is
+    unstable). On a terminal the line is rewritten in place; in a log, one line per window."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
-        self.windows = 0
+        self.done = 0
+        self.planned = 0
+        self.min_windows = 0
+        self.workloads = []
 
-    def __call__(self, event, subject, window) -> None:
+    def __call__(self, event, subject, detail) -> None:
+        if event == "plan":
+            self.workloads, self.min_windows = subject, detail.min_windows
+            return
         if self.quiet:
             return
         if event == "window":
-            self.windows += 1
+            self.done += 1
+            planned = sum(max(len(w.windows) + (not w.stable), self.min_windows) for w in self.workloads)
+            self.planned = max(planned, self.done)
+            filled = int(20 * self.done / self.planned)
             state = "stable" if subject.stable else f"window {len(subject.windows)}"
             text = (
-                f"[{self.windows} windows] {subject.config.id}: {window['throughput_ips']:.2f} img/s, "
-                f"median {window['median_ms']:.1f} ms ({state})"
+                f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.planned} windows  {subject.config.id}: "
+                f"{detail['throughput_ips']:.2f} img/s, median {detail['median_ms']:.1f} ms ({state})"
             )
         elif event == "warm-up":
             text = f"warming up {subject.config.id}"
@@ -145,7 +155,7 @@ class Progress:
         else:
             text = f"GEMM peak: {'/'.join(subject)}"
         if self.tty:
-            sys.stderr.write("\r\033[K" + text[:150])
+            sys.stderr.write("\r\033[K" + text[:160])
         else:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()

@@ -127,6 +127,7 @@ def warm_up(workload: Workload, seconds: float) -> None:
 def measure(workloads: list[Workload], schedule: Schedule, progress=None) -> None:
     """Warm every workload up, then interleave their windows until each is done (see the module docstring)."""
     progress = progress or (lambda *_: None)
+    progress("plan", workloads, schedule)
     for w in workloads:
         progress("warm-up", w, None)
         warm_up(w, schedule.warmup_s)
