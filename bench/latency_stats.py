@@ -17,9 +17,11 @@ from ..engine.errors import BitError
 
 DEFAULT_PERCENTILES = (50, 90, 95, 99)
 GPU_CV_WARNING = 0.025  # trtexec's threshold
-# Measured on the 2-core CI hosts (bench/results/bench_*.json): ORT and OpenVINO at batch 1 keep their CV under
-# 4% on a quiet machine and go above 10% when another process competes; 5% separates the two.
-CPU_CV_WARNING = 0.05
+# Measured on a 2-core AMD EPYC host (bench/results/bench_r50x*_480.json): on a quiet machine, with up to seven
+# models interleaved, the batch-1 CVs ranged from 6% to 16% (TF, ORT, OpenVINO, every precision, R50x1 and
+# R50x3). With a CI run and an export competing for the cores they ran from 60% to 150% (tiny model). 20%
+# flags the second and not the first.
+CPU_CV_WARNING = 0.20
 STABLE_WINDOWS = 3
 STABLE_TOLERANCE = 0.10
 

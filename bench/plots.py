@@ -181,9 +181,9 @@ def _latency_cdf(plt, result: dict, rows: list[dict], samples: dict, engines: _E
     groups: dict = {}
     for row, latencies in sorted(lines, key=lambda line: (line[0]["batch"], line[0]["concurrency"])):
         groups.setdefault(None if one_plot else (row["batch"], row["concurrency"]), []).append((row, latencies))
-    ncols = 1 if one_plot else 2
+    ncols = 1 if len(groups) == 1 else 2  # one group: no empty second column beside it
     nrows = math.ceil(len(groups) / ncols)
-    size = (10, 5) if one_plot else (13.5, 1.2 + 3.6 * nrows)
+    size = (10, 5) if one_plot else (12, 5.5) if ncols == 1 else (13.5, 1.2 + 3.6 * nrows)
     figure, axes = plt.subplots(nrows, ncols, figsize=size, sharey=True, layout="constrained", squeeze=False)
     for ax, (group, members) in zip(axes.flat, groups.items()):
         for row, latencies in members:
