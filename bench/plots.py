@@ -140,7 +140,7 @@ def _footnotes(figure, result: dict, rows_with_hollow_markers: list[dict] | None
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         left = f"Not measured (skipped; reasons in the result): {', '.join(skipped[:3])}{more}"
     if any(row.get("stable") is False for row in rows_with_hollow_markers or []):
-        right = "hollow marker: unstable measurement (high CV)"
+        right = "hollow marker: unstable (its last windows disagree by over 10%)"
     if not (left or right):
         return
     # The layout engine places axes and legends only: keep a strip free for the notes, or they overlap x labels.
@@ -186,6 +186,7 @@ def _latency_cdf(plt, result: dict, rows: list[dict], samples: dict, engines: _E
     size = (10, 5) if one_plot else (12, 5.5) if ncols == 1 else (13.5, 1.2 + 3.6 * nrows)
     figure, axes = plt.subplots(nrows, ncols, figsize=size, sharey=True, layout="constrained", squeeze=False)
     for ax, (group, members) in zip(axes.flat, groups.items()):
+        unstable_notes = 0
         for row, latencies in members:
             engine = _engine(row)
             color = engines.color[engine]
@@ -199,8 +200,11 @@ def _latency_cdf(plt, result: dict, rows: list[dict], samples: dict, engines: _E
                 note = f"unstable (CV {row.get('cv', 0):.0%})"
                 # On a white box: the note sits between curves and must stay readable where one crosses it.
                 box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+                # stacked, one line per note: two unstable curves often share a median
+                offset = (5, -14 - 11 * unstable_notes)
+                unstable_notes += 1
                 ax.annotate(
-                    note, (p50, 0.5), xytext=(5, -14), textcoords="offset points", fontsize=7, color=color, bbox=box
+                    note, (p50, 0.5), xytext=offset, textcoords="offset points", fontsize=7, color=color, bbox=box
                 )
         for level in (0.5, 0.99):
             ax.axhline(level, color="0.75", linewidth=0.8, linestyle=":", zorder=0)
