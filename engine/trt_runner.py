@@ -398,7 +398,8 @@ class TrtRunner(Runner):
         if not self._active:
             raise BitError("trt runner is not active; call activate() or use it as a context manager")
         batch = check_batch(batch)
-        outputs, total = [], {}
+        outputs: list[np.ndarray] = []
+        total: dict[str, float] = {}
         for i in range(0, len(batch), self.max_batch):
             logits, phases = self._call(_Worker.run_float_timed, batch[i : i + self.max_batch])
             outputs.append(logits)
