@@ -310,8 +310,9 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
             elif peak:
                 row["roofline"] = {"error": peak.get("error")}
         rows.append(row)
+    bases = _baseline_rows(rows, options.baseline)
     for row in rows:
-        base = _baseline_rows(rows, options.baseline).get((row["batch"], row["concurrency"]))
+        base = bases.get((row["batch"], row["concurrency"]))
         if row["status"] == "measured" and base is not None:
             row["vs_baseline"] = {
                 "baseline": base["id"],

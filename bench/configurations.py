@@ -64,12 +64,7 @@ def variant_present(bundle: Bundle, backend: str, precision: str) -> str | None:
         return None
     variant = backends.variant_for(backend, precision)
     if backend == "trt":
-        engines = [
-            a
-            for a in bundle.manifest.get("artifacts", [])
-            if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant
-        ]
-        if not engines:
+        if not backends.plans_for(bundle, variant):
             hint = f"bit-engine {bundle.path} --precision {precision}"
             return f"no {variant} TensorRT plan in the bundle (add one with {hint})"
         return None

@@ -118,21 +118,14 @@ def transfers(cp, nbytes: int = 64 << 20) -> dict:
 
 
 def _images_per_s(call, per_call: int, threads: int, seconds: float) -> float:
-    """Images per second from `threads` threads calling `call` (each call classifies `per_call` images)."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Images per second from `threads` threads calling `call`, timed by bit-bench's own loop (a warm-up
+    request per thread, then one window of `seconds`)."""
+    from .configurations import Configuration
+    from .measurement import Workload, run_window, warm_up
 
-    def loop(deadline):
-        calls = 0
-        while time.perf_counter() < deadline:
-            call()
-            calls += 1
-        return calls
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda _: call(), range(threads)))  # warm-up: buffers grown, graphs captured
-        start = time.perf_counter()
-        calls = sum(pool.map(loop, [start + seconds] * threads))
-        return calls * per_call / (time.perf_counter() - start)
+    work = Workload(Configuration("trt-double", "fp32", per_call, threads, "model"), call)
+    warm_up(work, 0)  # buffers grown, graphs captured
+    return run_window(work, time.perf_counter(), seconds=seconds)["throughput_ips"]
 
 
 def runner_pipeline(resolution: int = 480, classes: int = 16, batch: int = 32, seconds: float = 2.0) -> dict:

@@ -55,13 +55,17 @@ class Workload:
         return self.stable or len(self.windows) >= schedule.max_windows
 
 
-def run_window(workload: Workload, origin: float, seconds: float | None = None, requests: int | None = None) -> dict:
+def run_window(
+    workload: Workload, origin: float, seconds: float | None = None, requests: int | None = None, record: bool = True
+) -> dict:
     """`concurrency` threads send requests until `seconds` have passed or `requests` were sent; each thread
-    sends at least one. Returns the window's throughput and median latency, and records every request."""
+    sends at least one. Returns the window's throughput and median latency; with `record`, the window and
+    every request are added to the workload (a warm-up's are not)."""
     concurrency = workload.config.concurrency
     lock = threading.Lock()
     tickets = [requests] if requests is not None else None
     records: list[tuple[int, float, float]] = []
+    phases: list[dict] = []  # per request, where the backend reports them: the trt runner's GPU phases
     errors: list[BaseException] = []
     start = time.perf_counter()
     deadline = start + seconds if seconds is not None else math.inf
@@ -80,13 +84,13 @@ def run_window(workload: Workload, origin: float, seconds: float | None = None, 
         try:
             while (sent == 0 or time.perf_counter() < deadline) and take_ticket():
                 t0 = time.perf_counter()
-                phases = workload.request()
+                reported = workload.request()
                 t1 = time.perf_counter()
                 sent += 1
                 with lock:
                     records.append((thread, t0, t1))
-                    if isinstance(phases, dict):  # the trt runner's enqueue, H2D, compute and D2H times
-                        workload.phases.append(phases)
+                    if isinstance(reported, dict):
+                        phases.append(reported)
         except BaseException as exc:  # re-raised in the caller: a failed request must not hang the window
             errors.append(exc)
 
@@ -99,29 +103,27 @@ def run_window(workload: Workload, origin: float, seconds: float | None = None, 
         raise errors[0]
     end = max(t1 for _, _, t1 in records)
     latencies = [1000 * (t1 - t0) for _, t0, t1 in records]
-    index = len(workload.windows)
-    workload.latencies_ms.extend(latencies)
-    workload.times.extend(
-        (index, thread, round(1000 * (t0 - origin), 4), round(1000 * (t1 - origin), 4)) for thread, t0, t1 in records
-    )
     window = {
         "requests": len(records),
         "seconds": round(end - start, 4),
         "throughput_ips": len(records) * workload.config.batch / (end - start),
         "median_ms": statistics.median(latencies),
     }
-    workload.windows.append(window)
+    if record:
+        index = len(workload.windows)
+        workload.latencies_ms.extend(latencies)
+        workload.phases.extend(phases)
+        workload.times.extend(
+            (index, thread, round(1000 * (t0 - origin), 4), round(1000 * (t1 - origin), 4))
+            for thread, t0, t1 in records
+        )
+        workload.windows.append(window)
     return window
 
 
 def warm_up(workload: Workload, seconds: float) -> None:
     """Requests for `seconds` on every thread (at least one each): first-call allocations, JIT, caches."""
-    saved = workload.windows, workload.latencies_ms, workload.times, workload.phases
-    workload.windows, workload.latencies_ms, workload.times, workload.phases = [], [], [], []
-    try:
-        run_window(workload, time.perf_counter(), seconds=seconds)
-    finally:
-        workload.windows, workload.latencies_ms, workload.times, workload.phases = saved
+    run_window(workload, time.perf_counter(), seconds=seconds, record=False)
 
 
 def measure(workloads: list[Workload], schedule: Schedule, progress=None) -> None:

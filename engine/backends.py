@@ -72,13 +72,18 @@ def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
     return os.path.join(base, key)
 
 
-def _plan(bundle: Bundle, variant: str, device: int) -> dict:
-    """The bundle's engine for `variant` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
-    engines = [
+def plans_for(bundle: Bundle, variant: str) -> list[dict]:
+    """The bundle's engine records (TensorRT plans and TensorRT-RTX engines) built from `variant`."""
+    return [
         a
         for a in bundle.manifest.get("artifacts", [])
         if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant
     ]
+
+
+def _plan(bundle: Bundle, variant: str, device: int) -> dict:
+    """The bundle's engine for `variant` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
+    engines = plans_for(bundle, variant)
     if not engines:
         raise BitError(
             f"bundle {bundle.path!r} has no {variant} TensorRT plan; export one with bit-export --engine tensorrt "

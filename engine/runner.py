@@ -73,13 +73,18 @@ class Runner:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 NHWC batch in [0,1] -> float32 logits [N, classes]. Safe to call from many threads."""
+        chunks = self.chunks(batch)
+        if len(chunks) == 1:
+            return self._infer(chunks[0])
+        return np.concatenate([self._infer(chunk) for chunk in chunks])
+
+    def chunks(self, batch) -> list[np.ndarray]:
+        """The batch checked (check_batch) and split at `max_batch`: what each native call takes."""
         if not self._active:
             raise BitError(f"{self.name} runner is not active; call activate() or use it as a context manager")
         batch = check_batch(batch)
         step = self.max_batch or len(batch)
-        if len(batch) <= step:
-            return self._infer(batch)
-        return np.concatenate([self._infer(batch[i : i + step]) for i in range(0, len(batch), step)])
+        return [batch[i : i + step] for i in range(0, len(batch), step)]
 
     def _activate(self):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -128,11 +128,14 @@ class _Worker:
             raise BitError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
     def run_float(self, batch: np.ndarray) -> np.ndarray:
-        return self.run_float_timed(batch, timed=False)[0]
+        return self._run_float(batch, timed=False)[0]
 
-    def run_float_timed(self, batch: np.ndarray, timed: bool = True) -> tuple[np.ndarray, dict | None]:
-        """Logits, and with `timed` the phases trtexec reports: host enqueue time, and H2D, GPU compute and
-        D2H from CUDA events recorded on the compute stream around each phase."""
+    def run_float_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Logits and the phases trtexec reports: host enqueue time, and H2D, GPU compute and D2H from CUDA
+        events recorded on the compute stream around each phase."""
+        return self._run_float(batch, timed=True)
+
+    def _run_float(self, batch: np.ndarray, timed: bool) -> tuple[np.ndarray, dict | None]:
         n = len(batch)
         slot = self.slots[0]
         slot.consumed.synchronize()
@@ -393,15 +396,10 @@ class TrtRunner(Runner):
     def infer_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict]:
         """`infer` plus the phases of each call, summed over the calls a batch above the profile's max needs:
         enqueue_ms (host), h2d_ms, compute_ms and d2h_ms (CUDA events), as bit-bench reports them."""
-        from .runner import check_batch
-
-        if not self._active:
-            raise BitError("trt runner is not active; call activate() or use it as a context manager")
-        batch = check_batch(batch)
         outputs: list[np.ndarray] = []
         total: dict[str, float] = {}
-        for i in range(0, len(batch), self.max_batch):
-            logits, phases = self._call(_Worker.run_float_timed, batch[i : i + self.max_batch])
+        for chunk in self.chunks(batch):
+            logits, phases = self._call(_Worker.run_float_timed, chunk)
             outputs.append(logits)
             for key, value in phases.items():
                 total[key] = total.get(key, 0.0) + value
