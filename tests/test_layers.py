@@ -1,8 +1,9 @@
 """The architecture, as rules a change cannot break silently.
 
-- engine/ is the core: it imports neither export/ nor bench/ (a server embeds it without either).
+- engine/ is the core: it imports none of export/, bench/ or serve/ (a server embeds it without them).
   Its one way back is by name: engine/backends.py's RUNNERS table loads the `tf` reference from export/.
-- export/ does not import bench/.
+- export/ imports neither bench/ nor serve/.
+- serve/ stands on engine/ alone: its environment (numpy < 2 for PyTriton) has no TensorFlow to export with.
 - Every import between the three folders resolves on disk as it does at run time, so static tools
   (pyright, IDEs, dependency graphs) follow the same arrows as Python.
 - Memory accounting has one owner (export/resources.py): ru_maxrss is KiB on Linux, and a second
@@ -16,8 +17,13 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("engine", "export", "bench")
-FORBIDDEN = {"engine": ("export", "bench"), "export": ("bench",), "bench": ()}
+FOLDERS = ("engine", "export", "bench", "serve")
+FORBIDDEN = {
+    "engine": ("export", "bench", "serve"),
+    "export": ("bench", "serve"),
+    "bench": (),
+    "serve": ("export", "bench"),
+}
 
 
 def _sources(folder):

@@ -1,0 +1,126 @@
+"""`bit-triton BUNDLE OUT`: a Triton model repository that a stock tritonserver serves (serve/triton_repository.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.errors import BitError
+from .triton_models import BACKENDS
+from .triton_repository import DEFAULT_MAX_BATCH, PRECISIONS, RepositoryOptions, serve_command, write_repository
+
+EPILOG = f"""
+models (NAME defaults to bit_<variant>, e.g. bit_r50x3):
+  NAME_<backend>_<variant>        float32 NHWC batch (dims without the batch: [R, R, 3]) -> logits,
+                                  labels attached (Triton's classification extension returns names)
+  NAME_<backend>_<variant>_image  ensemble: encoded image bytes (TYPE_STRING, dims [1]) -> logits
+  NAME_preprocess                 Python backend: image bytes -> float32 NHWC, bit-trt's own preprocessing
+
+backends: tensorrt (the bundle's TensorRT plans, cc_model_filenames per GPU architecture), onnxruntime,
+openvino (both read the bundle's ONNX). auto (default): tensorrt if the bundle has TensorRT plans, else
+onnxruntime. TensorRT-RTX engines do not run on Triton.
+
+serve it:
+  {serve_command("$PWD/OUT")}
+"""
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bit-triton",
+        description="Write a Triton Inference Server model repository from a bit-trt bundle.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bundle", help="bundle directory written by bit-export")
+    p.add_argument("out", help="the model repository to write (refused if it exists, unless --force)")
+    p.add_argument(
+        "--backend",
+        type=_csv,
+        default=("auto",),
+        help=f"comma-separated: auto, all, {', '.join(BACKENDS)} (default auto)",
+    )
+    p.add_argument(
+        "--precision",
+        type=_csv,
+        default=(),
+        help=f"comma-separated {', '.join(PRECISIONS)} (default: all the bundle has)",
+    )
+    p.add_argument("--name", help="model name prefix (default bit_<variant>)")
+    p.add_argument(
+        "--max-batch",
+        type=_positive,
+        help=f"max_batch_size (default: a TensorRT plan's profile max; {DEFAULT_MAX_BATCH} for ONNX models)",
+    )
+    p.add_argument(
+        "--preferred-batch", type=_ints, default=(), help="dynamic batcher's preferred sizes (default: opt and max)"
+    )
+    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batcher's wait (default 2000)")
+    p.add_argument("--instances", type=_positive, default=1, help="instances of each classifier (default 1)")
+    p.add_argument(
+        "--preprocess-instances", type=_positive, default=2, help="preprocessing model instances (default 2)"
+    )
+    p.add_argument(
+        "--onnxruntime-device", choices=("cpu", "gpu"), default="cpu", help="ONNX Runtime models' instance kind"
+    )
+    p.add_argument("--openvino-hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY")
+    p.add_argument("--no-ensembles", action="store_true", help="classifiers only, no preprocessing model")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    options = RepositoryOptions(
+        backends=args.backend,
+        precisions=args.precision,
+        name=args.name,
+        max_batch=args.max_batch,
+        preferred_batch=args.preferred_batch,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+        preprocess_instances=args.preprocess_instances,
+        onnxruntime_device=args.onnxruntime_device,
+        openvino_hint=args.openvino_hint,
+        ensembles=not args.no_ensembles,
+    )
+    try:
+        from ..engine.bundle import load_bundle
+
+        written = write_repository(load_bundle(args.bundle), args.out, options, force=args.force)
+    except (BitError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"bit-triton: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}:")
+    for name, what in written.items():
+        print(f"  {name}: {what}")
+    print(f"serve it: {serve_command(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""bit-triton: the repository's layout, every config.pbtxt read back with Triton's own schema
+(tritonclient.grpc.model_config_pb2), the files it places, and its refusals."""
+
+import json
+import os
+
+import pytest
+from google.protobuf import text_format
+
+from bit_trt.engine.bundle import file_record, load_bundle, sha256_file
+from tests.conftest import TINY_RES, run_cli
+
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
+
+
+def bit_triton(*args):
+    return run_cli("bit_trt.serve.triton_cli", *map(str, args))
+
+
+def read_config(path) -> "model_config_pb2.ModelConfig":
+    """Parse with Triton's schema: an unknown field, a wrong type or a bad enum raises ParseError."""
+    with open(path, encoding="utf-8") as f:
+        return text_format.Parse(f.read(), model_config_pb2.ModelConfig())
+
+
+def read_repository(out) -> dict:
+    return {name: read_config(out / name / "config.pbtxt") for name in sorted(os.listdir(out)) if (out / name).is_dir()}
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bit-triton: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def repository(tiny_full_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("triton") / "models"
+    result = bit_triton(tiny_full_bundle, out, "--backend", "onnxruntime,openvino")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_every_config_parses_with_tritons_schema_and_says_what_the_manifest_says(repository, tiny_full_bundle):
+    configs = read_repository(repository)
+    bundle = load_bundle(str(tiny_full_bundle))
+    classifiers = {f"bit_tiny_{b}_{p}" for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    assert set(configs) == classifiers | {f"{c}_image" for c in classifiers} | {"bit_tiny_preprocess"}
+    for name in classifiers:
+        config = configs[name]
+        assert config.name == name
+        assert (config.platform, config.backend) in {("onnxruntime_onnx", ""), ("", "openvino")}
+        assert config.default_model_filename == "model.onnx"
+        assert config.max_batch_size == 8
+        (inp,) = config.input
+        assert (inp.name, list(inp.dims), inp.data_type) == (
+            "images",
+            [TINY_RES, TINY_RES, 3],
+            model_config_pb2.TYPE_FP32,
+        )
+        assert inp.format == model_config_pb2.ModelInput.FORMAT_NHWC
+        (out,) = config.output
+        assert (out.name, list(out.dims), out.label_filename) == ("logits", [bundle.num_classes], "labels.txt")
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert list(config.dynamic_batching.preferred_batch_size) == [8]
+        assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
+        assert [w.batch_size for w in config.model_warmup] == [1, 8]
+        assert all(w.inputs["images"].zero_data for w in config.model_warmup)
+    assert configs["bit_tiny_openvino_fp32"].parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
+
+
+def test_ensembles_wire_preprocessing_to_each_classifier_by_names_that_exist(repository):
+    configs = read_repository(repository)
+    pre = configs["bit_tiny_preprocess"]
+    assert pre.backend == "python"
+    assert (pre.input[0].name, pre.input[0].data_type, list(pre.input[0].dims)) == (
+        "image",
+        model_config_pb2.TYPE_STRING,
+        [1],
+    )
+    assert json.loads(pre.parameters["input_spec"].string_value)["resolution"] == TINY_RES
+    assert (repository / "bit_tiny_preprocess" / "1" / "model.py").is_file()
+    warmup = pre.model_warmup[0].inputs["image"].input_data_file
+    assert (repository / "bit_tiny_preprocess" / "warmup" / warmup).is_file()
+    for name, config in configs.items():
+        if config.platform != "ensemble":
+            continue
+        assert (repository / name / "1").is_dir()  # Triton refuses a model without a version folder
+        first, second = config.ensemble_scheduling.step
+        assert first.model_name == "bit_tiny_preprocess" and second.model_name == name.removesuffix("_image")
+        classifier = configs[second.model_name]
+        # every mapped name is a real input/output of the model it is mapped on
+        assert set(first.input_map) == {i.name for i in pre.input} and set(first.output_map) == {
+            o.name for o in pre.output
+        }
+        assert set(second.input_map) == {i.name for i in classifier.input}
+        assert set(second.output_map) == {o.name for o in classifier.output}
+        assert first.output_map["images"] == second.input_map["images"]
+        assert config.max_batch_size <= min(pre.max_batch_size, classifier.max_batch_size)
+        assert config.output[0].label_filename == "labels.txt" and (repository / name / "labels.txt").is_file()
+
+
+def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(repository, tiny_full_bundle):
+    bundle = load_bundle(str(tiny_full_bundle))
+    onnx = bundle.artifacts("onnx")
+    for backend in ("onnxruntime", "openvino"):
+        for precision, variant in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")):
+            placed = repository / f"bit_tiny_{backend}_{precision}" / "1" / "model.onnx"
+            assert sha256_file(placed) == onnx[variant]["sha256"]
+    lines = (repository / "bit_tiny_onnxruntime_fp32" / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert lines == [entry["name"] for entry in bundle.labels()]
+    readme = (repository / "README.md").read_text(encoding="utf-8")
+    assert "tritonserver --model-repository=/models" in readme and "bit_tiny_openvino_int8_image" in readme
+
+
+def _add_tensorrt_plans(bundle_dir, ccs):
+    """Give a bundle copy fp16 TensorRT plan records as bit-engine writes them, one per GPU architecture.
+    bit-triton places plan files without reading them, so their bytes here are a labelled stand-in."""
+    manifest_path = bundle_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for cc in ccs:
+        name = f"model.fp16.tensorrt-11.4.0.sm{cc}.plan"
+        (bundle_dir / name).write_bytes(f"stand-in plan for sm{cc}".encode())
+        manifest["artifacts"].append(
+            {
+                **file_record(str(bundle_dir), name),
+                "kind": "engine",
+                "precision": "fp16",
+                "variant": "fp16",
+                "library": "tensorrt",
+                "library_version": "11.4.0.106",
+                "profile": {"min": 1, "opt": 4, "max": 16},
+                "target": {"kind": "gpu", "compute_capability": f"sm{cc}"},
+            }
+        )
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_tensorrt_models_name_a_plan_per_compute_capability_and_take_the_profile(
+    tiny_full_bundle, copy_bundle, tmp_path
+):
+    bundle = copy_bundle(tiny_full_bundle)
+    _add_tensorrt_plans(bundle, ("89", "90"))
+    out = tmp_path / "trt"
+    result = bit_triton(bundle, out, "--precision", "fp16")  # auto: the bundle has TensorRT plans
+    assert result.returncode == 0, result.stderr
+    configs = read_repository(out)
+    assert set(configs) == {"bit_tiny_tensorrt_fp16", "bit_tiny_tensorrt_fp16_image", "bit_tiny_preprocess"}
+    config = configs["bit_tiny_tensorrt_fp16"]
+    assert config.platform == "tensorrt_plan"
+    assert dict(config.cc_model_filenames) == {"8.9": "model_sm89.plan", "9.0": "model_sm90.plan"}
+    for cc, file in config.cc_model_filenames.items():
+        assert (
+            out / "bit_tiny_tensorrt_fp16" / "1" / file
+        ).read_bytes() == f"stand-in plan for sm{cc.replace('.', '')}".encode()
+    assert config.max_batch_size == 16
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 16]
+    assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, 1)]
+    assert "TensorRT 11.4.0.106" in (out / "README.md").read_text()
+
+    too_big = bit_triton(bundle, tmp_path / "too-big", "--precision", "fp16", "--max-batch", "32")
+    assert "profile max 16" in one_error_line(too_big)
+    assert not (tmp_path / "too-big").exists()
+
+
+def test_rtx_engines_and_missing_variants_are_refused_in_one_line(tiny_full_bundle, tiny_bundle, tmp_path):
+    rtx = one_error_line(bit_triton(tiny_full_bundle, tmp_path / "a", "--backend", "tensorrt", "--precision", "fp32"))
+    assert "TensorRT-RTX engines" in rtx and "bit-engine" in rtx
+    missing = one_error_line(bit_triton(tiny_bundle, tmp_path / "b", "--backend", "onnxruntime", "--precision", "int8"))
+    assert "no int8-ort ONNX variant" in missing
+    unknown = one_error_line(bit_triton(tiny_bundle, tmp_path / "c", "--backend", "tensorflow"))
+    assert "unknown Triton backend 'tensorflow'" in unknown
+    no_bundle = one_error_line(bit_triton(tmp_path / "nothing", tmp_path / "d"))
+    assert "does not exist" in no_bundle
+    bad_preferred = bit_triton(tiny_bundle, tmp_path / "e", "--preferred-batch", "4,64")
+    assert "--preferred-batch 64 is outside 1..8" in one_error_line(bad_preferred)
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written, no partial folder left
+
+
+def test_an_existing_repository_needs_force_and_a_failed_write_leaves_it_as_it_was(tiny_bundle, copy_bundle, tmp_path):
+    out = tmp_path / "models"
+    assert bit_triton(tiny_bundle, out, "--backend", "onnxruntime", "--precision", "fp32").returncode == 0
+    before = read_repository(out)
+    assert "already exists" in one_error_line(bit_triton(tiny_bundle, out))
+
+    damaged = copy_bundle(tiny_bundle)
+    with open(damaged / "model.fp16.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\0" * 16)
+    result = bit_triton(damaged, out, "--backend", "onnxruntime", "--force")
+    assert "does not match its manifest checksum" in one_error_line(result)
+    assert read_repository(out) == before  # the old repository is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle-copy", "models"]  # no partial folder
+
+    result = bit_triton(tiny_bundle, out, "--backend", "onnxruntime", "--force")
+    assert result.returncode == 0, result.stderr
+    assert set(read_repository(out)) > set(before)  # now fp16 too
