@@ -21,7 +21,7 @@ def agreement(bundle: Bundle, classifier, backend: str, precision: str) -> dict:
         "top1_agreement": round(metrics["top1_agreement"], 4),
         "gate": None,
     }
-    if precision == "int8" and backend != "tf":
+    if precision == "int8" and backend in backends.INT8_VARIANT and backend != "tf":
         art = bundle.artifacts("onnx").get(backends.variant_for(backend, precision), {})
         gate = art.get("gate")
         if gate is not None:

@@ -48,6 +48,8 @@ class BenchOptions:
     roofline: bool = True
     accuracy: bool = True
     command: str = ""
+    triton_url: str | None = None  # the `triton` backend's server (bench/triton_client.py)
+    triton_model: str | None = None  # its float model; default bit_<variant>, as bit-serve names it
 
 
 def host() -> dict:
@@ -115,7 +117,11 @@ def _verify_artifacts(bundle: Bundle, keys) -> None:
     """Checksums of every ONNX variant the run will load, before anything is measured: a damaged bundle is
     the user's to fix (one line, exit 2), not a configuration to skip."""
     for backend, precision in sorted(keys):
-        if backend not in ("tf", "trt"):  # trt plans are checked by check_plan when the runner loads them
+        if backend not in (
+            "tf",
+            "trt",
+            configurations.TRITON,
+        ):  # trt plans are checked by check_plan when the runner loads them
             bundle.artifact_path(configurations.backends.variant_for(backend, precision))
 
 
@@ -146,7 +152,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             if config.id in skipped or key in classifiers or key in load_errors:
                 continue
             try:
-                clf = Classifier(bundle, backend=config.backend, precision=config.precision, threads=options.threads)
+                clf = _classifier(bundle, config, options)
                 clf.__enter__()
             except BitError as exc:
                 load_errors[key] = str(exc).splitlines()[0]
@@ -193,6 +199,14 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     return result, samples, times
 
 
+def _classifier(bundle: Bundle, config, options: BenchOptions):
+    if config.backend == configurations.TRITON:
+        from .triton_client import TritonClassifier
+
+        return TritonClassifier(bundle, options.triton_url, options.triton_model)
+    return Classifier(bundle, backend=config.backend, precision=config.precision, threads=options.threads)
+
+
 def _settings(options: BenchOptions) -> dict:
     s = options.schedule
     return {
@@ -210,6 +224,8 @@ def _settings(options: BenchOptions) -> dict:
         "percentiles": list(options.percentiles),
         "baseline": options.baseline,
         "images": list(options.images) or "default",
+        "triton_url": options.triton_url,
+        "triton_model": options.triton_model,
         # What a request includes, for comparing with trtexec (whose TensorRT 11 default leaves transfers out
         # and uses CUDA graphs): CPU backends read host memory, so there is no transfer to leave out.
         "transfers_included": "n/a on CPU backends; included on GPU backends (host arrays in, host logits out)",

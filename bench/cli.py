@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", help="backend/precision (or a configuration id) the ratios are to (default: ort-cpu/fp32)"
     )
     p.add_argument("--images", nargs="+", default=[], help="image files for the requests (default: real photos)")
+    p.add_argument(
+        "--triton-url",
+        help="the triton backend's server: grpc://HOST:PORT or http://HOST:PORT (bit-serve, or a tritonserver)",
+    )
+    p.add_argument("--triton-model", help="the server's float model (default bit_<variant>, as bit-serve names it)")
     p.add_argument("--no-accuracy", action="store_true", help="skip the agreement with TF on the parity set")
     p.add_argument("--no-roofline", action="store_true", help="skip the GEMM peak measurement")
     p.add_argument("--json", help="write the result (schema bit-bench/1, docs/bench.md)")
@@ -93,9 +98,12 @@ def options_from_args(args, argv) -> BenchOptions:
     )
     if args.threads is not None and args.threads < 1:
         raise BitError("--threads must be at least 1")
+    backends = configurations.parse_list(args.backend, "backend", configurations.BACKEND_CHOICES)
+    if configurations.TRITON in backends and not args.triton_url:
+        raise BitError("--backend triton needs --triton-url (a running bit-serve or tritonserver)")
     return BenchOptions(
         bundle=args.bundle,
-        backends=configurations.parse_list(args.backend, "backend", configurations.backends.BACKENDS),
+        backends=backends,
         precisions=configurations.parse_list(
             precisions if isinstance(precisions, str) else ",".join(precisions), "precision", configurations.PRECISIONS
         ),
@@ -110,6 +118,8 @@ def options_from_args(args, argv) -> BenchOptions:
         roofline=not args.no_roofline,
         accuracy=not args.no_accuracy,
         command=shlex.join(["bit-bench", *argv]),
+        triton_url=args.triton_url,
+        triton_model=args.triton_model,
     )
 
 

@@ -19,6 +19,9 @@ MODES = ("model", "end-to-end")
 GPU_BACKENDS = ("trt", "ort-trt", "ort-cuda")
 # What --backend means when not given: every backend but the TF reference, which is a baseline to ask for.
 DEFAULT_BACKENDS = tuple(b for b in backends.BACKENDS if b != "tf")
+# A Triton server (bench/triton_client.py, with --triton-url): it runs what it was started with.
+TRITON = "triton"
+BACKEND_CHOICES = backends.BACKENDS + (TRITON,)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ def variant_present(bundle: Bundle, backend: str, precision: str) -> str | None:
     if backend == "tf":
         if precision != "fp32":
             return "the TF reference runs in float32 only"
+        return None
+    if backend == TRITON:  # the server loaded its own variant; --precision labels it
         return None
     variant = backends.variant_for(backend, precision)
     if backend == "trt":

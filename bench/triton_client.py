@@ -1,0 +1,146 @@
+"""bit-bench's `triton` backend: the same requests, sent to a Triton server (bit-serve, or a stock tritonserver
+serving a bit-triton repository) instead of an in-process Classifier.
+
+Measured beside the in-process rows of one run, the difference is the server's overhead: serialization,
+the network stack, the dynamic batcher's queue. The server states what it runs; a row's precision is the
+label the user gives it (`--precision`), and its accuracy columns are measured through the server.
+
+    bit-serve out/r50x1 --backend ort-cpu &
+    bit-bench out/r50x1 --backend ort-cpu,triton --triton-url grpc://127.0.0.1:8001 --concurrency 1,4,16
+"""
+
+from __future__ import annotations
+
+import threading
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..engine.bundle import Bundle
+from ..engine.compare import softmax
+from ..engine.errors import BitError, require
+
+DEFAULT_URL = "grpc://127.0.0.1:8001"
+
+
+def _protocol(url: str) -> tuple[str, str]:
+    """('grpc' | 'http', 'host:port') from grpc://host:port, http://host:port or a bare host:port (gRPC)."""
+    parsed = urlparse(url if "://" in url else f"grpc://{url}")
+    if parsed.scheme not in ("grpc", "http") or not parsed.hostname or not parsed.port:
+        raise BitError(f"--triton-url {url!r}: expected grpc://HOST:PORT or http://HOST:PORT")
+    return parsed.scheme, f"{parsed.hostname}:{parsed.port}"
+
+
+class TritonRunner:
+    """The runner interface (activate, infer, describe) over a Triton server's float model. One client per
+    thread: bit-bench's concurrency mode calls from many threads, and a tritonclient client is not shared."""
+
+    def __init__(self, url: str, model: str, input_name: str, output_name: str, timeout_s: float = 120.0):
+        self.protocol, self.address = _protocol(url)
+        self.model, self.input_name, self.output_name = model, input_name, output_name
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._clients: list = []
+        self._lock = threading.Lock()
+        self.max_batch = None
+        self._server = None
+
+    def _module(self):
+        return require(f"tritonclient.{self.protocol}")
+
+    def client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            module = self._module()
+            if self.protocol == "http":
+                client = module.InferenceServerClient(
+                    self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                )
+            else:
+                client = module.InferenceServerClient(self.address)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def activate(self) -> None:
+        if self._server is not None:
+            return
+        module = self._module()
+        try:
+            client = self.client()
+            if not client.is_model_ready(self.model):
+                raise BitError(f"Triton at {self.address} has no ready model {self.model!r} (--triton-model)")
+            config = client.get_model_config(self.model)
+            metadata = client.get_server_metadata()
+        except module.InferenceServerException as exc:
+            raise BitError(f"Triton at {self.address}: {exc}") from exc
+        except OSError as exc:  # connection refused, unreachable
+            raise BitError(f"cannot reach Triton at {self.address} ({exc})") from exc
+        if isinstance(config, dict):  # the HTTP client returns JSON, the gRPC one a ModelConfigResponse
+            max_batch = config.get("max_batch_size", 0)
+            version = metadata.get("version", "?")
+        else:
+            max_batch = config.config.max_batch_size
+            version = metadata.version
+        self.max_batch = int(max_batch) or None
+        self._server = f"Triton {version} at {self.protocol}://{self.address}, model {self.model}"
+
+    def deactivate(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+        self._local = threading.local()
+        self._server = None
+
+    def describe(self) -> str:
+        return self._server or f"Triton at {self.protocol}://{self.address}"
+
+    def _infer(self, model: str, name: str, data: np.ndarray, datatype: str) -> np.ndarray:
+        module = self._module()
+        item = module.InferInput(name, list(data.shape), datatype)
+        item.set_data_from_numpy(data)
+        try:
+            if self.protocol == "grpc":
+                result = self.client().infer(model, [item], client_timeout=self.timeout_s)
+            else:
+                result = self.client().infer(model, [item])
+        except module.InferenceServerException as exc:
+            raise BitError(f"Triton {model}: {exc}") from exc
+        return result.as_numpy(self.output_name)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Float NHWC batch -> logits; split at the server's max batch, as an in-process runner would be."""
+        step = self.max_batch or len(batch)
+        parts = [
+            self._infer(self.model, self.input_name, np.ascontiguousarray(batch[i : i + step], np.float32), "FP32")
+            for i in range(0, len(batch), step)
+        ]
+        return np.concatenate(parts)
+
+    def infer_bytes(self, images: list[bytes]) -> np.ndarray:
+        """Encoded images -> logits through the server's image model (`<model>_image`)."""
+        data = np.array(images, dtype=object).reshape(-1, 1)
+        return self._infer(f"{self.model}_image", "image", data, "BYTES")
+
+
+class TritonClassifier:
+    """What bit-bench needs of a Classifier (runner, spec, predict, close), answered by a Triton server."""
+
+    def __init__(self, bundle: Bundle, url: str, model: str | None = None):
+        self.bundle = bundle
+        self.spec = bundle.input_spec
+        model = model or f"bit_{bundle.manifest['model']['variant']}"
+        self.runner = TritonRunner(url, model, self.spec.name, bundle.manifest["output"]["name"])
+
+    def __enter__(self):
+        self.runner.activate()
+        return self
+
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def predict(self, images: list[bytes]):
+        logits = self.runner.infer_bytes(images)
+        return logits, softmax(logits)
