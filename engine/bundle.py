@@ -33,6 +33,14 @@ def file_record(directory: str, name: str) -> dict:
     return {"file": name, "bytes": os.path.getsize(full), "sha256": sha256_file(full)}
 
 
+def give_mkdir_mode(path: str) -> None:
+    """Give a mkdtemp directory (mode 0700) the mode os.mkdir would have: a bundle or Triton repository staged
+    privately must be readable, once published, by the server's user (a container's non-root uid)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
 @dataclass
 class Bundle:
     path: str

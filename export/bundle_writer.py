@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_record
+from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_record, give_mkdir_mode
 from ..engine.errors import BitError
 
 # ModelProto serialization is limited to 2 GiB; above this the weights go to an external data file.
@@ -119,6 +119,7 @@ class BundleWriter:
                 os.fsync(f.fileno())
         if os.path.lexists(self.out):
             raise BitError(f"output {self.out!r} appeared while exporting; not overwriting it")
+        give_mkdir_mode(self.staging)
         os.rename(self.staging, self.out)
         with open(os.path.join(self.out, MANIFEST), encoding="utf-8") as f:
             return json.load(f)  # what a reader of the bundle gets, not the dict it was made from

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine import backends
-from ..engine.bundle import Bundle
+from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
 from . import pbtxt, triton_models
 from .triton_models import BACKENDS, ENGINE_BACKEND, LABELS_FILE, WARMUP_IMAGE, Batching
@@ -274,7 +274,7 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
             _write(os.path.join(staging, preprocess_name, "warmup", WARMUP_IMAGE), _warmup_image(spec.resolution))
             written[preprocess_name] = "python backend: encoded image bytes -> float32 NHWC (bit-trt's preprocessing)"
         _write(os.path.join(staging, "README.md"), _readme(bundle, out, written, skipped))
-        os.chmod(staging, 0o755)  # mkdtemp made it private; a server user reads it
+        give_mkdir_mode(staging)
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -63,3 +63,19 @@ def test_parent_that_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(BitError, match="exists and is not a directory"):
         BundleWriter(str(tmp_path / "file" / "sub" / "bundle"))
+
+
+def test_a_published_bundle_has_the_mode_mkdir_gives_not_mkdtemps_private_one(tmp_path):
+    """A server in a container runs as another user: it must be able to read the bundle (umask decides)."""
+    import os
+
+    old = os.umask(0o027)
+    try:
+        with BundleWriter(str(tmp_path / "b")) as writer:
+            writer.write_json("labels.json", ["a"])
+            writer.publish({"artifacts": []})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o750
+    (tmp_path / "plain").mkdir()  # what os.mkdir gives under the usual umask: the same rule
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o777 & ~old

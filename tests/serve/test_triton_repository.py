@@ -110,6 +110,9 @@ def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(reposi
             assert sha256_file(placed) == onnx[variant]["sha256"]
     lines = (repository / "bit_tiny_onnxruntime_fp32" / "labels.txt").read_text(encoding="utf-8").splitlines()
     assert lines == [entry["name"] for entry in bundle.labels()]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert repository.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by a server's own user
     readme = (repository / "README.md").read_text(encoding="utf-8")
     assert "tritonserver --model-repository=/models" in readme and "bit_tiny_openvino_int8_image" in readme
 
