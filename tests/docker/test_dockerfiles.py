@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu"]
+DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.triton"]
 
 
 def _tool(name: str, package: str) -> str:
@@ -69,7 +69,17 @@ def test_image_promises(dockerfile):
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the image must not run as root"
     runs = " ".join(a for i, a in steps if i == "RUN")
     assert not re.search(r"pip install[^&;]*\s(-e|--editable)\s", runs), "a real install, never an editable one"
-    assert "/usr/bin/tini" in dict(steps)["ENTRYPOINT"]
+    if dockerfile != "Dockerfile.triton":  # that one runs NVIDIA's tritonserver as PID 1, as its base does
+        assert "/usr/bin/tini" in dict(steps)["ENTRYPOINT"]
+
+
+def test_triton_image_serves_a_bit_triton_repository_with_bit_trt_on_the_python_backends_path():
+    steps = _instructions("Dockerfile.triton")
+    base = next(a for i, a in steps if i == "ARG" and a.startswith("BASE="))
+    assert base.startswith("BASE=nvcr.io/nvidia/tritonserver:") and base.endswith("-py3")
+    assert dict(steps)["CMD"] == '["tritonserver", "--model-repository=/models"]'
+    runs = " ".join(a for i, a in steps if i == "RUN")
+    assert "pip install --target /opt/bit-trt/site" in runs and dict(steps)["ENV"] == "PYTHONPATH=/opt/bit-trt/site"
 
 
 def test_gpu_image_runs_the_gpu_tests():
