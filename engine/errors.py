@@ -21,7 +21,6 @@ EXTRAS = {
     "cupy": "gpu-bench",
     "matplotlib": "bench",
     "tritonclient": "triton-client",
-    "pytriton": "serve",
 }
 
 

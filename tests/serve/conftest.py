@@ -1,0 +1,185 @@
+"""bit-serve's own environment, and a real bit-serve (Triton through PyTriton) started from it.
+
+PyTriton needs numpy < 2 and the tests' environment has TensorFlow's numpy 2, so the server runs in
+<repo>/.venv-serve (or $BIT_SERVE_PYTHON), built here as CI builds it when missing or when
+constraints-serve.txt or pyproject.toml changed since (a stamp file in the environment holds their hash).
+"""
+
+import fcntl
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVE_VENV = os.path.join(ROOT, ".venv-serve")
+STAMP = os.path.join(SERVE_VENV, ".bit-serve-stamp")
+STAMPED_FILES = ("constraints-serve.txt", "pyproject.toml")
+READY = re.compile(r"^bit-serve: ready: .*; admin token: (?P<token>.+)$", re.MULTILINE)
+READY_TIMEOUT_S = 240  # the model loads, then Triton starts and loads two Python-backend models
+STOP_TIMEOUT_S = 60  # bit-serve's own deadline is 30 s
+
+
+def _stamp() -> str:
+    digest = hashlib.sha256()
+    for name in STAMPED_FILES:
+        with open(os.path.join(ROOT, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def _build_serve_venv(python: str) -> None:
+    """`python3 -m venv .venv-serve && pip install -c constraints-serve.txt -e '.[serve,openvino]'`; into the
+    existing environment when only the stamp is stale (pip then changes what the new pins change)."""
+    if not os.path.exists(python):
+        subprocess.run([sys.executable, "-m", "venv", SERVE_VENV], check=True, timeout=300)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "-c", "constraints-serve.txt", "-e", ".[serve,openvino]"],
+        cwd=ROOT,
+        check=True,
+        timeout=1800,
+    )
+
+
+@pytest.fixture(scope="session")
+def serve_python() -> str:
+    """The serving environment's Python: $BIT_SERVE_PYTHON, or <repo>/.venv-serve built or refreshed here."""
+    if os.environ.get("BIT_SERVE_PYTHON"):
+        python = os.environ["BIT_SERVE_PYTHON"]
+        assert os.path.exists(python), f"BIT_SERVE_PYTHON={python} does not exist"
+        return python
+    python = os.path.join(SERVE_VENV, "bin", "python")
+    os.makedirs(SERVE_VENV, exist_ok=True)
+    with open(os.path.join(SERVE_VENV, ".build-lock"), "w") as lock:  # one builder at a time (pytest-xdist)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = _stamp()
+        current = open(STAMP).read().strip() if os.path.exists(STAMP) else None
+        if not os.path.exists(python) or current != stamp:
+            _build_serve_venv(python)
+            with open(STAMP, "w") as f:
+                f.write(stamp + "\n")
+    return python
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class BitServe:
+    """A running bit-serve: its process, log, addresses and admin token."""
+
+    proc: subprocess.Popen
+    log_path: str
+    workspace: str
+    http_port: int
+    grpc_port: int
+    token: str = ""
+    token_source: str = ""
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def admin_headers(self) -> dict:
+        return {"triton-access-token": self.token}
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = READY.search(self.log())
+            if found:
+                self.token_source = found["token"].strip()
+                if not self.token_source.startswith("$"):  # else the token is the one the test gave it
+                    with open(self.token_source) as f:
+                        self.token = f.read().strip()
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"bit-serve exited with {self.proc.returncode} before it was ready:\n{self.log()[-4000:]}")
+            time.sleep(0.2)
+        self.proc.kill()
+        pytest.fail(f"bit-serve was not ready within {READY_TIMEOUT_S} s:\n{self.log()[-4000:]}")
+
+    def stop(self, sig=signal.SIGINT, group: bool = False) -> float:
+        """Send `sig` (to the process group, as a terminal's Ctrl-C does, when `group`); returns the seconds it
+        took to exit. Fails unless it exits 0 within STOP_TIMEOUT_S."""
+        start = time.monotonic()
+        if group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its own group (start_new_session): the server and Triton
+            self.proc.wait(10)
+            pytest.fail(f"bit-serve did not exit within {STOP_TIMEOUT_S} s of {sig.name}:\n{self.log()[-4000:]}")
+        assert code == 0, f"bit-serve exited with {code} on {sig.name}:\n{self.log()[-4000:]}"
+        return time.monotonic() - start
+
+
+def start_bit_serve(serve_python, bundle, workspace, *args, env=None) -> BitServe:
+    """bit-serve on free ports in its own session (so a test can send the group a terminal's Ctrl-C); ready."""
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    os.makedirs(workspace, exist_ok=True)
+    log_path = os.path.join(os.path.dirname(workspace), os.path.basename(workspace) + ".log")
+    full_env = {k: v for k, v in os.environ.items() if k != "BIT_SERVE_ACCESS_TOKEN"}
+    full_env.update(env or {})
+    command = [serve_python, "-m", "bit_trt.serve.serve_cli", str(bundle), "--backend", "ort-cpu"]
+    command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
+    command += ["--workspace", str(workspace), *map(str, args)]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env, start_new_session=True
+        )
+    server = BitServe(proc, log_path, str(workspace), http_port, grpc_port)
+    server.token = full_env.get("BIT_SERVE_ACCESS_TOKEN", "")
+    server.wait_ready()
+    return server
+
+
+def leftovers(server: BitServe) -> list[str]:
+    """What a stopped bit-serve must not leave: files in its workspace, the Python backend's shared memory
+    (named after its pid), Triton's temporary copies of its model configs (they name its workspace)."""
+    found = [os.path.join(server.workspace, name) for name in os.listdir(server.workspace)]
+    found += [f"/dev/shm/{name}" for name in os.listdir("/dev/shm") if name.startswith(f"pytrtion{server.proc.pid}-")]
+    for name in os.listdir("/tmp"):
+        config = os.path.join("/tmp", name, "config.pbtxt")
+        if re.fullmatch(r"folder\w{6}", name) and os.path.exists(config):
+            with open(config, errors="replace") as f:
+                if server.workspace in f.read():
+                    found.append(os.path.dirname(config))
+    return found
+
+
+@pytest.fixture(scope="session")
+def bit_serve(serve_python, tiny_bundle, tmp_path_factory):
+    """One bit-serve for the tiny bundle (ort-cpu), shared by the tests; its admin token from the 0600 file it
+    wrote. At teardown, SIGINT must stop it cleanly."""
+    workspace = tmp_path_factory.mktemp("bit-serve") / "ws"
+    # a generous queue delay, so that the dynamic-batching test sees batches on a loaded 2-core host
+    server = start_bit_serve(serve_python, tiny_bundle, workspace, "--max-queue-delay-us", 20000)
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGINT)
+        assert leftovers(server) == []
