@@ -19,6 +19,7 @@ import numpy as np
 from ..engine.bundle import Bundle
 from ..engine.compare import softmax
 from ..engine.errors import BitError, require
+from ..serve.triton_models import IMAGE_INPUT, IMAGE_SUFFIX, default_model_name
 
 DEFAULT_URL = "grpc://127.0.0.1:8001"
 
@@ -122,7 +123,7 @@ class TritonRunner:
     def infer_bytes(self, images: list[bytes]) -> np.ndarray:
         """Encoded images -> logits through the server's image model (`<model>_image`)."""
         data = np.array(images, dtype=object).reshape(-1, 1)
-        return self._infer(f"{self.model}_image", "image", data, "BYTES")
+        return self._infer(self.model + IMAGE_SUFFIX, IMAGE_INPUT, data, "BYTES")
 
 
 class TritonClassifier:
@@ -131,7 +132,7 @@ class TritonClassifier:
     def __init__(self, bundle: Bundle, url: str, model: str | None = None):
         self.bundle = bundle
         self.spec = bundle.input_spec
-        model = model or f"bit_{bundle.manifest['model']['variant']}"
+        model = model or default_model_name(bundle.manifest)
         self.runner = TritonRunner(url, model, self.spec.name, bundle.manifest["output"]["name"])
 
     def __enter__(self):

@@ -38,6 +38,7 @@ from pytriton.triton import TRITON_ACCESS_HEADER, Triton, TritonConfig, TritonSe
 from ..engine.classifier import Classifier
 from ..engine.errors import BitError
 from ..engine.preprocess import decode
+from .triton_models import IMAGE_INPUT, IMAGE_SUFFIX
 
 LOG = logging.getLogger("bit-serve")
 DEFAULT_MAX_BATCH = 8
@@ -68,12 +69,6 @@ class ServeOptions:
     remove_at_exit: str = ""  # a directory removed even when a second signal forces the exit
 
 
-def default_model_name(clf: Classifier) -> str:
-    """bit_<variant>, e.g. bit_r50x3."""
-    variant = str(clf.bundle.manifest["model"].get("variant", "model"))
-    return "bit_" + re.sub(r"[^A-Za-z0-9._-]+", "_", variant)
-
-
 def check_model_name(name: str) -> str:
     if not MODEL_NAME.match(name):
         raise BitError(f"model name {name!r}: use letters, digits, '.', '_' and '-' only")
@@ -82,7 +77,7 @@ def check_model_name(name: str) -> str:
 
 def check_socket_paths(options: ServeOptions) -> None:
     """PyTriton's Unix sockets live in the workspace, named after the models; a socket path is at most 107 bytes."""
-    longest = os.path.join(options.workspace, f"{options.name}_image_0_{options.image_workers - 1}-server.sock")
+    longest = os.path.join(options.workspace, f"{options.name}{IMAGE_SUFFIX}_0_{options.image_workers - 1}-server.sock")
     if len(os.fsencode(longest)) > SOCKET_PATH_MAX:
         raise BitError(
             f"the workspace path is too long for Triton's sockets ({longest!r} is over {SOCKET_PATH_MAX} bytes); "
@@ -132,7 +127,7 @@ class ClassifierModels:
     def infer_images(self, requests) -> list[dict]:
         """One request per call (no dynamic batcher), so an error here fails only its own client."""
         try:
-            return [self._classify_encoded(request["image"]) for request in requests]
+            return [self._classify_encoded(request[IMAGE_INPUT]) for request in requests]
         except BitError as exc:
             raise RequestError(str(exc)) from None
 
@@ -274,14 +269,14 @@ def create_triton(clf: Classifier, options: ServeOptions) -> tuple[Triton, list[
         ),
     )
     triton.bind(
-        model_name=f"{name}_image",
+        model_name=name + IMAGE_SUFFIX,
         # Several instances instead of a batcher: see the module docstring.
         infer_func=[_Instance(models.infer_images) for _ in range(options.image_workers)],
-        inputs=[Tensor(name="image", dtype=np.bytes_, shape=(1,))],
+        inputs=[Tensor(name=IMAGE_INPUT, dtype=np.bytes_, shape=(1,))],
         outputs=[logits, Tensor(name="classes", dtype=np.bytes_, shape=(models.top_k,))],
         config=ModelConfig(max_batch_size=options.max_batch, batcher=None),
     )
-    return triton, [name, f"{name}_image"]
+    return triton, [name, name + IMAGE_SUFFIX]
 
 
 def serve(clf: Classifier, options: ServeOptions, on_ready: Callable[[list[str]], None]) -> int:

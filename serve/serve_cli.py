@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 from ..engine.errors import BitError
+from .triton_models import default_model_name
 
 PROG = "bit-serve"
 TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"
@@ -160,7 +161,7 @@ def run(args) -> int:
         print(f"backend: {clf.backend}", file=sys.stderr)
         for reason in clf.skipped:
             print(f"  (auto skipped {reason.splitlines()[0]})", file=sys.stderr)
-        name = server.check_model_name(args.name or server.default_model_name(clf))
+        name = server.check_model_name(args.name or default_model_name(clf.bundle.manifest))
         max_batch = server.max_batch_for(clf, args.max_batch)
         root = tempfile.mkdtemp(prefix="bit-serve-", dir=args.workspace)
         try:

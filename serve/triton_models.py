@@ -12,6 +12,7 @@ One function per kind of model:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from .pbtxt import Enum, Map
@@ -19,9 +20,15 @@ from .pbtxt import Enum, Map
 # Triton's name for each backend -> the engine backend whose bundle variant it loads (engine/backends.py).
 ENGINE_BACKEND = {"tensorrt": "trt", "onnxruntime": "ort-cpu", "openvino": "openvino"}
 BACKENDS = tuple(ENGINE_BACKEND)
-IMAGE_INPUT = "image"  # the ensemble's and the preprocessing model's input: encoded image bytes
+IMAGE_INPUT = "image"  # the input of every model that takes encoded image bytes (ensembles, bit-serve's, preprocessing)
+IMAGE_SUFFIX = "_image"  # <classifier>_image: the same classifier, fed encoded images
 LABELS_FILE = "labels.txt"
 WARMUP_IMAGE = "image.bin"  # under the preprocessing model's warmup/ folder
+
+
+def default_model_name(manifest: dict) -> str:
+    """bit_<variant>, e.g. bit_r50x3: bit-triton's prefix and bit-serve's model name."""
+    return "bit_" + re.sub(r"[^A-Za-z0-9._-]+", "_", str(manifest["model"].get("variant", "model")))
 
 
 @dataclass(frozen=True)

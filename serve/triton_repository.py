@@ -57,10 +57,6 @@ class ModelPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def default_name(bundle: Bundle) -> str:
-    return f"bit_{bundle.manifest['model'].get('variant', 'model')}"
-
-
 def triton_plans(bundle: Bundle, variant: str) -> list[dict]:
     """The bundle's TensorRT plans of `variant` that Triton's tensorrt_plan backend can load: plans built by
     TensorRT for a known GPU. TensorRT-RTX engines need the TensorRT-RTX runtime, which Triton does not have."""
@@ -225,7 +221,7 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
     os.makedirs(parent, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise BitError(f"cannot write into {parent}: permission denied")
-    prefix = options.name or default_name(bundle)
+    prefix = options.name or triton_models.default_model_name(bundle.manifest)
     spec = bundle.input_spec
     labels = "".join(f"{entry['name']}\n" for entry in bundle.labels())
     output = bundle.manifest["output"]["name"]
@@ -256,7 +252,7 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
             if model.notes:
                 written[name] += "; " + "; ".join(model.notes)
             if options.ensembles:
-                image_name = f"{name}_image"
+                image_name = name + triton_models.IMAGE_SUFFIX
                 config = triton_models.ensemble(
                     image_name, preprocess_name, name, spec.name, output, bundle.num_classes, model.batching.max_batch
                 )

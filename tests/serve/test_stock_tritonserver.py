@@ -8,7 +8,6 @@ import concurrent.futures
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
@@ -17,16 +16,11 @@ import pytest
 
 from bit_trt.engine.preprocess import InputSpec, preprocess
 from tests.conftest import TINY_RES, run_cli
+from tests.serve.conftest import free_port
 
 http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
 
 PREPROCESS = "bit_tiny_preprocess"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png(height: int, width: int, seed: int) -> bytes:
@@ -66,7 +60,7 @@ def stock_tritonserver(serve_python, tiny_bundle, tmp_path_factory):
     shutil.copytree(where["dist"], server, ignore=shutil.ignore_patterns("python_backend_stubs"))
     stub = f"{where['dist']}/python_backend_stubs/{where['version']}/triton_python_backend_stub"
     shutil.copy(stub, server / "backends" / "python" / "triton_python_backend_stub")
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": f"{serve_python.rsplit('/', 1)[0]}:/usr/bin:/bin",  # the stub runs the serving env's Python
         "LD_LIBRARY_PATH": f"{where['libdir']}:{where['libs']}",  # that Python's libpython, not the system's
