@@ -18,6 +18,7 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.labels import LABELS_FILE, default_labels, labels_from_file
+from ..engine.parity_raw import write_parity_raw
 from ..engine.preprocess import DEFAULT_RESIZE, InputSpec
 from . import calibration, fp16, graph_cleanup, int8, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
@@ -209,6 +210,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                 writer.path(PARITY_FILE), images=images, names=np.array(names), tf_logits=tf_logits.astype(np.float32)
             )
             parity_info = writer.record(PARITY_FILE)
+            parity_raw = write_parity_raw(writer.staging, images, tf_logits)
             imagenet = loaded.num_classes == 1000 and not o.labels_file
             manifest = {
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -226,7 +228,11 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                     "sha256": labels_info["sha256"],
                 },
                 "artifacts": artifacts,
-                "reference": {**parity_info, "what": "parity inputs (uint8 NHWC after preprocessing) and TF logits"},
+                "reference": {
+                    **parity_info,
+                    "what": "parity inputs (uint8 NHWC after preprocessing) and TF logits",
+                    "raw": parity_raw,  # the same arrays without npz, for C++ (engine/parity_raw.py)
+                },
                 "tools": tool_versions(),
             }
             # The reference child ran while this process held rss_before_child: their sum bounds that moment.
