@@ -19,6 +19,7 @@ Which of those layers stay in float too is decided by measurement (`sensitivity`
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -407,5 +408,7 @@ def _gated_variant(
         "quantized_ops": list(QUANTIZED_OPS),
         "float_layers": list(exclude),
         "gate": verdict,
+        # what bit-check (and bit-check-cpp, from this record) holds the variant to against TF's logits
+        "check_tolerance": dataclasses.asdict(compare.INT8_CHECK),
         "sensitivity": table,
     }
