@@ -1,0 +1,58 @@
+// bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin (f32 inference precision, as
+// engine/openvino_runner.py pins it). One compiled model; each concurrent call borrows its own infer request
+// from the classifier's pool, so any number of threads may call infer/classify on one Classifier.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bit/bundle.hpp"
+
+namespace bit {
+
+struct ClassifierOptions {
+  std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort) | an exact variant name
+  int threads = 0;                 // INFERENCE_NUM_THREADS; 0: all cores
+  std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
+};
+
+struct TopClass {
+  int index = 0;
+  std::string name;
+  double probability = 0;  // softmax over the logits, in float64
+  float logit = 0;
+};
+
+class Classifier {
+ public:
+  // Verifies the variant's sha256, then compiles it. Errors (missing variant, checksum, OpenVINO) are bit::Error.
+  Classifier(Bundle bundle, const ClassifierOptions& options = {});
+  ~Classifier();
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+  Classifier(Classifier&&) noexcept;
+  Classifier& operator=(Classifier&&) noexcept;
+
+  const Bundle& bundle() const;
+  const Artifact& artifact() const;
+  std::string describe() const;  // "openvino 2026.4.1 CPU (latency, f32)"
+  int num_classes() const;
+
+  // float32 NHWC [batch, R, R, 3] -> logits [batch, C]. Thread-safe.
+  std::vector<float> infer(const float* nhwc, std::size_t batch) const;
+  std::vector<float> infer(const std::vector<float>& nhwc) const;
+  // Image files -> top-k classes per image. Thread-safe.
+  std::vector<std::vector<TopClass>> classify(const std::vector<std::filesystem::path>& images,
+                                              std::size_t k = 5) const;
+  // One row of logits -> top-k (softmax probabilities, label names).
+  std::vector<TopClass> top_k(const float* logits, std::size_t k) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bit

@@ -1,0 +1,86 @@
+// bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]
+// Top-k classes of each image, printed like bit-classify. Exit 0; 1 when an image or the bundle failed;
+// 2 on a usage error.
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "bit/classifier.hpp"
+
+namespace {
+
+int usage(const std::string& why) {
+  std::cerr << "bit-classify-cpp: error: " << why << " (see --help)\n";
+  return 2;
+}
+
+bool parse_int(const std::string& s, int& out) {
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < 0 || v > 1 << 20) return false;
+  out = static_cast<int>(v);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> positional;
+  bit::ClassifierOptions options;
+  int top = 5;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::cout << "usage: bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]\n";
+      return 0;
+    }
+    if (arg == "--precision" || arg == "--top" || arg == "--threads") {
+      if (i + 1 >= argc) return usage(arg + " needs a value");
+      const std::string value = argv[++i];
+      if (arg == "--precision") {
+        options.precision = value;
+      } else if (!parse_int(value, arg == "--top" ? top : options.threads)) {
+        return usage(arg + " needs a non-negative integer, got '" + value + "'");
+      }
+    } else if (arg.rfind("--", 0) == 0) {
+      return usage("unknown option " + arg);
+    } else {
+      positional.push_back(arg);
+    }
+  }
+  if (positional.size() < 2) return usage("give a bundle and at least one image");
+  if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "int8")
+    return usage("--precision must be fp32, fp16 or int8, got '" + options.precision + "'");
+
+  try {
+    const bit::Classifier clf(bit::Bundle(positional[0]), options);
+    std::cerr << "backend: " << clf.describe() << ", " << clf.artifact().file << "\n";
+    if (!clf.bundle().trained())
+      std::cerr << "note: this bundle has SYNTHETIC (untrained) weights; the labels below are meaningless\n";
+    int failed = 0;
+    for (std::size_t i = 1; i < positional.size(); ++i) {
+      try {
+        const auto result = clf.classify({positional[i]}, static_cast<std::size_t>(top));
+        std::cout << positional[i] << "\n";
+        for (const auto& t : result[0]) {
+          char line[64];
+          std::snprintf(line, sizeof line, "  %6.2f%%  ", 100.0 * t.probability);
+          std::cout << line << t.name << "\n";
+        }
+      } catch (const bit::Error& exc) {
+        ++failed;
+        std::cerr << "bit-classify-cpp: error: " << exc.what() << "\n";
+      }
+    }
+    return failed ? 1 : 0;
+  } catch (const bit::Error& exc) {
+    std::cerr << "bit-classify-cpp: error: " << exc.what() << "\n";
+    return 1;
+  } catch (const std::exception& exc) {
+    std::cerr << "bit-classify-cpp: internal error: " << exc.what() << "\n";
+    return 1;
+  }
+}

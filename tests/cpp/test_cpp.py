@@ -1,0 +1,255 @@
+"""engine/cpp: the C++17 reader and OpenVINO runner, built once per session with CMake and run as a user would.
+
+Skipped, with the reason, where cmake or g++ is absent or CMake stops on a missing dependency (its own message
+names the Debian package or the openvino wheel command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cpp
+
+SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "engine", "cpp")
+TOOLS = ("bit-classify-cpp", "bit-check-cpp", "bit-cpp-probe")
+
+
+def _cmake_error(output: str) -> str:
+    """CMake's FATAL_ERROR message (ours names what to install), else its last lines."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("CMake Error"):
+            return " ".join(lines[i + 1 : i + 4])[:400]
+    return " ".join(lines[-3:])[:400]
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory):
+    """The Release build directory holding the three executables; skips when the toolchain is absent."""
+    for tool in ("cmake", "g++"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"needs {tool} (apt-get install -y cmake g++)")
+    build = tmp_path_factory.mktemp("cpp-build")
+    # The openvino wheel of the interpreter running the tests (the CMakeLists also finds the repository's .venv).
+    configure = ["cmake", "-S", SOURCE, "-B", str(build), "-DCMAKE_BUILD_TYPE=Release"]
+    configure.append(f"-DBIT_PYTHON={sys.executable}")
+    done = subprocess.run(configure, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        pytest.skip(f"engine/cpp cannot be configured here: {_cmake_error(done.stdout + done.stderr)}")
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["cmake", "--build", str(build), "-j", str(os.cpu_count() or 2)], capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    warnings = [line for line in (done.stdout + done.stderr).splitlines() if "warning:" in line]
+    assert not warnings, "\n".join(warnings)  # -Wall -Wextra clean
+    print(f"engine/cpp built in {time.perf_counter() - start:.1f} s")
+    return build
+
+
+def run(build, tool, *args, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(build / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(done: subprocess.CompletedProcess, prog: str) -> str:
+    errors = [line for line in done.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1, done.stderr
+    if prog == "bit-check-cpp":  # nothing else: no usage text, no native library noise
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr and "terminate" not in done.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def pngs(tmp_path_factory):
+    """PNGs of several sizes and kinds (RGB, gray, RGBA; smaller, larger, equal to and off the 64x64 input)."""
+    import cv2
+
+    out = tmp_path_factory.mktemp("cpp-images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for h, w in [(64, 64), (37, 91), (200, 150), (480, 640), (1, 1), (63, 65)]:
+        y, x = np.mgrid[0:h, 0:w]
+        ramp = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1), (x + y) % 256], -1)
+        img = (rng.integers(0, 256, (h, w, 3)) * 0.5 + ramp * 0.5).astype(np.uint8)
+        paths.append(out / f"rgb{h}x{w}.png")
+        cv2.imwrite(str(paths[-1]), img)
+    paths.append(out / "gray50x70.png")
+    cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (50, 70), dtype=np.uint8))
+    paths.append(out / "rgba90x33.png")
+    cv2.imwrite(str(paths[-1]), rng.integers(0, 256, (90, 33, 4), dtype=np.uint8))
+    return paths
+
+
+@pytest.fixture(scope="session")
+def jpeg(tmp_path_factory, pngs):
+    import cv2
+
+    path = tmp_path_factory.mktemp("cpp-jpeg") / "photo.jpg"
+    cv2.imwrite(str(path), cv2.resize(cv2.imread(str(pngs[3])), (300, 220)), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_bit_check_cpp_passes(cpp_build, tiny_full_bundle, precision):
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", precision)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("PASS")
+    artifact = "model.fp32.onnx" if precision == "fp32" else "model.int8-ort.onnx"
+    assert f"({artifact})" in done.stdout
+
+
+def test_bit_check_cpp_matches_python_bit_check(cpp_build, tiny_full_bundle):
+    """The same numbers as bit-check --backend openvino --reference stored (same arithmetic, same runtime)."""
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.compare import measure
+    from bit_trt.engine.openvino_runner import OpenVinoRunner
+    from bit_trt.engine.parity_raw import read_parity_raw
+    from bit_trt.engine.preprocess import scale_uint8
+
+    bundle = load_bundle(str(tiny_full_bundle))
+    images, tf_logits = read_parity_raw(bundle)
+    with OpenVinoRunner(bundle.artifact_path("fp32")) as runner:
+        metrics = measure(runner.infer(scale_uint8(images)), tf_logits)
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle)
+    assert f"rel L2 {metrics['rel_l2']:.3g} " in done.stdout, done.stdout
+    assert f"max abs {metrics['max_abs']:.3g} " in done.stdout, done.stdout
+
+
+# OpenCV 4.6 (Debian, C++) and 5.0 (the opencv-python-headless wheel): decode, bilinear (the manifests' resize),
+# area and nearest give the same uint8 pixels, so the float tensors are equal bit for bit; bicubic is not
+# bit-exact across the two versions and differs by at most one uint8 step (1/255) on some pixels.
+@pytest.mark.parametrize("resize,steps", [("bilinear", 0), ("area", 0), ("nearest", 0), ("bicubic", 1)])
+def test_preprocessing_equals_python(cpp_build, tiny_full_bundle, pngs, jpeg, tmp_path, resize, steps):
+    from bit_trt.engine.preprocess import InputSpec, preprocess
+
+    images = [*pngs, jpeg]
+    out = tmp_path / "batch.f32"
+    done = run(cpp_build, "bit-cpp-probe", "preprocess", tiny_full_bundle, out, "--resize", resize, *images)
+    assert done.returncode == 0, done.stderr
+    expected = preprocess([str(p) for p in images], InputSpec(resolution=64, resize=resize))
+    got = np.fromfile(out, np.float32).reshape(expected.shape)
+    worst = float(np.abs(got - expected).max()) * 255
+    if steps == 0:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        assert worst <= steps + 1e-4, f"{resize}: {worst:.3f} uint8 steps apart"
+
+
+def test_top1_agrees_with_python_on_a_jpeg(cpp_build, tiny_full_bundle, jpeg):
+    from bit_trt.engine import Classifier
+
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, jpeg)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == str(jpeg) and len(lines) == 6
+    with Classifier(str(tiny_full_bundle), backend="openvino") as clf:
+        python_top = clf.predict([str(jpeg)]).top(5)[0]
+    cpp_top = [line.split("%", 1)[1].strip() for line in lines[1:]]
+    assert cpp_top[0] == python_top[0][0]
+    assert cpp_top == [name for name, _ in python_top]
+    assert lines[1].split("%")[0].strip() == f"{python_top[0][1] * 100:.2f}"
+
+
+def test_eight_threads_give_the_serial_answers(cpp_build, tiny_full_bundle, pngs, jpeg):
+    done = run(cpp_build, "bit-cpp-probe", "threads", tiny_full_bundle, 8, 4, *pngs, jpeg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"threads 8: {8 * 4 * (len(pngs) + 1)} calls, 0 differ from the serial logits, 0 errors" in done.stdout
+
+
+def test_corrupt_image_is_one_clear_error(cpp_build, tiny_full_bundle, jpeg, tmp_path):
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes(jpeg.read_bytes()[:300])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    for path in (bad, text):
+        done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, path)
+        assert done.returncode == 1
+        assert f"{path}: not a decodable image" in one_error_line(done, "bit-classify-cpp")
+    # a bad image among good ones: the good ones are still answered
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, jpeg, bad)
+    assert done.returncode == 1 and done.stdout.startswith(str(jpeg))
+
+
+def test_tampered_model_is_refused(cpp_build, tiny_full_bundle, copy_bundle, jpeg):
+    bundle = copy_bundle(tiny_full_bundle)
+    model = bundle / "model.fp32.onnx"
+    data = bytearray(model.read_bytes())
+    data[1000] ^= 0xFF
+    model.write_bytes(bytes(data))
+    done = run(cpp_build, "bit-check-cpp", bundle)
+    assert done.returncode == 2
+    assert "model.fp32.onnx does not match its manifest checksum" in one_error_line(done, "bit-check-cpp")
+    done = run(cpp_build, "bit-classify-cpp", bundle, jpeg)
+    assert done.returncode == 1
+    assert "does not match its manifest checksum" in one_error_line(done, "bit-classify-cpp")
+
+
+def test_tampered_parity_file_is_refused(cpp_build, tiny_full_bundle, copy_bundle):
+    bundle = copy_bundle(tiny_full_bundle)
+    raw = bundle / "parity_inputs.raw"
+    data = bytearray(raw.read_bytes())
+    data[-1] ^= 0x01
+    raw.write_bytes(bytes(data))
+    done = run(cpp_build, "bit-check-cpp", bundle)
+    assert done.returncode == 2
+    assert "parity_inputs.raw does not match its manifest checksum" in one_error_line(done, "bit-check-cpp")
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m["input"].pop("resolution"), "missing key 'input.resolution'"),
+        (lambda m: m["model"].pop("num_classes"), "missing key 'model.num_classes'"),
+        (lambda m: m["reference"]["raw"]["logits"].pop("offset"), "missing key 'reference.raw.logits.offset'"),
+        (lambda m: m.pop("reference"), "has no parity_inputs.raw"),
+        (lambda m: m.update(format_version=2), "bundle format version 2 is not supported"),
+        (lambda m: m["input"].update(resize="lanczos"), "manifest names resize 'lanczos'"),
+    ],
+)
+def test_manifest_errors_are_one_clear_line(cpp_build, tiny_full_bundle, copy_bundle, edit, message):
+    bundle = copy_bundle(tiny_full_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    done = run(cpp_build, "bit-check-cpp", bundle)
+    assert done.returncode == 2
+    assert message in one_error_line(done, "bit-check-cpp")
+
+
+def test_usage_errors_exit_2(cpp_build, tiny_full_bundle, tmp_path):
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "int4")
+    assert done.returncode == 2 and "--precision must be fp32, fp16 or int8" in one_error_line(done, "bit-check-cpp")
+    done = run(cpp_build, "bit-check-cpp", tmp_path / "nothing")
+    assert done.returncode == 2 and "does not exist" in one_error_line(done, "bit-check-cpp")
+    done = run(cpp_build, "bit-check-cpp", tmp_path)
+    assert done.returncode == 2 and "not a bit-trt bundle" in one_error_line(done, "bit-check-cpp")
+
+
+def test_artifact_records_as_cpp_reads_them(cpp_build, tiny_full_bundle):
+    """bit::Bundle's view of every record: variants, tolerances, and the engine fields docs/cpp.md uses."""
+    manifest = json.loads((tiny_full_bundle / "manifest.json").read_text())
+    done = run(cpp_build, "bit-cpp-probe", "artifacts", tiny_full_bundle)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(manifest["artifacts"])
+    for art in manifest["artifacts"]:
+        line = next(line for line in lines if f" {art['file']}" in line)
+        assert line.startswith(f"{art['kind']} {art.get('variant', art['precision'])} ")
+        tolerance = art.get("parity", {}).get("tolerance") or art.get("check_tolerance")
+        if art["kind"] == "onnx":  # every ONNX variant states the tolerance bit-check holds it to
+            assert tolerance is not None, art["file"]
+            assert f"rel_l2<={tolerance['rel_l2']:g} " in line
+        if art["kind"] == "engine":
+            p = art["profile"]
+            assert f" {art['library']} {art['library_version']} " in line
+            assert line.endswith(f"profile {p['min']}/{p['opt']}/{p['max']}")
