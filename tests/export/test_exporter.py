@@ -13,7 +13,14 @@ from bit_trt.engine.ort_runner import OrtRunner
 
 def test_bundle_layout_and_manifest(tiny_bundle):
     names = sorted(p.name for p in tiny_bundle.iterdir())
-    assert names == ["labels.json", "manifest.json", "model.fp16.onnx", "model.fp32.onnx", "parity_inputs.npz"]
+    assert names == [
+        "labels.json",
+        "manifest.json",
+        "model.fp16.onnx",
+        "model.fp32.onnx",
+        "parity_inputs.npz",
+        "parity_inputs.raw",
+    ]
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     assert m["format"] == "bit-trt-bundle" and m["format_version"] == 1
     assert m["model"]["variant"] == "tiny" and m["model"]["num_classes"] == 1000
