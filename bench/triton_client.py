@@ -19,6 +19,7 @@ import numpy as np
 from ..engine.bundle import Bundle
 from ..engine.compare import softmax
 from ..engine.errors import BitError, require
+from ..engine.runner import Runner
 from ..serve.triton_models import IMAGE_INPUT, IMAGE_SUFFIX, default_model_name
 
 DEFAULT_URL = "grpc://127.0.0.1:8001"
@@ -32,18 +33,21 @@ def _protocol(url: str) -> tuple[str, str]:
     return parsed.scheme, f"{parsed.hostname}:{parsed.port}"
 
 
-class TritonRunner:
-    """The runner interface (activate, infer, describe) over a Triton server's float model. One client per
-    thread: bit-bench's concurrency mode calls from many threads, and a tritonclient client is not shared."""
+class TritonRunner(Runner):
+    """A runner over a Triton server's float model: the engine's input checks and max-batch split (Runner), one
+    client per thread (bit-bench's concurrency mode calls from many threads; a tritonclient client is not
+    shared), and max_batch read from the server's model config."""
+
+    name = "triton"
 
     def __init__(self, url: str, model: str, input_name: str, output_name: str, timeout_s: float = 120.0):
+        super().__init__()
         self.protocol, self.address = _protocol(url)
         self.model, self.input_name, self.output_name = model, input_name, output_name
         self.timeout_s = timeout_s
         self._local = threading.local()
         self._clients: list = []
-        self._lock = threading.Lock()
-        self.max_batch = None
+        self._clients_lock = threading.Lock()
         self._server = None
 
     def _module(self):
@@ -60,13 +64,11 @@ class TritonRunner:
             else:
                 client = module.InferenceServerClient(self.address)
             self._local.client = client
-            with self._lock:
+            with self._clients_lock:
                 self._clients.append(client)
         return client
 
-    def activate(self) -> None:
-        if self._server is not None:
-            return
+    def _activate(self) -> None:
         module = self._module()
         try:
             client = self.client()
@@ -87,8 +89,8 @@ class TritonRunner:
         self.max_batch = int(max_batch) or None
         self._server = f"Triton {version} at {self.protocol}://{self.address}, model {self.model}"
 
-    def deactivate(self) -> None:
-        with self._lock:
+    def _deactivate(self) -> None:
+        with self._clients_lock:
             for client in self._clients:
                 client.close()
             self._clients.clear()
@@ -98,7 +100,7 @@ class TritonRunner:
     def describe(self) -> str:
         return self._server or f"Triton at {self.protocol}://{self.address}"
 
-    def _infer(self, model: str, name: str, data: np.ndarray, datatype: str) -> np.ndarray:
+    def _send(self, model: str, name: str, data: np.ndarray, datatype: str) -> np.ndarray:
         module = self._module()
         item = module.InferInput(name, list(data.shape), datatype)
         item.set_data_from_numpy(data)
@@ -111,19 +113,14 @@ class TritonRunner:
             raise BitError(f"Triton {model}: {exc}") from exc
         return result.as_numpy(self.output_name)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Float NHWC batch -> logits; split at the server's max batch, as an in-process runner would be."""
-        step = self.max_batch or len(batch)
-        parts = [
-            self._infer(self.model, self.input_name, np.ascontiguousarray(batch[i : i + step], np.float32), "FP32")
-            for i in range(0, len(batch), step)
-        ]
-        return np.concatenate(parts)
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """One chunk (checked and split at the server's max batch by Runner.infer) -> logits."""
+        return self._send(self.model, self.input_name, batch, "FP32")
 
     def infer_bytes(self, images: list[bytes]) -> np.ndarray:
         """Encoded images -> logits through the server's image model (`<model>_image`)."""
         data = np.array(images, dtype=object).reshape(-1, 1)
-        return self._infer(self.model + IMAGE_SUFFIX, IMAGE_INPUT, data, "BYTES")
+        return self._send(self.model + IMAGE_SUFFIX, IMAGE_INPUT, data, "BYTES")
 
 
 class TritonClassifier:
