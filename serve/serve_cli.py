@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 
+from ..engine.classify_cli import open_classifier
 from ..engine.errors import BitError
 from .triton_models import default_model_name
 
@@ -152,15 +153,12 @@ def run(args) -> int:
         args.host, {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
     )
     server = import_server()
-    from ..engine.classifier import Classifier
-
     # The classifier is made and activated (a TensorRT plan checked against this host) before Triton starts:
     # a bundle that cannot run here is one line, not a server that fails its first request.
-    clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+    clf = open_classifier(args, PROG)
+    if clf is None:
+        return 1
     try:
-        print(f"backend: {clf.backend}", file=sys.stderr)
-        for reason in clf.skipped:
-            print(f"  (auto skipped {reason.splitlines()[0]})", file=sys.stderr)
         name = server.check_model_name(args.name or default_model_name(clf.bundle.manifest))
         max_batch = server.max_batch_for(clf, args.max_batch)
         root = tempfile.mkdtemp(prefix="bit-serve-", dir=args.workspace)
