@@ -24,7 +24,7 @@ from . import backends
 from .bundle import Bundle, load_bundle
 from .compare import softmax
 from .errors import BitError
-from .preprocess import as_list, preprocess, to_array
+from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess
 
 BACKENDS = ("auto",) + backends.BACKENDS
 
@@ -48,11 +48,13 @@ class Classifier:
         precision: str = "fp32",
         threads: int | None = None,
         device: int = 0,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         **backend_options,
     ):
         """backend: auto or one of backends.BACKENDS. precision: fp32, fp16, int8 (the backend's INT8 graph),
-        or an exact bundle variant (int8-ort, int8-trt). backend_options go to the runner: workers and
-        cuda_graph (trt), hint and inference_precision (openvino).
+        or an exact bundle variant (int8-ort, int8-trt). max_image_pixels: encoded images declaring more pixels
+        than this are refused from their header, before decoding (engine/preprocess.py). backend_options go to
+        the runner: workers and cuda_graph (trt), hint and inference_precision (openvino).
 
         With backend="auto" the runner is started here, to find one that works; otherwise on first use.
         """
@@ -60,6 +62,7 @@ class Classifier:
         if backend not in BACKENDS:
             raise BitError(f"backend {backend!r} is not known; choose one of: {', '.join(BACKENDS)}")
         self.spec = self.bundle.input_spec
+        self.max_image_pixels = check_max_pixels(max_image_pixels)
         self.labels = self.bundle.labels()
         self.skipped = []
         if backend == "auto":
@@ -88,21 +91,16 @@ class Classifier:
     def close(self) -> None:
         self.runner.deactivate()
 
-    def predict(self, images) -> Prediction:
+    def predict(self, images, sources: list[str] | None = None) -> Prediction:
+        """sources: what errors call each image (default: its path, or "image")."""
         self.runner.activate()
         if getattr(self.runner, "preprocesses_on_device", False):
-            raw = _raw_images(images)
-            if raw is not None:
-                return self._prediction(self.runner.infer_uint8(raw))
-        return self._prediction(self.runner.infer(preprocess(images, self.spec)))
+            with full_size(images, self.max_image_pixels, sources) as arrays:
+                if all(a.dtype == np.uint8 for a in arrays):  # else a float image: the CPU path for all
+                    return self._prediction(self.runner.infer_uint8([np.ascontiguousarray(a) for a in arrays]))
+                batch = preprocess(arrays, self.spec)
+            return self._prediction(self.runner.infer(batch))
+        return self._prediction(self.runner.infer(preprocess(images, self.spec, self.max_image_pixels, sources)))
 
     def _prediction(self, logits: np.ndarray) -> Prediction:
         return Prediction(logits, softmax(logits), self.labels)
-
-
-def _raw_images(images) -> list[np.ndarray] | None:
-    """Decoded uint8 RGB arrays for the device path; None when any input is a float image (CPU path)."""
-    arrays = [to_array(img) for img in as_list(images)]
-    if any(a.dtype != np.uint8 for a in arrays):
-        return None
-    return [np.ascontiguousarray(a) for a in arrays]

@@ -32,12 +32,40 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def add_image_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """--max-image-pixels, --max-decode-mb: for the tools that decode images they are sent (bit-classify, bit-serve)."""
+    from .preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
+
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="refuse an encoded image whose header declares more pixels, before decoding it "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS}: 16384x16384)",
+    )
+    p.add_argument(
+        "--max-decode-mb",
+        type=int,
+        default=DEFAULT_DECODE_BUDGET >> 20,
+        help="memory for decoding images at once, all requests together; decodes wait for their share, and an "
+        f"image that needs more alone is refused (default {DEFAULT_DECODE_BUDGET >> 20})",
+    )
+
+
 def open_classifier(args, prog: str):
     """A Classifier from the shared arguments, or None after printing the error."""
     try:
         from .classifier import Classifier
 
-        clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+        limit = {}
+        if hasattr(args, "max_image_pixels"):
+            from .preprocess import set_decode_budget
+
+            if args.max_decode_mb < 1:
+                raise BitError(f"--max-decode-mb must be at least 1, got {args.max_decode_mb}")
+            set_decode_budget(args.max_decode_mb << 20)
+            limit["max_image_pixels"] = args.max_image_pixels
+        clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads, **limit)
         print(f"backend: {clf.backend}", file=sys.stderr)
         for reason in clf.skipped:
             print(f"  (auto skipped {reason.splitlines()[0]})", file=sys.stderr)
@@ -55,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...; any size)")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
     add_backend_arguments(p)
+    add_image_limit_arguments(p)
     args = p.parse_args(argv)
     clf = open_classifier(args, "bit-classify")
     if clf is None:

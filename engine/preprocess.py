@@ -10,11 +10,13 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import BitError
+from .image_size import ImageSize, encoded_size
 
 INTERPOLATIONS = ("bilinear", "area", "bicubic", "nearest")
 DEFAULT_RESIZE = "bilinear"  # the BiT reference code's straight resize
@@ -22,6 +24,14 @@ DEFAULT_RESIZE = "bilinear"  # the BiT reference code's straight resize
 # longer: cv2.resize reads a side of 2**31 as an empty image, and builds tables as long as the source width
 # that crashed the process (a segfault, not an exception) for a (1, 2**30, 3) array under a 12 GB limit.
 MAX_SIDE = 1 << 20
+# Encoded images are refused from their header above this many pixels (a setting: Classifier(max_image_pixels=),
+# --max-image-pixels). 2**28 = 268 megapixels, 16384 x 16384: above every phone sensor to date (200 MP,
+# 16320 x 12240), and 768 MiB decoded. OpenCV's own limit is 2**30 (3 GiB), which a 17 KB PNG reaches.
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 28
+# Decoding memory in flight in one process, over every thread and Classifier (image_size.DECODE_BYTES_PER_PIXEL:
+# 6 bytes a pixel for JPEG and PNG): one image at the default limit (1.5 GiB) and smaller ones beside it. An image
+# that would need more on its own is refused. A setting of the process: set_decode_budget (bit-serve --max-decode-mb).
+DEFAULT_DECODE_BUDGET = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -89,27 +99,115 @@ def _opencv(what: str, call, *args, **kwargs):
         raise BitError(f"{what} (OpenCV: {_native_reason(exc)})") from exc
 
 
-def decode(data: bytes, source: str = "image") -> np.ndarray:
-    """Encoded bytes -> uint8 RGB HWC. Corrupt or non-image bytes are a BitError naming the source."""
-    cv2 = _cv2()
+class _DecodeBudget:
+    """At most `total` bytes of decoding in flight in this process, handed out first come, first served: a decode
+    waits for its image's share, so many small images decode side by side and the largest ones take turns.
+    Every holder is one bounded decode (and its resize), so every wait ends."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.free = total
+        self._turns: list[object] = []
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int):
+        turn = object()
+        with self._changed:
+            self._turns.append(turn)
+            self._changed.wait_for(lambda: self._turns[0] is turn and self.free >= nbytes)
+            self._turns.pop(0)
+            self.free -= nbytes
+            self._changed.notify_all()
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.free += nbytes
+                self._changed.notify_all()
+
+
+DECODE_BUDGET = _DecodeBudget(DEFAULT_DECODE_BUDGET)
+
+
+def set_decode_budget(nbytes: int) -> None:
+    """The process's decoding memory in flight (bytes); a server sets it once, before it decodes anything."""
+    global DECODE_BUDGET
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise BitError(f"the decode budget must be a positive number of bytes, got {nbytes!r}")
+    DECODE_BUDGET = _DecodeBudget(nbytes)
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise BitError(f"max_image_pixels (--max-image-pixels) must be a positive integer, got {max_pixels!r}")
+    return max_pixels
+
+
+def _declared_size(data: bytes, source: str, max_pixels: int) -> ImageSize:
+    """The image's size from its header, refused before any decoding when it declares more than max_pixels, or
+    would take more memory to decode than the process's whole decode budget."""
     if not data:
         raise BitError(f"{source}: empty file, not an image")
+    size = encoded_size(data, source)
+    what = f"{source}: a {size.width}x{size.height} {size.format} image ({size.pixels / 1e6:.1f} megapixels)"
+    if size.pixels > max_pixels:
+        raise BitError(
+            f"{what} is over the limit of {max_pixels / 1e6:.1f} megapixels (max_image_pixels, --max-image-pixels)"
+        )
+    if size.decode_bytes > DECODE_BUDGET.total:
+        raise BitError(
+            f"{what} would take {size.decode_bytes / 2**20:.0f} MiB to decode, over this process's decode memory "
+            f"of {DECODE_BUDGET.total / 2**20:.0f} MiB (--max-decode-mb)"
+        )
+    return size
+
+
+def _decode_bgr(data: bytes, source: str) -> np.ndarray:
+    cv2 = _cv2()
     buf = np.frombuffer(data, np.uint8)
     # IMREAD_COLOR turns grayscale into 3 channels and drops alpha, so every image arrives as BGR.
     # imdecode returns None for most bad data but raises for a header it refuses (a size over its limits).
     img = _opencv(f"{source}: not a decodable image", cv2.imdecode, buf, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise BitError(f"{source}: not a decodable image (corrupt, truncated, or not an image format)")
+    return img
+
+
+def _bgr_to_rgb(img: np.ndarray, source: str) -> np.ndarray:
+    cv2 = _cv2()
     return _opencv(f"{source}: cannot convert the decoded image to RGB", cv2.cvtColor, img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str) -> np.ndarray:
+def decode(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Encoded bytes -> uint8 RGB HWC at full size. Corrupt or non-image bytes, and images declaring more than
+    max_pixels, are a BitError naming the source. The caller holds the whole image: to feed a network, use
+    preprocess(), which keeps only the resized copy."""
+    size = _declared_size(data, source, max_pixels)
+    with DECODE_BUDGET.reserve(size.decode_bytes):
+        return _bgr_to_rgb(_decode_bgr(data, source), source)
+
+
+def decode_resized(data: bytes, spec: InputSpec, source: str = "image", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Encoded bytes -> uint8 RGB at the network's resolution, the full-size image alive only inside this call
+    (and inside the process's decode budget). Resizing before the BGR -> RGB swap gives the same bits as after
+    it (every interpolation works on each channel alone) and swaps R x R pixels instead of the whole photo."""
+    size = _declared_size(data, source, max_pixels)
+    with DECODE_BUDGET.reserve(size.decode_bytes):
+        small = resize_to(_decode_bgr(data, source), spec)
+    return _bgr_to_rgb(small, source)
+
+
+def read_image(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    return decode(read_file(path), os.fspath(path), max_pixels)
+
+
+def read_file(path) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except OSError as exc:
         raise BitError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode(data, os.fspath(path))
 
 
 def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
@@ -126,16 +224,16 @@ def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     return _opencv(what, cv2.resize, rgb, (spec.resolution, spec.resolution), interpolation=interp)
 
 
-def to_array(image) -> np.ndarray:
+def to_array(image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, source: str = "image") -> np.ndarray:
     """Anything a user may hand us (path, bytes, uint8/float array) -> uint8 or float32 RGB HWC array.
 
     Every check on an array happens here, before OpenCV sees it: OpenCV answers a bad one with a native
     assertion (or worse), not with what the user should change.
     """
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode(bytes(image))
+        return decode(bytes(image), source, max_pixels)
     if not isinstance(image, np.ndarray):
         raise BitError(f"expected a path, encoded bytes or an HWC array, got {type(image).__name__}")
     image = np.asarray(image)  # a subclass (np.matrix, a masked array) indexes and reduces differently
@@ -194,16 +292,53 @@ def as_list(images) -> list:
     return list(images)
 
 
-def preprocess(images, spec: InputSpec) -> np.ndarray:
+@contextmanager
+def full_size(images, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, sources: list[str] | None = None):
+    """Every image as an RGB HWC array at full size (uint8, or float as given), for a consumer that resizes them
+    itself (the trt runner's CUDA kernel). The encoded ones are checked against max_pixels from their headers,
+    then decoded inside the decode budget, reserved for all of them until the block ends (a batch needing more
+    than the whole budget is refused)."""
+    items, total = [], 0
+    for i, image in enumerate(as_list(images)):
+        source = sources[i] if sources else "image"
+        if isinstance(image, (str, os.PathLike)):
+            image, source = read_file(image), sources[i] if sources else os.fspath(image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = bytes(image)
+            total += _declared_size(image, source, max_pixels).decode_bytes
+        items.append((image, source))
+    if total > DECODE_BUDGET.total:
+        raise BitError(
+            f"decoding these {len(items)} images at full size at once would take {total / 2**20:.0f} MiB, over this "
+            f"process's decode memory of {DECODE_BUDGET.total / 2**20:.0f} MiB: send fewer at a time"
+        )
+    with DECODE_BUDGET.reserve(total):
+        yield [
+            _bgr_to_rgb(_decode_bgr(image, source), source) if isinstance(image, bytes) else to_array(image)
+            for image, source in items
+        ]
+
+
+def preprocess(
+    images, spec: InputSpec, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, sources: list[str] | None = None
+) -> np.ndarray:
     """A list of images (any mix of paths, bytes, arrays, any sizes) -> float32 NHWC batch in [0, 1].
 
-    Images of a batch are decoded and resized in parallel threads; the first bad image raises.
+    Images of a batch are decoded and resized in parallel threads; the first bad image raises. An encoded image
+    is refused from its header above max_pixels, and lives at full size only while it is resized, inside the
+    process's decode budget. `sources` names each image in errors (default: its path, or "image").
     """
     images = as_list(images)
     batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
 
     def one(i):
-        arr = resize_to(to_array(images[i]), spec)
+        image, source = images[i], sources[i] if sources else "image"
+        if isinstance(image, (str, os.PathLike)):
+            image, source = read_file(image), sources[i] if sources else os.fspath(image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            arr = decode_resized(bytes(image), spec, source, max_pixels)
+        else:
+            arr = resize_to(to_array(image), spec)
         batch[i] = scale_uint8(arr) if arr.dtype == np.uint8 else arr
 
     if len(images) == 1:
