@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
-import secrets
 import shutil
 import socket
 import sys
 import tempfile
 
-from ..engine.classify_cli import open_classifier
+from ..engine.classify_cli import add_image_limit_arguments, open_classifier
 from ..engine.errors import BitError
 from .triton_models import default_model_name
 
 PROG = "bit-serve"
-TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"
-TOKEN_FILE = "access-token"
+OLD_TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"  # bit-serve before its admin APIs were closed read a token from here
+# What anyone who reaches the ports can do: no endpoint of Triton asks for credentials.
+OPEN_ENDPOINTS = "inference, health, server and model metadata, model configs, statistics and metrics"
 INSTALL = "python3 -m venv .venv-serve && .venv-serve/bin/pip install -c constraints-serve.txt -e '.[serve]'"
 
 EPILOG = f"""\
@@ -26,16 +27,20 @@ models:
   <name>_image  encoded images ("image", BYTES [1]: JPEG, PNG, ...) -> logits FP32 [C] and
                 classes BYTES [5] ("probability:index:label")
   <name> defaults to bit_<variant> (e.g. bit_r50x3). A float image that is not finite or not in [0, 1] gets
-  NaN logits (the rest of its batch is answered); a file that is not an image fails its own request only.
+  NaN logits (the rest of its batch is answered); a file that is not an image fails its own request only,
+  as does one whose header declares more than --max-image-pixels.
 
-access token:
-  Triton's admin endpoints (statistics, model repository, shared memory, trace, logging) need the header
-  "triton-access-token: TOKEN"; inference and health do not. TOKEN is ${TOKEN_ENV} if set; otherwise a
-  new random one, written to WORKSPACE/{TOKEN_FILE} (mode 0600, its path printed when ready).
+security (docs/serving.md, "Security"):
+  The models are fixed at start: no client can load, unload or replace one. Triton's admin APIs (model
+  repository, shared memory, trace, logging) are refused to every client over HTTP and gRPC, whatever
+  headers it sends (HTTP 403 / gRPC UNAVAILABLE "This API is restricted"): there is no access token, so
+  there is none to leak. Open to whoever reaches the ports, as on any Triton: {OPEN_ENDPOINTS}.
+  It listens on 127.0.0.1 unless --host says otherwise. Shared memory and files are private to this user.
 
-The workspace (Triton's model store, sockets and the token file) is a new temporary directory, under
---workspace if given, removed at exit. Ctrl-C or SIGTERM stops the server: models unloaded after their in-flight
-requests, within 30 s whatever clients stay connected (then Triton is killed); a second signal kills it at once.
+The workspace (Triton's model store and sockets) is a new private temporary directory, under --workspace if
+given, removed at exit. Ctrl-C or SIGTERM stops the server within 15 s whatever clients do: Triton stops taking
+connections, answers what is in flight, then finalizes the models (it kills them after 8 s of open
+connections); a second signal kills it at once.
 
 bit-serve needs its own environment (PyTriton needs numpy < 2):
   {INSTALL}
@@ -70,6 +75,7 @@ def parse_args(argv):
     p.add_argument(
         "--image-workers", type=int, default=2, help="instances of the image model, decoding in parallel (default 2)"
     )
+    add_image_limit_arguments(p)
     p.add_argument("--workspace", default=None, help="directory for the temporary workspace (default: system temp)")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose log level (default 0)")
     return p.parse_args(argv)
@@ -112,17 +118,19 @@ def check_ports_free(host: str, ports: dict[str, int]) -> None:
                 raise BitError(f"{flag} {port}: cannot listen on {host} ({exc.strerror})") from None
 
 
-def access_token(workspace: str) -> tuple[str, str]:
-    """(token, where it comes from): the environment's, or a new one written to a 0600 file in the workspace."""
-    token = os.environ.get(TOKEN_ENV, "")
-    if token:
-        return token, f"${TOKEN_ENV}"
-    token = secrets.token_urlsafe(32)
-    path = os.path.join(workspace, TOKEN_FILE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token, path
+def exposure_warning(host: str) -> str | None:
+    """A warning when the server listens beyond loopback: what becomes reachable from the network."""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:  # a host name
+        if host == "localhost":
+            return None
+    return (
+        f"{PROG}: warning: --host {host} listens beyond this machine: anyone who can reach its ports can use "
+        f"{OPEN_ENDPOINTS}, without credentials (admin APIs stay refused); put a firewall or an authenticating "
+        "proxy in front"
+    )
 
 
 def import_server():
@@ -137,18 +145,19 @@ def import_server():
     return pytriton_server
 
 
-def ready_line(args, names: list[str], token_source: str) -> str:
+def ready_line(args, names: list[str]) -> str:
     host = f"[{args.host}]" if ":" in args.host else args.host
     urls = (
         f"http://{host}:{args.http_port} grpc {host}:{args.grpc_port} metrics http://{host}:{args.metrics_port}/metrics"
     )
-    return (
-        f"{PROG}: ready: models {names[0]} (float) and {names[1]} (encoded images); {urls}; admin token: {token_source}"
-    )
+    return f"{PROG}: ready: models {names[0]} (float) and {names[1]} (encoded images); {urls}"
 
 
-def run(args) -> int:
+def run(args, shared_memory_warning: str | None = None) -> int:
     check_arguments(args)
+    for warning in (exposure_warning(args.host), shared_memory_warning, _old_token_notice()):
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     check_ports_free(
         args.host, {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
     )
@@ -163,7 +172,6 @@ def run(args) -> int:
         max_batch = server.max_batch_for(clf, args.max_batch)
         root = tempfile.mkdtemp(prefix="bit-serve-", dir=args.workspace)
         try:
-            token, token_source = access_token(root)
             options = server.ServeOptions(
                 host=args.host,
                 http_port=args.http_port,
@@ -175,21 +183,42 @@ def run(args) -> int:
                 image_workers=args.image_workers,
                 log_verbose=args.log_verbose,
                 workspace=os.path.join(root, "pytriton"),
-                access_token=token,
                 remove_at_exit=root,
             )
             server.check_socket_paths(options)
-            return server.serve(clf, options, lambda names: print(ready_line(args, names, token_source), flush=True))
+            return server.serve(clf, options, lambda names: ready_line(args, names))
         finally:
             shutil.rmtree(root, ignore_errors=True)
     finally:
         clf.close()
 
 
+def private_shared_memory() -> str | None:
+    """None when Triton's shared memory is private to this server (serve/private_shm.py), else the warning."""
+    from . import private_shm
+
+    try:
+        private_shm.make_private()
+        return None
+    except OSError as exc:
+        return (
+            f"{PROG}: warning: Triton's Python backend keeps requests in /dev/shm with mode 0644, readable by other "
+            f"local users, and no private /dev/shm could be made ({exc.strerror}); run as root, or where the kernel "
+            "allows unprivileged user namespaces (docs/serving.md, Security)"
+        )
+
+
+def _old_token_notice() -> str | None:
+    if os.environ.get(OLD_TOKEN_ENV):
+        return f"{PROG}: note: ${OLD_TOKEN_ENV} is ignored: bit-serve has no admin API left to guard (see --help)"
+    return None
+
+
 def main(argv=None) -> int:
+    shared_memory_warning = private_shared_memory()  # before anything starts a thread (numpy's BLAS does)
     args = parse_args(argv)
     try:
-        return run(args)
+        return run(args, shared_memory_warning)
     except BitError as exc:
         if args.debug:
             raise

@@ -22,7 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SERVE_VENV = os.path.join(ROOT, ".venv-serve")
 STAMP = os.path.join(SERVE_VENV, ".bit-serve-stamp")
 STAMPED_FILES = ("constraints-serve.txt", "pyproject.toml")
-READY = re.compile(r"^bit-serve: ready: .*; admin token: (?P<token>.+)$", re.MULTILINE)
+READY = re.compile(
+    r"^bit-serve: ready: models \S+ \(float\) and \S+ \(encoded images\); http://\S+ grpc \S+ metrics \S+$",
+    re.M,
+)
 READY_TIMEOUT_S = 240  # the model loads, then Triton starts and loads two Python-backend models
 STOP_TIMEOUT_S = 60  # bit-serve's own deadline is 30 s
 
@@ -76,15 +79,14 @@ def free_port() -> int:
 
 @dataclass
 class BitServe:
-    """A running bit-serve: its process, log, addresses and admin token."""
+    """A running bit-serve: its process, log and addresses."""
 
     proc: subprocess.Popen
     log_path: str
     workspace: str
     http_port: int
     grpc_port: int
-    token: str = ""
-    token_source: str = ""
+    metrics_port: int
 
     @property
     def http_url(self) -> str:
@@ -94,9 +96,22 @@ class BitServe:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    @property
-    def admin_headers(self) -> dict:
-        return {"triton-access-token": self.token}
+    def tree(self) -> list[int]:
+        """bit-serve and every process under it (Triton and its Python-backend stubs)."""
+        children = {}
+        for entry in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:
@@ -105,12 +120,7 @@ class BitServe:
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            found = READY.search(self.log())
-            if found:
-                self.token_source = found["token"].strip()
-                if not self.token_source.startswith("$"):  # else the token is the one the test gave it
-                    with open(self.token_source) as f:
-                        self.token = f.read().strip()
+            if READY.search(self.log()):
                 return
             if self.proc.poll() is not None:
                 pytest.fail(f"bit-serve exited with {self.proc.returncode} before it was ready:\n{self.log()[-4000:]}")
@@ -141,8 +151,7 @@ def start_bit_serve(serve_python, bundle, workspace, *args, env=None) -> BitServ
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     os.makedirs(workspace, exist_ok=True)
     log_path = os.path.join(os.path.dirname(workspace), os.path.basename(workspace) + ".log")
-    full_env = {k: v for k, v in os.environ.items() if k != "BIT_SERVE_ACCESS_TOKEN"}
-    full_env.update(env or {})
+    full_env = {**os.environ, **(env or {})}
     command = [serve_python, "-m", "bit_trt.serve.serve_cli", str(bundle), "--backend", "ort-cpu"]
     command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)]
     command += ["--workspace", str(workspace), *map(str, args)]
@@ -150,15 +159,15 @@ def start_bit_serve(serve_python, bundle, workspace, *args, env=None) -> BitServ
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env, start_new_session=True
         )
-    server = BitServe(proc, log_path, str(workspace), http_port, grpc_port)
-    server.token = full_env.get("BIT_SERVE_ACCESS_TOKEN", "")
+    server = BitServe(proc, log_path, str(workspace), http_port, grpc_port, metrics_port)
     server.wait_ready()
     return server
 
 
 def leftovers(server: BitServe) -> list[str]:
-    """What a stopped bit-serve must not leave: files in its workspace, the Python backend's shared memory
-    (named after its pid), Triton's temporary copies of its model configs (they name its workspace)."""
+    """What a stopped bit-serve must not leave: files in its workspace, the Python backend's shared memory in the
+    host's /dev/shm (named after its pid; bit-serve's own are in a private /dev/shm), Triton's temporary copies of
+    model configs (they name its workspace)."""
     found = [os.path.join(server.workspace, name) for name in os.listdir(server.workspace)]
     found += [f"/dev/shm/{name}" for name in os.listdir("/dev/shm") if name.startswith(f"pytrtion{server.proc.pid}-")]
     for name in os.listdir("/tmp"):
@@ -170,13 +179,18 @@ def leftovers(server: BitServe) -> list[str]:
     return found
 
 
+SERVE_MAX_IMAGE_PIXELS = 16_000_000  # the shared server's image limit: a 4000x4000 photo passes, 8000x8000 does not
+SERVE_MAX_DECODE_MB = 100  # and its decode memory: one 16-megapixel JPEG or PNG at a time (6 bytes a pixel)
+
+
 @pytest.fixture(scope="session")
 def bit_serve(serve_python, tiny_bundle, tmp_path_factory):
-    """One bit-serve for the tiny bundle (ort-cpu), shared by the tests; its admin token from the 0600 file it
-    wrote. At teardown, SIGINT must stop it cleanly."""
+    """One bit-serve for the tiny bundle (ort-cpu), shared by the tests. At teardown, SIGINT must stop it cleanly."""
     workspace = tmp_path_factory.mktemp("bit-serve") / "ws"
     # a generous queue delay, so that the dynamic-batching test sees batches on a loaded 2-core host
-    server = start_bit_serve(serve_python, tiny_bundle, workspace, "--max-queue-delay-us", 20000)
+    limits = ("--max-queue-delay-us", 20000, "--max-image-pixels", SERVE_MAX_IMAGE_PIXELS)
+    limits += ("--max-decode-mb", SERVE_MAX_DECODE_MB)
+    server = start_bit_serve(serve_python, tiny_bundle, workspace, *limits)
     try:
         yield server
     finally:

@@ -7,7 +7,6 @@ call did (same images in one native call) must give the same bits.
 """
 
 import concurrent.futures
-import glob
 import http.client
 import importlib.util
 import json
@@ -133,7 +132,7 @@ def expected_classes(probabilities, names, k=5) -> list[list[bytes]]:
 
 def statistics(server, model=MODEL) -> dict:
     with _http(server) as client:
-        return client.get_inference_statistics(model, headers=server.admin_headers)["model_stats"][0]
+        return client.get_inference_statistics(model)["model_stats"][0]
 
 
 def assert_still_answers(server, direct):
@@ -282,8 +281,8 @@ def test_malformed_requests_get_a_triton_error_and_the_server_keeps_answering(bi
         with pytest.raises(InferenceServerException) as error:
             call()
         assert message in error.value.message(), f"{what}: {error.value.message()}"
-        # our error is our one line, not the server's stack
-        assert "pytriton_server.py" not in error.value.message(), f"{what}: {error.value.message()}"
+        # our error is our one line, not the server's stack or its files
+        assert ".py" not in error.value.message() and "Traceback" not in error.value.message(), f"{what}"
         assert_still_answers(bit_serve, direct)
 
     # an empty request: no inputs at all
@@ -349,14 +348,6 @@ def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(bit_serve, d
     assert_still_answers(bit_serve, direct)
 
 
-def test_the_generated_admin_token_is_in_a_private_file(bit_serve):
-    assert bit_serve.token_source.startswith(bit_serve.workspace)
-    assert os.stat(bit_serve.token_source).st_mode & 0o777 == 0o600
-    with _http(bit_serve) as client, pytest.raises(InferenceServerException, match="triton-access-token"):
-        client.get_inference_statistics(MODEL)
-    assert statistics(bit_serve)["name"] == MODEL
-
-
 def run_bit_serve(python, *args, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [python, "-m", "bit_trt.serve.serve_cli", *map(str, args)],
@@ -409,12 +400,9 @@ def test_outside_its_environment_it_says_how_to_build_one(tiny_bundle):
 
 
 def test_ctrl_c_with_open_keep_alive_clients_stops_cleanly(serve_python, tiny_bundle, tmp_path_factory, direct):
-    token = "a-token-from-the-environment"
     workspace = tmp_path_factory.mktemp("ctrl-c") / "ws"  # short: Triton's socket paths live under it
-    server = start_bit_serve(serve_python, tiny_bundle, workspace, env={"BIT_SERVE_ACCESS_TOKEN": token})
+    server = start_bit_serve(serve_python, tiny_bundle, workspace)
     try:
-        assert server.token_source == "$BIT_SERVE_ACCESS_TOKEN"
-        assert glob.glob(str(workspace / "*" / "access-token")) == []
         assert statistics(server)["name"] == MODEL
         # idle keep-alive connections: raw HTTP/1.1, tritonclient's HTTP pool and a gRPC channel
         keep_alive = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=TIMEOUT_S)
