@@ -32,20 +32,31 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def add_image_limit_arguments(p: argparse.ArgumentParser) -> None:
-    """--max-image-pixels, --max-decode-mb: for the tools that decode images they are sent (bit-classify, bit-serve)."""
+    """--max-image-pixels, --max-decode-mb: for the tools that decode images they are sent (bit-classify, bit-serve,
+    and bit-triton's preprocessing model)."""
     from .preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
 
     p.add_argument(
         "--max-image-pixels",
-        type=int,
+        type=_positive,
         default=DEFAULT_MAX_IMAGE_PIXELS,
         help="refuse an encoded image whose header declares more pixels, before decoding it "
         f"(default {DEFAULT_MAX_IMAGE_PIXELS}: 16384x16384)",
     )
     p.add_argument(
         "--max-decode-mb",
-        type=int,
+        type=_positive,
         default=DEFAULT_DECODE_BUDGET >> 20,
         help="memory for decoding images at once, all requests together; decodes wait for their share, and an "
         f"image that needs more alone is refused (default {DEFAULT_DECODE_BUDGET >> 20})",
@@ -61,8 +72,6 @@ def open_classifier(args, prog: str):
         if hasattr(args, "max_image_pixels"):
             from .preprocess import set_decode_budget
 
-            if args.max_decode_mb < 1:
-                raise BitError(f"--max-decode-mb must be at least 1, got {args.max_decode_mb}")
             set_decode_budget(args.max_decode_mb << 20)
             limit["max_image_pixels"] = args.max_image_pixels
         clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads, **limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..engine.classify_cli import add_image_limit_arguments
 from ..engine.errors import BitError
 from .triton_models import BACKENDS
 from .triton_repository import DEFAULT_MAX_BATCH, PRECISIONS, RepositoryOptions, serve_command, write_repository
@@ -86,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--openvino-hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY")
     p.add_argument("--no-ensembles", action="store_true", help="classifiers only, no preprocessing model")
+    add_image_limit_arguments(p)  # the preprocessing model's
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
         onnxruntime_device=args.onnxruntime_device,
         openvino_hint=args.openvino_hint,
         ensembles=not args.no_ensembles,
+        max_image_pixels=args.max_image_pixels,
+        max_decode_mb=args.max_decode_mb,
     )
     try:
         from ..engine.bundle import load_bundle

@@ -41,6 +41,20 @@ class Batching:
     instances: int
 
 
+@dataclass(frozen=True)
+class ImageLimits:
+    """The preprocessing model's image limits (engine/preprocess.py), as config parameters model.py reads."""
+
+    max_image_pixels: int
+    max_decode_mb: int
+
+    def parameters(self) -> dict:
+        return {
+            "max_image_pixels": {"string_value": str(self.max_image_pixels)},
+            "max_decode_mb": {"string_value": str(self.max_decode_mb)},
+        }
+
+
 def _dynamic_batching(batching: Batching) -> dict:
     return {
         "preferred_batch_size": [b for b in batching.preferred if b <= batching.max_batch] or None,
@@ -121,9 +135,10 @@ def classifier(
     return config
 
 
-def preprocess(name: str, output_name: str, input_spec: dict, batching: Batching) -> dict:
+def preprocess(name: str, output_name: str, input_spec: dict, batching: Batching, limits: ImageLimits) -> dict:
     """config.pbtxt of the preprocessing model. It answers each request on its own (a bad image fails only
-    its request), so dynamic batching is safe here; its instances decode in parallel processes."""
+    its request), so dynamic batching is safe here; its instances decode in parallel processes, each refusing
+    images over limits.max_image_pixels from their header and decoding within limits.max_decode_mb."""
     return {
         "name": name,
         "backend": "python",
@@ -133,7 +148,9 @@ def preprocess(name: str, output_name: str, input_spec: dict, batching: Batching
         "instance_group": [{"kind": Enum("KIND_CPU"), "count": batching.instances}],
         "dynamic_batching": _dynamic_batching(batching),
         # The manifest's preprocessing contract travels in the config, so model.py needs no bundle.
-        "parameters": Map({"input_spec": {"string_value": json.dumps(input_spec, sort_keys=True)}}),
+        "parameters": Map(
+            {"input_spec": {"string_value": json.dumps(input_spec, sort_keys=True)}} | limits.parameters()
+        ),
         "model_warmup": [
             {
                 "name": "png",

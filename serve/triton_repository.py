@@ -22,6 +22,7 @@ import numpy as np
 from ..engine import backends
 from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
+from ..engine.preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
 from . import pbtxt, triton_models
 from .triton_models import BACKENDS, ENGINE_BACKEND, LABELS_FILE, WARMUP_IMAGE, Batching
 
@@ -43,6 +44,8 @@ class RepositoryOptions:
     onnxruntime_device: str = "cpu"
     openvino_hint: str = "LATENCY"
     ensembles: bool = True
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # the preprocessing model's limits (engine/preprocess.py)
+    max_decode_mb: int = DEFAULT_DECODE_BUDGET >> 20
 
 
 @dataclass
@@ -263,7 +266,8 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
         if options.ensembles:
             max_batch = max(m.batching.max_batch for m in models)
             batching = _batching(options, max_batch, None, options.preprocess_instances)
-            config = triton_models.preprocess(preprocess_name, spec.name, spec.to_manifest(), batching)
+            limits = triton_models.ImageLimits(options.max_image_pixels, options.max_decode_mb)
+            config = triton_models.preprocess(preprocess_name, spec.name, spec.to_manifest(), batching, limits)
             _write(os.path.join(staging, preprocess_name, "config.pbtxt"), pbtxt.dumps(config))
             os.makedirs(os.path.join(staging, preprocess_name, "1"))
             shutil.copyfile(MODEL_PY, os.path.join(staging, preprocess_name, "1", "model.py"))

@@ -3,7 +3,9 @@
 bit-triton copies this file into `<repository>/<name>_preprocess/1/model.py`. It runs inside Triton's Python
 backend, so it imports bit-trt's engine by its installed name (the Triton image needs `pip install bit-trt`,
 which brings numpy and OpenCV) and takes the manifest's preprocessing contract from its config's
-`input_spec` parameter: the same code and the same contract as every other backend.
+`input_spec` parameter: the same code and the same contract as every other backend. Its `max_image_pixels` and
+`max_decode_mb` parameters are the engine's image limits: an image declaring more pixels is refused from its header,
+and each instance (a process of its own) decodes within that much memory.
 """
 
 import json
@@ -12,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bit_trt.engine.errors import BitError
-from bit_trt.engine.preprocess import InputSpec, preprocess
+from bit_trt.engine.preprocess import InputSpec, preprocess, set_decode_budget
 
 
 def _images(request) -> list[bytes]:
@@ -25,7 +27,10 @@ def _images(request) -> list[bytes]:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.spec = InputSpec.from_manifest(json.loads(config["parameters"]["input_spec"]["string_value"]))
+        parameters = config["parameters"]
+        self.spec = InputSpec.from_manifest(json.loads(parameters["input_spec"]["string_value"]))
+        self.max_pixels = int(parameters["max_image_pixels"]["string_value"])
+        set_decode_budget(int(parameters["max_decode_mb"]["string_value"]) << 20)
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
@@ -34,7 +39,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                batch = preprocess(_images(request), self.spec)
+                batch = preprocess(_images(request), self.spec, self.max_pixels)
                 out = pb_utils.Tensor(self.output_name, np.ascontiguousarray(batch, dtype=np.float32))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
             except Exception as exc:  # noqa: BLE001 - whatever it is, it must stay this request's error

@@ -17,10 +17,12 @@ import pytest
 from bit_trt.engine.preprocess import InputSpec, preprocess
 from tests.conftest import TINY_RES, run_cli
 from tests.serve.conftest import free_port
+from tests.serve.test_serve_security import zero_png
 
 http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
 
 PREPROCESS = "bit_tiny_preprocess"
+BIT_TRITON_MAX_IMAGE_PIXELS = 16_000_000
 
 
 def _png(height: int, width: int, seed: int) -> bytes:
@@ -35,8 +37,9 @@ def stock_tritonserver(serve_python, tiny_bundle, tmp_path_factory):
     """tritonserver serving bit-triton's repository, the preprocessing model loaded; yields its HTTP URL."""
     root = tmp_path_factory.mktemp("stock-triton")
     repository = root / "models"
+    limits = ("--max-image-pixels", BIT_TRITON_MAX_IMAGE_PIXELS, "--max-decode-mb", 100)
     result = run_cli(
-        "bit_trt.serve.triton_cli", str(tiny_bundle), str(repository), "--backend", "onnxruntime", "--precision", "fp32"
+        "bit_trt.serve.triton_cli", tiny_bundle, repository, "--backend", "onnxruntime", "--precision", "fp32", *limits
     )
     assert result.returncode == 0, result.stderr
     where = json.loads(
@@ -155,3 +158,12 @@ def test_a_bad_image_fails_only_its_own_request_while_the_batcher_mixes_them(sto
     client = _client(stock_tritonserver)
     assert client.is_server_live() and client.is_model_ready(PREPROCESS)
     client.close()
+
+
+def test_the_preprocessing_model_refuses_an_image_bomb_from_its_header(stock_tritonserver):
+    """A 64-megapixel PNG of 8 KB, over the limit bit-triton wrote into the config: refused before decoding, as in
+    bit-serve (engine/preprocess.py), and the server answers the next request."""
+    with pytest.raises(Exception) as error:
+        _infer(stock_tritonserver, [zero_png(8000)])
+    assert "a 8000x8000 PNG image (64.0 megapixels) is over the limit of 16.0 megapixels" in str(error.value)
+    assert _infer(stock_tritonserver, [_png(40, 90, 1)]).shape == (1, TINY_RES, TINY_RES, 3)

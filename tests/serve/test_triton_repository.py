@@ -80,6 +80,8 @@ def test_ensembles_wire_preprocessing_to_each_classifier_by_names_that_exist(rep
         [1],
     )
     assert json.loads(pre.parameters["input_spec"].string_value)["resolution"] == TINY_RES
+    assert pre.parameters["max_image_pixels"].string_value == str(16384 * 16384)  # the engine's defaults
+    assert pre.parameters["max_decode_mb"].string_value == "2048"
     assert (repository / "bit_tiny_preprocess" / "1" / "model.py").is_file()
     warmup = pre.model_warmup[0].inputs["image"].input_data_file
     assert (repository / "bit_tiny_preprocess" / "warmup" / warmup).is_file()
