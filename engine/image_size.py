@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .errors import BitError
 
 HEADER_SCAN = 1 << 16  # text headers (PNM, PAM, PFM, HDR) longer than this are refused, not read on
+MAX_DIGITS = 10  # a number in a text header longer than this is malformed
 # Peak memory of one cv2.imdecode(IMREAD_COLOR), in bytes per pixel of the image, measured with OpenCV 4.11 and 5.0
 # (6000 x 6000 images, VmHWM): the decoder's buffer and the BGR result. Formats not named here: 6.
 DECODE_BYTES_PER_PIXEL = {"WebP": 7, "GIF": 12, "Radiance HDR": 16, "JPEG 2000": 16, "AVIF": 18, "PFM": 24}
@@ -90,7 +91,7 @@ def _bmp(data: bytes) -> tuple[int, int]:
 def _gif(data: bytes) -> tuple[int, int]:
     """The logical screen, or the first frame where it reaches beyond it: the frame the decoder reads."""
     width, height, flags = _unpack("<HHB", data, 6)
-    at = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global color table
+    at = 13 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)  # after the global color table
     while _unpack("B", data, at)[0] == 0x21:  # extensions: a label, then sub-blocks until an empty one
         at += 2
         while (size := _unpack("B", data, at)[0]) != 0:
@@ -152,14 +153,20 @@ def _tiff(data: bytes) -> tuple[int, int]:
 _TOKEN = re.compile(rb"(?:\s|#[^\n]*\n)*([^\s#]+)(?=[\s#])")  # a number ends where whitespace or a comment starts
 
 
+def _number(word: bytes) -> int:
+    if not word.isdigit() or len(word) > MAX_DIGITS:
+        raise _Truncated
+    return int(word)
+
+
 def _numbers(data: bytes, start: int, count: int) -> list[int]:
     """The first `count` whitespace-separated numbers of a PNM/PFM header, '#' comments skipped."""
     values, at, head = [], start, data[:HEADER_SCAN]
     for _ in range(count):
         found = _TOKEN.match(head, at)
-        if not found or not found.group(1).isdigit():
+        if not found:
             raise _Truncated
-        values.append(int(found.group(1)))
+        values.append(_number(found.group(1)))
         at = found.end()
     return values
 
@@ -175,9 +182,7 @@ def _pam(data: bytes) -> tuple[int, int]:
         if words[:1] == [b"ENDHDR"]:
             break
         if len(words) >= 2 and words[0] in (b"WIDTH", b"HEIGHT"):
-            if not words[1].isdigit():
-                raise _Truncated
-            fields[words[0]] = int(words[1])
+            fields[words[0]] = _number(words[1])
     else:
         raise _Truncated
     if b"WIDTH" not in fields or b"HEIGHT" not in fields:
@@ -200,7 +205,7 @@ def _hdr(data: bytes) -> tuple[int, int]:
             found = _HDR_SIZE.match(lines[n + 1].strip())
             if not found or found[2] == found[5]:
                 raise _Truncated
-            first, second = int(found[3]), int(found[6])
+            first, second = _number(found[3]), _number(found[6])
             return (second, first) if found[2] == b"Y" else (first, second)
     raise _Truncated
 

@@ -253,3 +253,82 @@ def test_artifact_records_as_cpp_reads_them(cpp_build, tiny_full_bundle):
             p = art["profile"]
             assert f" {art['library']} {art['library_version']} " in line
             assert line.endswith(f"profile {p['min']}/{p['opt']}/{p['max']}")
+
+
+def _size_line(data: bytes) -> str:
+    """What engine/image_size.py reads, in bit-cpp-probe's `sizes` format."""
+    from bit_trt.engine.errors import BitError
+    from bit_trt.engine.image_size import encoded_size
+
+    try:
+        size = encoded_size(data, "probe")
+    except BitError as exc:
+        return f"error: {exc}"
+    return f"{size.format} {size.width} {size.height}"
+
+
+def test_header_sizes_and_messages_equal_python(cpp_build, tmp_path):
+    """Every format this OpenCV writes (three sizes, and every truncation of its first 300 bytes), and the crafted
+    and refused headers of tests/engine/test_image_size.py: the C++ reader gives Python's size or Python's message."""
+    from tests.engine.test_image_size import CRAFTED, FORMATS, REFUSED, SIZES, _encode
+
+    cases = [p.values[0] for p in CRAFTED + REFUSED]
+    for ext in FORMATS:
+        for height, width in SIZES:
+            data = _encode(ext, height, width)
+            if data is not None:
+                cases.append(data)
+        data = _encode(ext, 37, 53)
+        if data is not None:
+            cases += [data[:cut] for cut in range(1, min(len(data), 300))]
+    files = []
+    for i, data in enumerate(cases):
+        files.append(tmp_path / f"case{i}")
+        files[-1].write_bytes(data)
+    done = run(cpp_build, "bit-cpp-probe", "sizes", *files)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(cases)
+    mismatched = [
+        (i, line, _size_line(data)) for i, (line, data) in enumerate(zip(lines, cases)) if line != _size_line(data)
+    ]
+    assert not mismatched, mismatched[:5]
+    refused = sum(line.startswith("error:") for line in lines)
+    assert 100 < refused < len(cases) - 100  # both answers were exercised, many times
+
+
+def test_bit_classify_cpp_refuses_an_image_bomb_from_its_header(cpp_build, tiny_full_bundle, tmp_path):
+    from tests.serve.test_serve_security import zero_png
+
+    bomb, small = tmp_path / "bomb.png", tmp_path / "small.png"
+    bomb.write_bytes(zero_png(8000))  # 64 megapixels in 8 KB: 192 MB decoded, and its RGB copy
+    small.write_bytes(zero_png(64))
+    tool = str(cpp_build / "bit-classify-cpp")
+    peaks = {}
+    for name, image in (("small", small), ("bomb", bomb)):
+        proc = subprocess.Popen(
+            [tool, tiny_full_bundle, image, "--max-image-pixels", "16000000"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        peaks[name] = usage.ru_maxrss * 1024
+        stderr = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+        if name == "bomb":
+            assert os.waitstatus_to_exitcode(status) == 1
+            assert (
+                f"bit-classify-cpp: error: {bomb}: a 8000x8000 PNG image (64.0 megapixels) is over the limit of "
+                "16.0 megapixels (max_image_pixels, --max-image-pixels)"
+            ) in stderr.splitlines()
+    print(f"bit-classify-cpp peak RSS: small {peaks['small'] / 2**20:.0f} MiB, bomb {peaks['bomb'] / 2**20:.0f} MiB")
+    assert peaks["bomb"] - peaks["small"] < 48 * 2**20  # nothing decoded
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, small, "--max-decode-mb", "0")
+    assert done.returncode == 2 and "--max-decode-mb needs a positive integer, got '0'" in done.stderr
+    two_k = tmp_path / "2k.png"
+    two_k.write_bytes(zero_png(2000))
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, two_k, "--max-decode-mb", "10")
+    assert done.returncode == 1
+    assert "would take 23 MiB to decode, over this process's decode memory of 10 MiB (--max-decode-mb)" in done.stderr

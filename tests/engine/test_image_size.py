@@ -83,8 +83,11 @@ def _bmp_top_down() -> bytes:
     return bytes(data)
 
 
-def _gif(screen: tuple[int, int], frame: tuple[int, int, int, int]) -> bytes:
-    head = b"GIF89a" + struct.pack("<HH", *screen) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+def _gif(screen: tuple[int, int], frame: tuple[int, int, int, int], palette: bool = True) -> bytes:
+    if palette:  # a global color table of two entries
+        head = b"GIF89a" + struct.pack("<HH", *screen) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    else:
+        head = b"GIF89a" + struct.pack("<HH", *screen) + b"\x00\x00\x00"
     comment = b"\x21\xfe\x03abc\x00"  # an extension block before the frame
     return head + comment + b"\x2c" + struct.pack("<HHHH", *frame) + b"\x00\x02\x02\x44\x01\x00\x3b"
 
@@ -112,6 +115,7 @@ CRAFTED = [
     pytest.param(_bmp_top_down(), ("BMP", 53, 37), id="bmp-top-down"),
     pytest.param(_gif((10, 10), (0, 0, 10, 10)), ("GIF", 10, 10), id="gif"),
     pytest.param(_gif((10, 10), (5, 0, 60000, 40000)), ("GIF", 60005, 40000), id="gif-frame-beyond-screen"),
+    pytest.param(_gif((12, 9), (0, 0, 12, 9), palette=False), ("GIF", 12, 9), id="gif-no-global-palette"),
     pytest.param(_tiff("<", False, 53, 37), ("TIFF", 53, 37), id="tiff-le"),
     pytest.param(_tiff(">", False, 53, 37), ("TIFF", 53, 37), id="tiff-be-short"),
     pytest.param(_tiff("<", True, 70000, 37), ("TIFF", 70000, 37), id="bigtiff"),

@@ -31,6 +31,7 @@ struct Classifier::Impl {
   Artifact artifact;
   std::vector<Label> labels;
   std::string hint;
+  std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
   std::string version;
   ov::Core core;
   mutable ov::CompiledModel compiled;  // create_infer_request is non-const; made under pool_mutex
@@ -48,6 +49,8 @@ struct Classifier::Impl {
         options.precision != "int8-ort" && options.precision != "int8-trt")
       throw Error("unknown precision '" + options.precision + "'; choose fp32, fp16 or int8");
     hint = options.hint;
+    if (options.max_image_pixels == 0) throw Error("max_image_pixels must be at least 1");
+    max_image_pixels = options.max_image_pixels;
     artifact = bundle.artifact(variant_for_precision(options.precision));
     const fs::path model_path = bundle.verified_path(artifact);
     labels = bundle.labels();
@@ -181,7 +184,7 @@ std::vector<TopClass> Classifier::top_k(const float* logits, std::size_t k) cons
 }
 
 std::vector<std::vector<TopClass>> Classifier::classify(const std::vector<fs::path>& images, std::size_t k) const {
-  const std::vector<float> logits = infer(preprocess(images, bundle().input()));
+  const std::vector<float> logits = infer(preprocess(images, bundle().input(), impl_->max_image_pixels));
   std::vector<std::vector<TopClass>> out;
   for (std::size_t i = 0; i < images.size(); ++i) out.push_back(top_k(logits.data() + i * impl_->classes, k));
   return out;

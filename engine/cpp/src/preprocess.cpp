@@ -1,10 +1,17 @@
 #include "bit/preprocess.hpp"
 
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
 #include <fstream>
 #include <iterator>
+#include <memory>
+#include <mutex>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include "bit/image_size.hpp"
 
 namespace bit {
 namespace fs = std::filesystem;
@@ -28,10 +35,80 @@ int interpolation(Resize resize) {
   throw Error("unknown resize");
 }
 
-}  // namespace
+// At most `total` bytes of decoding in flight, handed out first come, first served (engine/preprocess.py's
+// _DecodeBudget): every holder is one bounded decode, so every wait ends.
+class DecodeBudget {
+ public:
+  explicit DecodeBudget(std::uint64_t total) : total_(total), free_(total) {}
+  std::uint64_t total() const { return total_; }
+  void acquire(std::uint64_t bytes) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    const std::uint64_t turn = next_++;
+    turns_.push_back(turn);
+    changed_.wait(lock, [&] { return turns_.front() == turn && free_ >= bytes; });
+    turns_.pop_front();
+    free_ -= bytes;
+    changed_.notify_all();
+  }
+  void release(std::uint64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_ += bytes;
+    changed_.notify_all();
+  }
 
-cv::Mat decode(const std::vector<std::uint8_t>& data, const std::string& source) {
+ private:
+  std::uint64_t total_, free_, next_ = 0;
+  std::deque<std::uint64_t> turns_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+};
+
+std::mutex budget_mutex;
+std::shared_ptr<DecodeBudget> budget = std::make_shared<DecodeBudget>(kDefaultDecodeBudget);
+
+std::shared_ptr<DecodeBudget> current_budget() {
+  std::lock_guard<std::mutex> lock(budget_mutex);
+  return budget;
+}
+
+class Reservation {
+ public:
+  Reservation(std::shared_ptr<DecodeBudget> b, std::uint64_t bytes) : budget_(std::move(b)), bytes_(bytes) {
+    budget_->acquire(bytes_);
+  }
+  ~Reservation() { budget_->release(bytes_); }
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+
+ private:
+  std::shared_ptr<DecodeBudget> budget_;
+  std::uint64_t bytes_;
+};
+
+std::string fixed(double value, int decimals) {
+  char text[64];
+  std::snprintf(text, sizeof text, "%.*f", decimals, value);
+  return text;
+}
+
+// The image's size from its header; refused before any decoding over max_pixels or the whole decode budget.
+ImageSize declared_size(const std::vector<std::uint8_t>& data, const std::string& source, std::uint64_t max_pixels,
+                        const DecodeBudget& budget) {
   if (data.empty()) throw Error(source + ": empty file, not an image");
+  const ImageSize size = encoded_size(data.data(), data.size(), source);
+  const std::string what = source + ": a " + std::to_string(size.width) + "x" + std::to_string(size.height) + " " +
+                           size.format + " image (" + fixed(size.pixels() / 1e6, 1) + " megapixels)";
+  if (size.pixels() > max_pixels)
+    throw Error(what + " is over the limit of " + fixed(max_pixels / 1e6, 1) +
+                " megapixels (max_image_pixels, --max-image-pixels)");
+  if (size.decode_bytes() > budget.total())
+    throw Error(what + " would take " + fixed(size.decode_bytes() / 1048576.0, 0) +
+                " MiB to decode, over this process's decode memory of " + fixed(budget.total() / 1048576.0, 0) +
+                " MiB (--max-decode-mb)");
+  return size;
+}
+
+cv::Mat decode_bgr(const std::vector<std::uint8_t>& data, const std::string& source) {
   cv::Mat bgr;
   try {
     // IMREAD_COLOR turns grayscale into 3 channels and drops alpha: every image arrives as 8-bit BGR.
@@ -42,17 +119,56 @@ cv::Mat decode(const std::vector<std::uint8_t>& data, const std::string& source)
   }
   if (bgr.empty()) throw Error(source + ": not a decodable image (corrupt, truncated, or not an image format)");
   if (bgr.type() != CV_8UC3) throw Error(source + ": decoded to an unexpected pixel type");
+  return bgr;
+}
+
+cv::Mat bgr_to_rgb(const cv::Mat& bgr) {
   cv::Mat rgb;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return rgb;
 }
 
-cv::Mat read_image(const fs::path& path) {
+std::vector<std::uint8_t> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot read");
   std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) throw Error(path.string() + ": read error");
-  return decode(data, path.string());
+  return data;
+}
+
+}  // namespace
+
+void set_decode_budget(std::uint64_t bytes) {
+  if (bytes == 0) throw Error("the decode budget must be a positive number of bytes");
+  std::lock_guard<std::mutex> lock(budget_mutex);
+  budget = std::make_shared<DecodeBudget>(bytes);
+}
+
+std::uint64_t decode_budget() { return current_budget()->total(); }
+
+cv::Mat decode(const std::vector<std::uint8_t>& data, const std::string& source, std::uint64_t max_pixels) {
+  const auto b = current_budget();
+  const ImageSize size = declared_size(data, source, max_pixels, *b);
+  Reservation held(b, size.decode_bytes());
+  return bgr_to_rgb(decode_bgr(data, source));
+}
+
+cv::Mat decode_resized(const std::vector<std::uint8_t>& data, const InputSpec& spec, const std::string& source,
+                       std::uint64_t max_pixels) {
+  // Resizing before the BGR -> RGB swap gives the same bits (every interpolation works on each channel alone)
+  // and swaps R x R pixels instead of the whole photo.
+  const auto b = current_budget();
+  const ImageSize size = declared_size(data, source, max_pixels, *b);
+  cv::Mat small;
+  {
+    Reservation held(b, size.decode_bytes());
+    small = resize_to(decode_bgr(data, source), spec);
+  }
+  return bgr_to_rgb(small);
+}
+
+cv::Mat read_image(const fs::path& path, std::uint64_t max_pixels) {
+  return decode(read_file(path), path.string(), max_pixels);
 }
 
 cv::Mat resize_to(const cv::Mat& rgb, const InputSpec& spec) {
@@ -79,11 +195,12 @@ void scale_uint8(const cv::Mat& rgb, float* out) {
   for (int y = 0; y < rgb.rows; ++y) scale_uint8(rgb.ptr<std::uint8_t>(y), row, out + row * static_cast<std::size_t>(y));
 }
 
-std::vector<float> preprocess(const std::vector<fs::path>& images, const InputSpec& spec) {
+std::vector<float> preprocess(const std::vector<fs::path>& images, const InputSpec& spec, std::uint64_t max_pixels) {
   if (images.empty()) throw Error("empty batch: pass at least one image");
   const std::size_t per = static_cast<std::size_t>(spec.resolution) * spec.resolution * 3;
   std::vector<float> batch(per * images.size());
-  for (std::size_t i = 0; i < images.size(); ++i) scale_uint8(resize_to(read_image(images[i]), spec), batch.data() + per * i);
+  for (std::size_t i = 0; i < images.size(); ++i)
+    scale_uint8(decode_resized(read_file(images[i]), spec, images[i].string(), max_pixels), batch.data() + per * i);
   return batch;
 }
 

@@ -1,6 +1,8 @@
-// bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]
+// bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N] [--max-image-pixels N]
+//                  [--max-decode-mb N]
 // Top-k classes of each image, printed like bit-classify. Exit 0; 1 when an image or the bundle failed;
 // 2 on a usage error.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +19,14 @@ int usage(const std::string& why) {
   return 2;
 }
 
+bool parse_positive(const std::string& s, std::uint64_t& out) {
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (s.empty() || s[0] == '-' || *end != '\0' || v == 0 || v > (std::uint64_t{1} << 62)) return false;
+  out = v;
+  return true;
+}
+
 bool parse_int(const std::string& s, int& out) {
   char* end = nullptr;
   long v = std::strtol(s.c_str(), &end, 10);
@@ -31,11 +41,26 @@ int main(int argc, char** argv) {
   std::vector<std::string> positional;
   bit::ClassifierOptions options;
   int top = 5;
+  std::uint64_t decode_mb = bit::kDefaultDecodeBudget >> 20;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]\n";
+      std::cout << "usage: bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]\n"
+                   "                        [--max-image-pixels N] [--max-decode-mb N]\n"
+                   "  --max-image-pixels: refuse an image whose header declares more pixels, before decoding it "
+                   "(default "
+                << bit::kDefaultMaxImagePixels << ")\n"
+                << "  --max-decode-mb: memory for decoding images at once; an image that needs more is refused "
+                   "(default "
+                << (bit::kDefaultDecodeBudget >> 20) << ")\n";
       return 0;
+    }
+    if (arg == "--max-image-pixels" || arg == "--max-decode-mb") {
+      if (i + 1 >= argc) return usage(arg + " needs a value");
+      const std::string value = argv[++i];
+      if (!parse_positive(value, arg == "--max-image-pixels" ? options.max_image_pixels : decode_mb))
+        return usage(arg + " needs a positive integer, got '" + value + "'");
+      continue;
     }
     if (arg == "--precision" || arg == "--top" || arg == "--threads") {
       if (i + 1 >= argc) return usage(arg + " needs a value");
@@ -56,6 +81,7 @@ int main(int argc, char** argv) {
     return usage("--precision must be fp32, fp16 or int8, got '" + options.precision + "'");
 
   try {
+    bit::set_decode_budget(decode_mb << 20);
     const bit::Classifier clf(bit::Bundle(positional[0]), options);
     std::cerr << "backend: " << clf.describe() << ", " << clf.artifact().file << "\n";
     if (!clf.bundle().trained())

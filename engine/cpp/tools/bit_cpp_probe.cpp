@@ -1,6 +1,8 @@
 // bit-cpp-probe: a test helper for tests/cpp (not installed).
 //   bit-cpp-probe preprocess BUNDLE OUT.f32 [--resize bilinear|area|bicubic|nearest] IMAGE...
 //       writes the float32 NHWC batch bit::preprocess makes (raw, native byte order)
+//   bit-cpp-probe sizes FILE...
+//       one line per file: "FORMAT WIDTH HEIGHT" as bit::encoded_size reads its header, or "error: MESSAGE"
 //   bit-cpp-probe artifacts BUNDLE
 //       one line per artifact record as bit::Bundle parses it (engine records with library, target, profile)
 //   bit-cpp-probe threads BUNDLE THREADS ROUNDS [--precision P] IMAGE...
@@ -10,11 +12,13 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bit/classifier.hpp"
+#include "bit/image_size.hpp"
 #include "bit/preprocess.hpp"
 
 namespace fs = std::filesystem;
@@ -38,6 +42,20 @@ int preprocess_cmd(const std::vector<std::string>& args) {
   if (!out) throw bit::Error(args[1] + ": cannot write");
   std::cout << images.size() << " image(s), " << spec.resolution << "x" << spec.resolution << ", "
             << bit::resize_name(spec.resize) << "\n";
+  return 0;
+}
+
+int sizes_cmd(const std::vector<std::string>& args) {
+  for (const auto& file : args) {
+    std::ifstream in(file, std::ios::binary);
+    const std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    try {
+      const bit::ImageSize size = bit::encoded_size(data.data(), data.size(), "probe");
+      std::cout << size.format << " " << size.width << " " << size.height << "\n";
+    } catch (const bit::Error& exc) {
+      std::cout << "error: " << exc.what() << "\n";
+    }
+  }
   return 0;
 }
 
@@ -118,6 +136,7 @@ int main(int argc, char** argv) {
     if (cmd == "preprocess") return preprocess_cmd(args);
     if (cmd == "threads") return threads_cmd(args);
     if (cmd == "artifacts") return artifacts_cmd(args);
+    if (cmd == "sizes") return sizes_cmd(args);
     std::cerr << "bit-cpp-probe: unknown command " << cmd << "\n";
     return 2;
   } catch (const std::exception& exc) {

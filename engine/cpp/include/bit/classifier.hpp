@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bit/bundle.hpp"
+#include "bit/preprocess.hpp"
 
 namespace bit {
 
@@ -17,6 +18,8 @@ struct ClassifierOptions {
   std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort) | an exact variant name
   int threads = 0;                 // INFERENCE_NUM_THREADS; 0: all cores
   std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
+  // classify() refuses an image declaring more pixels, from its header (bit/preprocess.hpp)
+  std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
 };
 
 struct TopClass {
