@@ -45,6 +45,7 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # what Triton (and PyTriton) acce
 class ServeOptions:
     host: str = "127.0.0.1"
     http_port: int = 8000
+    http: bool = True  # False: gRPC and metrics only
     grpc_port: int = 8001
     metrics_port: int = 8002
     name: str = "bit_model"  # serve_cli: --name, or default_model_name
@@ -111,6 +112,7 @@ def create_triton(clf: Classifier, options: ServeOptions, output: pytriton_patch
     models = ClassifierModels(clf)
     spec = clf.spec
     config = TritonConfig(
+        allow_http=options.http,
         http_address=options.host,
         grpc_address=options.host,
         metrics_address=options.host,

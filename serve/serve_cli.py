@@ -36,6 +36,10 @@ security (docs/serving.md, "Security"):
   headers it sends (HTTP 403 / gRPC UNAVAILABLE "This API is restricted"): there is no access token, so
   there is none to leak. Open to whoever reaches the ports, as on any Triton: {OPEN_ENDPOINTS}.
   It listens on 127.0.0.1 unless --host says otherwise. Shared memory and files are private to this user.
+  Known hole, in Triton 2.51 itself (fixed upstream after it, triton-inference-server/server#8676): an HTTP
+  request with JSON data allocates what its shape declares before checking it, so one request can crash
+  Triton or exhaust memory. Binary HTTP (tritonclient's default) and gRPC are not affected. Where untrusted
+  clients can connect, serve with --no-http.
 
 The workspace (Triton's model store and sockets) is a new private temporary directory, under --workspace if
 given, removed at exit. Ctrl-C or SIGTERM stops the server within 15 s whatever clients do: Triton stops taking
@@ -60,6 +64,11 @@ def parse_args(argv):
     add_backend_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
+    p.add_argument(
+        "--no-http",
+        action="store_true",
+        help="serve gRPC (and metrics) only: Triton 2.51's HTTP JSON inputs can crash it (see --help's security)",
+    )
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
     p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
     p.add_argument("--name", default="", help="model name (default bit_<variant>); the image model adds _image")
@@ -147,9 +156,8 @@ def import_server():
 
 def ready_line(args, names: list[str]) -> str:
     host = f"[{args.host}]" if ":" in args.host else args.host
-    urls = (
-        f"http://{host}:{args.http_port} grpc {host}:{args.grpc_port} metrics http://{host}:{args.metrics_port}/metrics"
-    )
+    http = "http off" if args.no_http else f"http://{host}:{args.http_port}"
+    urls = f"{http} grpc {host}:{args.grpc_port} metrics http://{host}:{args.metrics_port}/metrics"
     return f"{PROG}: ready: models {names[0]} (float) and {names[1]} (encoded images); {urls}"
 
 
@@ -158,8 +166,9 @@ def run(args, shared_memory_warning: str | None = None) -> int:
     for warning in (exposure_warning(args.host), shared_memory_warning, _old_token_notice()):
         if warning:
             print(warning, file=sys.stderr, flush=True)
+    ports = {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
     check_ports_free(
-        args.host, {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
+        args.host, {flag: port for flag, port in ports.items() if flag != "--http-port" or not args.no_http}
     )
     server = import_server()
     # The classifier is made and activated (a TensorRT plan checked against this host) before Triton starts:
@@ -175,6 +184,7 @@ def run(args, shared_memory_warning: str | None = None) -> int:
             options = server.ServeOptions(
                 host=args.host,
                 http_port=args.http_port,
+                http=not args.no_http,
                 grpc_port=args.grpc_port,
                 metrics_port=args.metrics_port,
                 name=name,

@@ -23,7 +23,7 @@ SERVE_VENV = os.path.join(ROOT, ".venv-serve")
 STAMP = os.path.join(SERVE_VENV, ".bit-serve-stamp")
 STAMPED_FILES = ("constraints-serve.txt", "pyproject.toml")
 READY = re.compile(
-    r"^bit-serve: ready: models \S+ \(float\) and \S+ \(encoded images\); http://\S+ grpc \S+ metrics \S+$",
+    r"^bit-serve: ready: models \S+ \(float\) and \S+ \(encoded images\); (http://\S+|http off) grpc \S+ metrics \S+$",
     re.M,
 )
 READY_TIMEOUT_S = 240  # the model loads, then Triton starts and loads two Python-backend models

@@ -461,3 +461,20 @@ def test_the_ready_line_is_never_inside_a_triton_line():
         'I1203 12:00:00 model_lifecycle.cc] "loading the model"',
         "I1203 next line",
     ]
+
+
+def test_no_http_serves_grpc_alone(serve_python, tiny_bundle, tmp_path_factory):
+    """--no-http, for servers untrusted clients reach: Triton 2.51's HTTP JSON path allocates what a request's shape
+    declares (a [2**32, R, R, 3] JSON request ends it with std::bad_alloc), and with HTTP off nothing listens there."""
+    server = start_bit_serve(serve_python, tiny_bundle, tmp_path_factory.mktemp("no-http") / "ws", "--no-http")
+    try:
+        assert re.search(r"^bit-serve: ready: .*; http off grpc 127\.0\.0\.1:\d+ metrics ", server.log(), re.M)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.http_port), timeout=TIMEOUT_S).close()
+        image = np.random.default_rng(9).random((2, TINY_RES, TINY_RES, 3), dtype=np.float32)
+        assert _grpc_declaring(server, image, list(image.shape)).shape == (2, 1000)
+        server.stop(signal.SIGINT)
+        assert leftovers(server) == []
+    finally:
+        if server.proc.poll() is None:
+            os.killpg(server.proc.pid, signal.SIGKILL)
