@@ -36,6 +36,8 @@ ATTACKS = {
 
 
 def zero_png(side: int) -> bytes:
+    """A complete side x side all-black 1-bit PNG: a few KB that decode to side**2 * 3 bytes (tests use it too)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -32,7 +32,8 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -49,14 +50,14 @@ def add_image_limit_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument(
         "--max-image-pixels",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_MAX_IMAGE_PIXELS,
         help="refuse an encoded image whose header declares more pixels, before decoding it "
         f"(default {DEFAULT_MAX_IMAGE_PIXELS}: 16384x16384)",
     )
     p.add_argument(
         "--max-decode-mb",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_DECODE_BUDGET >> 20,
         help="memory for decoding images at once, all requests together; decodes wait for their share, and an "
         f"image that needs more alone is refused (default {DEFAULT_DECODE_BUDGET >> 20})",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.classify_cli import add_image_limit_arguments
+from ..engine.classify_cli import add_image_limit_arguments, positive_int
 from ..engine.errors import BitError
 from .triton_models import BACKENDS
 from .triton_repository import DEFAULT_MAX_BATCH, PRECISIONS, RepositoryOptions, serve_command, write_repository
@@ -37,16 +37,6 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bit-triton",
@@ -71,16 +61,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name prefix (default bit_<variant>)")
     p.add_argument(
         "--max-batch",
-        type=_positive,
+        type=positive_int,
         help=f"max_batch_size (default: a TensorRT plan's profile max; {DEFAULT_MAX_BATCH} for ONNX models)",
     )
     p.add_argument(
         "--preferred-batch", type=_ints, default=(), help="dynamic batcher's preferred sizes (default: opt and max)"
     )
     p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batcher's wait (default 2000)")
-    p.add_argument("--instances", type=_positive, default=1, help="instances of each classifier (default 1)")
+    p.add_argument("--instances", type=positive_int, default=1, help="instances of each classifier (default 1)")
     p.add_argument(
-        "--preprocess-instances", type=_positive, default=2, help="preprocessing model instances (default 2)"
+        "--preprocess-instances", type=positive_int, default=2, help="preprocessing model instances (default 2)"
     )
     p.add_argument(
         "--onnxruntime-device", choices=("cpu", "gpu"), default="cpu", help="ONNX Runtime models' instance kind"

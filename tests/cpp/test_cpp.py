@@ -298,7 +298,7 @@ def test_header_sizes_and_messages_equal_python(cpp_build, tmp_path):
 
 
 def test_bit_classify_cpp_refuses_an_image_bomb_from_its_header(cpp_build, tiny_full_bundle, tmp_path):
-    from tests.serve.test_serve_security import zero_png
+    from bit_trt.bench.serve_attack_bench import zero_png
 
     bomb, small = tmp_path / "bomb.png", tmp_path / "small.png"
     bomb.write_bytes(zero_png(8000))  # 64 megapixels in 8 KB: 192 MB decoded, and its RGB copy

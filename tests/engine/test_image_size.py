@@ -7,12 +7,12 @@ what it cannot read with one line, and never raise anything else on a truncated 
 
 import struct
 import threading
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 
+from bit_trt.bench.serve_attack_bench import zero_png
 from bit_trt.engine import preprocess
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
@@ -149,20 +149,11 @@ def test_refused_headers_are_one_line(data, message):
     assert "\n" not in str(info.value)
 
 
-def _zero_png(side: int) -> bytes:
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    rows = zlib.compress((b"\0" * (1 + (side + 7) // 8)) * side, 9)
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-
-
 def test_the_pixel_limit_is_a_classifier_option(tiny_bundle):
-    bomb = _zero_png(2000)  # 4 megapixels in 1.5 KB
+    bomb = zero_png(2000)  # 4 megapixels in 1.5 KB
     with Classifier(str(tiny_bundle), max_image_pixels=1_000_000) as strict:
         with pytest.raises(BitError, match=r"^image 3: a 2000x2000 PNG image \(4\.0 megapixels\) is over the limit"):
-            strict.predict([_zero_png(8)] * 3 + [bomb], sources=[f"image {i}" for i in range(4)])
+            strict.predict([zero_png(8)] * 3 + [bomb], sources=[f"image {i}" for i in range(4)])
     with Classifier(str(tiny_bundle)) as default:
         assert default.max_image_pixels == preprocess.DEFAULT_MAX_IMAGE_PIXELS == 16384 * 16384
         assert default.predict(bomb).logits.shape == (1, 1000)
@@ -172,7 +163,7 @@ def test_the_pixel_limit_is_a_classifier_option(tiny_bundle):
 
 def test_bit_classify_takes_both_limits(tiny_bundle, tmp_path):
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(_zero_png(2000))
+    bomb.write_bytes(zero_png(2000))
     proc = run_cli("bit_trt.engine.classify_cli", tiny_bundle, bomb, "--max-image-pixels", "1000000")
     assert proc.returncode == 1
     assert f"bit-classify: error: {bomb}: a 2000x2000 PNG image (4.0 megapixels) is over the limit" in proc.stderr
@@ -224,8 +215,8 @@ def test_a_decode_over_the_whole_budget_is_refused(tiny_bundle):
         preprocess.set_decode_budget(10 << 20)
         with Classifier(str(tiny_bundle)) as clf:
             with pytest.raises(BitError, match=r"would take 23 MiB to decode, over this process's decode memory"):
-                clf.predict(_zero_png(2000))
-            assert clf.predict(_zero_png(1000)).logits.shape == (1, 1000)  # 6 MiB
+                clf.predict(zero_png(2000))
+            assert clf.predict(zero_png(1000)).logits.shape == (1, 1000)  # 6 MiB
     finally:
         preprocess.DECODE_BUDGET = saved
 

@@ -14,14 +14,13 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import threading
-import zlib
 
 import numpy as np
 import pytest
 
+from bit_trt.bench.serve_attack_bench import zero_png
 from tests.conftest import TINY_RES
 from tests.serve.conftest import ROOT, SERVE_MAX_IMAGE_PIXELS, free_port, leftovers, start_bit_serve
 
@@ -300,17 +299,6 @@ def test_a_corrupt_image_gets_one_line_and_no_server_detail(bit_serve):
             client.infer(IMAGE_MODEL, [tensor], client_timeout=TIMEOUT_S)
     assert http_error.value.message() == expected
     assert grpc_error.value.message() == expected
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def zero_png(side: int) -> bytes:
-    """A real, complete side x side 1-bit black PNG: a few KB that decode to side**2 * 3 bytes."""
-    rows = zlib.compress((b"\0" * (1 + (side + 7) // 8)) * side, 9)
-    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
 
 
 def _status(pid: int, field: str) -> int:
