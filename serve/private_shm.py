@@ -46,9 +46,12 @@ def _enter_namespace(libc) -> str:
         raise OSError(first, f"unshare(CLONE_NEWNS): {os.strerror(first)}")
     uid, gid = os.getuid(), os.getgid()
     _call("unshare(CLONE_NEWUSER | CLONE_NEWNS)", libc.unshare(CLONE_NEWUSER | CLONE_NEWNS))
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"{uid} {uid} 1")
-    _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    try:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    except OSError as exc:  # in a user namespace without our own uid: no going back, and nothing would work
+        raise SystemExit(f"bit-serve: error: cannot map this user into its new namespace ({exc.strerror})") from None
     return "a user and mount namespace"
 
 
