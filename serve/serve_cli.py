@@ -35,8 +35,10 @@ security (docs/serving.md, "Security"):
   repository, shared memory, trace, logging) are refused to every client over HTTP and gRPC, whatever
   headers it sends (HTTP 403 / gRPC UNAVAILABLE "This API is restricted"): there is no access token, so
   there is none to leak. Open to whoever reaches the ports, as on any Triton:
-  {OPEN_ENDPOINTS}. It listens on 127.0.0.1 unless --host says otherwise. Triton's shared memory is in a /dev/shm of bit-serve's own (a mount namespace; where the
-  kernel refuses one, bit-serve warns), and its files are private to this user.
+  {OPEN_ENDPOINTS}.
+  It listens on 127.0.0.1 unless --host says otherwise. Triton's shared memory is in a /dev/shm of
+  bit-serve's own (a mount namespace; where the kernel refuses one, bit-serve warns), and its files are
+  private to this user.
   Known hole, in Triton 2.51 itself (fixed upstream after it, triton-inference-server/server#8676): an HTTP
   request with JSON data allocates what its shape declares before checking it, so one request can crash
   Triton or exhaust memory. Binary HTTP (tritonclient's default) and gRPC are not affected. Where untrusted
