@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -26,10 +26,10 @@ DEFAULT_RESIZE = "bilinear"  # the BiT reference code's straight resize
 MAX_SIDE = 1 << 20
 # Encoded images are refused from their header above this many pixels (a setting: Classifier(max_image_pixels=),
 # --max-image-pixels). 2**28 = 268 megapixels, 16384 x 16384: above every phone sensor to date (200 MP,
-# 16320 x 12240), and 768 MiB decoded. OpenCV's own limit is 2**30 (3 GiB), which a 17 KB PNG reaches.
+# 16320 x 12240); 1.75 GiB to decode as JPEG or PNG. OpenCV's own limit is 2**30 (3 GiB), which a 17 KB PNG reaches.
 DEFAULT_MAX_IMAGE_PIXELS = 1 << 28
 # Decoding memory in flight in one process, over every thread and Classifier (image_size.DECODE_BYTES_PER_PIXEL:
-# 6 bytes a pixel for JPEG and PNG): one image at the default limit (1.5 GiB) and smaller ones beside it. An image
+# 7 bytes a pixel for JPEG and PNG): one image at the default limit (1.75 GiB) and smaller ones beside it. An image
 # that would need more on its own is refused. A setting of the process: set_decode_budget (bit-serve --max-decode-mb).
 DEFAULT_DECODE_BUDGET = 2 << 30
 
@@ -115,10 +115,12 @@ class _DecodeBudget:
         turn = object()
         with self._changed:
             self._turns.append(turn)
-            self._changed.wait_for(lambda: self._turns[0] is turn and self.free >= nbytes)
-            self._turns.pop(0)
+            try:
+                self._changed.wait_for(lambda: self._turns[0] is turn and self.free >= nbytes)
+            finally:  # granted, or interrupted (KeyboardInterrupt): either way the turn is over
+                self._turns.remove(turn)
+                self._changed.notify_all()
             self.free -= nbytes
-            self._changed.notify_all()
         try:
             yield
         finally:
@@ -144,9 +146,10 @@ def check_max_pixels(max_pixels: int) -> int:
     return max_pixels
 
 
-def _declared_size(data: bytes, source: str, max_pixels: int) -> ImageSize:
+def _declared_size(data: bytes, source: str, max_pixels: int, budget: _DecodeBudget | None = None) -> ImageSize:
     """The image's size from its header, refused before any decoding when it declares more than max_pixels, or
     would take more memory to decode than the process's whole decode budget."""
+    budget = budget or DECODE_BUDGET
     if not data:
         raise BitError(f"{source}: empty file, not an image")
     size = encoded_size(data, source)
@@ -155,10 +158,10 @@ def _declared_size(data: bytes, source: str, max_pixels: int) -> ImageSize:
         raise BitError(
             f"{what} is over the limit of {max_pixels / 1e6:.1f} megapixels (max_image_pixels, --max-image-pixels)"
         )
-    if size.decode_bytes > DECODE_BUDGET.total:
+    if size.decode_bytes > budget.total:
         raise BitError(
             f"{what} would take {size.decode_bytes / 2**20:.0f} MiB to decode, over this process's decode memory "
-            f"of {DECODE_BUDGET.total / 2**20:.0f} MiB (--max-decode-mb)"
+            f"of {budget.total / 2**20:.0f} MiB (--max-decode-mb)"
         )
     return size
 
@@ -183,8 +186,9 @@ def decode(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_IMA
     """Encoded bytes -> uint8 RGB HWC at full size. Corrupt or non-image bytes, and images declaring more than
     max_pixels, are a BitError naming the source. The caller holds the whole image: to feed a network, use
     preprocess(), which keeps only the resized copy."""
-    size = _declared_size(data, source, max_pixels)
-    with DECODE_BUDGET.reserve(size.decode_bytes):
+    budget = DECODE_BUDGET  # read once: a budget set meanwhile applies to the next decode
+    size = _declared_size(data, source, max_pixels, budget)
+    with budget.reserve(size.decode_bytes):
         return _bgr_to_rgb(_decode_bgr(data, source), source)
 
 
@@ -192,8 +196,12 @@ def decode_resized(data: bytes, spec: InputSpec, source: str = "image", max_pixe
     """Encoded bytes -> uint8 RGB at the network's resolution, the full-size image alive only inside this call
     (and inside the process's decode budget). Resizing before the BGR -> RGB swap gives the same bits as after
     it (every interpolation works on each channel alone) and swaps R x R pixels instead of the whole photo."""
-    size = _declared_size(data, source, max_pixels)
-    with DECODE_BUDGET.reserve(size.decode_bytes):
+    budget = DECODE_BUDGET
+    return _resized(data, spec, source, _declared_size(data, source, max_pixels, budget), budget)
+
+
+def _resized(data: bytes, spec: InputSpec, source: str, size: ImageSize, budget: _DecodeBudget) -> np.ndarray:
+    with budget.reserve(size.decode_bytes):
         small = resize_to(_decode_bgr(data, source), spec)
     return _bgr_to_rgb(small, source)
 
@@ -298,21 +306,21 @@ def full_size(images, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, sources: list[
     itself (the trt runner's CUDA kernel). The encoded ones are checked against max_pixels from their headers,
     then decoded inside the decode budget, reserved for all of them until the block ends (a batch needing more
     than the whole budget is refused)."""
-    items, total = [], 0
+    items, total, budget = [], 0, DECODE_BUDGET
     for i, image in enumerate(as_list(images)):
         source = sources[i] if sources else "image"
         if isinstance(image, (str, os.PathLike)):
             image, source = read_file(image), sources[i] if sources else os.fspath(image)
         if isinstance(image, (bytes, bytearray, memoryview)):
             image = bytes(image)
-            total += _declared_size(image, source, max_pixels).decode_bytes
+            total += _declared_size(image, source, max_pixels, budget).decode_bytes
         items.append((image, source))
-    if total > DECODE_BUDGET.total:
+    if total > budget.total:
         raise BitError(
             f"decoding these {len(items)} images at full size at once would take {total / 2**20:.0f} MiB, over this "
-            f"process's decode memory of {DECODE_BUDGET.total / 2**20:.0f} MiB: send fewer at a time"
+            f"process's decode memory of {budget.total / 2**20:.0f} MiB: send fewer at a time"
         )
-    with DECODE_BUDGET.reserve(total):
+    with budget.reserve(total):
         yield [
             _bgr_to_rgb(_decode_bgr(image, source), source) if isinstance(image, bytes) else to_array(image)
             for image, source in items
@@ -324,26 +332,41 @@ def preprocess(
 ) -> np.ndarray:
     """A list of images (any mix of paths, bytes, arrays, any sizes) -> float32 NHWC batch in [0, 1].
 
-    Images of a batch are decoded and resized in parallel threads; the first bad image raises. An encoded image
-    is refused from its header above max_pixels, and lives at full size only while it is resized, inside the
-    process's decode budget. `sources` names each image in errors (default: its path, or "image").
+    Every encoded image's header is read first, so a batch holding one image over max_pixels (or one that is not
+    an image at all) is refused before anything is decoded. Then the images are decoded and resized in parallel
+    threads, each at full size only while it is resized, inside the process's decode budget; the first failure
+    cancels the decodes not yet started and waits for the running ones, so no work outlives the call. `sources`
+    names each image in errors (default: its path, or "image").
     """
     images = as_list(images)
-    batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
-
-    def one(i):
-        image, source = images[i], sources[i] if sources else "image"
+    budget = DECODE_BUDGET
+    prepared = []
+    for i, image in enumerate(images):
+        source = sources[i] if sources else "image"
         if isinstance(image, (str, os.PathLike)):
             image, source = read_file(image), sources[i] if sources else os.fspath(image)
         if isinstance(image, (bytes, bytearray, memoryview)):
-            arr = decode_resized(bytes(image), spec, source, max_pixels)
+            image = bytes(image)
+            prepared.append((image, source, _declared_size(image, source, max_pixels, budget)))
         else:
-            arr = resize_to(to_array(image), spec)
+            prepared.append((image, source, None))
+    batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
+
+    def one(i):
+        image, source, size = prepared[i]
+        arr = _resized(image, spec, source, size, budget) if size else resize_to(to_array(image), spec)
         batch[i] = scale_uint8(arr) if arr.dtype == np.uint8 else arr
 
     if len(images) == 1:
         one(0)
-    else:
-        for job in [_decode_pool().submit(one, i) for i in range(len(images))]:
+        return batch
+    jobs = [_decode_pool().submit(one, i) for i in range(len(images))]
+    try:
+        for job in jobs:
             job.result()
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        wait(jobs)  # the ones already running
+        raise
     return batch

@@ -264,15 +264,15 @@ def _size_line(data: bytes) -> str:
         size = encoded_size(data, "probe")
     except BitError as exc:
         return f"error: {exc}"
-    return f"{size.format} {size.width} {size.height}"
+    return f"{size.format} {size.width} {size.height} {size.decode_bytes}"
 
 
 def test_header_sizes_and_messages_equal_python(cpp_build, tmp_path):
     """Every format this OpenCV writes (three sizes, and every truncation of its first 300 bytes), and the crafted
     and refused headers of tests/engine/test_image_size.py: the C++ reader gives Python's size or Python's message."""
-    from tests.engine.test_image_size import CRAFTED, FORMATS, REFUSED, SIZES, _encode
+    from tests.engine.test_image_size import CRAFTED, FORMATS, KINDS, REFUSED, SIZES, _encode
 
-    cases = [p.values[0] for p in CRAFTED + REFUSED]
+    cases = [p.values[0] for p in CRAFTED + REFUSED] + list(KINDS)
     for ext in FORMATS:
         for height, width in SIZES:
             data = _encode(ext, height, width)
@@ -331,4 +331,4 @@ def test_bit_classify_cpp_refuses_an_image_bomb_from_its_header(cpp_build, tiny_
     two_k.write_bytes(zero_png(2000))
     done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, two_k, "--max-decode-mb", "10")
     assert done.returncode == 1
-    assert "would take 23 MiB to decode, over this process's decode memory of 10 MiB (--max-decode-mb)" in done.stderr
+    assert "would take 27 MiB to decode, over this process's decode memory of 10 MiB (--max-decode-mb)" in done.stderr

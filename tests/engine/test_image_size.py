@@ -106,6 +106,14 @@ def _tiff(order: str, big: bool, width: int, height: int) -> bytes:
     return head + entries
 
 
+def _tiff_twice() -> bytes:
+    """ImageWidth and ImageLength each given twice, 3000 then 1 (libtiff keeps the first)."""
+    head = b"II*\0" + struct.pack("<I", 8) + struct.pack("<H", 4)
+    for tag, value in ((256, 3000), (256, 1), (257, 3000), (257, 1)):
+        head += struct.pack("<HHII", tag, 4, 1, value)
+    return head
+
+
 def _jpeg_with(markers: bytes, sof: int = 0xC2, height: int = 37, width: int = 53) -> bytes:
     frame = struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
     return b"\xff\xd8" + markers + bytes([0xFF, sof]) + frame + b"\xff\xd9"
@@ -122,8 +130,37 @@ CRAFTED = [
     pytest.param(_jpeg_with(b"\xff\xe0\x00\x04ab" + b"\xff\xff"), ("JPEG", 53, 37), id="jpeg-progressive-fill"),
     pytest.param(_jpeg_with(b"\xff\xc4\x00\x02", sof=0xC0), ("JPEG", 53, 37), id="jpeg-dht-before-sof"),
     pytest.param(b"P6\n# a comment\n53   37\n255\n", ("PNM", 53, 37), id="pnm-comment"),
-    pytest.param(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n+X 53 -Y 37\n", ("Radiance HDR", 53, 37), id="hdr-x-first"),
+    pytest.param(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 37 +X 53\n", ("Radiance HDR", 53, 37), id="hdr"),
+    # what a header says twice, or hides behind a CR, counts at its largest (found by review: each slipped past)
+    pytest.param(_tiff_twice(), ("TIFF", 3000, 3000), id="tiff-repeated-tags"),
+    pytest.param(b"P5\n#x\r40 30 255\n#\n1 1\n", ("PNM", 40, 30), id="pnm-comment-ends-at-cr"),
 ]
+
+
+def _kinds() -> dict[bytes, str]:
+    """Headers whose decoders hold more per pixel than their format's plain kind: encoded bytes -> kind."""
+    png = _encode(".png", 37, 53)
+    actl = struct.pack(">I", 8) + b"acTL" + struct.pack(">II", 2, 0) + b"\0\0\0\0"
+    webp = b"RIFF\0\0\0\0WEBPVP8X" + b"\0" * 4 + b"\x02\0\0\0" + struct.pack("<I", 52)[:3] * 2
+    return {
+        _jpeg_with(b""): "progressive JPEG",
+        _jpeg_with(b"", sof=0xC0): "",
+        png[:33] + actl + png[33:]: "animated PNG",  # after IHDR, before IDAT
+        png: "",
+        webp: "animated WebP",
+        webp[:20] + b"\0" + webp[21:]: "",
+    }
+
+
+KINDS = _kinds()
+
+
+def test_what_costs_more_to_decode_is_charged_more():
+    """Progressive JPEG, animated PNG and WebP: their decoders hold more per pixel (DECODE_BYTES_PER_PIXEL,
+    measured); tests/cpp holds the C++ reader to the same kinds and costs."""
+    assert {data: encoded_size(data).kind for data in KINDS} == KINDS
+    assert encoded_size(_jpeg_with(b"")).decode_bytes == 53 * 37 * 11
+    assert encoded_size(_jpeg_with(b"", sof=0xC0)).decode_bytes == 53 * 37 * 7
 
 
 @pytest.mark.parametrize("data, expected", CRAFTED)
@@ -139,6 +176,13 @@ REFUSED = [
     pytest.param(b"P6\n53 x\n255\n", "malformed PNM header", id="pnm-word"),
     pytest.param(b"\xff\x4f\xff\x51" + b"\0" * 36 + b"\x00\x05", "5 components is not accepted", id="j2k-5-components"),
     pytest.param(_tiff("<", False, 0, 37), "declares 0x37", id="tiff-zero-width"),
+    pytest.param(b"#?RADIANCE\n\n+X 53 -Y 37\n", "malformed Radiance HDR header", id="hdr-x-first"),  # not OpenCV's
+    pytest.param(
+        b"#?RGBE\nFORMAT=32-bit_rle_rgbe\n\r\n-Y 1 +X 8\n\n-Y 3000 +X 3000\n", "malformed Radiance HDR", id="hdr-cr"
+    ),
+    pytest.param(b"#?RGBE\n" + b"x" * 127 + b"\n\n-Y 3000 +X 3000\n", "malformed Radiance HDR", id="hdr-long-line"),
+    pytest.param(b"P7\nWIDTH 40\nHEIGHT 30\n#\rENDHDR\nWIDTH 1\nHEIGHT 1\nENDHDR\n", "malformed PAM", id="pam-cr"),
+    pytest.param(b"\xff\xd8" + b"\xff\xe0\x00\x02" * 5000, "malformed JPEG header", id="jpeg-endless-markers"),
 ]
 
 
@@ -169,7 +213,7 @@ def test_bit_classify_takes_both_limits(tiny_bundle, tmp_path):
     assert f"bit-classify: error: {bomb}: a 2000x2000 PNG image (4.0 megapixels) is over the limit" in proc.stderr
     proc = run_cli("bit_trt.engine.classify_cli", tiny_bundle, bomb, "--max-decode-mb", "10")
     assert proc.returncode == 1
-    assert "would take 23 MiB to decode, over this process's decode memory of 10 MiB (--max-decode-mb)" in proc.stderr
+    assert "would take 27 MiB to decode, over this process's decode memory of 10 MiB (--max-decode-mb)" in proc.stderr
     assert run_cli("bit_trt.engine.classify_cli", tiny_bundle, bomb).returncode == 0
 
 
@@ -214,7 +258,7 @@ def test_a_decode_over_the_whole_budget_is_refused(tiny_bundle):
     try:
         preprocess.set_decode_budget(10 << 20)
         with Classifier(str(tiny_bundle)) as clf:
-            with pytest.raises(BitError, match=r"would take 23 MiB to decode, over this process's decode memory"):
+            with pytest.raises(BitError, match=r"would take 27 MiB to decode, over this process's decode memory"):
                 clf.predict(zero_png(2000))
             assert clf.predict(zero_png(1000)).logits.shape == (1, 1000)  # 6 MiB
     finally:
@@ -229,3 +273,34 @@ def test_resizing_before_the_colour_swap_gives_the_same_bits(resize):
     for path in real_photo_paths():
         rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
         assert np.array_equal(preprocess.preprocess([path], spec), scale_uint8(resize_to(rgb, spec))[None])
+
+
+class CountingBudget(preprocess._DecodeBudget):
+    """The real budget, counting the decodes it lets in."""
+
+    def __init__(self, total):
+        super().__init__(total)
+        self.granted = 0
+
+    def reserve(self, nbytes):
+        self.granted += 1
+        return super().reserve(nbytes)
+
+
+def test_a_bad_image_in_a_batch_costs_no_decode_and_leaves_none_running():
+    """Headers are all read before anything decodes; a decode failure cancels the rest and waits for the running
+    ones. (Found by review: the rest used to run on after the request had failed, behind later requests.)"""
+    spec = InputSpec(resolution=32)
+    good = zero_png(1500)
+    saved, preprocess.DECODE_BUDGET = preprocess.DECODE_BUDGET, CountingBudget(1 << 30)
+    try:
+        with pytest.raises(BitError, match="^image 6: not a decodable image"):
+            preprocess.preprocess([good] * 6 + [b"not an image"], spec, sources=[f"image {i}" for i in range(7)])
+        assert preprocess.DECODE_BUDGET.granted == 0
+        broken = good[:40] + b"\0" * (len(good) - 40)  # a valid header, no image after it
+        with pytest.raises(BitError, match="^image 0: not a decodable image"):
+            preprocess.preprocess([broken] + [good] * 8, spec, sources=[f"image {i}" for i in range(9)])
+        budget = preprocess.DECODE_BUDGET
+        assert budget.free == budget.total and not budget._turns  # nothing still decoding
+    finally:
+        preprocess.DECODE_BUDGET = saved

@@ -18,11 +18,16 @@ namespace {
 
 constexpr std::size_t kHeaderScan = 1 << 16;  // text headers longer than this are refused, not read on
 constexpr std::size_t kMaxDigits = 10;         // a header number longer than this is malformed
+constexpr std::uint64_t kMaxSteps = 4096;      // markers, chunks, blocks or tags walked before the size
+constexpr std::size_t kHdrLine = 127;          // OpenCV's RGBE reader reads header lines into 128 bytes
 
 struct Truncated {};  // a header too short or malformed to read
 
 using Bytes = std::string_view;
-using Size = std::pair<std::uint64_t, std::uint64_t>;  // width, height
+struct Size {
+  std::uint64_t width = 0, height = 0;
+  std::string kind;
+};
 
 void need(Bytes d, std::size_t at, std::size_t n) {
   if (at > d.size() || d.size() - at < n) throw Truncated{};
@@ -49,9 +54,10 @@ bool space(char c) { return std::isspace(static_cast<unsigned char>(c)) != 0; }
 
 Size jpeg(Bytes d) {
   std::size_t i = 2;
-  while (true) {
-    while (u8(d, i) != 0xFF) ++i;  // libjpeg skips garbage between markers
-    while (u8(d, i) == 0xFF) ++i;  // fill bytes
+  for (std::uint64_t step = 0; step < kMaxSteps; ++step) {
+    i = d.find('\xff', i);  // libjpeg skips garbage between markers
+    if (i == Bytes::npos) throw Truncated{};
+    while (i < d.size() && static_cast<std::uint8_t>(d[i]) == 0xFF) ++i;  // and fill bytes
     const std::uint8_t marker = u8(d, i);
     ++i;
     if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) continue;  // TEM, RSTn, SOI: no length
@@ -60,49 +66,66 @@ Size jpeg(Bytes d) {
     if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
       const std::uint64_t height = be16(d, i + 3), width = be16(d, i + 5);
       if (height == 0) throw Error("a JPEG whose height comes after its first scan (DNL) is not accepted");
-      return {width, height};
+      return {width, height, marker == 0xC0 ? "" : "progressive JPEG"};
     }
     if (length < 2) throw Truncated{};
     i += length;
   }
+  throw Truncated{};
 }
 
-Size png(Bytes d) {
+Size png(Bytes d) {  // IHDR, and whether APNG's acTL (before the first IDAT) makes it animated
   if (!starts(d, 12, "IHDR")) throw Truncated{};
-  return {be32(d, 16), be32(d, 20)};
+  const std::uint64_t width = be32(d, 16), height = be32(d, 20);
+  std::size_t at = 8;
+  for (std::uint64_t step = 0; step < kMaxSteps; ++step) {
+    const std::uint64_t length = be32(d, at);
+    need(d, at + 4, 4);
+    if (starts(d, at + 4, "acTL")) return {width, height, "animated PNG"};
+    if (starts(d, at + 4, "IDAT") || starts(d, at + 4, "IEND")) return {width, height, ""};
+    at += 12 + length;
+  }
+  throw Truncated{};
 }
 
 Size bmp(Bytes d) {
-  if (le32(d, 14) == 12) return {le16(d, 18), le16(d, 20)};  // OS/2 BITMAPCOREHEADER
+  if (le32(d, 14) == 12) return {le16(d, 18), le16(d, 20), ""};  // OS/2 BITMAPCOREHEADER
   const auto width = static_cast<std::int32_t>(le32(d, 18)), height = static_cast<std::int32_t>(le32(d, 22));
   return {static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(width))),
-          static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(height)))};  // negative: top-down
+          static_cast<std::uint64_t>(std::abs(static_cast<std::int64_t>(height))), ""};  // negative: top-down
 }
 
 Size gif(Bytes d) {
   const std::uint64_t width = le16(d, 6), height = le16(d, 8);
   const std::uint8_t flags = u8(d, 10);
   std::size_t at = 13 + ((flags & 0x80) ? (std::size_t{3} << ((flags & 7) + 1)) : 0);
+  std::uint64_t steps = 0;
   while (u8(d, at) == 0x21) {  // extensions: a label, then sub-blocks until an empty one
     at += 2;
-    for (std::uint8_t size; (size = u8(d, at)) != 0;) at += 1 + size;
+    for (std::uint8_t size; (size = u8(d, at)) != 0;) {
+      at += 1 + size;
+      if (++steps > kMaxSteps) throw Truncated{};
+    }
     at += 1;
   }
   if (u8(d, at) != 0x2C) throw Truncated{};
   const std::uint64_t left = le16(d, at + 1), top = le16(d, at + 3), fw = le16(d, at + 5), fh = le16(d, at + 7);
-  return {std::max(width, left + fw), std::max(height, top + fh)};
+  return {std::max(width, left + fw), std::max(height, top + fh), ""};
 }
 
 Size webp(Bytes d) {
-  if (starts(d, 12, "VP8X")) return {1 + unsigned_at(d, 24, 3, true), 1 + unsigned_at(d, 27, 3, true)};
+  if (starts(d, 12, "VP8X")) {  // the canvas, and whether its flags say animated
+    const std::uint64_t width = 1 + unsigned_at(d, 24, 3, true), height = 1 + unsigned_at(d, 27, 3, true);
+    return {width, height, (u8(d, 20) & 0x02) ? "animated WebP" : ""};
+  }
   if (starts(d, 12, "VP8 ")) {
     if (!starts(d, 23, "\x9d\x01\x2a")) throw Truncated{};
-    return {le16(d, 26) & 0x3FFF, le16(d, 28) & 0x3FFF};
+    return {le16(d, 26) & 0x3FFF, le16(d, 28) & 0x3FFF, ""};
   }
   if (starts(d, 12, "VP8L")) {
     if (u8(d, 20) != 0x2F) throw Truncated{};
     const std::uint64_t bits = le32(d, 21);
-    return {1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)};
+    return {1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF), ""};
   }
   throw Truncated{};
 }
@@ -121,24 +144,20 @@ Size tiff(Bytes d) {
     entry_size = 20, value_at = 12, counts = 8;
     entries = unsigned_at(d, offset, 8, little);
   }
+  if (entries > kMaxSteps) throw Truncated{};
   std::map<std::uint64_t, std::uint64_t> sizes;
   const std::uint64_t fit = offset <= d.size() ? (d.size() - offset) / entry_size : 0;
   for (std::uint64_t n = 0; n < std::min(entries, fit); ++n) {
     const std::size_t at = offset + counts + n * entry_size;
     const std::uint64_t tag = unsigned_at(d, at, 2, little), kind = unsigned_at(d, at + 2, 2, little);
     if (tag != 256 && tag != 257) continue;
-    if (kind == 3) {
-      sizes[tag] = unsigned_at(d, at + value_at, 2, little);  // SHORT
-    } else if (kind == 4) {
-      sizes[tag] = unsigned_at(d, at + value_at, 4, little);  // LONG
-    } else if (kind == 16) {
-      sizes[tag] = unsigned_at(d, at + value_at, 8, little);  // LONG8 (BigTIFF)
-    } else {
-      throw Truncated{};
-    }
+    const int bytes = kind == 3 ? 2 : kind == 4 ? 4 : kind == 16 ? 8 : 0;  // SHORT, LONG, LONG8 (BigTIFF)
+    if (bytes == 0) throw Truncated{};
+    // a repeated tag: libtiff keeps the first; the larger counts
+    sizes[tag] = std::max(sizes[tag], unsigned_at(d, at + value_at, bytes, little));
   }
   if (!sizes.count(256) || !sizes.count(257)) throw Truncated{};
-  return {sizes[256], sizes[257]};
+  return {sizes[256], sizes[257], ""};
 }
 
 std::uint64_t number(std::string_view word) {
@@ -159,8 +178,8 @@ Size pnm(Bytes d) {  // the first two numbers after the magic, '#' comments skip
     while (true) {
       if (at < head.size() && space(head[at])) {
         ++at;
-      } else if (at < head.size() && head[at] == '#') {
-        const std::size_t end = head.find('\n', at);
+      } else if (at < head.size() && head[at] == '#') {  // OpenCV ends a comment at CR as well as LF
+        const std::size_t end = head.find_first_of("\r\n", at);
         if (end == Bytes::npos) throw Truncated{};
         at = end + 1;
       } else {
@@ -172,7 +191,7 @@ Size pnm(Bytes d) {  // the first two numbers after the magic, '#' comments skip
     if (at == start || at == head.size()) throw Truncated{};  // no token, or one that may go on past the buffer
     value = number(head.substr(start, at - start));
   }
-  return {values[0], values[1]};
+  return {values[0], values[1], ""};
 }
 
 std::vector<std::string_view> split(Bytes text, char sep) {
@@ -195,64 +214,54 @@ std::vector<std::string_view> words(std::string_view line) {
   return out;
 }
 
-Size pam(Bytes d) {
+Size pam(Bytes d) {  // WIDTH and HEIGHT up to ENDHDR, the larger of repeated ones; a CR before ENDHDR is refused
   std::map<std::string_view, std::uint64_t> fields;
-  const auto lines = split(d.substr(0, kHeaderScan), '\n');
+  const Bytes head = d.substr(0, kHeaderScan);
+  if (head.substr(0, head.find("ENDHDR")).find('\r') != Bytes::npos) throw Truncated{};
+  const auto lines = split(head, '\n');
   bool ended = false;
   for (std::size_t n = 1; n < lines.size() && !ended; ++n) {
     const auto w = words(lines[n]);
     if (!w.empty() && w[0] == "ENDHDR") {
       ended = true;
     } else if (w.size() >= 2 && (w[0] == "WIDTH" || w[0] == "HEIGHT")) {
-      fields[w[0]] = number(w[1]);
+      fields[w[0]] = std::max(fields[w[0]], number(w[1]));
     }
   }
   if (!ended || !fields.count("WIDTH") || !fields.count("HEIGHT")) throw Truncated{};
-  return {fields["WIDTH"], fields["HEIGHT"]};
+  return {fields["WIDTH"], fields["HEIGHT"], ""};
 }
 
-Size sun_raster(Bytes d) { return {be32(d, 4), be32(d, 8)}; }
+Size sun_raster(Bytes d) { return {be32(d, 4), be32(d, 8), ""}; }
 
-std::string_view strip(std::string_view s) {
-  while (!s.empty() && space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && space(s.back())) s.remove_suffix(1);
-  return s;
-}
-
-Size hdr(Bytes d) {  // header lines, an empty line, then the resolution line ("-Y 480 +X 640")
+Size hdr(Bytes d) {  // header lines up to one exactly empty, then sscanf(line, "-Y %d +X %d") as OpenCV's RGBE
   auto lines = split(d.substr(0, kHeaderScan), '\n');
   lines.pop_back();  // whole lines only
   for (std::size_t n = 0; n + 1 < lines.size(); ++n) {
-    if (!strip(lines[n]).empty()) continue;
-    const std::string_view line = strip(lines[n + 1]);
-    // ^([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)$
+    if (lines[n].size() >= kHdrLine || lines[n].find('\r') != Bytes::npos) throw Truncated{};
+    if (!lines[n].empty()) continue;
+    const std::string_view line = lines[n + 1];
     std::size_t at = 0;
-    auto axis = [&](char& which) {
-      if (at + 2 > line.size() || (line[at] != '-' && line[at] != '+') || (line[at + 1] != 'X' && line[at + 1] != 'Y'))
-        throw Truncated{};
-      which = line[at + 1];
-      at += 2;
+    auto literal = [&](std::string_view text) {
+      if (line.substr(at, text.size()) != text) throw Truncated{};
+      at += text.size();
     };
     auto spaces = [&] {
-      const std::size_t start = at;
-      while (at < line.size() && line[at] == ' ') ++at;
-      if (at == start) throw Truncated{};
+      while (at < line.size() && space(line[at])) ++at;
     };
     auto digits = [&] {
       const std::size_t start = at;
       while (at < line.size() && line[at] >= '0' && line[at] <= '9') ++at;
       return number(line.substr(start, at - start));
     };
-    char first_axis, second_axis;
-    axis(first_axis);
+    literal("-Y");
     spaces();
-    const std::uint64_t first = digits();
+    const std::uint64_t height = digits();
     spaces();
-    axis(second_axis);
+    literal("+X");
     spaces();
-    const std::uint64_t second = digits();
-    if (at != line.size() || first_axis == second_axis) throw Truncated{};
-    return first_axis == 'Y' ? Size{second, first} : Size{first, second};
+    const std::uint64_t width = digits();
+    return {width, height, ""};
   }
   throw Truncated{};
 }
@@ -264,7 +273,7 @@ Size j2k(Bytes d, std::size_t at = 0) {  // the codestream's SIZ: the reference 
   if (components > 4)
     throw Error("a JPEG 2000 image with " + std::to_string(components) + " components is not accepted (at most 4)");
   if (xsiz <= x0 || ysiz <= y0) throw Truncated{};
-  return {xsiz - x0, ysiz - y0};
+  return {xsiz - x0, ysiz - y0, ""};
 }
 
 Size jp2(Bytes d) {  // boxes; the codestream ("jp2c") counts, not the header box's ihdr
@@ -283,24 +292,26 @@ Size jp2(Bytes d) {  // boxes; the codestream ("jp2c") counts, not the header bo
   throw Truncated{};
 }
 
+bool brand(Bytes d, std::string_view name) {
+  const std::size_t length = static_cast<std::size_t>(be32(d, 0));
+  const std::size_t end = std::min<std::size_t>({length, 256, d.size()});
+  for (std::size_t i = 8; end >= 4 && i <= end - 4; i += 4)
+    if (d.substr(i, 4) == name) return true;
+  return false;
+}
+
 Size avif(Bytes d) {  // the largest image spatial extent ("ispe") declared anywhere
-  std::uint64_t width = 0, height = 0;
+  std::uint64_t width = 0, height = 0, steps = 0;
   for (std::size_t at = d.find("ispe"); at != Bytes::npos; at = d.find("ispe", at + 4)) {
+    if (++steps > kMaxSteps) throw Truncated{};
     width = std::max(width, be32(d, at + 8));
     height = std::max(height, be32(d, at + 12));
   }
   if (!width || !height) throw Truncated{};
-  return {width, height};
+  return {width, height, brand(d, "avis") ? "AVIF sequence" : ""};
 }
 
-bool is_avif(Bytes d) {
-  if (!starts(d, 4, "ftyp")) return false;
-  const std::size_t length = static_cast<std::size_t>(be32(d, 0));
-  const Bytes brands = d.substr(8, std::min<std::size_t>(length, 256) > 8 ? std::min<std::size_t>(length, 256) - 8 : 0);
-  for (std::size_t i = 0; i + 4 <= brands.size(); i += 4)
-    if (brands.substr(i, 4) == "avif" || brands.substr(i, 4) == "avis") return true;
-  return false;
-}
+bool is_avif(Bytes d) { return starts(d, 4, "ftyp") && (brand(d, "avif") || brand(d, "avis")); }
 
 bool space_at(Bytes d, std::size_t at) { return at < d.size() && space(d[at]); }
 
@@ -344,10 +355,12 @@ const std::vector<Format>& formats() {  // OpenCV's decoders, each known by what
 }  // namespace
 
 std::uint64_t ImageSize::decode_bytes() const {
-  static const std::map<std::string, std::uint64_t> per_pixel = {{"WebP", 7}, {"GIF", 12}, {"Radiance HDR", 16},
-                                                                 {"JPEG 2000", 16}, {"AVIF", 18}, {"PFM", 24}};
-  const auto found = per_pixel.find(format);
-  return pixels() * (found == per_pixel.end() ? 6 : found->second);
+  static const std::map<std::string, std::uint64_t> per_pixel = {
+      {"WebP", 8},          {"progressive JPEG", 11}, {"GIF", 13},           {"animated WebP", 14},
+      {"Radiance HDR", 16}, {"JPEG 2000", 17},        {"AVIF", 19},          {"AVIF sequence", 28},
+      {"PFM", 25},          {"animated PNG", 28}};
+  const auto found = per_pixel.find(kind.empty() ? format : kind);
+  return pixels() * (found == per_pixel.end() ? 7 : found->second);
 }
 
 ImageSize encoded_size(const std::uint8_t* data, std::size_t size, const std::string& source) {
@@ -363,10 +376,10 @@ ImageSize encoded_size(const std::uint8_t* data, std::size_t size, const std::st
     } catch (const Error& exc) {
       throw Error(source + ": " + exc.what());
     }
-    if (wh.first == 0 || wh.second == 0)
-      throw Error(source + ": not a decodable image (" + format.name + " declares " + std::to_string(wh.first) + "x" +
-                  std::to_string(wh.second) + ")");
-    return {format.name, wh.first, wh.second};
+    if (wh.width == 0 || wh.height == 0)
+      throw Error(source + ": not a decodable image (" + format.name + " declares " + std::to_string(wh.width) + "x" +
+                  std::to_string(wh.height) + ")");
+    return {format.name, wh.width, wh.height, wh.kind};
   }
   throw Error(source + ": not a decodable image (corrupt, truncated, or not an image format)");
 }

@@ -197,10 +197,24 @@ void scale_uint8(const cv::Mat& rgb, float* out) {
 
 std::vector<float> preprocess(const std::vector<fs::path>& images, const InputSpec& spec, std::uint64_t max_pixels) {
   if (images.empty()) throw Error("empty batch: pass at least one image");
+  // Every header first, so a batch holding one image over the limits is refused before anything is decoded.
+  const auto b = current_budget();
+  std::vector<std::vector<std::uint8_t>> files;
+  std::vector<ImageSize> sizes;
+  for (const auto& image : images) {
+    files.push_back(read_file(image));
+    sizes.push_back(declared_size(files.back(), image.string(), max_pixels, *b));
+  }
   const std::size_t per = static_cast<std::size_t>(spec.resolution) * spec.resolution * 3;
   std::vector<float> batch(per * images.size());
-  for (std::size_t i = 0; i < images.size(); ++i)
-    scale_uint8(decode_resized(read_file(images[i]), spec, images[i].string(), max_pixels), batch.data() + per * i);
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    cv::Mat small;
+    {
+      Reservation held(b, sizes[i].decode_bytes());
+      small = resize_to(decode_bgr(files[i], images[i].string()), spec);
+    }
+    scale_uint8(bgr_to_rgb(small), batch.data() + per * i);
+  }
   return batch;
 }
 

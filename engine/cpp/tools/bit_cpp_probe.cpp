@@ -2,7 +2,8 @@
 //   bit-cpp-probe preprocess BUNDLE OUT.f32 [--resize bilinear|area|bicubic|nearest] IMAGE...
 //       writes the float32 NHWC batch bit::preprocess makes (raw, native byte order)
 //   bit-cpp-probe sizes FILE...
-//       one line per file: "FORMAT WIDTH HEIGHT" as bit::encoded_size reads its header, or "error: MESSAGE"
+//       one line per file: "FORMAT WIDTH HEIGHT DECODE_BYTES" as bit::encoded_size reads its header, or
+//       "error: MESSAGE"
 //   bit-cpp-probe artifacts BUNDLE
 //       one line per artifact record as bit::Bundle parses it (engine records with library, target, profile)
 //   bit-cpp-probe threads BUNDLE THREADS ROUNDS [--precision P] IMAGE...
@@ -51,7 +52,7 @@ int sizes_cmd(const std::vector<std::string>& args) {
     const std::vector<std::uint8_t> data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     try {
       const bit::ImageSize size = bit::encoded_size(data.data(), data.size(), "probe");
-      std::cout << size.format << " " << size.width << " " << size.height << "\n";
+      std::cout << size.format << " " << size.width << " " << size.height << " " << size.decode_bytes() << "\n";
     } catch (const bit::Error& exc) {
       std::cout << "error: " << exc.what() << "\n";
     }

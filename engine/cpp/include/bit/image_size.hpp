@@ -13,6 +13,7 @@ struct ImageSize {
   std::string format;  // "JPEG", "PNG", ... as engine/image_size.py names them
   std::uint64_t width = 0;
   std::uint64_t height = 0;
+  std::string kind;  // what costs more to decode than the format's plain kind ("animated PNG"), else empty
 
   std::uint64_t pixels() const { return width * height; }
   // Peak memory of decoding it (engine/image_size.py, DECODE_BYTES_PER_PIXEL).
