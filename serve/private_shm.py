@@ -62,7 +62,10 @@ def make_private() -> str:
         raise OSError(errno.EINVAL, "the process already runs threads (unshare needs one)")
     libc = _libc()
     how = _enter_namespace(libc)
-    # our mounts stay ours: nothing propagates back to the host's mount namespace
-    _call("mount --make-rprivate /", libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
-    _call(f"mount tmpfs {SHM}", libc.mount(b"tmpfs", SHM.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0700"))
+    try:
+        # our mounts stay ours: nothing propagates back to the host's mount namespace
+        _call("mount --make-rprivate /", libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None))
+        _call(f"mount tmpfs {SHM}", libc.mount(b"tmpfs", SHM.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0700"))
+    except OSError as exc:  # in a namespace already, half made: no going back to the host's /dev/shm either
+        raise SystemExit(f"bit-serve: error: cannot mount a private {SHM} in its new namespace ({exc})") from None
     return how

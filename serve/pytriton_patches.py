@@ -201,7 +201,9 @@ def prepare_server(triton, output: TritonOutput, log_verbose: int) -> None:
     Triton for its log settings, a closed admin API (PyTriton only warns when verbose logs are on; we set them)."""
     triton._initialize_server()
     server, checker = triton._triton_server, getattr(triton, "_log_level_checker", None)
-    if not hasattr(server, "_record_logs") or not hasattr(server, "logs") or not hasattr(checker, "_log_settings"):
+    expected = [(server, "_record_logs"), (server, "logs"), (checker, "_log_settings")]
+    expected += [(triton, "_run_server"), (triton, "connect")]  # Triton.run()'s halves (pytriton_server._start)
+    if not all(hasattr(owner, name) for owner, name in expected):
         raise PatchError("PyTriton's TritonServer does not record its output as bit-serve expects")
     server._record_logs = output.write_chunk
     server.logs = output.logs

@@ -7,6 +7,7 @@ Imports PyTriton: it lives in bit-serve's own environment (numpy < 2), see serve
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -168,12 +169,14 @@ def serve(clf: Classifier, options: ServeOptions, ready_line: Callable[[list[str
     the stubs' regions carry the tensors in transit. A second signal kills Triton's processes at once and exits
     128 + signal.
     """
-    stop = threading.Event()
+    stop, ready = threading.Event(), threading.Event()
     signals = []
 
     def on_signal(signum, _frame):
         signals.append(signum)
         stop.set()
+        if not ready.is_set():  # still starting (which may take minutes): nothing to drain, end it now
+            _kill_triton(options.workspace)
         if len(signals) > 1:
             _kill_triton(options.workspace)
             _remove_leftovers()
@@ -186,28 +189,63 @@ def serve(clf: Classifier, options: ServeOptions, ready_line: Callable[[list[str
     previous_umask = os.umask(0o077)
     triton, names = create_triton(clf, options, output)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    code = 0
+    code, abandoned = 0, False
     try:
-        try:
-            triton.run()
-        except Exception as exc:  # PyTriton raises its own types and tritonclient's; all say Triton did not start
-            if stop.is_set():
-                return 0
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise BitError(f"Triton did not start: {reason} (its log is above)") from exc
-        if not stop.is_set():
-            output.line(ready_line(names))
+        _start(triton, stop)
+        if stop.is_set():  # a signal while it started: on_signal killed Triton; there is nothing to drain
+            abandoned = True
+            return 0
+        ready.set()
+        output.line(ready_line(names))
         while not stop.wait(0.5):
             if not triton.is_alive():
                 LOG.error("bit-serve: Triton stopped on its own (its log is above)")
                 code = 1
                 break
     finally:
-        _stop(triton, options)
+        if abandoned:
+            _abandon(triton, options)
+        else:
+            _stop(triton, options)
         for s, handler in previous.items():
             signal.signal(s, handler)
         os.umask(previous_umask)
     return code
+
+
+def _start(triton: Triton, stop: threading.Event) -> None:
+    """Triton.run() in two halves: the process started from this thread, which lives as long as the server
+    (PyTriton asks the kernel to SIGTERM Triton when the thread that started it ends), then the wait for it and
+    its models on a thread of its own, waited for until it returns or a signal comes: PyTriton waits up to 120 s
+    for a Triton it started, even one that died, and a signal must not wait that long."""
+    failure: list[Exception] = []
+
+    def connect():
+        try:
+            triton.connect()
+        except Exception as exc:  # PyTriton raises its own types and tritonclient's; all say Triton did not start
+            failure.append(exc)
+
+    try:
+        triton._run_server()
+    except Exception as exc:
+        failure.append(exc)
+    starting = threading.Thread(target=connect, name="bit-serve-start", daemon=True)
+    if not failure:
+        starting.start()
+    while starting.is_alive() and not stop.wait(0.2):
+        pass
+    if failure and not stop.is_set():
+        reason = (str(failure[0]).splitlines() or [type(failure[0]).__name__])[0]
+        raise BitError(f"Triton did not start: {reason} (its log is above)") from failure[0]
+
+
+def _abandon(triton: Triton, options: ServeOptions) -> None:
+    """After a signal during the start: PyTriton's own stop would wait for its start to give up (120 s), so it is
+    skipped, here and at exit; Triton's processes are gone (on_signal), and what they left is removed."""
+    atexit.unregister(triton.stop)
+    _kill_triton(options.workspace)
+    _remove_leftovers()
 
 
 def _stop(triton: Triton, options: ServeOptions) -> None:
@@ -231,12 +269,15 @@ def _stop(triton: Triton, options: ServeOptions) -> None:
 def _triton_processes(workspace: str) -> dict[int, str]:
     """pid -> program of tritonserver and its Python-backend stubs: PyTriton runs them from copies in our
     workspace, so they are found by their path even when orphaned (a stub whose Triton died does not always
-    exit), and no one else's process is. From /proc: Triton runs on Linux only."""
+    exit); only our user's processes count (anyone may name a program after our workspace). From /proc: Triton
+    runs on Linux only."""
     programs = os.path.join(os.path.realpath(workspace), "tritonserver") + os.sep  # PyTriton resolves it too
     found = {}
     for entry in _listdir("/proc"):
         if entry.isdigit():
             try:
+                if os.stat(f"/proc/{entry}").st_uid != os.getuid():
+                    continue
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     program = os.fsdecode(f.read().split(b"\0", 1)[0])
             except OSError:

@@ -16,7 +16,10 @@ from ..engine.errors import BitError
 from .triton_models import default_model_name
 
 PROG = "bit-serve"
-OLD_TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"  # bit-serve before its admin APIs were closed read a token from here
+OLD_TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"
+# A container's /dev/shm is its own, so there the host's other users cannot see Triton's regions anyway, and the
+# kernel refuses the namespaces: docker/Dockerfile.cpu sets this, which --allow-shared-dev-shm also says.
+SHARED_SHM_ENV = "BIT_SERVE_ALLOW_SHARED_DEV_SHM"  # bit-serve before its admin APIs were closed read a token from here
 # What anyone who reaches the ports can do: no endpoint of Triton asks for credentials.
 OPEN_ENDPOINTS = "inference, health, server and model metadata, model configs, statistics and metrics"
 INSTALL = "python3 -m venv .venv-serve && .venv-serve/bin/pip install -c constraints-serve.txt -e '.[serve]'"
@@ -37,8 +40,8 @@ security (docs/serving.md, "Security"):
   there is none to leak. Open to whoever reaches the ports, as on any Triton:
   {OPEN_ENDPOINTS}.
   It listens on 127.0.0.1 unless --host says otherwise. Triton's shared memory is in a /dev/shm of
-  bit-serve's own (a mount namespace; where the kernel refuses one, bit-serve warns), and its files are
-  private to this user.
+  bit-serve's own (a mount namespace; where the kernel refuses one, bit-serve refuses to serve unless
+  --allow-shared-dev-shm), and its files are private to this user.
   Known hole, in Triton 2.51 itself (fixed upstream after it, triton-inference-server/server#8676): an HTTP
   request with JSON data allocates what its shape declares before checking it, so one request can crash
   Triton or exhaust memory. Binary HTTP (tritonclient's default) and gRPC are not affected. Where untrusted
@@ -88,6 +91,13 @@ def parse_args(argv):
         "--image-workers", type=int, default=2, help="instances of the image model, decoding in parallel (default 2)"
     )
     add_image_limit_arguments(p)
+    p.add_argument(
+        "--allow-shared-dev-shm",
+        action="store_true",
+        default=os.environ.get(SHARED_SHM_ENV) == "1",
+        help="start even where no private /dev/shm can be made: Triton's 0644 regions then sit in this /dev/shm, "
+        f"which a container has to itself (${SHARED_SHM_ENV}=1 says the same; the CPU image sets it)",
+    )
     p.add_argument("--workspace", default=None, help="directory for the temporary workspace (default: system temp)")
     p.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose log level (default 0)")
     return p.parse_args(argv)
@@ -166,6 +176,10 @@ def ready_line(args, names: list[str]) -> str:
 
 def run(args, shared_memory_warning: str | None = None) -> int:
     check_arguments(args)
+    if shared_memory_warning and not args.allow_shared_dev_shm:
+        raise BitError(f"{shared_memory_warning}; refusing to serve (--allow-shared-dev-shm serves anyway)")
+    if shared_memory_warning:
+        shared_memory_warning = f"{PROG}: warning: {shared_memory_warning}"
     for warning in (exposure_warning(args.host), shared_memory_warning, _old_token_notice()):
         if warning:
             print(warning, file=sys.stderr, flush=True)
@@ -215,9 +229,9 @@ def private_shared_memory() -> str | None:
         return None
     except OSError as exc:
         return (
-            f"{PROG}: warning: Triton's Python backend keeps requests in /dev/shm with mode 0644, readable by other "
-            f"local users, and no private /dev/shm could be made ({exc.strerror}); run as root, or where the kernel "
-            "allows unprivileged user namespaces (docs/serving.md, Security)"
+            f"Triton's Python backend keeps requests in /dev/shm with mode 0644, readable by other local users, and "
+            f"no private /dev/shm could be made ({exc.strerror}): run as root, or where the kernel allows "
+            "unprivileged user namespaces (docs/serving.md, Security)"
         )
 
 

@@ -180,7 +180,7 @@ def leftovers(server: BitServe) -> list[str]:
 
 
 SERVE_MAX_IMAGE_PIXELS = 16_000_000  # the shared server's image limit: a 4000x4000 photo passes, 8000x8000 does not
-SERVE_MAX_DECODE_MB = 100  # and its decode memory: one 16-megapixel JPEG or PNG at a time (6 bytes a pixel)
+SERVE_MAX_DECODE_MB = 120  # and its decode memory: one 16-megapixel JPEG or PNG at a time (7 bytes a pixel)
 
 
 @pytest.fixture(scope="session")

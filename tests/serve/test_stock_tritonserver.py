@@ -37,7 +37,7 @@ def stock_tritonserver(serve_python, tiny_bundle, tmp_path_factory):
     """tritonserver serving bit-triton's repository, the preprocessing model loaded; yields its HTTP URL."""
     root = tmp_path_factory.mktemp("stock-triton")
     repository = root / "models"
-    limits = ("--max-image-pixels", BIT_TRITON_MAX_IMAGE_PIXELS, "--max-decode-mb", 100)
+    limits = ("--max-image-pixels", BIT_TRITON_MAX_IMAGE_PIXELS, "--max-decode-mb", 120)
     result = run_cli(
         "bit_trt.serve.triton_cli", tiny_bundle, repository, "--backend", "onnxruntime", "--precision", "fp32", *limits
     )
