@@ -146,10 +146,9 @@ def check_max_pixels(max_pixels: int) -> int:
     return max_pixels
 
 
-def _declared_size(data: bytes, source: str, max_pixels: int, budget: _DecodeBudget | None = None) -> ImageSize:
+def _declared_size(data: bytes, source: str, max_pixels: int, budget: _DecodeBudget) -> ImageSize:
     """The image's size from its header, refused before any decoding when it declares more than max_pixels, or
-    would take more memory to decode than the process's whole decode budget."""
-    budget = budget or DECODE_BUDGET
+    would take more memory to decode than the whole decode budget."""
     if not data:
         raise BitError(f"{source}: empty file, not an image")
     size = encoded_size(data, source)
@@ -192,15 +191,10 @@ def decode(data: bytes, source: str = "image", max_pixels: int = DEFAULT_MAX_IMA
         return _bgr_to_rgb(_decode_bgr(data, source), source)
 
 
-def decode_resized(data: bytes, spec: InputSpec, source: str = "image", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
-    """Encoded bytes -> uint8 RGB at the network's resolution, the full-size image alive only inside this call
-    (and inside the process's decode budget). Resizing before the BGR -> RGB swap gives the same bits as after
-    it (every interpolation works on each channel alone) and swaps R x R pixels instead of the whole photo."""
-    budget = DECODE_BUDGET
-    return _resized(data, spec, source, _declared_size(data, source, max_pixels, budget), budget)
-
-
 def _resized(data: bytes, spec: InputSpec, source: str, size: ImageSize, budget: _DecodeBudget) -> np.ndarray:
+    """Encoded bytes -> uint8 RGB at the network's resolution, the full-size image alive only inside this call
+    (and inside the decode budget). Resizing before the BGR -> RGB swap gives the same bits as after it (every
+    interpolation works on each channel alone) and swaps R x R pixels instead of the whole photo."""
     with budget.reserve(size.decode_bytes):
         small = resize_to(_decode_bgr(data, source), spec)
     return _bgr_to_rgb(small, source)
@@ -232,16 +226,16 @@ def resize_to(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     return _opencv(what, cv2.resize, rgb, (spec.resolution, spec.resolution), interpolation=interp)
 
 
-def to_array(image, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, source: str = "image") -> np.ndarray:
+def to_array(image) -> np.ndarray:
     """Anything a user may hand us (path, bytes, uint8/float array) -> uint8 or float32 RGB HWC array.
 
     Every check on an array happens here, before OpenCV sees it: OpenCV answers a bad one with a native
     assertion (or worse), not with what the user should change.
     """
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image, max_pixels)
+        return read_image(image)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode(bytes(image), source, max_pixels)
+        return decode(bytes(image))
     if not isinstance(image, np.ndarray):
         raise BitError(f"expected a path, encoded bytes or an HWC array, got {type(image).__name__}")
     image = np.asarray(image)  # a subclass (np.matrix, a masked array) indexes and reduces differently
@@ -300,21 +294,31 @@ def as_list(images) -> list:
     return list(images)
 
 
+def _read_headers(images: list, max_pixels: int, sources: list[str] | None, budget: _DecodeBudget) -> list[tuple]:
+    """(image, its name in errors, its declared size or None) for each image: files read, and every encoded
+    image's header checked against max_pixels and the budget before anything is decoded."""
+    prepared = []
+    for i, image in enumerate(images):
+        source = sources[i] if sources else "image"
+        if isinstance(image, (str, os.PathLike)):
+            image, source = read_file(image), sources[i] if sources else os.fspath(image)
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            image = bytes(image)
+            prepared.append((image, source, _declared_size(image, source, max_pixels, budget)))
+        else:
+            prepared.append((image, source, None))
+    return prepared
+
+
 @contextmanager
 def full_size(images, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, sources: list[str] | None = None):
     """Every image as an RGB HWC array at full size (uint8, or float as given), for a consumer that resizes them
     itself (the trt runner's CUDA kernel). The encoded ones are checked against max_pixels from their headers,
     then decoded inside the decode budget, reserved for all of them until the block ends (a batch needing more
     than the whole budget is refused)."""
-    items, total, budget = [], 0, DECODE_BUDGET
-    for i, image in enumerate(as_list(images)):
-        source = sources[i] if sources else "image"
-        if isinstance(image, (str, os.PathLike)):
-            image, source = read_file(image), sources[i] if sources else os.fspath(image)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            image = bytes(image)
-            total += _declared_size(image, source, max_pixels, budget).decode_bytes
-        items.append((image, source))
+    budget = DECODE_BUDGET
+    items = _read_headers(as_list(images), max_pixels, sources, budget)
+    total = sum(size.decode_bytes for _, _, size in items if size)
     if total > budget.total:
         raise BitError(
             f"decoding these {len(items)} images at full size at once would take {total / 2**20:.0f} MiB, over this "
@@ -322,8 +326,8 @@ def full_size(images, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, sources: list[
         )
     with budget.reserve(total):
         yield [
-            _bgr_to_rgb(_decode_bgr(image, source), source) if isinstance(image, bytes) else to_array(image)
-            for image, source in items
+            _bgr_to_rgb(_decode_bgr(image, source), source) if size else to_array(image)
+            for image, source, size in items
         ]
 
 
@@ -340,16 +344,7 @@ def preprocess(
     """
     images = as_list(images)
     budget = DECODE_BUDGET
-    prepared = []
-    for i, image in enumerate(images):
-        source = sources[i] if sources else "image"
-        if isinstance(image, (str, os.PathLike)):
-            image, source = read_file(image), sources[i] if sources else os.fspath(image)
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            image = bytes(image)
-            prepared.append((image, source, _declared_size(image, source, max_pixels, budget)))
-        else:
-            prepared.append((image, source, None))
+    prepared = _read_headers(images, max_pixels, sources, budget)
     batch = np.empty((len(images), spec.resolution, spec.resolution, 3), np.float32)
 
     def one(i):

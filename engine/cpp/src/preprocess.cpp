@@ -128,6 +128,19 @@ cv::Mat bgr_to_rgb(const cv::Mat& bgr) {
   return rgb;
 }
 
+// Encoded bytes whose header was checked -> uint8 RGB R x R, the full-size image alive only inside the reservation.
+// Resizing before the BGR -> RGB swap gives the same bits (every interpolation works on each channel alone) and
+// swaps R x R pixels instead of the whole photo.
+cv::Mat resized(const std::vector<std::uint8_t>& data, const InputSpec& spec, const std::string& source,
+                const ImageSize& size, const std::shared_ptr<DecodeBudget>& budget) {
+  cv::Mat small;
+  {
+    Reservation held(budget, size.decode_bytes());
+    small = resize_to(decode_bgr(data, source), spec);
+  }
+  return bgr_to_rgb(small);
+}
+
 std::vector<std::uint8_t> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot read");
@@ -155,16 +168,8 @@ cv::Mat decode(const std::vector<std::uint8_t>& data, const std::string& source,
 
 cv::Mat decode_resized(const std::vector<std::uint8_t>& data, const InputSpec& spec, const std::string& source,
                        std::uint64_t max_pixels) {
-  // Resizing before the BGR -> RGB swap gives the same bits (every interpolation works on each channel alone)
-  // and swaps R x R pixels instead of the whole photo.
   const auto b = current_budget();
-  const ImageSize size = declared_size(data, source, max_pixels, *b);
-  cv::Mat small;
-  {
-    Reservation held(b, size.decode_bytes());
-    small = resize_to(decode_bgr(data, source), spec);
-  }
-  return bgr_to_rgb(small);
+  return resized(data, spec, source, declared_size(data, source, max_pixels, *b), b);
 }
 
 cv::Mat read_image(const fs::path& path, std::uint64_t max_pixels) {
@@ -207,14 +212,8 @@ std::vector<float> preprocess(const std::vector<fs::path>& images, const InputSp
   }
   const std::size_t per = static_cast<std::size_t>(spec.resolution) * spec.resolution * 3;
   std::vector<float> batch(per * images.size());
-  for (std::size_t i = 0; i < images.size(); ++i) {
-    cv::Mat small;
-    {
-      Reservation held(b, sizes[i].decode_bytes());
-      small = resize_to(decode_bgr(files[i], images[i].string()), spec);
-    }
-    scale_uint8(bgr_to_rgb(small), batch.data() + per * i);
-  }
+  for (std::size_t i = 0; i < images.size(); ++i)
+    scale_uint8(resized(files[i], spec, images[i].string(), sizes[i], b), batch.data() + per * i);
   return batch;
 }
 
