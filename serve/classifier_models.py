@@ -56,7 +56,7 @@ class ClassifierModels:
         image outside the contract gets NaN logits, the others of the dynamic batch run in one native call.
 
         Each request arrives as [n, 1, R, R, 3]: the model config reshapes the input to [1, R, R, 3]
-        (pytriton_patches.FLOAT_INPUT_RESHAPE), so that a request Triton sizes as batch 0 arrives as [1, R, R, 3]
+        (pytriton_patches.float_input_reshape), so that a request Triton sizes as batch 0 arrives as [1, R, R, 3]
         and counts as one image in the Python backend's batch check, not as R. Such a request declared a batch
         of a multiple of 2**32, which Triton 2.51 truncates to 32 bits: it gets NaN logits, its neighbours
         their answers."""

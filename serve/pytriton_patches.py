@@ -15,7 +15,7 @@ expects and refuses to start otherwise (constraints-serve.txt pins nvidia-pytrit
    the proxy finds the workspace from its model's own directory, so model configs do not show it to clients;
    an execute error is answered as an error response per request, with the error's last line: raised, the
    Python backend's stub would append its traceback ("At: .../model.py(500): execute") for the client to read.
-3. The float model's config reshapes its input (FLOAT_INPUT_RESHAPE), see classifier_models.infer_float.
+3. The float model's config reshapes its input (float_input_reshape), see classifier_models.infer_float.
 4. Triton's output goes through one line writer (TritonOutput), so bit-serve's own lines never land mid-line,
    and no copy of it grows in memory (PyTriton keeps every line Triton ever printed in a string).
 """
@@ -147,7 +147,7 @@ def patch_proxy_files(model_dir: pathlib.Path) -> None:
 
 def edit_model_config(model_dir: pathlib.Path, reshape_input: tuple[int, ...] | None = None) -> None:
     """config.pbtxt without the workspace path (the proxy finds it, see patch_proxy_files); with reshape_input,
-    the input reshaped to it (the float model: FLOAT_INPUT_RESHAPE)."""
+    the input reshaped to it (the float model: float_input_reshape)."""
     path = model_dir / "config.pbtxt"
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     if "workspace-path" not in config.parameters:

@@ -165,9 +165,9 @@ def serve(clf: Classifier, options: ServeOptions, ready_line: Callable[[list[str
     """Run Triton until SIGINT or SIGTERM, then stop it (see `_stop`); returns the exit code. Prints ready_line(the
     model names) on a line of its own once Triton answers.
 
-    Files and shared memory Triton and its Python-backend stubs create are private to this user (umask 077):
-    the stubs' regions carry the tensors in transit. A second signal kills Triton's processes at once and exits
-    128 + signal.
+    Files Triton and its Python-backend stubs create are private to this user (umask 077); their shared memory,
+    which Boost.Interprocess makes 0644 whatever the umask, is private through serve_cli's private /dev/shm. A
+    second signal kills Triton's processes at once and exits 128 + signal.
     """
     stop, ready = threading.Event(), threading.Event()
     signals = []
@@ -285,10 +285,6 @@ def _triton_processes(workspace: str) -> dict[int, str]:
             if program.startswith(programs):  # a zombie has an empty cmdline: it has ended already
                 found[int(entry)] = os.path.basename(program)
     return found
-
-
-def _stubs(workspace: str) -> list[int]:
-    return [pid for pid, program in _triton_processes(workspace).items() if program != "tritonserver"]
 
 
 def _kill_triton(workspace: str) -> None:
