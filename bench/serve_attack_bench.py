@@ -52,7 +52,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """root and every process under it, root first (tests use it too)."""
     children: dict[int, list[int]] = {}
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -67,9 +68,21 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _kib(pid: int, field: str) -> int:
+def _bytes(pid: int, field: str) -> int:
     with open(f"/proc/{pid}/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)[1])
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)[1]) * 1024
+
+
+def tree_peak_excess(root: int, send):
+    """(the peak RSS in bytes of root's process tree during send() over its RSS before, send's result): each
+    process's peak is reset first (clear_refs 5), then the peaks are summed (tests use it too)."""
+    pids = process_tree(root)
+    for pid in pids:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    before = sum(_bytes(pid, "VmRSS") for pid in pids)
+    result = send()
+    return sum(_bytes(pid, "VmHWM") for pid in pids) - before, result
 
 
 def _send(url: str, model: str, images: list[bytes]) -> str:
@@ -103,17 +116,16 @@ def measure(bundle: str, serve_python: str) -> dict:
             time.sleep(0.5)
         model = "bit_" + json.load(open(os.path.join(bundle, "manifest.json")))["model"]["variant"] + "_image"
         for name, requests in ATTACKS.items():
-            pids = _tree(proc.pid)
-            for pid in pids:
-                with open(f"/proc/{pid}/clear_refs", "w") as f:
-                    f.write("5")
-            before = sum(_kib(pid, "VmRSS") for pid in pids)
             start = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-                answers = list(pool.map(lambda r: _send(url, model, [zero_png(r[0])] * r[1]), requests))
+
+            def attack(requests=requests):
+                with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+                    return list(pool.map(lambda r: _send(url, model, [zero_png(r[0])] * r[1]), requests))
+
+            excess, answers = tree_peak_excess(proc.pid, attack)
             rows[name] = {
                 "encoded_bytes": sum(len(zero_png(side)) * n for side, n in requests),
-                "peak_rss_excess_mib": round((sum(_kib(pid, "VmHWM") for pid in pids) - before) / 1024, 1),
+                "peak_rss_excess_mib": round(excess / 2**20, 1),
                 "seconds": round(time.perf_counter() - start, 2),
                 "answers": sorted(set(answers)),
             }

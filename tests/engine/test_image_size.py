@@ -267,7 +267,7 @@ def test_a_decode_over_the_whole_budget_is_refused(tiny_bundle):
 
 @pytest.mark.parametrize("resize", ["bilinear", "area", "bicubic", "nearest"])
 def test_resizing_before_the_colour_swap_gives_the_same_bits(resize):
-    """decode_resized swaps BGR -> RGB after resizing (R x R pixels, not the whole photo): the same bits as the
+    """preprocess swaps BGR -> RGB after resizing (R x R pixels, not the whole photo): the same bits as the
     contract's order, decode -> RGB -> resize, for every interpolation."""
     spec = InputSpec(resolution=97, resize=resize)
     for path in real_photo_paths():

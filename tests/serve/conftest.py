@@ -98,20 +98,9 @@ class BitServe:
 
     def tree(self) -> list[int]:
         """bit-serve and every process under it (Triton and its Python-backend stubs)."""
-        children = {}
-        for entry in os.listdir("/proc"):
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo += children.get(pid, [])
-        return found
+        from bit_trt.bench.serve_attack_bench import process_tree
+
+        return process_tree(self.proc.pid)
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as f:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from bit_trt.bench.serve_attack_bench import zero_png
+from bit_trt.bench.serve_attack_bench import process_tree, tree_peak_excess, zero_png
 from tests.conftest import TINY_RES
 from tests.serve.conftest import ROOT, SERVE_MAX_IMAGE_PIXELS, free_port, leftovers, start_bit_serve
 
@@ -303,23 +303,6 @@ def test_a_corrupt_image_gets_one_line_and_no_server_detail(bit_serve):
     assert grpc_error.value.message() == expected
 
 
-def _status(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)[1]) * 1024
-
-
-def tree_peak_excess(server, send) -> tuple[int, object]:
-    """(peak RSS of the server's process tree during `send()` over its RSS before, send's result): the peaks are
-    reset first (clear_refs 5), then summed over the tree."""
-    pids = server.tree()
-    for pid in pids:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-    before = sum(_status(pid, "VmRSS") for pid in pids)
-    result = send()
-    return sum(_status(pid, "VmHWM") for pid in pids) - before, result
-
-
 class HttpClient(httpclient.InferenceServerClient):
     """Closed by its `with` block only: tritonclient's __del__ closes it again, and gevent refuses that from
     another thread (see test_serve.py)."""
@@ -345,7 +328,7 @@ BOMB_SIDE = 8000  # 64 megapixels, 192 MB decoded: over the shared server's limi
 def test_image_bombs_are_refused_from_their_header(bit_serve, count):
     bomb = zero_png(BOMB_SIDE)
     assert len(bomb) < 16_000
-    excess, answer = tree_peak_excess(bit_serve, lambda: _send_images(bit_serve, *[bomb] * count))
+    excess, answer = tree_peak_excess(bit_serve.proc.pid, lambda: _send_images(bit_serve, *[bomb] * count))
     print(f"{count} x {BOMB_SIDE}^2 PNG bomb ({len(bomb)} bytes): peak RSS excess {excess / 2**20:.1f} MiB")
     assert isinstance(answer, str), "the bomb was decoded and classified"
     assert answer == (
@@ -360,7 +343,7 @@ def test_large_images_within_the_limit_take_turns_in_the_decode_budget(bit_serve
     they decode one at a time, each resized before the next, where the old way held all four and their RGB copies
     (over 300 MB) whatever the budget."""
     side = 3500
-    excess, answer = tree_peak_excess(bit_serve, lambda: _send_images(bit_serve, *[zero_png(side)] * 4))
+    excess, answer = tree_peak_excess(bit_serve.proc.pid, lambda: _send_images(bit_serve, *[zero_png(side)] * 4))
     print(f"4 x {side}^2 PNG in one request: peak RSS excess {excess / 2**20:.1f} MiB")
     assert isinstance(answer, np.ndarray) and answer.shape == (4, 1000), answer
     assert excess < 2 * side * side * 6  # less than two decodes at once (6.0 bytes a pixel measured)
@@ -522,7 +505,7 @@ def test_a_signal_while_triton_starts_ends_it_at_once(serve_python, tiny_bundle,
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not any("tritonserver" in _program(pid) for pid in _children(proc.pid)):
+        while not any("tritonserver" in _program(pid) for pid in process_tree(proc.pid)[1:]):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
         assert "bit-serve: ready" not in log.read_text()  # Triton runs, and its models are loading
@@ -536,18 +519,6 @@ def test_a_signal_while_triton_starts_ends_it_at_once(serve_python, tiny_bundle,
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _children(root: int) -> list[int]:
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == root:
-                    found.append(int(entry))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found + [grandchild for child in found for grandchild in _children(child)]
 
 
 def _program(pid: int) -> str:
