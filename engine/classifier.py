@@ -24,7 +24,7 @@ from . import backends
 from .bundle import Bundle, load_bundle
 from .compare import softmax
 from .errors import BitError
-from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess
+from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess, scale_uint8
 
 BACKENDS = ("auto",) + backends.BACKENDS
 
@@ -76,9 +76,38 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        """Which library and device run the model (activates the runner)."""
+        """Which library and device run the model, in one line (activates the runner)."""
         self.runner.activate()
         return self.runner.describe()
+
+    @property
+    def max_batch(self) -> int | None:
+        """The most images one native call takes (a TensorRT profile's max; activates the runner); None: no limit.
+        `predict` and `infer` split larger batches; a server that batches requests should not form them."""
+        self.runner.activate()
+        return self.runner.max_batch
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """A preprocessed float32 NHWC batch [N, R, R, 3] in [0, 1] -> logits [N, classes]: the model alone, for
+        callers that preprocess once and infer many times (benchmarks, a server's float endpoint)."""
+        self.runner.activate()
+        return self.runner.infer(batch)
+
+    def infer_timed(self, batch: np.ndarray) -> tuple[np.ndarray, dict | None]:
+        """`infer`, plus the device's own phase times where the backend measures them (trt: CUDA events per
+        request, in ms); None elsewhere."""
+        self.runner.activate()
+        if hasattr(self.runner, "infer_timed"):
+            return self.runner.infer_timed(batch)
+        return self.runner.infer(batch), None
+
+    def infer_uint8(self, images: np.ndarray) -> np.ndarray:
+        """uint8 RGB images already at the model's R x R -> logits, preprocessed the way `predict` would (on the
+        device for trt): the bundle's stored parity images are these."""
+        self.runner.activate()
+        if getattr(self.runner, "preprocesses_on_device", False):
+            return self.runner.infer_uint8(list(images))
+        return self.runner.infer(scale_uint8(np.asarray(images)))
 
     def __enter__(self):
         self.runner.activate()
