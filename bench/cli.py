@@ -14,7 +14,9 @@ import os
 import shlex
 import sys
 
+from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError
+from ..engine.precision import PRECISIONS
 from . import configurations, report
 from .bit_bench import BenchOptions, run
 from .latency_stats import min_requests_for, parse_percentiles
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args, argv) -> BenchOptions:
-    precisions = configurations.PRECISIONS if args.precision == "all" else args.precision
+    precisions = PRECISIONS if args.precision == "all" else args.precision
     if args.duration is not None and args.duration <= 0:
         raise BitError("--duration must be positive")
     if args.warmup < 0:
@@ -98,14 +100,14 @@ def options_from_args(args, argv) -> BenchOptions:
     )
     if args.threads is not None and args.threads < 1:
         raise BitError("--threads must be at least 1")
-    backends = configurations.parse_list(args.backend, "backend", configurations.BACKEND_CHOICES)
+    backends = configurations.parse_list(args.backend, "backend", configurations.BENCH_BACKENDS)
     if configurations.TRITON in backends and not args.triton_url:
         raise BitError("--backend triton needs --triton-url (a running bit-serve or tritonserver)")
     return BenchOptions(
         bundle=args.bundle,
         backends=backends,
         precisions=configurations.parse_list(
-            precisions if isinstance(precisions, str) else ",".join(precisions), "precision", configurations.PRECISIONS
+            precisions if isinstance(precisions, str) else ",".join(precisions), "precision", PRECISIONS
         ),
         batches=configurations.parse_list(args.batch, "batch", cast=int),
         concurrency=configurations.parse_list(args.concurrency, "concurrency", cast=int),
@@ -191,11 +193,11 @@ def main(argv=None) -> int:
             raise BitError("nothing could be measured here:\n  " + "\n  ".join(reasons))
         print(report.table(result))
         if args.json:
-            report.write_atomic(args.json, report.to_json(result))
+            write_atomic(args.json, report.to_json(result), "JSON report")
         if args.csv:
-            report.write_atomic(args.csv, report.to_csv(result))
+            write_atomic(args.csv, report.to_csv(result), "CSV report")
         if args.export_times:
-            report.write_atomic(args.export_times, report.to_times(result, times))
+            write_atomic(args.export_times, report.to_times(result, times), "request times")
         if args.plot:
             from .plots import write_plots
 

@@ -1,7 +1,7 @@
 """Which configurations `bit-bench` measures: every backend x precision x batch x concurrency the bundle and host allow.
 
 A configuration that can't run here is kept with the reason, as trtexec users expect a GPU backend on a CPU host
-to be reported, not silently dropped: its variant is not in the bundle, its library is not installed, or
+to be reported, not silently dropped: its artifact is not in the bundle, its library is not installed, or
 it needs a GPU. Names the bundle can never satisfy (an unknown backend, a precision no backend finds in
 the bundle) are refused before anything is measured.
 """
@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from ..engine import backends, gpu_host
 from ..engine.bundle import Bundle
 from ..engine.errors import BitError
+from ..engine.precision import flavour_for
 
-PRECISIONS = ("fp32", "fp16", "int8")
 MODES = ("model", "end-to-end")
 GPU_BACKENDS = ("trt", "ort-trt", "ort-cuda")
 # What --backend means when not given: every backend but the TF reference, which is a baseline to ask for.
 DEFAULT_BACKENDS = tuple(b for b in backends.BACKENDS if b != "tf")
 # A Triton server (bench/triton_client.py, with --triton-url): it runs what it was started with.
 TRITON = "triton"
-BACKEND_CHOICES = backends.BACKENDS + (TRITON,)
+BENCH_BACKENDS = backends.BACKENDS + (TRITON,)
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Configuration:
     batch: int
     concurrency: int
     mode: str
+    # The artifact flavour the backend loads for `precision` (engine/precision.py), resolved once when planned;
+    # None where the server decides (triton) or the backend has no such precision.
+    flavour: str | None = None
 
     @property
     def id(self) -> str:
@@ -59,22 +62,27 @@ def parse_list(text: str, what: str, allowed=None, cast=str) -> tuple:
     return values
 
 
-def variant_present(bundle: Bundle, backend: str, precision: str) -> str | None:
+def flavour(backend: str, precision: str) -> str | None:
+    """The flavour a configuration loads; None for the triton server (it runs what it was started with)."""
+    return None if backend == TRITON else flavour_for(backend, precision)
+
+
+def artifact_missing(bundle: Bundle, backend: str, precision: str) -> str | None:
     """Why `backend` can't run `precision` from this bundle, or None when the bundle has what it needs."""
+    if backend == TRITON:  # the server loaded its own model; --precision labels it
+        return None
+    wanted = flavour(backend, precision)
+    if wanted is None:
+        return "the TF reference runs in float32 only" if backend == "tf" else f"{backend} has no {precision}"
     if backend == "tf":
-        if precision != "fp32":
-            return "the TF reference runs in float32 only"
         return None
-    if backend == TRITON:  # the server loaded its own variant; --precision labels it
-        return None
-    variant = backends.variant_for(backend, precision)
     if backend == "trt":
-        if not backends.plans_for(bundle, variant):
+        if not backends.plans_for(bundle, wanted):
             hint = f"bit-engine {bundle.path} --precision {precision}"
-            return f"no {variant} TensorRT plan in the bundle (add one with {hint})"
+            return f"no {wanted} TensorRT plan in the bundle (add one with {hint})"
         return None
-    if variant not in bundle.artifacts("onnx"):
-        return f"the bundle has no {variant} variant (export it with bit-export --precision {precision})"
+    if wanted not in bundle.artifacts("onnx"):
+        return f"the bundle has no {wanted} model (export it with bit-export --precision {precision})"
     return None
 
 
@@ -95,19 +103,20 @@ def plan(
 ) -> tuple[list[Configuration], dict[str, str]]:
     """(the configurations to try, {configuration id: why it is skipped}) in a stable, readable order."""
     for precision in precisions:
-        if all(variant_present(bundle, b, precision) for b in backends.BACKENDS if b != "tf"):
+        if all(artifact_missing(bundle, b, precision) for b in backends.BACKENDS if b != "tf"):
             have = ", ".join(bundle.artifacts("onnx")) or "none"
             raise BitError(
-                f"bundle {bundle.path!r} has no {precision} variant for any backend (it has: {have}); "
+                f"bundle {bundle.path!r} has no {precision} model for any backend (it has: {have}); "
                 f"export it with bit-export --precision {precision}"
             )
     configs, skipped = [], {}
     for backend in backend_names:
         for precision in precisions:
-            reason = host_reason(backend) or variant_present(bundle, backend, precision)
+            reason = host_reason(backend) or artifact_missing(bundle, backend, precision)
+            resolved = None if reason else flavour(backend, precision)
             for batch in batches:
                 for concurrency in concurrencies:
-                    config = Configuration(backend, precision, batch, concurrency, mode)
+                    config = Configuration(backend, precision, batch, concurrency, mode, resolved)
                     configs.append(config)
                     if reason:
                         skipped[config.id] = reason

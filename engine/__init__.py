@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["BitError", "Bundle", "Classifier", "Prediction", "load_bundle", "BACKENDS"]
+__all__ = ["BitError", "Bundle", "Classifier", "Prediction", "load_bundle", "BACKENDS", "BACKEND_CHOICES", "PRECISIONS"]
 
 _WHERE = {
     "BitError": "errors",
@@ -20,7 +20,9 @@ _WHERE = {
     "load_bundle": "bundle",
     "Classifier": "classifier",
     "Prediction": "classifier",
-    "BACKENDS": "classifier",
+    "BACKENDS": "backends",  # the backend names
+    "BACKEND_CHOICES": "backends",  # what Classifier(backend=...) accepts: auto, or a backend name
+    "PRECISIONS": "precision",
 }
 
 

@@ -23,10 +23,13 @@ import re
 from . import gpu_host
 from .bundle import Bundle
 from .errors import BitError
+from .precision import flavour_for, flavour_of
 from .tensorrt_library import try_import
 from .user_cache import cache_dir
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
+# What a Classifier (and --backend of bit-classify and bit-check) accepts: a backend, or `auto`.
+BACKEND_CHOICES = ("auto",) + BACKENDS
 # Where each backend's runner lives, imported only when that backend is asked for (importing the engine
 # loads no backend library). `tf` is the exporter's reference, so it lives in export/: this table is the
 # engine's one, explicit, by-name way back to the export side (tests/test_layers.py holds the rule).
@@ -41,25 +44,6 @@ RUNNERS = {
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
 
-# An INT8 request means a different Q/DQ graph per runtime: U8S8 fuses all Convs in ORT's x86 kernels;
-# TensorRT needs S8S8 symmetric. OpenVINO takes either; U8S8 measured faster there too (R50x1 at 480, batch 1:
-# 87 ms against 94 ms for S8S8).
-INT8_VARIANT = {
-    "ort-cpu": "int8-ort",
-    "openvino": "int8-ort",
-    "trt": "int8-trt",
-    "ort-trt": "int8-trt",
-    "ort-cuda": "int8-trt",
-    "tf": None,
-}
-
-
-def variant_for(backend: str, precision: str) -> str | None:
-    """The bundle variant `backend` loads for `precision` (an exact variant name passes through)."""
-    if precision == "int8":
-        return INT8_VARIANT[backend]
-    return precision
-
 
 def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
     """Engines ORT's TensorRT provider builds, under the bundle, keyed by TensorRT version and GPU."""
@@ -72,21 +56,17 @@ def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
     return os.path.join(base, key)
 
 
-def plans_for(bundle: Bundle, variant: str) -> list[dict]:
-    """The bundle's engine records (TensorRT plans and TensorRT-RTX engines) built from `variant`."""
-    return [
-        a
-        for a in bundle.manifest.get("artifacts", [])
-        if a.get("kind") == "engine" and a.get("variant", a["precision"]) == variant
-    ]
+def plans_for(bundle: Bundle, flavour: str) -> list[dict]:
+    """The bundle's engine records (TensorRT plans and TensorRT-RTX engines) built from `flavour`."""
+    return [a for a in bundle.manifest.get("artifacts", []) if a.get("kind") == "engine" and flavour_of(a) == flavour]
 
 
-def _plan(bundle: Bundle, variant: str, device: int) -> dict:
-    """The bundle's engine for `variant` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
-    engines = plans_for(bundle, variant)
+def _plan(bundle: Bundle, flavour: str, device: int) -> dict:
+    """The bundle's engine for `flavour` that suits this GPU: a TensorRT plan before a TensorRT-RTX engine."""
+    engines = plans_for(bundle, flavour)
     if not engines:
         raise BitError(
-            f"bundle {bundle.path!r} has no {variant} TensorRT plan; export one with bit-export --engine tensorrt "
+            f"bundle {bundle.path!r} has no {flavour} TensorRT plan; export one with bit-export --engine tensorrt "
             f"(plans: {', '.join(a['file'] for a in bundle.artifacts('engine').values()) or 'none'})"
         )
     cc = gpu_host.compute_capability(device)
@@ -114,11 +94,13 @@ def create(
     runner = runner_class(backend)
     if backend == "tf":
         return runner(bundle.manifest)
-    variant = variant_for(backend, precision)
+    flavour = flavour_for(backend, precision)
+    if flavour is None:
+        raise BitError(f"backend {backend} has no {precision} precision")
     if backend == "trt":
-        art = _plan(bundle, variant, device)
+        art = _plan(bundle, flavour, device)
         return runner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path, **options)
-    path = bundle.artifact_path(variant)
+    path = bundle.artifact_path(flavour)
     if backend == "openvino":
         return runner(path, threads=threads, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None

@@ -11,12 +11,18 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from .atomic_write import atomic_path
 from .errors import BitError
+from .precision import flavour_of, flavour_table
 from .preprocess import InputSpec
 
 MANIFEST = "manifest.json"
 FORMAT = "bit-trt-bundle"
-FORMAT_VERSION = 1
+# 2: each artifact record names its `flavour` (fp32, fp16, int8-trt, int8-ort), which version 1 called `variant`
+# and left out for fp32/fp16, and the manifest carries `flavours` (precision.flavour_table). Version 1 is read
+# (upgraded in memory); `bit-engine BUNDLE --upgrade-manifest` rewrites it for readers that take only 2.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 def sha256_file(path: str, chunk: int = 1 << 22) -> str:
@@ -58,18 +64,16 @@ class Bundle:
         return int(self.manifest["model"]["num_classes"])
 
     def artifacts(self, kind: str = "onnx") -> dict[str, dict]:
-        """Artifacts of one kind by variant: fp32, fp16, int8-trt (S8S8 for TensorRT), int8-ort (U8S8 for ORT)."""
-        return {
-            a.get("variant", a["precision"]): a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind
-        }
+        """Artifacts of one kind by flavour: fp32, fp16, int8-trt (S8S8 for TensorRT), int8-ort (U8S8 for ORT)."""
+        return {flavour_of(a): a for a in self.manifest.get("artifacts", []) if a.get("kind") == kind}
 
-    def artifact_path(self, variant: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
+    def artifact_path(self, flavour: str = "fp32", kind: str = "onnx", verify: bool = True) -> str:
         found = self.artifacts(kind)
-        if variant not in found:
+        if flavour not in found:
             raise BitError(
-                f"bundle {self.path!r} has no {variant} {kind} artifact; it has: {', '.join(found) or 'none'}"
+                f"bundle {self.path!r} has no {flavour} {kind} artifact; it has: {', '.join(found) or 'none'}"
             )
-        return self.file_path(found[variant], verify)
+        return self.file_path(found[flavour], verify)
 
     def file_path(self, art: dict, verify: bool = True) -> str:
         """Where an artifact record's file is, after checking it (and its data files) against the manifest."""
@@ -108,6 +112,36 @@ class Bundle:
         return labels
 
 
+def _upgraded(manifest: dict) -> dict:
+    """A version-1 manifest in version 2's terms (the same bundle, nothing else changed)."""
+    artifacts = []
+    for a in manifest.get("artifacts", []):
+        a = dict(a)
+        a["flavour"] = a.pop("variant", a.get("precision"))
+        artifacts.append(a)
+    return {**manifest, "format_version": FORMAT_VERSION, "flavours": flavour_table(), "artifacts": artifacts}
+
+
+def write_manifest(path: str, manifest: dict) -> None:
+    """Replace a bundle's manifest in one rename, synced first: the last step of every change to a bundle."""
+    with atomic_path(os.path.join(path, MANIFEST), "manifest") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def upgrade_manifest(path: str) -> str:
+    """Rewrite an older bundle's manifest in the current format; returns what was done, in one line."""
+    with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
+        version = json.load(f).get("format_version")
+    bundle = load_bundle(path)
+    if version == FORMAT_VERSION:
+        return f"{path}: already bundle format version {FORMAT_VERSION}; nothing to do"
+    write_manifest(path, bundle.manifest)
+    return f"{path}: manifest upgraded from bundle format version {version} to {FORMAT_VERSION}"
+
+
 def load_bundle(path: str) -> Bundle:
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isdir(path):
@@ -121,9 +155,10 @@ def load_bundle(path: str) -> Bundle:
         raise BitError(f"{manifest_path}: unreadable manifest ({exc})") from exc
     if manifest.get("format") != FORMAT:
         raise BitError(f"{manifest_path}: not a bit-trt manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    version = manifest.get("format_version")
+    if version not in READABLE_VERSIONS:
         raise BitError(
-            f"{manifest_path}: bundle format version {manifest.get('format_version')} is not supported "
-            f"(this bit-trt reads version {FORMAT_VERSION}); re-export with this version"
+            f"{manifest_path}: bundle format version {version} is not supported "
+            f"(this bit-trt reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-export with this version"
         )
-    return Bundle(path, manifest)
+    return Bundle(path, manifest if version == FORMAT_VERSION else _upgraded(manifest))

@@ -26,8 +26,6 @@ from .compare import softmax
 from .errors import BitError
 from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess, scale_uint8
 
-BACKENDS = ("auto",) + backends.BACKENDS
-
 
 @dataclass
 class Prediction:
@@ -51,16 +49,16 @@ class Classifier:
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         **backend_options,
     ):
-        """backend: auto or one of backends.BACKENDS. precision: fp32, fp16, int8 (the backend's INT8 graph),
-        or an exact bundle variant (int8-ort, int8-trt). max_image_pixels: encoded images declaring more pixels
-        than this are refused from their header, before decoding (engine/preprocess.py). backend_options go to
-        the runner: workers and cuda_graph (trt), hint and inference_precision (openvino).
+        """backend: one of backends.BACKEND_CHOICES (auto, or a backend name). precision: fp32, fp16, int8 (the
+        backend's INT8 graph), or an exact artifact flavour (int8-ort, int8-trt). max_image_pixels: encoded images
+        declaring more pixels than this are refused from their header, before decoding (engine/preprocess.py).
+        backend_options go to the runner: workers and cuda_graph (trt), hint and inference_precision (openvino).
 
         With backend="auto" the runner is started here, to find one that works; otherwise on first use.
         """
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        if backend not in BACKENDS:
-            raise BitError(f"backend {backend!r} is not known; choose one of: {', '.join(BACKENDS)}")
+        if backend not in backends.BACKEND_CHOICES:
+            raise BitError(f"backend {backend!r} is not known; choose one of: {', '.join(backends.BACKEND_CHOICES)}")
         self.spec = self.bundle.input_spec
         self.max_image_pixels = check_max_pixels(max_image_pixels)
         self.labels = self.bundle.labels()

@@ -12,19 +12,23 @@ def add_backend_arguments(p: argparse.ArgumentParser) -> None:
     """--backend/--precision/--threads: shared by bit-classify and bit-check."""
     import inspect
 
-    from .classifier import BACKENDS, Classifier
+    from .backends import BACKEND_CHOICES
+    from .classifier import Classifier
+    from .precision import FLAVOURS, PRECISIONS
 
     defaults = {name: param.default for name, param in inspect.signature(Classifier).parameters.items()}
+    exact = [f for f in FLAVOURS if f not in PRECISIONS]
     p.add_argument(
         "--backend",
         default=defaults["backend"],
-        choices=BACKENDS,
+        choices=BACKEND_CHOICES,
         help=f"auto picks the fastest that works here and says which (default {defaults['backend']})",
     )
     p.add_argument(
         "--precision",
         default=defaults["precision"],
-        help=f"fp32, fp16, int8, or an exact bundle variant (int8-ort, int8-trt); default {defaults['precision']}",
+        help=f"{', '.join(PRECISIONS)}, or an exact artifact flavour ({', '.join(exact)}); "
+        f"default {defaults['precision']}",
     )
     p.add_argument(
         "--threads", type=int, default=defaults["threads"], help="CPU threads for CPU backends (default: all cores)"

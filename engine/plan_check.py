@@ -8,6 +8,7 @@ record is checked first and a mismatch gets a rebuild hint.
 from __future__ import annotations
 
 from .errors import BitError, install_hint
+from .precision import flavour_of, precision_of
 
 # Compute capabilities TensorRT-RTX targets when a plan names none ("library default").
 RTX_DEFAULT_CCS = ("sm75", "sm80", "sm86", "sm89", "sm120")
@@ -23,7 +24,7 @@ def _cc_number(cc: str) -> int:
 
 def rebuild_hint(art: dict, bundle_path: str) -> str:
     lib = art.get("library", "tensorrt")
-    precision = art.get("variant", art.get("precision", "fp32")).replace("int8-trt", "int8")
+    precision = precision_of(flavour_of(art))
     return (
         f"rebuild it on this host from the bundle's verified ONNX: bit-engine {bundle_path} --engine {lib} "
         f"--precision {precision} --force"

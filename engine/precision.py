@@ -17,6 +17,8 @@ from .errors import BitError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FLAVOURS = ("fp32", "fp16", "int8-trt", "int8-ort")
+# What a Classifier's `precision` takes: a precision, or an exact flavour to load that graph whatever the backend.
+ACCEPTED = tuple(dict.fromkeys(PRECISIONS + FLAVOURS))
 
 # The INT8 flavour each backend loads (None: the backend has no INT8). fp32 and fp16 are their own flavour.
 INT8_FLAVOUR = {
@@ -40,7 +42,7 @@ def flavour_for(backend: str, precision: str) -> str | None:
     """The artifact flavour `backend` loads for `precision`; an exact flavour name (int8-ort) passes through.
 
     None: the backend has no such precision (the TF reference runs float32 only)."""
-    check_precision(precision, PRECISIONS + FLAVOURS)
+    check_precision(precision, ACCEPTED)
     if backend == "tf":
         return "fp32" if precision == "fp32" else None
     if precision == "int8":
@@ -50,7 +52,7 @@ def flavour_for(backend: str, precision: str) -> str | None:
 
 def precision_of(flavour: str) -> str:
     """The precision a flavour implements (the inverse of flavour_for): int8-trt -> int8."""
-    check_precision(flavour, FLAVOURS + PRECISIONS, "flavour")
+    check_precision(flavour, ACCEPTED, "flavour")
     return flavour.split("-", 1)[0]
 
 

@@ -9,11 +9,14 @@ import sys
 import time
 
 from ..engine.errors import BitError
+from ..engine.options import field_defaults as _defaults
+from ..engine.precision import PRECISIONS
 from ..engine.preprocess import INTERPOLATIONS
 from . import int8, tf2onnx_route, trt_engine
 from .variants import VARIANTS
 
-PRECISIONS = {"fp32": ("fp32",), "fp16": ("fp32", "fp16"), "int8": ("fp32", "int8"), "all": ("fp32", "fp16", "int8")}
+# What --precision X exports: fp32 always (it is the parity anchor), X beside it; `all` is every precision.
+EXPORTED = {p: tuple(dict.fromkeys(("fp32", p))) for p in PRECISIONS} | {"all": PRECISIONS}
 
 EPILOG = """examples:
   bit-export --out out/r50x3                                 # synthetic R50x3 (offline default)
@@ -25,11 +28,6 @@ EPILOG = """examples:
 The bundle holds model.fp32.onnx, labels.json, parity_inputs.npz and manifest.json; it is written
 atomically: a failed export leaves nothing at --out.
 """
-
-
-def _defaults(cls) -> dict:
-    """A dataclass's field defaults: the one place each bit-export default is written."""
-    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VARIANT",
         help=f"one of {', '.join(VARIANTS)}; inferred from real weights, r50x3 for synthetic",
     )
-    precision = next(name for name, kept in PRECISIONS.items() if kept == d["precisions"])
+    precision = next(name for name, kept in EXPORTED.items() if kept == d["precisions"])
     p.add_argument(
         "--precision",
         default=precision,
-        choices=PRECISIONS,
+        choices=EXPORTED,
         help="fp32 (always written, the parity anchor); fp16 adds model.fp16.onnx; int8 adds the Q/DQ "
         "variants; all = every one",
     )
@@ -207,7 +205,7 @@ def options_from_args(args: argparse.Namespace):
     return _pick(
         ExportOptions,
         args,
-        precisions=PRECISIONS[args.precision],
+        precisions=EXPORTED[args.precision],
         build=build_options_from_args(args),
         int8=_pick(int8.Int8Options, args),
     )

@@ -13,7 +13,6 @@ manifest, and every file it names, as they were.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -21,12 +20,10 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
-from ..engine.backends import variant_for
-from ..engine.bundle import MANIFEST, Bundle, file_record, load_bundle
+from ..engine.bundle import Bundle, file_record, load_bundle, upgrade_manifest, write_manifest
 from ..engine.errors import BitError
+from ..engine.precision import PRECISIONS, check_precision, flavour_for, flavour_of
 from . import trt_engine
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class _Staging:
@@ -42,24 +39,19 @@ class _Staging:
         return file_record(self.directory, name)
 
 
-def _variant(precision: str) -> str:
-    """The bundle variant TensorRT builds for a precision: INT8 is the S8S8 Q/DQ graph."""
-    return variant_for("trt", precision)
-
-
-def _variants(bundle: Bundle, precisions: list[str]) -> list[dict]:
+def _sources(bundle: Bundle, precisions: list[str]) -> list[dict]:
     """The ONNX records to build from, checksums verified: fp32/fp16 by name, int8 as TensorRT's S8S8 graph."""
-    available = {a.get("variant", a["precision"]): a for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
-    wanted = [_variant(p) for p in precisions]
-    missing = [v for v in wanted if v not in available]
+    available = {flavour_of(a): a for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
+    wanted = [flavour_for("trt", p) for p in precisions]
+    missing = [f for f in wanted if f not in available]
     if missing:
         raise BitError(
-            f"bundle {bundle.path!r} has no {', '.join(missing)} ONNX variant for TensorRT (it has: "
+            f"bundle {bundle.path!r} has no {', '.join(missing)} ONNX graph for TensorRT (it has: "
             f"{', '.join(available) or 'none'}); export it with bit-export --precision ..."
         )
-    for variant in wanted:
-        bundle.verify_file(available[variant])  # a tampered ONNX never reaches the builder
-    return [available[v] for v in wanted]
+    for flavour in wanted:
+        bundle.verify_file(available[flavour])  # a tampered ONNX never reaches the builder
+    return [available[f] for f in wanted]
 
 
 def add_engines(
@@ -68,14 +60,12 @@ def add_engines(
     """Build plans for `precisions` into the bundle at `bundle_path`; return their manifest records."""
     bundle = load_bundle(bundle_path)
     options.validate()
-    sources = _variants(bundle, precisions)
+    sources = _sources(bundle, precisions)
     picked = trt_engine.builder_for(engine, require_engine=True, progress=progress)
     if picked is None:
         raise BitError("--engine none builds nothing; choose auto, tensorrt or tensorrt_rtx")
     trt, target = picked
-    names = {
-        trt_engine.plan_name(a.get("variant", a["precision"]), trt.__name__, trt.__version__, target) for a in sources
-    }
+    names = {trt_engine.plan_name(flavour_of(a), trt.__name__, trt.__version__, target) for a in sources}
     existing = sorted(a["file"] for a in bundle.manifest["artifacts"] if a["kind"] == "engine" and a["file"] in names)
     if existing and not force:
         raise BitError(
@@ -123,13 +113,7 @@ def _publish(bundle: Bundle, staging: str, plans: list[dict]) -> None:
                 os.replace(target, os.path.join(backup, name))
             os.replace(os.path.join(staging, name), target)
             moved.append(name)
-        tmp = os.path.join(staging, MANIFEST)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(bundle.path, MANIFEST))
+        write_manifest(bundle.path, manifest)
     except BaseException:
         for name in moved:
             os.remove(os.path.join(bundle.path, name))
@@ -149,10 +133,15 @@ def _check_here(bundle_path: str, plan: dict) -> str:
         check_plan(plan, getattr(module, "__version__", None), gpu_host.compute_capability(), bundle_path)
     except BitError as exc:
         return f"not checked here ({str(exc).split(';')[0]})"
-    from ..engine import check_cli
+    from ..engine.classifier import Classifier
+    from ..engine.parity_set import check
 
-    code = check_cli.main([bundle_path, "--backend", "trt", "--precision", plan["variant"], "--reference", "stored"])
-    return "bit-check PASS" if code == 0 else f"bit-check FAILED (exit {code})"
+    try:
+        with Classifier(bundle_path, backend="trt", precision=flavour_of(plan)) as clf:
+            result = check(clf, flavour_of(plan), reference="stored")
+    except BitError as exc:
+        return f"bit-check could not run ({str(exc).splitlines()[0]})"
+    return "bit-check PASS" if result["passed"] else "bit-check FAILED: " + "; ".join(result["failures"])
 
 
 def main(argv=None) -> int:
@@ -163,11 +152,16 @@ def main(argv=None) -> int:
     p.add_argument(
         "--precision",
         default="all",
-        help="comma-separated fp32,fp16,int8 (int8: the S8S8 Q/DQ graph), or all (default: every "
-        "variant the bundle has)",
+        help=f"comma-separated {','.join(PRECISIONS)} (int8: the S8S8 Q/DQ graph), or all (default: every "
+        "precision the bundle has)",
     )
     add_build_arguments(p, engine="auto")
     p.add_argument("--force", action="store_true", help="rebuild plans this bundle already has for this target")
+    p.add_argument(
+        "--upgrade-manifest",
+        action="store_true",
+        help="rewrite an older bundle's manifest in the current format (what engine/cpp reads) and build nothing",
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -176,17 +170,19 @@ def main(argv=None) -> int:
         print(f"[{time.perf_counter() - start:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     try:
+        if args.upgrade_manifest:
+            print(upgrade_manifest(args.bundle))
+            return 0
         if args.precision == "all":
             bundle = load_bundle(args.bundle)
-            have = {a.get("variant", a["precision"]) for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
-            precisions = [p for p in PRECISIONS if _variant(p) in have]
+            have = {flavour_of(a) for a in trt_engine.tensorrt_sources(bundle.manifest["artifacts"])}
+            precisions = [p for p in PRECISIONS if flavour_for("trt", p) in have]
         else:
             precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-            unknown = [p for p in precisions if p not in PRECISIONS]
-            if unknown or not precisions:
-                raise BitError(
-                    f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}, all"
-                )
+            if not precisions:
+                raise BitError(f"--precision needs a value; choose from {', '.join(PRECISIONS)}, all")
+            for p in precisions:
+                check_precision(p)
         plans = add_engines(args.bundle, precisions, args.engine, build_options_from_args(args), args.force, progress)
     except BitError as exc:
         if args.debug:

@@ -18,22 +18,24 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.labels import LABELS_FILE, default_labels, labels_from_file
+from ..engine.onnx_order import canonicalize
 from ..engine.parity_raw import write_parity_raw
+from ..engine.precision import check_precision, flavour_table
 from ..engine.preprocess import DEFAULT_RESIZE, InputSpec
+from ..engine.tool_versions import tool_versions
 from . import calibration, fp16, graph_cleanup, int8, sources, tf2onnx_route, trt_engine
 from .bundle_writer import BundleWriter, check_target
 from .int8 import Int8Options
 from .ort_logits import ort_logits
 from .parity import judge
 from .parity_images import parity_inputs
-from .resources import current_rss_bytes, peak_rss_bytes, release_memory, tool_versions
+from .resources import current_rss_bytes, peak_rss_bytes, release_memory
 from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
 ONNX_FP32 = "model.fp32.onnx"
 ONNX_FP16 = "model.fp16.onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclasses.dataclass
@@ -61,9 +63,8 @@ class ExportOptions:
     def validate(self) -> None:
         """Refuse a bad request before any work is done."""
         check_target(self.out)
-        unknown = set(self.precisions) - set(PRECISIONS)
-        if unknown:
-            raise BitError(f"unknown precision {sorted(unknown)[0]} ({', '.join(PRECISIONS)})")
+        for precision in self.precisions:
+            check_precision(precision)
         if "int8" in self.precisions:
             self.int8.validate()
         if self.engine not in trt_engine.ENGINE_CHOICES:
@@ -181,6 +182,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                 **art,
                 "kind": "onnx",
                 "precision": "fp32",
+                "flavour": "fp32",
                 "opset": o.opset,
                 "dynamic": {"batch": True, "spatial": o.dynamic_spatial},
                 "parity": report,
@@ -227,6 +229,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                     "kind": "imagenet-1k" if imagenet else "custom",
                     "sha256": labels_info["sha256"],
                 },
+                "flavours": flavour_table(),  # precision -> artifact per backend, for readers in any language
                 "artifacts": artifacts,
                 "reference": {
                     **parity_info,
@@ -266,7 +269,7 @@ def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progre
     with clock.step("fold", "folding weight standardization into constants, checked against TF"):
         folded = graph_cleanup.fold_constants(onnx_model)
         graph_cleanup.remove_dead(onnx_model)
-        graph_cleanup.canonicalize(onnx_model, initializers=False)
+        canonicalize(onnx_model, initializers=False)
         release_memory()
         _probe_check(onnx_model, probe, probe_ref, "constant folding (weight standardization)", o.threads)
         if onnx_model.ByteSize() < 2_000_000_000:
@@ -310,6 +313,7 @@ def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> 
         **art,
         "kind": "onnx",
         "precision": "fp16",
+        "flavour": "fp16",
         "io_dtype": "float32",
         "fp32_islands": islands,
         "island_search": table,

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import compare
+from ..engine.atomic_write import write_json_atomic
 from ..engine.errors import BitError
+from ..engine.precision import flavour_for
 from ..engine.preprocess import scale_uint8
 from ..engine.user_cache import cache_dir
 from .ort_logits import ort_logits
@@ -40,8 +42,8 @@ METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
 QUANTIZED_OPS = ("Conv", "MatMul")
 CACHE_FORMAT = "bit-trt-calibration-cache/1"
-# What each target's variant is called in the bundle, and how its activations are quantized.
-VARIANTS = {"tensorrt": "int8-trt", "onnxruntime": "int8-ort"}
+# Each target's flavour in the bundle (engine/precision.py names them), and how its activations are quantized.
+FLAVOURS = {"tensorrt": flavour_for("trt", "int8"), "onnxruntime": flavour_for("ort-cpu", "int8")}
 ACTIVATIONS = {"tensorrt": "int8 symmetric", "onnxruntime": "uint8 asymmetric"}
 SENSITIVITY_PROBE = 8  # images per sensitivity measurement: a ranking needs few, and each costs a model run
 
@@ -162,10 +164,7 @@ def load_cache(path: str, key: CacheKey) -> dict | None:
 
 def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}, f)
-    os.replace(tmp, path)
+    write_json_atomic(path, {"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}, "calibration cache", None)
 
 
 def quantize(
@@ -339,7 +338,7 @@ def build_variants(
     return [
         _gated_variant(writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress)
         | {"calibration": calibration_record}
-        for target in VARIANTS
+        for target in FLAVOURS
     ]
 
 
@@ -356,8 +355,8 @@ def _gated_variant(
     progress,
 ) -> dict:
     """One target's Q/DQ model behind the gate, with the float fallback when the gate fails; its record."""
-    variant = VARIANTS[target]
-    name = f"model.{variant}.onnx"
+    flavour = FLAVOURS[target]
+    name = f"model.{flavour}.onnx"
 
     def quantize_and_gate(exclude):
         quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
@@ -365,7 +364,7 @@ def _gated_variant(
             ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits, opts.max_top1_drop
         )
         if exclude:
-            progress(f"{variant}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
+            progress(f"{flavour}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
         return verdict
 
     def measure_sensitivity():
@@ -384,7 +383,7 @@ def _gated_variant(
     table = measure_sensitivity() if opts.force_sensitivity else None
     verdict = quantize_and_gate(exclude)
     progress(
-        f"{variant}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
+        f"{flavour}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
         f"{verdict['confident_samples']} confident samples (drop {verdict['top1_drop']:+.3f}), "
         f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}"
     )
@@ -393,14 +392,14 @@ def _gated_variant(
         exclude, verdict = float_fallback(table, quantize_and_gate)
         if not verdict["passed"]:
             raise ParityError(
-                f"{variant} (even with every sensitive layer in float)",
+                f"{flavour} (even with every sensitive layer in float)",
                 {**verdict, "tolerance": {"max_top1_drop": opts.max_top1_drop}},
             )
     return {
         **writer.record(name),
         "kind": "onnx",
         "precision": "int8",
-        "variant": variant,
+        "flavour": flavour,
         "runtime": target,
         "io_dtype": "float32",
         "activations": ACTIVATIONS[target],

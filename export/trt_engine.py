@@ -17,8 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
+from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError, install_hint
 from ..engine.gpu_host import compute_capability as gpu_compute_capability
+from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
 
@@ -32,8 +34,8 @@ HARDWARE_COMPATIBILITY = {
     "ampere_plus": "AMPERE_PLUS",
     "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
 }
-# The U8S8 INT8 variant is for ONNX Runtime's CPU kernels; TensorRT gets the S8S8 one (int8-trt).
-NOT_FOR_TENSORRT = ("int8-ort",)
+# What TensorRT builds from: fp32, fp16 and the S8S8 INT8 graph (int8-trt); int8-ort is for ORT's CPU kernels.
+TENSORRT_FLAVOURS = tuple(flavour_for("trt", p) for p in PRECISIONS)
 
 
 @dataclass
@@ -115,10 +117,10 @@ def _timing_cache_state(library: str, used: bool, hit: bool) -> str:
     return "not used"
 
 
-def plan_name(precision: str, library: str, version: str, target: str) -> str:
+def plan_name(flavour: str, library: str, version: str, target: str) -> str:
     """Plans are not portable across TensorRT versions or GPU architectures: both are in the name."""
     lib = "trt" if library == "tensorrt" else "rtx"
-    return f"model.{precision}.{lib}{version}.{target}.plan"
+    return f"model.{flavour}.{lib}{version}.{target}.plan"
 
 
 def build(onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt) -> tuple[bytes, dict]:
@@ -194,10 +196,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         hint = " (out of GPU memory? lower --max-batch or --workspace-mb)" if "memory" in detail.lower() else ""
         raise BitError(f"{library} failed to build an engine from {os.path.basename(onnx_path)}: {detail}{hint}")
     if use_cache:
-        tmp = f"{options.timing_cache}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(memoryview(config.get_timing_cache().serialize()))
-        os.replace(tmp, options.timing_cache)
+        write_atomic(options.timing_cache, memoryview(config.get_timing_cache().serialize()), "timing cache")
     record = {
         "library": library,
         "library_version": trt.__version__,
@@ -242,8 +241,8 @@ def builder_for(engine: str, require_engine: bool = False, progress=lambda msg: 
 
 
 def tensorrt_sources(artifacts: list[dict]) -> list[dict]:
-    """The ONNX artifacts TensorRT builds plans from (every one but the ORT-only INT8 variant)."""
-    return [a for a in artifacts if a["kind"] == "onnx" and a.get("variant", a["precision"]) not in NOT_FOR_TENSORRT]
+    """The ONNX artifacts TensorRT builds plans from (every one but the ORT-only INT8 graph)."""
+    return [a for a in artifacts if a["kind"] == "onnx" and flavour_of(a) in TENSORRT_FLAVOURS]
 
 
 def build_plans(
@@ -267,11 +266,11 @@ def build_plans(
         )
     plans = []
     for art in sources:
-        variant = art.get("variant", art["precision"])
+        flavour = flavour_of(art)
         progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
         start = time.perf_counter()
         plan, record = build(onnx_path(art), input_name, resolution, options, trt)
-        name = plan_name(variant, library, trt.__version__, target)
+        name = plan_name(flavour, library, trt.__version__, target)
         with open(writer.path(name), "wb") as f:
             f.write(plan)
         del plan
@@ -282,7 +281,7 @@ def build_plans(
                 **writer.record(name),
                 "kind": "engine",
                 "precision": art["precision"],
-                "variant": variant,
+                "flavour": flavour,
                 "from": art["file"],
                 **record,
             }

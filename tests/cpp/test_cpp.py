@@ -211,7 +211,9 @@ def test_tampered_parity_file_is_refused(cpp_build, tiny_full_bundle, copy_bundl
         (lambda m: m["model"].pop("num_classes"), "missing key 'model.num_classes'"),
         (lambda m: m["reference"]["raw"]["logits"].pop("offset"), "missing key 'reference.raw.logits.offset'"),
         (lambda m: m.pop("reference"), "has no parity_inputs.raw"),
-        (lambda m: m.update(format_version=2), "bundle format version 2 is not supported"),
+        (lambda m: m.update(format_version=3), "bundle format version 3 is not supported"),
+        (lambda m: m.update(format_version=1), "version 1 predates this reader (version 2); upgrade it in place with"),
+        (lambda m: m.pop("flavours"), "missing key 'flavours'"),
         (lambda m: m["input"].update(resize="lanczos"), "manifest names resize 'lanczos'"),
     ],
 )
@@ -228,7 +230,8 @@ def test_manifest_errors_are_one_clear_line(cpp_build, tiny_full_bundle, copy_bu
 
 def test_usage_errors_exit_2(cpp_build, tiny_full_bundle, tmp_path):
     done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "int4")
-    assert done.returncode == 2 and "--precision must be fp32, fp16 or int8" in one_error_line(done, "bit-check-cpp")
+    line = one_error_line(done, "bit-check-cpp")
+    assert done.returncode == 2 and "unknown precision 'int4'; choose fp16, fp32, int8 (or an exact" in line
     done = run(cpp_build, "bit-check-cpp", tmp_path / "nothing")
     assert done.returncode == 2 and "does not exist" in one_error_line(done, "bit-check-cpp")
     done = run(cpp_build, "bit-check-cpp", tmp_path)
@@ -236,7 +239,7 @@ def test_usage_errors_exit_2(cpp_build, tiny_full_bundle, tmp_path):
 
 
 def test_artifact_records_as_cpp_reads_them(cpp_build, tiny_full_bundle):
-    """bit::Bundle's view of every record: variants, tolerances, and the engine fields docs/cpp.md uses."""
+    """bit::Bundle's view of every record: flavours, tolerances, and the engine fields docs/cpp.md uses."""
     manifest = json.loads((tiny_full_bundle / "manifest.json").read_text())
     done = run(cpp_build, "bit-cpp-probe", "artifacts", tiny_full_bundle)
     assert done.returncode == 0, done.stderr
@@ -244,7 +247,7 @@ def test_artifact_records_as_cpp_reads_them(cpp_build, tiny_full_bundle):
     assert len(lines) == len(manifest["artifacts"])
     for art in manifest["artifacts"]:
         line = next(line for line in lines if f" {art['file']}" in line)
-        assert line.startswith(f"{art['kind']} {art.get('variant', art['precision'])} ")
+        assert line.startswith(f"{art['kind']} {art['flavour']} ")
         tolerance = art.get("parity", {}).get("tolerance") or art.get("check_tolerance")
         if art["kind"] == "onnx":  # every ONNX variant states the tolerance bit-check holds it to
             assert tolerance is not None, art["file"]
@@ -298,7 +301,7 @@ def test_header_sizes_and_messages_equal_python(cpp_build, tmp_path):
 
 
 def test_bit_classify_cpp_refuses_an_image_bomb_from_its_header(cpp_build, tiny_full_bundle, tmp_path):
-    from bit_trt.bench.serve_attack_bench import zero_png
+    from tools.serve_attack_bench import zero_png
 
     bomb, small = tmp_path / "bomb.png", tmp_path / "small.png"
     bomb.write_bytes(zero_png(8000))  # 64 megapixels in 8 KB: 192 MB decoded, and its RGB copy

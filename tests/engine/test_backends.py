@@ -5,9 +5,9 @@ import pytest
 
 from bit_trt.engine import backends, compare, gpu_host
 from bit_trt.engine.bundle import load_bundle
-from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import scale_uint8
 
 CPU_BACKENDS = ("ort-cpu", "openvino", "tf")
@@ -61,7 +61,7 @@ def test_gpu_backends_on_a_cpu_host_say_why(tiny_full_bundle, backend, expected)
 def test_unknown_backend_and_precision(tiny_full_bundle):
     with pytest.raises(BitError, match="backend 'cuda' is not known"):
         Classifier(str(tiny_full_bundle), backend="cuda")
-    with pytest.raises(BitError, match="has no int4 onnx artifact"):
+    with pytest.raises(BitError, match="unknown precision 'int4'; choose from: fp32, fp16, int8"):
         Classifier(str(tiny_full_bundle), backend="ort-cpu", precision="int4")
 
 

@@ -11,6 +11,8 @@ from bit_trt.engine.plan_check import check_plan
 
 GPU_PLAN = {
     "file": "model.fp32.trt11.0.1.sm90.plan",
+    "precision": "fp32",
+    "flavour": "fp32",
     "library": "tensorrt",
     "library_version": "11.0.1",
     "from": "model.fp32.onnx",
@@ -20,6 +22,8 @@ GPU_PLAN = {
 }
 RTX_PLAN = {
     "file": "model.fp16.rtx1.7.1.116.rtx.plan",
+    "precision": "fp16",
+    "flavour": "fp16",
     "library": "tensorrt_rtx",
     "library_version": "1.7.1.116",
     "from": "model.fp16.onnx",
@@ -74,7 +78,7 @@ def test_truncated_plan_is_refused_before_loading(rtx_copy):
 def test_manifest_records_what_the_check_needs(tiny_full_bundle):
     engines = json.loads((tiny_full_bundle / "manifest.json").read_text())["artifacts"]
     plans = [a for a in engines if a["kind"] == "engine"]
-    assert {a["variant"] for a in plans} == {"fp32", "fp16", "int8-trt"}
+    assert {a["flavour"] for a in plans} == {"fp32", "fp16", "int8-trt"}
     for art in plans:
         assert art["library"] == "tensorrt_rtx" and art["library_version"] and art["target"]["kind"] == "rtx"
         assert art["tf32"] is False

@@ -68,8 +68,8 @@ def test_an_existing_plan_is_refused_unless_forced(bundle):
     "damage,message",
     [
         ("tamper", "model.fp16.onnx does not match its manifest checksum"),
-        ("missing-variant", "has no int8-trt ONNX variant for TensorRT (it has: fp32, fp16)"),
-        ("bad-precision", "unknown precision fp8"),
+        ("missing-variant", "has no int8-trt ONNX graph for TensorRT (it has: fp32, fp16)"),
+        ("bad-precision", "unknown precision 'fp8'; choose from: fp32, fp16, int8"),
         ("bad-profile", "batch profile must satisfy 1 <= min <= opt <= max"),
     ],
 )

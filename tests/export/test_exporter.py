@@ -22,7 +22,10 @@ def test_bundle_layout_and_manifest(tiny_bundle):
         "parity_inputs.raw",
     ]
     m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert m["format"] == "bit-trt-bundle" and m["format_version"] == 1
+    assert m["format"] == "bit-trt-bundle" and m["format_version"] == 2
+    assert [(a["precision"], a["flavour"]) for a in m["artifacts"]] == [("fp32", "fp32"), ("fp16", "fp16")]
+    assert m["flavours"]["openvino"] == {"fp32": "fp32", "fp16": "fp16", "int8": "int8-ort"}
+    assert m["flavours"]["trt"]["int8"] == "int8-trt"
     assert m["model"]["variant"] == "tiny" and m["model"]["num_classes"] == 1000
     assert m["model"]["trained"] is False and "NOT trained" in m["model"]["source"]["description"]
     assert m["input"] == {

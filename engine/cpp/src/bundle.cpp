@@ -115,11 +115,6 @@ const char* resize_name(Resize resize) {
   return "?";
 }
 
-std::string variant_for_precision(const std::string& precision) {
-  if (precision == "int8") return "int8-ort";
-  return precision;
-}
-
 std::string sha256_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path.string() + ": cannot open for reading");
@@ -162,7 +157,7 @@ struct Bundle::Impl {
     art.sha256 = reader.get<std::string>(a, "sha256", p + ".sha256");
     art.kind = reader.get<std::string>(a, "kind", p + ".kind");
     art.precision = reader.get<std::string>(a, "precision", p + ".precision");
-    art.variant = reader.get_or<std::string>(a, "variant", p + ".variant", art.precision);
+    art.flavour = reader.get<std::string>(a, "flavour", p + ".flavour");
     if (a.contains("data_files")) {
       const json& d = a.at("data_files");
       if (!d.is_array()) throw Error(reader.where() + ": '" + p + ".data_files' must be a list");
@@ -232,6 +227,10 @@ Bundle::Bundle(const fs::path& dir) {
     throw Error(manifest_path.string() + ": not a bit-trt manifest");
   if (!m.contains("format_version") || m.at("format_version") != kFormatVersion) {
     std::string got = m.contains("format_version") ? m.at("format_version").dump() : "none";
+    if (got == "1")  // version 1 called the flavour `variant` and had no `flavours` table; Python reads it still
+      throw Error(manifest_path.string() + ": bundle format version 1 predates this reader (version " +
+                  std::to_string(kFormatVersion) + "); upgrade it in place with: bit-engine " + dir.string() +
+                  " --upgrade-manifest (or re-export)");
     throw Error(manifest_path.string() + ": bundle format version " + got + " is not supported (this reader reads version " +
                 std::to_string(kFormatVersion) + "); re-export with this version");
   }
@@ -282,14 +281,27 @@ std::vector<Artifact> Bundle::artifacts(const std::string& kind) const {
   return out;
 }
 
-Artifact Bundle::artifact(const std::string& variant, const std::string& kind) const {
+Artifact Bundle::artifact(const std::string& flavour, const std::string& kind) const {
   std::string have;
   for (auto& a : artifacts(kind)) {
-    if (a.variant == variant) return a;
-    have += (have.empty() ? "" : ", ") + a.variant;
+    if (a.flavour == flavour) return a;
+    have += (have.empty() ? "" : ", ") + a.flavour;
   }
-  throw Error("bundle '" + path().string() + "' has no " + variant + " " + kind + " artifact; it has: " +
+  throw Error("bundle '" + path().string() + "' has no " + flavour + " " + kind + " artifact; it has: " +
               (have.empty() ? "none" : have));
+}
+
+std::string Bundle::flavour_for(const std::string& backend, const std::string& precision) const {
+  const Reader& r = impl_->reader;
+  const json& table = r.at(r.at(impl_->manifest, "flavours", "flavours"), backend, "flavours." + backend);
+  if (!table.is_object()) throw Error(r.where() + ": 'flavours." + backend + "' must be an object");
+  if (table.contains(precision)) return r.get<std::string>(table, precision, "flavours." + backend + "." + precision);
+  for (const auto& a : artifacts("onnx"))
+    if (a.flavour == precision) return precision;
+  std::string offered;
+  for (const auto& item : table.items()) offered += (offered.empty() ? "" : ", ") + item.key();
+  throw Error("unknown precision '" + precision + "'; choose " + (offered.empty() ? "none" : offered) +
+              " (or an exact artifact flavour of the bundle)");
 }
 
 fs::path Bundle::verified_path(const FileRecord& record) const {

@@ -45,13 +45,10 @@ struct Classifier::Impl {
   Impl(Bundle b, const ClassifierOptions& options) : bundle(std::move(b)) {
     if (options.hint != "LATENCY" && options.hint != "THROUGHPUT")
       throw Error("OpenVINO performance hint must be LATENCY or THROUGHPUT, got '" + options.hint + "'");
-    if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "int8" &&
-        options.precision != "int8-ort" && options.precision != "int8-trt")
-      throw Error("unknown precision '" + options.precision + "'; choose fp32, fp16 or int8");
     hint = options.hint;
     if (options.max_image_pixels == 0) throw Error("max_image_pixels must be at least 1");
     max_image_pixels = options.max_image_pixels;
-    artifact = bundle.artifact(variant_for_precision(options.precision));
+    artifact = bundle.artifact(bundle.flavour_for("openvino", options.precision));
     const fs::path model_path = bundle.verified_path(artifact);
     labels = bundle.labels();
     const InputSpec& spec = bundle.input();

@@ -57,8 +57,6 @@ int main(int argc, char** argv) {
     }
   }
   if (bundle_dir.empty()) return usage("give a bundle directory");
-  if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "int8")
-    return usage("--precision must be fp32, fp16 or int8, got '" + options.precision + "'");
 
   try {
     bit::Bundle bundle(bundle_dir);

@@ -77,8 +77,6 @@ int main(int argc, char** argv) {
     }
   }
   if (positional.size() < 2) return usage("give a bundle and at least one image");
-  if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "int8")
-    return usage("--precision must be fp32, fp16 or int8, got '" + options.precision + "'");
 
   try {
     bit::set_decode_budget(decode_mb << 20);

@@ -65,7 +65,7 @@ int artifacts_cmd(const std::vector<std::string>& args) {
   const bit::Bundle bundle(args[0]);
   for (const char* kind : {"onnx", "engine"}) {
     for (const auto& a : bundle.artifacts(kind)) {
-      std::cout << a.kind << " " << a.variant << " " << a.file;
+      std::cout << a.kind << " " << a.flavour << " " << a.file;
       if (a.tolerance) std::cout << " rel_l2<=" << a.tolerance->rel_l2 << " cosine>=" << a.tolerance->cosine_min;
       if (a.kind == "engine")
         std::cout << " " << a.library << " " << a.library_version << " " << a.target_kind << " "

@@ -15,7 +15,7 @@ namespace bit {
 
 inline constexpr const char* kManifest = "manifest.json";
 inline constexpr const char* kFormat = "bit-trt-bundle";
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = 2;  // engine/bundle.py FORMAT_VERSION
 
 enum class Resize { Bilinear, Area, Bicubic, Nearest };
 
@@ -63,7 +63,7 @@ struct Artifact {
   std::string sha256;
   std::string kind;       // onnx | engine
   std::string precision;  // fp32 | fp16 | int8
-  std::string variant;    // fp32 | fp16 | int8-trt | int8-ort
+  std::string flavour;    // fp32 | fp16 | int8-trt | int8-ort (engine/precision.py)
   std::vector<FileRecord> data_files;
   std::optional<Tolerance> tolerance;  // parity.tolerance, where the record has one
   // Engine records only (kind "engine", export/trt_engine.py); empty or 0 elsewhere.
@@ -111,8 +111,12 @@ class Bundle {
 
   // Artifacts of one kind ("onnx" or "engine").
   std::vector<Artifact> artifacts(const std::string& kind = "onnx") const;
-  // The artifact of `variant` (fp32, fp16, int8-ort, int8-trt); a bit::Error naming those present if absent.
-  Artifact artifact(const std::string& variant, const std::string& kind = "onnx") const;
+  // The artifact of `flavour` (fp32, fp16, int8-ort, int8-trt); a bit::Error naming those present if absent.
+  Artifact artifact(const std::string& flavour, const std::string& kind = "onnx") const;
+  // The flavour `backend` (e.g. "openvino") loads for `precision`, from the manifest's `flavours` table
+  // (engine/precision.py writes it): int8 -> int8-ort for openvino. An exact flavour the bundle holds passes
+  // through. Anything else is a bit::Error naming the precisions the bundle offers that backend.
+  std::string flavour_for(const std::string& backend, const std::string& precision) const;
   // Checks a record's file (and data files) against its sha256, then returns the file's full path.
   std::filesystem::path verified_path(const FileRecord& record) const;
   std::filesystem::path verified_path(const Artifact& artifact) const;
@@ -128,9 +132,5 @@ class Bundle {
   struct Impl;
   std::shared_ptr<const Impl> impl_;
 };
-
-// The ONNX variant an OpenVINO classifier loads for a precision: int8 -> int8-ort (engine/backends.py
-// INT8_VARIANT["openvino"]); fp32, fp16 and exact variant names pass through.
-std::string variant_for_precision(const std::string& precision);
 
 }  // namespace bit

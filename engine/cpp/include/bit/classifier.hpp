@@ -15,7 +15,7 @@
 namespace bit {
 
 struct ClassifierOptions {
-  std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort) | an exact variant name
+  std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort, the manifest's flavours table) | an exact flavour
   int threads = 0;                 // INFERENCE_NUM_THREADS; 0: all cores
   std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
   // classify() refuses an image declaring more pixels, from its header (bit/preprocess.hpp)
@@ -31,7 +31,7 @@ struct TopClass {
 
 class Classifier {
  public:
-  // Verifies the variant's sha256, then compiles it. Errors (missing variant, checksum, OpenVINO) are bit::Error.
+  // Verifies the artifact's sha256, then compiles it. Errors (missing artifact, checksum, OpenVINO) are bit::Error.
   Classifier(Bundle bundle, const ClassifierOptions& options = {});
   ~Classifier();
   Classifier(const Classifier&) = delete;
