@@ -6,14 +6,15 @@ the very Classifier being timed. INT8 variants also carry the verdict of their e
 
 from __future__ import annotations
 
-from ..engine import backends, compare
+from ..engine import compare
 from ..engine.bundle import Bundle
-from ..engine.check_cli import load_parity_set, run_backend
+from ..engine.parity_set import load_parity_set
 
 
-def agreement(bundle: Bundle, classifier, backend: str, precision: str) -> dict:
+def agreement(bundle: Bundle, classifier, flavour: str | None) -> dict:
+    """flavour: the artifact the classifier loaded (its INT8 gate verdict is reported); None when unknown."""
     images, _, tf_logits = load_parity_set(bundle)
-    metrics = compare.measure(run_backend(classifier, images), tf_logits)
+    metrics = compare.measure(classifier.infer_uint8(images), tf_logits)
     result = {
         "samples": metrics["samples"],
         "rel_l2": round(metrics["rel_l2"], 6),
@@ -21,9 +22,8 @@ def agreement(bundle: Bundle, classifier, backend: str, precision: str) -> dict:
         "top1_agreement": round(metrics["top1_agreement"], 4),
         "gate": None,
     }
-    if precision == "int8" and backend in backends.INT8_VARIANT and backend != "tf":
-        art = bundle.artifacts("onnx").get(backends.variant_for(backend, precision), {})
-        gate = art.get("gate")
+    if flavour is not None:
+        gate = bundle.artifacts("onnx").get(flavour, {}).get("gate")
         if gate is not None:
             result["gate"] = "pass" if gate.get("passed") else "fail"
     return result

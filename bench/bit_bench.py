@@ -29,7 +29,8 @@ from .latency_stats import (
 )
 from .measurement import Schedule, Workload, measure
 
-SCHEMA = "bit-bench/1"
+# 2: each row names the artifact `flavour` it measured (null for triton and skipped rows). Version 1 rows had none.
+SCHEMA = "bit-bench/2"
 
 
 @dataclass
@@ -67,8 +68,7 @@ def request_images(bundle: Bundle, paths: tuple[str, ...]) -> tuple[list[np.ndar
     """Decoded uint8 images and their encoded bytes: the given files, else real photos, else the parity set."""
     import cv2
 
-    from ..engine.check_cli import load_parity_set
-    from ..export.parity_images import real_photo_paths
+    from ..engine.parity_set import load_parity_set, real_photo_paths
 
     files = list(paths) or real_photo_paths()
     if files:
@@ -94,9 +94,7 @@ def request_for(classifier: Classifier, config, decoded, encoded):
         batch = [encoded[i] for i in pick]
         return lambda: classifier.predict(batch)
     ready = preprocess([decoded[i] for i in pick], classifier.spec)
-    if hasattr(classifier.runner, "infer_timed"):  # trt: each request also reports its GPU phases
-        return lambda: classifier.runner.infer_timed(ready)[1]
-    return lambda: classifier.runner.infer(ready)
+    return lambda: classifier.infer_timed(ready)[1]  # trt: each request also reports its GPU phases
 
 
 def _baseline_rows(rows: list[dict], baseline: str | None) -> dict:
@@ -113,16 +111,11 @@ def _baseline_rows(rows: list[dict], baseline: str | None) -> dict:
     return {(r["batch"], r["concurrency"]): r for r in measured if f"{r['backend']}/{r['precision']}" == baseline}
 
 
-def _verify_artifacts(bundle: Bundle, keys) -> None:
-    """Checksums of every ONNX variant the run will load, before anything is measured: a damaged bundle is
+def _verify_artifacts(bundle: Bundle, configs) -> None:
+    """Checksums of every ONNX model the run will load, before anything is measured: a damaged bundle is
     the user's to fix (one line, exit 2), not a configuration to skip."""
-    for backend, precision in sorted(keys):
-        if backend not in (
-            "tf",
-            "trt",
-            configurations.TRITON,
-        ):  # trt plans are checked by check_plan when the runner loads them
-            bundle.artifact_path(configurations.backends.variant_for(backend, precision))
+    for flavour in sorted({c.flavour for c in configs if c.flavour and c.backend not in ("tf", "trt")}):
+        bundle.artifact_path(flavour)  # trt plans are checked by check_plan when the runner loads them
 
 
 def validate_baseline(baseline: str | None, configs) -> None:
@@ -143,7 +136,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         bundle, options.backends, options.precisions, options.batches, options.concurrency, options.mode
     )
     validate_baseline(options.baseline, configs)
-    _verify_artifacts(bundle, {c.engine_key for c in configs if c.id not in skipped})
+    _verify_artifacts(bundle, [c for c in configs if c.id not in skipped])
     decoded, encoded = request_images(bundle, options.images)
     classifiers, load_errors, extras = {}, {}, {}
     try:
@@ -158,10 +151,10 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
                 load_errors[key] = str(exc).splitlines()[0]
                 continue
             classifiers[key] = clf
-            extras[key] = {"described": clf.runner.describe()}
+            extras[key] = {"described": clf.backend}
             if options.accuracy:
                 progress("accuracy", config, None)
-                extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.backend, config.precision)
+                extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
         for config in configs:
             if config.id not in skipped and config.engine_key in load_errors:
                 skipped[config.id] = load_errors[config.engine_key]
@@ -234,7 +227,7 @@ def _settings(options: BenchOptions) -> dict:
 
 
 def _versions() -> dict:
-    from ..export.resources import tool_versions
+    from ..engine.tool_versions import tool_versions
 
     return tool_versions()
 
@@ -244,7 +237,8 @@ def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) 
     from . import roofline
 
     peaks = {}
-    for key in dict.fromkeys(w.config.engine_key for w in workloads):
+    flavours = {w.config.engine_key: w.config.flavour for w in workloads}
+    for key in flavours:
         backend, precision = key
         if backend not in ("ort-cpu", "openvino"):
             continue
@@ -255,9 +249,8 @@ def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) 
             peaks[key] = {"error": str(exc).splitlines()[0]}
     flops = {}
     for key in peaks:
-        variant = configurations.backends.variant_for(*key)
         try:
-            flops[key] = roofline.graph_flops(bundle.artifact_path(variant))["gflop_per_image"]
+            flops[key] = roofline.graph_flops(bundle.artifact_path(flavours[key]))["gflop_per_image"]
         except BitError as exc:
             peaks[key] = {"error": str(exc).splitlines()[0]}
     return {key: {**peaks[key], "gflop_per_image": flops.get(key)} for key in peaks}
@@ -272,6 +265,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
             "id": config.id,
             "backend": config.backend,
             "precision": config.precision,
+            "flavour": config.flavour,
             "batch": config.batch,
             "concurrency": config.concurrency,
             "mode": config.mode,

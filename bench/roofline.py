@@ -23,10 +23,11 @@ import time
 import numpy as np
 
 from ..engine.errors import BitError, require
-from ..export.graph_cleanup import canonicalize
+from ..engine.onnx_order import canonicalize
+from ..engine.precision import check_precision
 
-PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("ort-cpu", "openvino")
+# The backends whose GEMM peak this module can measure (CPU libraries called directly).
+ROOFLINE_BACKENDS = ("ort-cpu", "openvino")
 
 # Convolutions, by where their weight is: FLOPs are read from the weight's shape [Cout, Cin/group, k...],
 # which holds the group count already. Quantized forms count as the Conv they replace.
@@ -213,10 +214,9 @@ def gemm_peak(backend: str, precision: str, threads: int, size: int = 2048, seco
     peak is what the machine can do, and on a shared host noise only ever slows a run down. The Casts or Q/DQ
     around the GEMM are O(size^2) against its O(size^3), so they are inside the timing but not the number.
     """
-    if backend not in BACKENDS:
-        raise BitError(f"unknown backend {backend!r} for a GEMM peak; choose one of: {', '.join(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise BitError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if backend not in ROOFLINE_BACKENDS:
+        raise BitError(f"unknown backend {backend!r} for a GEMM peak; choose one of: {', '.join(ROOFLINE_BACKENDS)}")
+    check_precision(precision)
     if threads < 1 or size < 1 or seconds <= 0:
         raise BitError(f"threads and size must be positive and seconds above 0, got {threads}, {size}, {seconds}")
     measure = _ort_gemm if backend == "ort-cpu" else _openvino_gemm

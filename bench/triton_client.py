@@ -19,6 +19,7 @@ import numpy as np
 from ..engine.bundle import Bundle
 from ..engine.compare import softmax
 from ..engine.errors import BitError, require
+from ..engine.preprocess import scale_uint8
 from ..engine.runner import Runner
 from ..serve.triton_models import IMAGE_INPUT, IMAGE_SUFFIX, default_model_name
 
@@ -124,7 +125,8 @@ class TritonRunner(Runner):
 
 
 class TritonClassifier:
-    """What bit-bench needs of a Classifier (runner, spec, predict, close), answered by a Triton server."""
+    """What bit-bench needs of a Classifier (spec, backend, infer, infer_timed, infer_uint8, predict, close),
+    answered by a Triton server."""
 
     def __init__(self, bundle: Bundle, url: str, model: str | None = None):
         self.bundle = bundle
@@ -138,6 +140,19 @@ class TritonClassifier:
 
     def close(self) -> None:
         self.runner.deactivate()
+
+    @property
+    def backend(self) -> str:
+        return self.runner.describe()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.runner.infer(batch)
+
+    def infer_timed(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.runner.infer(batch), None
+
+    def infer_uint8(self, images: np.ndarray) -> np.ndarray:
+        return self.runner.infer(scale_uint8(np.asarray(images)))
 
     def predict(self, images: list[bytes]):
         logits = self.runner.infer_bytes(images)

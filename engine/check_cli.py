@@ -10,57 +10,23 @@ export source are on this host (`--reference tf`), else the TF logits recorded a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-import numpy as np
-
+from .atomic_write import write_json_atomic
 from .errors import BitError
-from .preprocess import scale_uint8
-
-
-def load_parity_set(bundle) -> tuple[np.ndarray, list[str], np.ndarray]:
-    ref = bundle.manifest.get("reference")
-    if not ref:
-        raise BitError(f"bundle {bundle.path!r} records no parity set")
-    bundle.verify_file({"file": ref["file"], "sha256": ref["sha256"]})
-    with np.load(os.path.join(bundle.path, ref["file"])) as data:
-        return data["images"], [str(n) for n in data["names"]], data["tf_logits"]
-
-
-def reference_logits(bundle, images: np.ndarray, stored: np.ndarray, which: str) -> tuple[np.ndarray, str]:
-    if which == "stored":
-        return stored, "TF logits recorded at export"
-    from .backends import create
-
-    try:
-        with create(bundle, "tf") as tf:
-            return tf.infer(scale_uint8(images)), "TF, computed here"
-    except BitError as exc:
-        if which == "tf":
-            raise
-        return stored, f"TF logits recorded at export (live TF unavailable: {str(exc).splitlines()[0]})"
-
-
-def run_backend(clf, images: np.ndarray) -> np.ndarray:
-    """The parity images through the classifier's runner, the way predict feeds it (device path included)."""
-    runner = clf.runner
-    if getattr(runner, "preprocesses_on_device", False):
-        return runner.infer_uint8(list(images))
-    return runner.infer(scale_uint8(images))
+from .parity_set import REFERENCES, check, summary
 
 
 def main(argv=None) -> int:
     from .classify_cli import add_backend_arguments, open_classifier
-    from .compare import report, tolerance_for
 
     p = argparse.ArgumentParser(prog="bit-check", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", help="bundle directory written by bit-export")
     add_backend_arguments(p)
     p.add_argument(
         "--reference",
-        choices=["auto", "tf", "stored"],
+        choices=REFERENCES,
         default="auto",
         help="auto: live TF when available, else the logits stored in the bundle",
     )
@@ -69,41 +35,20 @@ def main(argv=None) -> int:
     clf = open_classifier(args, "bit-check")
     if clf is None:
         return 2
-    precision = "int8" if args.precision.startswith("int8") else args.precision
     try:
         with clf:
-            images, names, stored = load_parity_set(clf.bundle)
-            logits = run_backend(clf, images)
-            ref, ref_what = reference_logits(clf.bundle, images, stored, args.reference)
-            backend = clf.runner.describe()
-        verdict = report(logits, ref, tolerance_for(precision))  # a shape mismatch is a BitError too
+            result = check(clf, args.precision, args.reference)
     except BitError as exc:
         if args.debug:
             raise
         print(f"bit-check: error: {exc}", file=sys.stderr)
         return 2
-    top1 = logits.argmax(1) == ref.argmax(1)
-    full = {
-        "bundle": os.path.abspath(args.bundle),
-        "backend": backend,
-        "precision": args.precision,
-        "reference": ref_what,
-        "images": names,
-        "top1_equal": top1.tolist(),
-        **verdict,
-    }
-    print(f"bit-check {args.bundle}: {backend}, {args.precision}, against {ref_what}")
-    for name, ok in zip(names, top1):
-        print(f"  {'=' if ok else 'x'} {name}")
-    print(
-        f"  rel L2 {verdict['rel_l2']:.3g}  cosine min {verdict['cosine_min']:.6f}  max abs {verdict['max_abs']:.3g}"
-        f"  top-1 {verdict['top1_agreement']:.3f}"
-    )
-    print("PASS" if verdict["passed"] else "FAIL: " + "; ".join(verdict["failures"]))
+    full = {"bundle": os.path.abspath(args.bundle), "backend": None, "precision": args.precision, **result}
+    print(f"bit-check {args.bundle}: {result['backend']}, {args.precision}, against {result['reference']}")
+    print("\n".join(summary(result)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(full, f, indent=1)
-    return 0 if verdict["passed"] else 1
+        write_json_atomic(args.json, full, "report")
+    return 0 if result["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = ()):
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    from .graph_cleanup import canonicalize
+    from ..engine.onnx_order import canonicalize
 
     model = onnx.ModelProto()
     model.CopyFrom(fp32_model)

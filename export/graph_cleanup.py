@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from ..engine.errors import BitError
+from ..engine.onnx_order import set_nodes
 from .variants import GN_EPS, GN_GROUPS
 
 _GN_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")
@@ -136,7 +137,7 @@ def fuse_group_norms(model, groups: int = GN_GROUPS, eps: float = GN_EPS) -> int
         if id(node) not in doomed:
             kept.append(node)
         kept.extend(insert_at.get(i, []))
-    _set_nodes(graph, kept)
+    set_nodes(graph, kept)
     _static_reshape_targets(model)
     remove_dead(model)
     return len(regions)
@@ -200,19 +201,7 @@ def _static_reshape_targets(model) -> None:
             continue
         kept.append(node)
     if len(kept) != len(graph.node):
-        _set_nodes(graph, kept)
-
-
-def _set_nodes(graph, nodes) -> None:
-    from onnx import NodeProto
-
-    copies = []
-    for n in nodes:
-        c = NodeProto()
-        c.CopyFrom(n)
-        copies.append(c)
-    del graph.node[:]
-    graph.node.extend(copies)
+        set_nodes(graph, kept)
 
 
 def fold_constants(model) -> int:
@@ -263,7 +252,7 @@ def fold_constants(model) -> int:
         if not any(i.name == name for i in graph.initializer):
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
     _drop_initializers(graph, lambda init: init.name not in live)
-    _set_nodes(graph, kept)
+    set_nodes(graph, kept)
     return folded
 
 
@@ -311,57 +300,8 @@ def remove_dead(model) -> int:
     used = {i for n in nodes for i in n.input} | outputs
     _drop_initializers(graph, lambda init: init.name not in used)
     if removed:
-        _set_nodes(graph, nodes)
+        set_nodes(graph, nodes)
     return removed
-
-
-def canonicalize(model, initializers: bool = True) -> None:
-    """A byte-stable graph: nodes in a topological order that breaks ties by name, initializers by name.
-
-    tf2onnx's node order follows Python set iteration, which changes with hash randomization between runs;
-    the calibration cache is keyed by the model's checksum, so the same export must give the same bytes.
-    Sorting initializers moves every tensor, so it is done before the weights are bound (tf2onnx's own
-    constants are small); every later pass appends in node order, which is then already canonical.
-    """
-    import heapq
-
-    graph = model.graph
-    producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
-    deps = [{producers[x] for x in n.input if x in producers} for n in graph.node]
-    users = defaultdict(list)
-    for i, d in enumerate(deps):
-        for j in d:
-            users[j].append(i)
-    waiting = [len(d) for d in deps]
-    ready = [(graph.node[i].name, i) for i, d in enumerate(deps) if not d]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        _, i = heapq.heappop(ready)
-        order.append(i)
-        for j in users[i]:
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                heapq.heappush(ready, (graph.node[j].name, j))
-    if len(order) != len(graph.node):
-        raise BitError("internal: graph has a cycle")
-    _set_nodes(graph, [graph.node[i] for i in order])
-    if not initializers:
-        return
-    inits = sorted(range(len(graph.initializer)), key=lambda i: graph.initializer[i].name)
-    if inits != list(range(len(inits))):
-        from onnx import TensorProto
-
-        ordered = []
-        for i in inits:  # move, not copy: swap each tensor out of the old list
-            t = TensorProto()
-            t.CopyFrom(graph.initializer[i])
-            graph.initializer[i].Clear()
-            ordered.append(t)
-        del graph.initializer[:]
-        for t in ordered:
-            graph.initializer.add().CopyFrom(t)
-            t.Clear()
 
 
 def _drop_initializers(graph, doomed) -> None:

@@ -7,11 +7,11 @@ deployment host can re-check an engine without TensorFlow.
 
 from __future__ import annotations
 
-import glob
 import os
 
 import numpy as np
 
+from ..engine.parity_set import real_photo_paths
 from ..engine.preprocess import InputSpec, read_image, resize_to
 
 
@@ -32,14 +32,6 @@ def synthetic_images(count: int, resolution: int, seed: int = 1234) -> np.ndarra
         img += rng.normal(0, 0.05, img.shape)
         out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
-
-
-def real_photo_paths() -> list[str]:
-    try:
-        import sklearn
-    except ImportError:
-        return []
-    return sorted(glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg")))
 
 
 def parity_inputs(spec: InputSpec, synthetic: int, seed: int = 1234) -> tuple[np.ndarray, list[str]]:

@@ -5,23 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import platform
 import resource
-from importlib import metadata
-
-TOOLS = (
-    "bit-trt",
-    "tensorflow-cpu",
-    "tf2onnx",
-    "onnx",
-    "onnxruntime",
-    "openvino",
-    "tensorrt",
-    "tensorrt-rtx",
-    "numpy",
-    "protobuf",
-    "opencv-python-headless",
-)
 
 
 def peak_rss_bytes() -> int:
@@ -61,14 +45,3 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
-
-
-def tool_versions() -> dict:
-    """Versions of the installed tools that shape a result (absent ones are left out)."""
-    versions = {"python": platform.python_version()}
-    for name in TOOLS:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions

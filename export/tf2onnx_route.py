@@ -61,7 +61,7 @@ def convert(
     for name, key in zip(arg_names, keys):
         _rename_tensor(graph, name, key)
     graph.name = f"bit_{variant.name}"
-    from .graph_cleanup import canonicalize
+    from ..engine.onnx_order import canonicalize
 
     canonicalize(model)  # before binding: only tf2onnx's small constants are initializers yet
     if bind:

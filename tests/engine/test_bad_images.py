@@ -19,8 +19,8 @@ import pytest
 
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.parity_set import real_photo_paths
 from bit_trt.engine.preprocess import InputSpec, resize_to
-from bit_trt.export.parity_images import real_photo_paths
 from tests.conftest import run_cli
 
 CLASSIFY = "bit_trt.engine.classify_cli"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from bit_trt.engine import cuda_preprocess
+from bit_trt.engine.parity_set import real_photo_paths
 from bit_trt.engine.preprocess import read_image
-from bit_trt.export.parity_images import real_photo_paths
 
 pytestmark = pytest.mark.skipif(cuda_preprocess.find_nvcc() is None, reason="needs nvcc (CUDA toolkit)")
 STEP = 1 / 255 + 1e-6

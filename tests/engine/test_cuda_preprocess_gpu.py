@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
+from bit_trt.engine.parity_set import real_photo_paths
 from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
-from bit_trt.export.parity_images import real_photo_paths
 
 pytestmark = pytest.mark.gpu
 

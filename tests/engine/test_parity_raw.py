@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bit_trt.engine.bundle import load_bundle
-from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.parity_raw import RAW_FILE, read_parity_raw
+from bit_trt.engine.parity_set import load_parity_set
 
 
 def test_the_raw_file_holds_the_npz_arrays_where_the_manifest_says(tiny_bundle):

@@ -10,9 +10,9 @@ import pytest
 
 from bit_trt.engine import compare
 from bit_trt.engine.bundle import load_bundle
-from bit_trt.engine.check_cli import load_parity_set
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
+from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import preprocess
 from tests.conftest import export_tiny
 

@@ -163,7 +163,7 @@ def test_fine_tuned_head_with_own_labels(tmp_path):
     proc = run_cli(EXPORT, *TINY_ARGS, "--num-classes", "5", "--labels", labels, "--out", out)
     assert proc.returncode == 0, proc.stderr
     from bit_trt.engine.bundle import load_bundle
-    from bit_trt.export.parity_images import real_photo_paths
+    from bit_trt.engine.parity_set import real_photo_paths
 
     bundle = load_bundle(str(out))
     assert bundle.num_classes == 5 and bundle.manifest["labels"]["kind"] == "custom"
