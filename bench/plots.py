@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from ..engine.atomic_write import atomic_path
 from ..engine.errors import BitError, require
 
 # Up to this many configurations share one CDF plot; beyond it each (batch, concurrency) gets its own subplot.
@@ -63,15 +64,9 @@ def _pyplot():
 
 
 def _save(figure, path: str) -> str:
-    # A reader (or a CI artifact upload) never sees half a PNG: write beside the target, then rename.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
+    # A reader (or a CI artifact upload) never sees half a PNG.
+    with atomic_path(path, "plot") as tmp:
         figure.savefig(tmp, format="png", dpi=_DPI)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise BitError(f"cannot write plot {path}: {exc.strerror or exc}") from exc
     return path
 
 

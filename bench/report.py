@@ -1,8 +1,9 @@
 """How a `bit-bench` result is shown and kept: the terminal table, JSON, CSV and per-request times.
 
-Every file is written to a temporary name beside its target and renamed into place, so a failed run never
-leaves half a report. The JSON is the result as it is (schema in docs/bench.md); the CSV has one flat row
-per configuration with the same names, dotted for nested fields (latency_ms.p99, accuracy.rel_l2).
+bench/cli.py writes every file with engine/atomic_write.py (a temporary name beside its target, renamed into
+place), so a failed run never leaves half a report. The JSON is the result as it is (schema in docs/bench.md); the
+CSV has one flat row per configuration with the same names, dotted for nested fields (latency_ms.p99,
+accuracy.rel_l2).
 """
 
 from __future__ import annotations
@@ -26,18 +27,6 @@ def check_writable(path: str | None, what: str) -> None:
         raise BitError(f"{what} {path!r}: folder {parent!r} does not exist")
     if not os.access(parent, os.W_OK):
         raise BitError(f"{what} {path!r}: folder {parent!r} is not writable")
-
-
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise BitError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def to_json(result: dict) -> str:

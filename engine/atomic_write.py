@@ -2,6 +2,7 @@
 
 One helper for every file bit-trt publishes (manifests, reports, plots, caches, PTX): a crash, a full disk or
 an interrupted run leaves the old file (or none), never a truncated one, and no temporary file behind.
+Standard library only: servers import it with the engine.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from contextlib import contextmanager
 from .errors import BitError
 
 
+def _temporary_name(path: str) -> str:
+    """A hidden name beside `path`, unique per process and call, that keeps `path`'s extension: libraries that
+    pick a format by extension (cv2.imwrite, savefig) or append one (np.save) write what the target needs."""
+    directory, base = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(base)
+    return os.path.join(directory, f".{stem}.{os.getpid()}-{os.urandom(4).hex()}.tmp{ext}")
+
+
 @contextmanager
 def atomic_path(path: str, what: str = "file") -> Iterator[str]:
     """Yield a temporary path beside `path` for the caller to write (any library's `save(tmp)`); on success it
-    replaces `path` in one rename, on any error it is removed. The file gets the mode open() would give it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    replaces `path` in one rename, on any error it is removed and `path` is left as it was. An OSError (here
+    or in the caller's writing) becomes a one-line BitError. The file gets the mode open() would give it."""
+    tmp = _temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -27,13 +36,22 @@ def atomic_path(path: str, what: str = "file") -> Iterator[str]:
         raise BitError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     finally:
         if os.path.lexists(tmp):
-            os.unlink(tmp)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass  # the error that got us here is the one to report
 
 
-def write_atomic(path: str, data: str | bytes, what: str = "file") -> str:
-    """`data` (text as UTF-8, with no newline translation) to `path`, all or nothing. Returns `path`."""
-    with atomic_path(path, what) as tmp, open(tmp, "wb" if isinstance(data, bytes) else "w", newline="") as f:
-        f.write(data)
+def write_atomic(path: str, data: str | bytes | bytearray | memoryview, what: str = "file") -> str:
+    """`data` (text as UTF-8, with no newline translation; or any bytes-like) to `path`, all or nothing.
+    Returns `path`."""
+    with atomic_path(path, what) as tmp:
+        if isinstance(data, str):
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(data)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
     return path
 
 

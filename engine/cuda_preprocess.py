@@ -22,6 +22,7 @@ import tempfile
 
 import numpy as np
 
+from .atomic_write import write_atomic
 from .errors import BitError
 from .user_cache import cache_dir
 
@@ -74,10 +75,7 @@ def compile_ptx(arch: str = PTX_ARCH) -> bytes:
             return f.read()
     ptx = _nvcc_ptx(arch, f"the shipped PTX does not match {KERNEL_SOURCE} (edited?)")
     os.makedirs(kernels, exist_ok=True)
-    tmp_cached = f"{cached}.{os.getpid()}.tmp"
-    with open(tmp_cached, "wb") as f:
-        f.write(ptx)
-    os.replace(tmp_cached, cached)
+    write_atomic(cached, ptx, "cached PTX")
     return ptx
 
 
@@ -99,11 +97,7 @@ def _nvcc_ptx(arch: str, why: str) -> bytes:
 def write_shipped_ptx(path: str = SHIPPED_PTX) -> str:
     """Rebuild cuda/preprocess.ptx from cuda/preprocess.cu (a developer's step after editing the kernel)."""
     ptx = _nvcc_ptx(PTX_ARCH, "rebuilding the shipped PTX")
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(ptx)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, ptx, "shipped PTX")
 
 
 class DevicePreprocessor:

@@ -19,6 +19,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING
 
+from ..engine.atomic_write import atomic_path
 from ..engine.errors import BitError
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the child's first act must come before any heavy import
@@ -142,10 +143,8 @@ def _exit_with_parent(parent_pid: int) -> None:
 def _write_atomically(tmp: str, **arrays) -> None:
     import numpy as np
 
-    part = os.path.join(tmp, RESULT + ".part")
-    with open(part, "wb") as f:
+    with atomic_path(os.path.join(tmp, RESULT), "the TF reference's result") as part, open(part, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(part, os.path.join(tmp, RESULT))
 
 
 def _child_main(argv: list[str]) -> int:

@@ -87,7 +87,7 @@ def drawn(monkeypatch):
 
     def recording_savefig(figure, path, **kwargs):
         legends = [ax.get_legend() for ax in figure.axes if ax.get_legend()] + list(figure.legends)
-        name = os.path.basename(path).split(".png")[0] + ".png"
+        name = os.path.basename(path).lstrip(".").split(".")[0] + ".png"  # the target's, from its temporary name
         seen[name] = {
             "title": figure.get_suptitle(),
             "labels": [text.get_text() for legend in legends for text in legend.get_texts()],
