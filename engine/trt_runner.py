@@ -286,7 +286,7 @@ class TrtRunner(Runner):
         """Deserialize the plan (the context is current): (engine, io names, max batch, classes).
 
         Everything TensorRT-specific about loading is here; what follows (`_start`) is this runner's own
-        machinery, which tests/trt_engine_double.py runs on a real GPU without TensorRT.
+        machinery, which tools/trt_engine_double.py runs on a real GPU without TensorRT.
         """
         trt = self.trt
         with open(self.plan_path, "rb") as f:

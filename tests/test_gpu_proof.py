@@ -4,15 +4,15 @@ import shutil
 
 import pytest
 
-from bit_trt.bench import gpu_proof, pycuda_build
 from tests.conftest import run_cli
+from tools import gpu_proof, pycuda_build
 
 NO_GPU = pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this host has a GPU")
 
 
 @NO_GPU
 def test_without_a_gpu_it_stops_at_once_with_one_line():
-    proc = run_cli("bit_trt.bench.gpu_proof")
+    proc = run_cli("tools.gpu_proof")
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.strip().count("\n") == 0 and "no NVIDIA GPU" in proc.stderr

@@ -86,6 +86,7 @@ def test_gpu_image_runs_the_gpu_tests():
     steps = _instructions("Dockerfile.gpu")
     assert dict(steps)["CMD"] == '["python", "-m", "pytest", "-m", "gpu", "tests"]'
     assert any(i == "COPY" and a.split()[0] == "tests" for i, a in steps)
+    assert any(i == "COPY" and a.split()[0] == "tools" for i, a in steps)  # the tests import tools/
     base = next(a for i, a in steps if i == "ARG" and a.startswith("BASE="))
     assert base.startswith("BASE=nvcr.io/nvidia/")
 

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from bit_trt.bench.serve_attack_bench import zero_png
 from bit_trt.engine import preprocess
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
@@ -20,6 +19,7 @@ from bit_trt.engine.image_size import encoded_size
 from bit_trt.engine.preprocess import InputSpec, resize_to, scale_uint8
 from bit_trt.export.parity_images import real_photo_paths
 from tests.conftest import run_cli
+from tools.serve_attack_bench import zero_png
 
 FORMATS = [".jpg", ".png", ".bmp", ".webp", ".tiff", ".ppm", ".pgm", ".pam", ".pfm", ".sr", ".jp2", ".hdr"]
 FORMATS += [".avif", ".gif"]  # OpenCV 5 writes these; 4.x skips them

@@ -1,4 +1,4 @@
-"""The TensorRT runner's own machinery on a real GPU, with TensorRT's engine replaced by tests/trt_engine_double.py.
+"""The TensorRT runner's own machinery on a real GPU, with TensorRT's engine replaced by tools/trt_engine_double.py.
 
 Covered for real: the primary context pushed and popped from many threads, the worker pool, pinned
 buffers, the copy and compute streams and the events between them, the double-buffered uint8 path with
@@ -18,7 +18,7 @@ import pytest
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import InputSpec, preprocess
 from bit_trt.engine.trt_runner import _Worker
-from tests.trt_engine_double import EngineDoubleRunner
+from tools.trt_engine_double import EngineDoubleRunner
 
 pytestmark = pytest.mark.gpu
 

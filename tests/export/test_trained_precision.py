@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from bit_trt.bench import trained_tiny
 from bit_trt.engine.bundle import load_bundle
 from bit_trt.engine.ort_runner import OrtRunner
 from bit_trt.export.checkpoint import save_npz
 from tests.conftest import run_cli
+from tools import trained_tiny
 
 EXPORT = "bit_trt.export.cli"
 

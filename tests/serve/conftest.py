@@ -98,7 +98,7 @@ class BitServe:
 
     def tree(self) -> list[int]:
         """bit-serve and every process under it (Triton and its Python-backend stubs)."""
-        from bit_trt.bench.serve_attack_bench import process_tree
+        from tools.serve_attack_bench import process_tree
 
         return process_tree(self.proc.pid)
 

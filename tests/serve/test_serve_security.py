@@ -22,9 +22,9 @@ import time
 import numpy as np
 import pytest
 
-from bit_trt.bench.serve_attack_bench import process_tree, tree_peak_excess, zero_png
 from tests.conftest import TINY_RES
 from tests.serve.conftest import ROOT, SERVE_MAX_IMAGE_PIXELS, free_port, leftovers, start_bit_serve
+from tools.serve_attack_bench import process_tree, tree_peak_excess, zero_png
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] not installed")

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from bit_trt.bench.serve_attack_bench import zero_png
 from bit_trt.engine.preprocess import InputSpec, preprocess
 from tests.conftest import TINY_RES, run_cli
 from tests.serve.conftest import free_port
+from tools.serve_attack_bench import zero_png
 
 http = pytest.importorskip("tritonclient.http", reason="tritonclient[http] not installed")
 

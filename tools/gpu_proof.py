@@ -1,18 +1,18 @@
 """The GPU proof: one unattended command for a lent GPU host that has CUDA but no TensorRT and no network.
 
-    python -m bit_trt.bench.gpu_proof --fetch     # once, where PyPI is reachable: pycuda + wheels into .gpu_proof/
-    python -m bit_trt.bench.gpu_proof             # on the GPU host (.gpu_proof/ carried with the working tree)
+    python -m tools.gpu_proof --fetch     # once, where PyPI is reachable: pycuda + wheels into .gpu_proof/
+    python -m tools.gpu_proof             # on the GPU host (.gpu_proof/ carried with the working tree)
 
 On the GPU host, bit-trt itself installs offline first: `pip install -q --no-deps --no-build-isolation
 --no-index -e .` (docs/tensorrt.md has the whole device command). In at most about 6 minutes it:
 
-1. builds pycuda from the carried source archive (bench/pycuda_build.py);
+1. builds pycuda from the carried source archive (tools/pycuda_build.py);
 2. runs every `gpu` test that needs no TensorRT (`pytest -m "gpu and not tensorrt"`): the CUDA
    preprocessing kernel against OpenCV on real photos, and the TensorRT runner's own machinery with
-   TensorRT's engine replaced by tests/trt_engine_double.py (threads, workers, pinned buffers, streams,
+   TensorRT's engine replaced by tools/trt_engine_double.py (threads, workers, pinned buffers, streams,
    events, the double-buffered uint8 path, CUDA graphs, and the check that fails without the staging wait);
 3. measures the kernel against the device's copy bandwidth, pinned against pageable host-to-device copies,
-   and end-to-end images/s from uint8 arrays through the runner's double-buffered path (bench/gpu_bench.py);
+   and end-to-end images/s from uint8 arrays through the runner's double-buffered path (tools/gpu_bench.py);
 4. writes bench/results/gpu_<device>.json and prints a one-screen summary.
 
 On a host without a GPU it stops at once with one line that says why (exit code 2).
@@ -21,7 +21,6 @@ On a host without a GPU it stops at once with one line that says why (exit code 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,9 +28,10 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from ..engine import gpu_host
-from ..engine.errors import BitError
-from . import pycuda_build
+from bit_trt.engine import gpu_host
+from bit_trt.engine.atomic_write import write_json_atomic
+from bit_trt.engine.errors import BitError
+from tools import pycuda_build
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -92,7 +92,7 @@ def run_gpu_tests(paths: list[str], log_path: str) -> dict:
 
 def measure(paths: list[str]) -> dict:
     """The kernel, the transfers (CuPy) and the runner's end-to-end uint8 path (pycuda + the engine double)."""
-    from . import gpu_bench
+    from tools import gpu_bench
 
     sys.path[:0] = [p for p in [*paths, REPO] if p not in sys.path]
     out, errors = {}, {}
@@ -167,7 +167,7 @@ def summary(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.gpu_proof", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.gpu_proof", description=__doc__.split("\n\n")[0])
     p.add_argument("--fetch", action="store_true", help="download pycuda and its wheels into --carried (needs PyPI)")
     p.add_argument("--carried", default=pycuda_build.CARRIED, help="the folder carried to the GPU host")
     p.add_argument("--out", default=RESULTS, help="where gpu_<device>.json goes")
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
         "gpu": name,
         "compute_capability": gpu_host.compute_capability(),
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "python -m bit_trt.bench.gpu_proof",
+        "command": "python -m tools.gpu_proof",
     }
     try:
         t = time.perf_counter()
@@ -202,10 +202,7 @@ def main(argv=None) -> int:
     result["seconds"] = round(time.perf_counter() - started, 1)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"gpu_{name.replace(' ', '_').lower()}.json")
-    with open(f"{path}.tmp", "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.replace(f"{path}.tmp", path)
+    write_json_atomic(path, result, "GPU proof results")
     print(summary(result))
     print(f"wrote {path} ({result['seconds']} s in all)")
     tests = result["tests"]

@@ -1,7 +1,7 @@
 """Runtime benchmark on the CPU: preprocessing throughput, and end-to-end images/s against pure inference.
 
-    python -m bit_trt.bench.runtime_bench --variant r50x1            # exports a bundle with every precision
-    python -m bit_trt.bench.runtime_bench --bundle out/r50x1 --rounds 5
+    python -m tools.runtime_bench --variant r50x1            # exports a bundle with every precision
+    python -m tools.runtime_bench --bundle out/r50x1 --rounds 5
 
 - Preprocessing at the bundle's resolution (480), one thread: from JPEG bytes (decode + resize + scale)
   and from decoded uint8 arrays (resize + scale), on the two real photos of the parity set.
@@ -22,14 +22,14 @@ import sys
 import tempfile
 import time
 
-from ..engine.preprocess import read_image
-from ..export.resources import gigabytes
+from bit_trt.engine.preprocess import read_image
+from bit_trt.export.resources import gigabytes
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "results")
 
 
 def preprocessing(spec, photos: list[str], rounds: int) -> dict:
-    from ..engine.preprocess import preprocess, read_image
+    from bit_trt.engine.preprocess import preprocess, read_image
 
     jpegs = [open(p, "rb").read() for p in photos]
     arrays = [read_image(p) for p in photos]
@@ -42,8 +42,8 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
     }
     import cv2
 
-    from .configurations import Configuration
-    from .measurement import Schedule, Workload, measure
+    from bit_trt.bench.configurations import Configuration
+    from bit_trt.bench.measurement import Schedule, Workload, measure
 
     cv2.setNumThreads(1)
     try:
@@ -67,11 +67,11 @@ def preprocessing(spec, photos: list[str], rounds: int) -> dict:
 def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: int) -> list[dict]:
     """Pure inference against end to end per backend, precision and batch, timed by bit-bench's own loop
     (bench/measurement.py): both modes of every combination interleaved window by window."""
-    from ..engine.bundle import load_bundle
-    from ..engine.classifier import Classifier
-    from .bit_bench import request_for
-    from .configurations import Configuration
-    from .measurement import Schedule, Workload, measure
+    from bit_trt.bench.bit_bench import request_for
+    from bit_trt.bench.configurations import Configuration
+    from bit_trt.bench.measurement import Schedule, Workload, measure
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.classifier import Classifier
 
     bundle = load_bundle(bundle_path)
     encoded = [open(p, "rb").read() for p in photos]
@@ -98,7 +98,7 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
                         "backend": c[0],
                         "precision": c[1],
                         "batch": batch,
-                        "described": clf.runner.describe(),
+                        "described": clf.backend,
                         "infer_ms": round(1000 * infer, 1),
                         "end_to_end_ms": round(1000 * e2e, 1),
                         "infer_images_per_s": round(batch / infer, 2),
@@ -116,9 +116,9 @@ def backends_table(bundle_path: str, photos: list[str], rounds: int, threads: in
 
 
 def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: str) -> dict:
-    from ..bench.precision_bench import _export, _write
-    from ..engine.bundle import load_bundle
-    from ..export.parity_images import real_photo_paths
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.parity_set import real_photo_paths
+    from tools.precision_bench import _export, _write
 
     photos = real_photo_paths()
     with tempfile.TemporaryDirectory() as work:
@@ -152,7 +152,7 @@ def run(variant: str, bundle: str | None, rounds: int, threads: int, out_dir: st
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.runtime_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.runtime_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="r50x1", help="exported here when --bundle is not given")
     p.add_argument("--bundle", help="an existing bundle with fp32 and int8 variants")
     p.add_argument("--rounds", type=int, default=5)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tarfile
 
-from ..engine.errors import BitError
+from bit_trt.engine.errors import BitError
 
 PYCUDA = "pycuda==2026.1"
 # What pycuda imports at run time that a plain CUDA Python image may lack: pytools (and its siphash24,
@@ -70,7 +70,7 @@ def carried_files(folder: str = CARRIED) -> tuple[str, list[str]]:
     wheels = sorted(glob.glob(os.path.join(folder, "*.whl")))
     if not archives:
         raise BitError(
-            f"no pycuda source archive in {folder}: run `python -m bit_trt.bench.gpu_proof --fetch` on a machine "
+            f"no pycuda source archive in {folder}: run `python -m tools.gpu_proof --fetch` on a machine "
             "with PyPI, then carry .gpu_proof to the GPU host"
         )
     return archives[-1], wheels

@@ -1,4 +1,4 @@
-"""GPU measurements for a lent machine (no TensorRT needed), run by `python -m bit_trt.bench.gpu_proof`.
+"""GPU measurements for a lent machine (no TensorRT needed), run by `python -m tools.gpu_proof`.
 
 - The CUDA preprocessing kernel (the PTX the runner loads, engine/cuda/preprocess.ptx) on photos resized
   to 640x427 and 1920x1080, into a 480x480 float32 batch of 8: its output against
@@ -6,7 +6,7 @@
   own device-to-device copy bandwidth measured in the same run.
 - Host-to-device copy throughput from pinned (page-locked) and from pageable memory, 64 MB transfers.
 - End-to-end images/s from uint8 arrays through the trt runner's double-buffered path (pycuda), with
-  TensorRT's engine replaced by the engine double of tests/trt_engine_double.py.
+  TensorRT's engine replaced by the engine double of tools/trt_engine_double.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from ..engine.cuda_preprocess import BLOCK, KERNEL_NAME, load_ptx
+from bit_trt.engine.cuda_preprocess import BLOCK, KERNEL_NAME, load_ptx
 
 
 def _time_gpu(cp, fn, repeat: int) -> float:
@@ -57,8 +57,8 @@ def _preprocess_batch(fn, grid, d_src, h: int, w: int, d_dst, resolution: int) -
 def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
     import cv2
 
-    from ..engine.preprocess import InputSpec, preprocess, read_image
-    from ..export.parity_images import real_photo_paths
+    from bit_trt.engine.parity_set import real_photo_paths
+    from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
 
     ptx = load_ptx()
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")
@@ -120,8 +120,8 @@ def transfers(cp, nbytes: int = 64 << 20) -> dict:
 def _images_per_s(call, per_call: int, threads: int, seconds: float) -> float:
     """Images per second from `threads` threads calling `call`, timed by bit-bench's own loop (a warm-up
     request per thread, then one window of `seconds`)."""
-    from .configurations import Configuration
-    from .measurement import Workload, run_window, warm_up
+    from bit_trt.bench.configurations import Configuration
+    from bit_trt.bench.measurement import Workload, run_window, warm_up
 
     work = Workload(Configuration("trt-double", "fp32", per_call, threads, "model"), call)
     warm_up(work, 0)  # buffers grown, graphs captured
@@ -133,15 +133,14 @@ def runner_pipeline(resolution: int = 480, classes: int = 16, batch: int = 32, s
 
     TrtRunner.infer_uint8 as deployed: pinned staging, the copy stream, the preprocessing kernel, events,
     chunks of the profile's max batch alternating between two slots, on 2 workers; TensorRT's engine is
-    replaced by tests/trt_engine_double.py (a 16-class linear kernel, so the pipeline dominates, not the model).
+    replaced by tools/trt_engine_double.py (a 16-class linear kernel, so the pipeline dominates, not the model).
     The float path (a ready float32 batch, 4 bytes per value over PCIe) is measured beside it.
     """
     import cv2
 
-    from tests.trt_engine_double import EngineDoubleRunner
-
-    from ..engine.preprocess import InputSpec, preprocess, read_image
-    from ..export.parity_images import real_photo_paths
+    from bit_trt.engine.parity_set import real_photo_paths
+    from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
+    from tools.trt_engine_double import EngineDoubleRunner
 
     photo = read_image(real_photo_paths()[0])
     rows = []
@@ -170,6 +169,6 @@ def runner_pipeline(resolution: int = 480, classes: int = 16, batch: int = 32, s
         "resolution": resolution,
         "max_batch": 8,
         "workers": 2,
-        "engine": "tests/trt_engine_double.py",
+        "engine": "tools/trt_engine_double.py",
         "rows": rows,
     }

@@ -1,7 +1,7 @@
 """Export benchmark: wall time, peak RSS and graph size of `bit-export`, and ORT FP32 CPU latency of our
 cleaned ONNX against tf2onnx's own graph and against TF, measured side by side in one process.
 
-    python -m bit_trt.bench.export_bench --variant r50x1 --out bench/results
+    python -m tools.export_bench --variant r50x1 --out bench/results
 
 "tf2onnx's own graph" is the NHWC model as tf2onnx emits it (its layout Transposes, its decomposed
 GroupNorm, weight standardization left to ORT's constant folding). It is converted through the same
@@ -24,7 +24,11 @@ import time
 
 import numpy as np
 
-from ..export.resources import gigabytes
+from bit_trt.engine.atomic_write import write_json_atomic
+from bit_trt.export.resources import gigabytes
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
 
 
 def _cpu_name() -> str:
@@ -78,42 +82,51 @@ def run_export(variant: str, resolution: int, workdir: str) -> dict:
 
 def plain_route(variant: str, resolution: int, workdir: str) -> dict:
     """tf2onnx's ordinary route (variables frozen into the graph), in a child so its peak RSS is its own."""
-    code = f"""
-import json, time
-from bit_trt.export.resources import gigabytes, peak_rss_bytes
-from bit_trt.export.tensorflow_import import import_tensorflow
-tf = import_tensorflow()
-import tf2onnx
-from bit_trt.export.bit_tf import BiTModule
-from bit_trt.export.synthetic import synthetic_weights
-from bit_trt.export.variants import get_variant
-v = get_variant({variant!r})
-m = BiTModule(synthetic_weights(v, 1000, 0), v)
-spec = [tf.TensorSpec([None, {resolution}, {resolution}, 3], tf.float32, name="images")]
-t0 = time.perf_counter()
-model, _ = tf2onnx.convert.from_function(m.__call__, input_signature=spec, opset=17,
-                                         output_path={os.path.join(workdir, "plain.onnx")!r})
-print(json.dumps({{"convert_s": round(time.perf_counter() - t0, 1), "nodes": len(model.graph.node),
-    "transposes": sum(n.op_type == "Transpose" for n in model.graph.node),
-    "peak_rss_gb": gigabytes(peak_rss_bytes())}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    output = os.path.join(workdir, "plain.onnx")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "tools.export_bench", "--child", variant, str(resolution), output]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"failed": True, "returncode": proc.returncode, "stderr_tail": proc.stderr[-500:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def plain_route_child(variant: str, resolution: int, output: str) -> dict:
+    """The child of plain_route (`--child VARIANT RESOLUTION OUTPUT`): convert, then time, graph and peak RSS."""
+    from bit_trt.export.resources import peak_rss_bytes
+    from bit_trt.export.tensorflow_import import import_tensorflow
+
+    tf = import_tensorflow()
+    import tf2onnx
+
+    from bit_trt.export.bit_tf import BiTModule
+    from bit_trt.export.synthetic import synthetic_weights
+    from bit_trt.export.variants import get_variant
+
+    v = get_variant(variant)
+    m = BiTModule(synthetic_weights(v, 1000, 0), v)
+    spec = [tf.TensorSpec([None, resolution, resolution, 3], tf.float32, name="images")]
+    t0 = time.perf_counter()
+    model, _ = tf2onnx.convert.from_function(m.__call__, input_signature=spec, opset=17, output_path=output)
+    return {
+        "convert_s": round(time.perf_counter() - t0, 1),
+        "nodes": len(model.graph.node),
+        "transposes": sum(n.op_type == "Transpose" for n in model.graph.node),
+        "peak_rss_gb": gigabytes(peak_rss_bytes()),
+    }
+
+
 def latency(variant: str, resolution: int, bundle: str, threads: int, batches, rounds: int, workdir: str) -> list[dict]:
-    from ..engine.ort_runner import OrtRunner
-    from ..export import graph_cleanup, tf2onnx_route
-    from ..export.tensorflow_import import import_tensorflow
+    from bit_trt.engine.ort_runner import OrtRunner
+    from bit_trt.export import graph_cleanup, tf2onnx_route
+    from bit_trt.export.tensorflow_import import import_tensorflow
 
     tf = import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from ..export.bit_tf import BiTModule
-    from ..export.synthetic import synthetic_weights
-    from ..export.variants import get_variant
+    from bit_trt.export.bit_tf import BiTModule
+    from bit_trt.export.synthetic import synthetic_weights
+    from bit_trt.export.variants import get_variant
 
     v = get_variant(variant)
     weights = synthetic_weights(v, 1000, 0)
@@ -166,14 +179,19 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.export_bench", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:  # plain_route's child: one JSON line on stdout
+        variant, resolution, output = argv[1:]
+        print(json.dumps(plain_route_child(variant, int(resolution), output)))
+        return
+    p = argparse.ArgumentParser(prog="python -m tools.export_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="r50x1")
     p.add_argument("--resolution", type=int, default=480)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", default="1,8")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--plain-route", action="store_true", help="also time tf2onnx's frozen-weights route (R50x1 fits)")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    p.add_argument("--out", default=RESULTS)
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory() as work:
@@ -184,7 +202,7 @@ def main(argv=None):
             "host": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
             "measured": time.strftime("%Y-%m-%d", time.gmtime()),
         }
-        from ..export.resources import tool_versions
+        from bit_trt.engine.tool_versions import tool_versions
 
         result["tools"] = tool_versions()
         print(f"[{args.variant}] exporting ...", file=sys.stderr, flush=True)
@@ -205,9 +223,7 @@ def main(argv=None):
         result["latency"] = rows
         del result["export"]["bundle"]
     path = os.path.join(args.out, f"export_{args.variant}_{args.resolution}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+    write_json_atomic(path, result, "export benchmark")
     for row in rows:
         print(
             f"{row['variant']} b{row['batch']:<2} {row['engine']:<30} median {row['median_ms']:8.1f} ms  "

@@ -30,12 +30,12 @@ def digits_rgb(resolution: int = RESOLUTION, seed: int = 0):
 
 def train(steps: int = 400, batch: int = 64, seed: int = 0, lr: float = 3e-3):
     """Weights (official checkpoint layout, 10 classes) and the test-set accuracy TF reaches with them."""
-    from ..export.tensorflow_import import import_tensorflow
+    from bit_trt.export.tensorflow_import import import_tensorflow
 
     tf = import_tensorflow()
-    from ..export.bit_tf import forward
-    from ..export.synthetic import synthetic_weights
-    from ..export.variants import get_variant
+    from bit_trt.export.bit_tf import forward
+    from bit_trt.export.synthetic import synthetic_weights
+    from bit_trt.export.variants import get_variant
 
     tf.random.set_seed(seed)
     v = get_variant("tiny")

@@ -1,8 +1,8 @@
 """Precision benchmark: what FP16 and INT8 cost in accuracy and buy in ONNX Runtime CPU speed.
 
-    python -m bit_trt.bench.precision_bench digits            # trained tiny BiT: real top-1 per variant/method
-    python -m bit_trt.bench.precision_bench speed --variant r50x1 --calib 64,512
-    python -m bit_trt.bench.precision_bench calibration --variant r50x3 --bundle out/r50x3 --calib 512 --batch 2
+    python -m tools.precision_bench digits            # trained tiny BiT: real top-1 per variant/method
+    python -m tools.precision_bench speed --variant r50x1 --calib 64,512
+    python -m tools.precision_bench calibration --variant r50x3 --bundle out/r50x3 --calib 512 --batch 2
 
 `digits` trains BiT-tiny on scikit-learn's digits and exports every variant with each calibration method,
 then scores each on the 450 held-out digits (the calibration default is chosen from this table).
@@ -27,9 +27,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..export.resources import gigabytes
+from bit_trt.engine.atomic_write import write_json_atomic
+from bit_trt.export.resources import gigabytes
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
 
 
 def _export(args: list, env=None) -> dict:
@@ -49,10 +51,10 @@ def _export(args: list, env=None) -> dict:
 def digits(out_dir: str) -> dict:
     import cv2
 
-    from ..bench import trained_tiny
-    from ..engine.bundle import load_bundle
-    from ..engine.ort_runner import OrtRunner
-    from ..export.checkpoint import save_npz
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.ort_runner import OrtRunner
+    from bit_trt.export.checkpoint import save_npz
+    from tools import trained_tiny
 
     t0 = time.perf_counter()
     weights, tf_acc = trained_tiny.train(steps=300)
@@ -117,23 +119,32 @@ def digits(out_dir: str) -> dict:
 
 def _calibration_run(fp32_path: str, count: int, method: str, resolution: int, batch: int = 2) -> dict:
     """Calibration alone in a fresh process: its wall time and peak RSS are its own."""
-    code = f"""
-import json, time
-from bit_trt.engine.preprocess import InputSpec
-from bit_trt.export import calibration, int8
-from bit_trt.export.resources import gigabytes, peak_rss_bytes
-images, _ = calibration.synthetic(InputSpec(resolution={resolution}), {count})
-t0 = time.perf_counter()
-ranges = int8.compute_ranges({fp32_path!r}, images, {method!r}, {batch}, lambda m: None)
-print(json.dumps({{"images": {count}, "batch": {batch}, "method": {method!r},
-                  "wall_s": round(time.perf_counter() - t0, 1),
-                  "peak_rss_gb": gigabytes(peak_rss_bytes()),
-                  "tensors": len(ranges["data"]) if "data" in ranges else len(ranges)}}))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "tools.precision_bench", "--child", fp32_path, str(count), method]
+    proc = subprocess.run([*command, str(resolution), str(batch)], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         return {"images": count, "method": method, "failed": proc.stderr[-500:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def calibration_child(fp32_path: str, count: int, method: str, resolution: int, batch: int) -> dict:
+    """The child of _calibration_run (`--child FP32_PATH COUNT METHOD RESOLUTION BATCH`): calibrate, then time,
+    tensors and peak RSS."""
+    from bit_trt.engine.preprocess import InputSpec
+    from bit_trt.export import calibration, int8
+    from bit_trt.export.resources import peak_rss_bytes
+
+    images, _ = calibration.synthetic(InputSpec(resolution=resolution), count)
+    t0 = time.perf_counter()
+    ranges = int8.compute_ranges(fp32_path, images, method, batch, lambda m: None)
+    return {
+        "images": count,
+        "batch": batch,
+        "method": method,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "peak_rss_gb": gigabytes(peak_rss_bytes()),
+        "tensors": len(ranges["data"]) if "data" in ranges else len(ranges),
+    }
 
 
 def _profile(path: str, x: np.ndarray, threads: int) -> list[dict]:
@@ -160,8 +171,8 @@ def _profile(path: str, x: np.ndarray, threads: int) -> list[dict]:
 
 
 def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_dir: str) -> dict:
-    from ..engine.bundle import load_bundle
-    from ..engine.ort_runner import OrtRunner
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.ort_runner import OrtRunner
 
     result = {"variant": variant, "resolution": 480, "weights": "synthetic (seed 0)", "threads": threads}
     with tempfile.TemporaryDirectory() as work:
@@ -242,17 +253,20 @@ def calibration_only(variant: str, bundle: str, calib_sizes: list[int], batch: i
 
 def _write(path, result):
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
-    from ..export.resources import tool_versions
+    from bit_trt.engine.tool_versions import tool_versions
 
     result["tools"] = tool_versions()
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+    write_json_atomic(path, result, "precision benchmark")
     print(f"wrote {path}", file=sys.stderr)
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bit_trt.bench.precision_bench", description=__doc__.split("\n\n")[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:  # _calibration_run's child: one JSON line on stdout
+        fp32_path, count, method, resolution, batch = argv[1:]
+        print(json.dumps(calibration_child(fp32_path, int(count), method, int(resolution), int(batch))))
+        return
+    p = argparse.ArgumentParser(prog="python -m tools.precision_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["digits", "speed", "calibration"])
     p.add_argument("--variant", default="r50x1")
     p.add_argument("--calib", default="64", help="calibration-set sizes to time, comma-separated")

@@ -1,7 +1,7 @@
 """Memory of a bit-serve under image bombs, with its default limits: the peak RSS of its process tree (bit-serve,
 Triton and its stubs) over its RSS before each attack, from VmHWM after clear_refs.
 
-    python -m bit_trt.bench.serve_attack_bench BUNDLE --out bench/results/serve_attack_tiny.json
+    python -m tools.serve_attack_bench BUNDLE --out bench/results/serve_attack_tiny.json
 
 BUNDLE is served on ort-cpu from bit-serve's environment (--serve-python, default .venv-serve/bin/python). The
 attacks are all-black 1-bit PNGs (a few KB that decode to 3 bytes a pixel), over HTTP to the image model.
@@ -137,23 +137,22 @@ def measure(bundle: str, serve_python: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..engine.preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
+    from bit_trt.engine.atomic_write import write_json_atomic
+    from bit_trt.engine.preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.serve_attack_bench", description=__doc__.splitlines()[0])
     p.add_argument("bundle")
     p.add_argument("--serve-python", default=os.path.join(".venv-serve", "bin", "python"))
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     result = {
-        "command": "python -m bit_trt.bench.serve_attack_bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m tools.serve_attack_bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "date": time.strftime("%Y-%m-%d"),
         "host": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "os": platform.platform()},
         "limits": {"max_image_pixels": DEFAULT_MAX_IMAGE_PIXELS, "max_decode_mb": DEFAULT_DECODE_BUDGET >> 20},
         "attacks": measure(os.path.abspath(args.bundle), args.serve_python),
     }
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    write_json_atomic(args.out, result, "attack measurements", indent=2)
     return 0
 
 
