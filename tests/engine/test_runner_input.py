@@ -41,14 +41,24 @@ def test_bad_batches_are_refused_and_the_runner_stays_usable(runner):
         np.testing.assert_array_equal(runner.infer(GOOD), expected)
 
 
-def test_batch_above_max_is_split(runner):
+@pytest.mark.parametrize(("max_batch", "sizes"), [(None, [5]), (2, [2, 2, 1]), (5, [5]), (4, [4, 1]), (1, [1] * 5)])
+def test_batch_above_max_is_split(runner, monkeypatch, max_batch, sizes):
+    """What each native call receives is recorded: ORT and OpenVINO take any batch, so equal logits alone
+    would not show that the base split it at `max_batch` (a TensorRT profile's max)."""
     batch = np.random.default_rng(1).random((5, TINY_RES, TINY_RES, 3), dtype=np.float32)
     whole = runner.infer(batch)
-    runner.max_batch = 2  # what a TensorRT profile's max sets; the base splits 5 into 2+2+1
-    try:
-        split = runner.infer(batch)
-    finally:
-        runner.max_batch = None
+    native = runner._infer
+    received = []
+
+    def recording_infer(chunk):
+        received.append(chunk.copy())
+        return native(chunk)
+
+    monkeypatch.setattr(runner, "_infer", recording_infer)
+    monkeypatch.setattr(runner, "max_batch", max_batch)
+    split = runner.infer(batch)
+    assert [len(chunk) for chunk in received] == sizes
+    np.testing.assert_array_equal(np.concatenate(received), batch)  # in order, each image once
     np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
 
 
