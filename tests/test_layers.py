@@ -6,6 +6,9 @@
 - serve/ stands on engine/ alone: its environment (numpy < 2 for PyTriton) has no TensorFlow to export with.
 - Every import between the three folders resolves on disk as it does at run time, so static tools
   (pyright, IDEs, dependency graphs) follow the same arrows as Python.
+- The installed package holds only what users run: maintainers' scripts live in tools/ (not installed),
+  and nothing in the package imports `tools` or `tests`, which a wheel does not have. tools/ imports the
+  package by its installed name (`bit_trt.`), and its own scripts as `tools.`.
 - Memory accounting has one owner (export/resources.py): ru_maxrss is KiB on Linux, and a second
   reader is a second chance to get the unit wrong.
 """
@@ -18,6 +21,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDERS = ("engine", "export", "bench", "serve")
+TOOLS = "tools"  # maintainers' scripts: importable from the repo root, not installed
+NOT_INSTALLED = ("tests", TOOLS)
 FORBIDDEN = {
     "engine": ("export", "bench", "serve"),
     "export": ("bench", "serve"),
@@ -30,6 +35,15 @@ def _sources(folder):
     for name in sorted(os.listdir(os.path.join(ROOT, folder))):
         if name.endswith(".py"):
             yield os.path.join(ROOT, folder, name)
+
+
+def _all_sources(folder):
+    """Every .py file under folder, subfolders too (serve/triton_python/ travels in the wheel as well)."""
+    for top, dirs, names in sorted(os.walk(os.path.join(ROOT, folder))):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in sorted(names):
+            if name.endswith(".py"):
+                yield os.path.join(top, name)
 
 
 def _imports(path):
@@ -53,10 +67,14 @@ def _imports(path):
 
 
 def _on_disk(module: str) -> str | None:
-    """The file a bit_trt module lives in, by the repository's layout (bit_trt.X.y -> X/y.py)."""
-    parts = module.split(".")[1:]
-    if not parts or parts[0] not in FOLDERS:
-        return None
+    """The file a bit_trt or tools module lives in, by the repository's layout (bit_trt.X.y -> X/y.py,
+    tools.y -> tools/y.py)."""
+    if module == TOOLS or module.startswith(f"{TOOLS}."):
+        parts = module.split(".")
+    else:
+        parts = module.split(".")[1:]
+        if not parts or parts[0] not in FOLDERS:
+            return None
     path = os.path.join(ROOT, *parts)
     for candidate in (path + ".py", os.path.join(path, "__init__.py")):
         if os.path.isfile(candidate):
@@ -76,13 +94,55 @@ def test_layers_point_one_way(folder):
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
+def test_the_package_imports_neither_tools_nor_tests(folder):
+    """A wheel holds export/, engine/, bench/ and serve/ only: an import of tools/ or tests/ from any of them
+    works in the repository and fails for every user."""
+    broken = []
+    for path in _all_sources(folder):
+        for module, line in _imports(path):
+            for other in NOT_INSTALLED:
+                if module == other or module.startswith(f"{other}."):
+                    broken.append(f"{os.path.relpath(path, ROOT)}:{line} imports {module}")
+    assert broken == [], f"{folder}/ is installed; {NOT_INSTALLED} are not"
+
+
+def test_tools_import_the_package_by_name_and_never_tests():
+    """tools/ is no part of bit_trt: it reaches the package as `bit_trt.` and its own scripts as `tools.`,
+    never relatively, and never through tests/ (the tests import tools, not the other way round)."""
+    broken = []
+    for path in _sources(TOOLS):
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                broken.append(f"{os.path.relpath(path, ROOT)}:{node.lineno} imports relatively")
+        for module, line in _imports(path):
+            if module == "tests" or module.startswith("tests."):
+                broken.append(f"{os.path.relpath(path, ROOT)}:{line} imports {module}")
+    assert broken == []
+
+
+def test_tools_are_not_installed():
+    """pyproject.toml installs the four package folders and nothing else: tools/ stays in the repository."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        setuptools = tomllib.load(f)["tool"]["setuptools"]
+    assert sorted(setuptools["packages"]) == sorted(f"bit_trt.{folder}" for folder in FOLDERS)
+    assert sorted(setuptools["package-dir"].values()) == sorted(FOLDERS)
+    assert os.path.isfile(os.path.join(ROOT, TOOLS, "__init__.py"))  # importable from the repo root
+
+
+@pytest.mark.parametrize("folder", (*FOLDERS, TOOLS))
 def test_imports_between_folders_resolve_on_disk_and_at_run_time(folder):
     for path in _sources(folder):
         for module, line in _imports(path):
-            if not module.startswith("bit_trt."):
+            if folder == TOOLS and (module == TOOLS or module.startswith(f"{TOOLS}.")):
+                prefix = ""  # tools.x: a script beside this one
+            elif module.startswith("bit_trt."):
+                prefix = "bit_trt."
+            else:
                 continue
             where = f"{os.path.relpath(path, ROOT)}:{line}"
-            if "." in module[len("bit_trt.") :] and _on_disk(module) is None:
+            if "." in module[len(prefix) :] and _on_disk(module) is None:
                 # `from ..engine.compare import measure` also yields ...compare.measure, a name, not a module
                 parent = module.rsplit(".", 1)[0]
                 assert _on_disk(parent) is not None, f"{where}: {module} has no file on disk"
@@ -117,7 +177,7 @@ def test_the_engines_one_way_back_is_by_name():
 
 def test_peak_memory_is_read_in_one_place():
     readers = []
-    for folder in FOLDERS:
+    for folder in (*FOLDERS, TOOLS):
         for path in _sources(folder):
             if "ru_maxrss" in open(path, encoding="utf-8").read():
                 readers.append(os.path.relpath(path, ROOT))
