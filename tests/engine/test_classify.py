@@ -1,5 +1,11 @@
+import os
+import shutil
+import subprocess
+import sys
+
 import cv2
 import numpy as np
+import pytest
 
 from bit_trt.engine.classifier import Classifier
 from bit_trt.export.parity_images import real_photo_paths
@@ -34,14 +40,36 @@ def test_classify_prints_top5_labels(tiny_bundle):
     assert "SYNTHETIC" in proc.stderr
 
 
+def _console_script(name: str) -> str:
+    """The installed entry point, as a user runs it: beside this interpreter (a venv's bin/), else on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    found = beside if os.access(beside, os.X_OK) else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed here (pip install -e . makes it)")
+    return found
+
+
 def test_classify_matches_python_api(tiny_bundle):
-    photo = real_photo_paths()[1]
+    """The real `bit-classify` command prints, per image, the top-k that Classifier.predict gives."""
+    photos = real_photo_paths()[:3]
+    proc = subprocess.run(
+        [_console_script("bit-classify"), str(tiny_bundle), *photos, "--top", "4"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
     with Classifier(str(tiny_bundle)) as clf:
-        from_path = clf.predict([photo])
-        with open(photo, "rb") as f:
+        assert f"backend: {clf.backend}" in proc.stderr.splitlines()
+        expected = []
+        for photo, top in zip(photos, clf.predict(photos).top(4)):
+            expected += [photo] + [f"  {prob:7.2%}  {name}" for name, prob in top]
+        from_path = clf.predict([photos[1]])
+        with open(photos[1], "rb") as f:
             from_bytes = clf.predict([f.read()])
-        rgb = cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB)
+        rgb = cv2.cvtColor(cv2.imread(photos[1]), cv2.COLOR_BGR2RGB)
         from_array = clf.predict([rgb])
+    assert proc.stdout.splitlines() == expected
     np.testing.assert_array_equal(from_path.logits, from_bytes.logits)
     np.testing.assert_allclose(from_path.logits, from_array.logits, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(from_path.probabilities.sum(axis=1), 1.0, rtol=1e-9)
