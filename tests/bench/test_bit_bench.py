@@ -35,17 +35,18 @@ def bench(tiny_full_bundle, tmp_path_factory):
 
 def test_every_combination_is_measured_or_skipped_with_a_reason(bench):
     proc, result, _ = bench
-    assert result["schema"] == "bit-bench/1" and result["command"].startswith("bit-bench ")
+    assert result["schema"] == "bit-bench/2" and result["command"].startswith("bit-bench ")
     rows = {r["id"]: r for r in result["rows"]}
     assert len(rows) == 3 * 2 * 2 * 2
     for backend in ("ort-cpu", "openvino"):
         for precision in ("fp32", "int8"):
             row = rows[f"{backend}/{precision}/b2/c2"]
             assert row["status"] == "measured" and row["requests"] >= 12
+            assert row["flavour"] == {"fp32": "fp32", "int8": "int8-ort"}[precision]  # the graph it loaded
             lat = row["latency_ms"]
             assert lat["min"] <= lat["median"] <= lat["p90"] <= lat["max"] and row["throughput_ips"] > 0
     trt = rows["trt/fp32/b1/c1"]
-    assert trt["status"] == "skipped" and trt["skip_reason"]
+    assert trt["status"] == "skipped" and trt["skip_reason"] and trt["flavour"] is None
     assert "trt/fp32,int8: skipped:" in proc.stdout
 
 
@@ -101,7 +102,7 @@ def test_plots_are_written(bench):
 def test_csv_has_one_row_per_configuration(bench):
     _, result, out = bench
     lines = (out / "r.csv").read_text().splitlines()
-    assert lines[0].startswith("# bit-bench/1 bit-bench ")
+    assert lines[0].startswith("# bit-bench/2 bit-bench ")
     rows = list(csv.DictReader(lines[1:]))
     assert [r["id"] for r in rows] == [r["id"] for r in result["rows"]]
     measured = [r for r in rows if r["status"] == "measured"]
@@ -130,7 +131,7 @@ def test_end_to_end_mode_times_decoding_too(tiny_bundle, tmp_path):
     [
         (("--backend", "ort-cpu,tensorflowlite"), "unknown backend tensorflowlite"),
         (("--precision", "fp8"), "unknown precision fp8"),
-        (("--precision", "int8"), "has no int8 variant for any backend"),
+        (("--precision", "int8"), "has no int8 model for any backend"),
         (("--iterations", "20", "--percentiles", "50,99"), "too few for p99"),
         (("--batch", "0"), "at least 1"),
         (("--duration", "0"), "--duration must be positive"),

@@ -26,6 +26,11 @@ MODULES = (
     "cuda_preprocess",
     "cuda_graph",
     "plan_check",
+    "precision",
+    "parity_set",
+    "atomic_write",
+    "onnx_order",
+    "tool_versions",
 )
 
 

@@ -23,7 +23,7 @@ def test_concurrent_predicts_are_correct(tiny_full_bundle, backend):
                 np.testing.assert_allclose(job.result().logits, expected[i], rtol=1e-5, atol=1e-5)
         # a batch call from many threads at once as well
         batch = rng.random((3, TINY_RES, TINY_RES, 3), dtype=np.float32)
-        ref = clf.runner.infer(batch)
+        ref = clf.infer(batch)
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for out in pool.map(lambda _: clf.runner.infer(batch), range(8)):
+            for out in pool.map(lambda _: clf.infer(batch), range(8)):
                 np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
