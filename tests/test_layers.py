@@ -3,12 +3,14 @@
 - engine/ is the core: it imports none of export/, bench/ or serve/ (a server embeds it without them).
   Its one way back is by name: engine/backends.py's RUNNERS table loads the `tf` reference from export/.
 - export/ imports neither bench/ nor serve/.
+- bench/ (bit-bench) measures a bundle: it imports engine/ (and serve/'s model names), never the exporter.
 - serve/ stands on engine/ alone: its environment (numpy < 2 for PyTriton) has no TensorFlow to export with.
 - Every import between the three folders resolves on disk as it does at run time, so static tools
   (pyright, IDEs, dependency graphs) follow the same arrows as Python.
 - The installed package holds only what users run: maintainers' scripts live in tools/ (not installed),
   and nothing in the package imports `tools` or `tests`, which a wheel does not have. tools/ imports the
   package by its installed name (`bit_trt.`), and its own scripts as `tools.`.
+- Outside engine/, a Classifier is used through its public surface: nobody reaches through `.runner`.
 - Memory accounting has one owner (export/resources.py): ru_maxrss is KiB on Linux, and a second
   reader is a second chance to get the unit wrong.
 """
@@ -26,7 +28,7 @@ NOT_INSTALLED = ("tests", TOOLS)
 FORBIDDEN = {
     "engine": ("export", "bench", "serve"),
     "export": ("bench", "serve"),
-    "bench": (),
+    "bench": ("export",),
     "serve": ("export", "bench"),
 }
 
@@ -182,3 +184,19 @@ def test_peak_memory_is_read_in_one_place():
             if "ru_maxrss" in open(path, encoding="utf-8").read():
                 readers.append(os.path.relpath(path, ROOT))
     assert readers == [os.path.join("export", "resources.py")]
+
+
+@pytest.mark.parametrize("folder", ("export", "bench", "serve", TOOLS))
+def test_classifiers_are_used_through_their_public_surface(folder):
+    """Callers use Classifier.infer / infer_timed / infer_uint8 / max_batch / backend, not its runner: the
+    runner is the engine's own business (its activation, locking and batch splitting)."""
+    import re
+
+    reach = re.compile(r"\b(clf|classifier|self\.clf|self\.classifier)\.runner\b")
+    found = [
+        f"{os.path.relpath(path, ROOT)}:{n}"
+        for path in _all_sources(folder)
+        for n, line in enumerate(open(path, encoding="utf-8"), 1)
+        if reach.search(line)
+    ]
+    assert found == []

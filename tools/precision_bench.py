@@ -28,6 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
+from bit_trt.engine.precision import FLAVOURS, flavour_of
 from bit_trt.export.resources import gigabytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,7 +105,7 @@ def digits(out_dir: str) -> dict:
             bundle = load_bundle(out)
             row = {}
             for art in m["artifacts"]:
-                variant = art.get("variant", art["precision"])
+                variant = flavour_of(art)
                 with OrtRunner(bundle.artifact_path(variant)) as r:
                     logits = r.infer(x_te.astype(np.float32) / 255)
                 row[variant] = {"top1": float((logits.argmax(1) == y_te).mean()), "bytes": art["bytes"]}
@@ -187,7 +188,7 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
         result["export_steps_s"] = m["export"]["steps_s"]
         result["variants"] = {}
         for art in m["artifacts"]:
-            v = art.get("variant", art["precision"])
+            v = flavour_of(art)
             par = art.get("gate") or art["parity"]
             result["variants"][v] = {
                 "bytes": art["bytes"],
@@ -201,10 +202,7 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
         fp32_path = os.path.join(out, "model.fp32.onnx")
         result["calibration"] = [_calibration_run(fp32_path, n, "minmax", 480) for n in calib_sizes]
         bundle = load_bundle(out)
-        runners = {
-            v: OrtRunner(bundle.artifact_path(v), threads=threads).activate()
-            for v in ("fp32", "fp16", "int8-ort", "int8-trt")
-        }
+        runners = {v: OrtRunner(bundle.artifact_path(v), threads=threads).activate() for v in FLAVOURS}
         rows = []
         for batch in (1, 8):
             x = np.random.default_rng(batch).random((batch, 480, 480, 3), dtype=np.float32)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bit_trt.engine.classifier import Classifier
-from bit_trt.export.parity_images import real_photo_paths
+from bit_trt.engine.parity_set import real_photo_paths
 from tests.conftest import run_cli
 
 CLASSIFY = "bit_trt.engine.classify_cli"

@@ -16,8 +16,8 @@ from bit_trt.engine import preprocess
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.image_size import encoded_size
+from bit_trt.engine.parity_set import real_photo_paths
 from bit_trt.engine.preprocess import InputSpec, resize_to, scale_uint8
-from bit_trt.export.parity_images import real_photo_paths
 from tests.conftest import run_cli
 from tools.serve_attack_bench import zero_png
 

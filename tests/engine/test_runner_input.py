@@ -7,7 +7,7 @@ from bit_trt.engine import backends
 from bit_trt.engine.bundle import load_bundle
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
-from bit_trt.export.parity_images import real_photo_paths
+from bit_trt.engine.parity_set import real_photo_paths
 from tests.conftest import TINY_RES
 
 GOOD = np.random.default_rng(0).random((2, TINY_RES, TINY_RES, 3), dtype=np.float32)
