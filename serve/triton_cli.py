@@ -7,15 +7,18 @@ import sys
 
 from ..engine.classify_cli import add_image_limit_arguments, positive_int
 from ..engine.errors import BitError
-from .triton_models import BACKENDS
-from .triton_repository import DEFAULT_MAX_BATCH, PRECISIONS, RepositoryOptions, serve_command, write_repository
+from ..engine.options import field_defaults
+from ..engine.precision import PRECISIONS
+from .batching import DEFAULT_MAX_BATCH
+from .triton_models import TRITON_BACKENDS
+from .triton_repository import RepositoryOptions, serve_command, write_repository
 
 EPILOG = f"""
 models (NAME defaults to bit_<variant>, e.g. bit_r50x3):
-  NAME_<backend>_<variant>        float32 NHWC batch (dims without the batch: [R, R, 3]) -> logits,
-                                  labels attached (Triton's classification extension returns names)
-  NAME_<backend>_<variant>_image  ensemble: encoded image bytes (TYPE_STRING, dims [1]) -> logits
-  NAME_preprocess                 Python backend: image bytes -> float32 NHWC, bit-trt's own preprocessing
+  NAME_<backend>_<precision>        float32 NHWC batch (dims without the batch: [R, R, 3]) -> logits,
+                                    labels attached (Triton's classification extension returns names)
+  NAME_<backend>_<precision>_image  ensemble: encoded image bytes (TYPE_STRING, dims [1]) -> logits
+  NAME_preprocess                   Python backend: image bytes -> float32 NHWC, bit-trt's own preprocessing
 
 backends: tensorrt (the bundle's TensorRT plans, cc_model_filenames per GPU architecture), onnxruntime,
 openvino (both read the bundle's ONNX). auto (default): tensorrt if the bundle has TensorRT plans, else
@@ -38,6 +41,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
+    d = field_defaults(RepositoryOptions)
     p = argparse.ArgumentParser(
         prog="bit-triton",
         description="Write a Triton Inference Server model repository from a bit-trt bundle.",
@@ -48,46 +52,72 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the model repository to write (refused if it exists, unless --force)")
     p.add_argument(
         "--backend",
+        dest="backends",
         type=_csv,
-        default=("auto",),
-        help=f"comma-separated: auto, all, {', '.join(BACKENDS)} (default auto)",
+        default=d["backends"],
+        help=f"comma-separated: auto, all, {', '.join(TRITON_BACKENDS)} (default {','.join(d['backends'])})",
     )
     p.add_argument(
         "--precision",
+        dest="precisions",
         type=_csv,
-        default=(),
+        default=d["precisions"],
         help=f"comma-separated {', '.join(PRECISIONS)} (default: all the bundle has)",
     )
-    p.add_argument("--name", help="model name prefix (default bit_<variant>)")
+    p.add_argument("--name", default=d["name"], help="model name prefix (default bit_<variant>)")
     p.add_argument(
         "--max-batch",
         type=positive_int,
+        default=d["max_batch"],
         help=f"max_batch_size (default: a TensorRT plan's profile max; {DEFAULT_MAX_BATCH} for ONNX models)",
     )
     p.add_argument(
-        "--preferred-batch", type=_ints, default=(), help="dynamic batcher's preferred sizes (default: opt and max)"
-    )
-    p.add_argument("--max-queue-delay-us", type=int, default=2000, help="dynamic batcher's wait (default 2000)")
-    p.add_argument("--instances", type=positive_int, default=1, help="instances of each classifier (default 1)")
-    p.add_argument(
-        "--preprocess-instances", type=positive_int, default=2, help="preprocessing model instances (default 2)"
+        "--preferred-batch",
+        type=_ints,
+        default=d["preferred_batch"],
+        help="dynamic batcher's preferred sizes (default: opt and max)",
     )
     p.add_argument(
-        "--onnxruntime-device", choices=("cpu", "gpu"), default="cpu", help="ONNX Runtime models' instance kind"
+        "--max-queue-delay-us",
+        type=int,
+        default=d["max_queue_delay_us"],
+        help=f"dynamic batcher's wait (default {d['max_queue_delay_us']})",
     )
-    p.add_argument("--openvino-hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY")
+    p.add_argument(
+        "--instances",
+        type=positive_int,
+        default=d["instances"],
+        help=f"instances of each classifier (default {d['instances']})",
+    )
+    p.add_argument(
+        "--preprocess-instances",
+        type=positive_int,
+        default=d["preprocess_instances"],
+        help=f"preprocessing model instances (default {d['preprocess_instances']})",
+    )
+    p.add_argument(
+        "--onnxruntime-device",
+        choices=("cpu", "gpu"),
+        default=d["onnxruntime_device"],
+        help=f"ONNX Runtime models' instance kind (default {d['onnxruntime_device']})",
+    )
+    p.add_argument(
+        "--openvino-hint",
+        choices=("LATENCY", "THROUGHPUT"),
+        default=d["openvino_hint"],
+        help=f"OpenVINO's PERFORMANCE_HINT (default {d['openvino_hint']})",
+    )
     p.add_argument("--no-ensembles", action="store_true", help="classifiers only, no preprocessing model")
-    add_image_limit_arguments(p)  # the preprocessing model's
+    add_image_limit_arguments(p)  # the preprocessing model's (defaults: RepositoryOptions', the engine's)
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    options = RepositoryOptions(
-        backends=args.backend,
-        precisions=args.precision,
+def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
+    return RepositoryOptions(
+        backends=args.backends,
+        precisions=args.precisions,
         name=args.name,
         max_batch=args.max_batch,
         preferred_batch=args.preferred_batch,
@@ -100,6 +130,11 @@ def main(argv=None) -> int:
         max_image_pixels=args.max_image_pixels,
         max_decode_mb=args.max_decode_mb,
     )
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    options = options_from_args(args)
     try:
         from ..engine.bundle import load_bundle
 

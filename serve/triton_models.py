@@ -4,7 +4,7 @@ One function per kind of model:
 - classifier(): TensorRT plan (`tensorrt_plan`), ONNX Runtime (`onnxruntime_onnx`) or OpenVINO (`openvino`),
   float32 NHWC input without the batch dimension, logits output with the bundle's labels;
 - preprocess(): the Python-backend model that turns encoded image bytes into that float input with the
-  engine's own preprocessing (serve/triton_preprocess_model.py);
+  engine's own preprocessing (serve/triton_python/model.py, which reads these configs' parameters);
 - ensemble(): preprocess -> classifier, so a client sends image bytes and gets logits (and, through Triton's
   classification extension, label names).
 """
@@ -15,11 +15,12 @@ import json
 import re
 from dataclasses import dataclass
 
+from ..engine.preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
 from .pbtxt import Enum, Map
 
-# Triton's name for each backend -> the engine backend whose bundle variant it loads (engine/backends.py).
+# Triton's name for each backend -> the engine backend whose artifact flavour it loads (engine/precision.py).
 ENGINE_BACKEND = {"tensorrt": "trt", "onnxruntime": "ort-cpu", "openvino": "openvino"}
-BACKENDS = tuple(ENGINE_BACKEND)
+TRITON_BACKENDS = tuple(ENGINE_BACKEND)  # Triton's backend names: not the engine's (engine/backends.py BACKENDS)
 IMAGE_INPUT = "image"  # the input of every model that takes encoded image bytes (ensembles, bit-serve's, preprocessing)
 IMAGE_SUFFIX = "_image"  # <classifier>_image: the same classifier, fed encoded images
 LABELS_FILE = "labels.txt"
@@ -43,10 +44,11 @@ class Batching:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """The preprocessing model's image limits (engine/preprocess.py), as config parameters model.py reads."""
+    """What a model that decodes clients' images admits (engine/preprocess.py): bit-serve's image model, and
+    bit-triton's preprocessing model, as config parameters its model.py reads. The defaults are the engine's."""
 
-    max_image_pixels: int
-    max_decode_mb: int
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_decode_mb: int = DEFAULT_DECODE_BUDGET >> 20
 
     def parameters(self) -> dict:
         return {

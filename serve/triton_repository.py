@@ -1,7 +1,7 @@
 """A Triton model repository from a bundle: which models, their files, and an atomic write to disk.
 
-    OUT/<name>_<backend>_<variant>/config.pbtxt, labels.txt, 1/model.onnx | 1/model_sm90.plan ...
-    OUT/<name>_<backend>_<variant>_image/config.pbtxt, labels.txt, 1/      (ensemble: bytes -> logits)
+    OUT/<name>_<backend>_<precision>/config.pbtxt, labels.txt, 1/model.onnx | 1/model_sm90.plan ...
+    OUT/<name>_<backend>_<precision>_image/config.pbtxt, labels.txt, 1/      (ensemble: bytes -> logits)
     OUT/<name>_preprocess/config.pbtxt, 1/model.py, warmup/image.bin       (Python backend)
     OUT/README.md                                                           (what is here, how to serve it)
 
@@ -22,12 +22,11 @@ import numpy as np
 from ..engine import backends
 from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
-from ..engine.preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
+from ..engine.precision import PRECISIONS, check_precision, flavour_for
 from . import pbtxt, triton_models
-from .triton_models import BACKENDS, ENGINE_BACKEND, LABELS_FILE, WARMUP_IMAGE, Batching
+from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE_DELAY_US, check_max_batch
+from .triton_models import ENGINE_BACKEND, LABELS_FILE, TRITON_BACKENDS, WARMUP_IMAGE, Batching, ImageLimits
 
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_MAX_BATCH = 8  # ONNX models (dynamic batch); a TensorRT model takes its plan profile's max
 MODEL_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_python", "model.py")
 
 
@@ -36,36 +35,41 @@ class RepositoryOptions:
     backends: tuple[str, ...] = ("auto",)  # auto: tensorrt where the bundle has TensorRT plans, else onnxruntime
     precisions: tuple[str, ...] = ()  # empty: every precision the bundle has for each backend
     name: str | None = None  # model name prefix; default bit_<variant>
-    max_batch: int | None = None
-    preferred_batch: tuple[int, ...] = ()
-    max_queue_delay_us: int = 2000
+    max_batch: int | None = None  # None: a TensorRT plan's profile max, DEFAULT_MAX_BATCH for ONNX (serve/batching.py)
+    preferred_batch: tuple[int, ...] = ()  # empty: the profile's opt and max
+    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
     instances: int = 1
     preprocess_instances: int = 2
     onnxruntime_device: str = "cpu"
     openvino_hint: str = "LATENCY"
     ensembles: bool = True
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # the preprocessing model's limits (engine/preprocess.py)
-    max_decode_mb: int = DEFAULT_DECODE_BUDGET >> 20
+    max_image_pixels: int = ImageLimits.max_image_pixels  # the preprocessing model's limits
+    max_decode_mb: int = ImageLimits.max_decode_mb
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.max_image_pixels, self.max_decode_mb)
 
 
 @dataclass
 class ModelPlan:
-    """One classifier to write: its Triton backend, bundle variant, and the bundle records of its files."""
+    """One classifier to write: its Triton backend, precision, the artifact flavour that implements it, and the
+    bundle records of its files."""
 
     backend: str
     precision: str
-    variant: str
+    flavour: str
     records: list[dict]
     batching: Batching
     notes: list[str] = field(default_factory=list)
 
 
-def triton_plans(bundle: Bundle, variant: str) -> list[dict]:
-    """The bundle's TensorRT plans of `variant` that Triton's tensorrt_plan backend can load: plans built by
+def triton_plans(bundle: Bundle, flavour: str) -> list[dict]:
+    """The bundle's TensorRT plans of `flavour` that Triton's tensorrt_plan backend can load: plans built by
     TensorRT for a known GPU. TensorRT-RTX engines need the TensorRT-RTX runtime, which Triton does not have."""
     return [
         a
-        for a in backends.plans_for(bundle, variant)
+        for a in backends.plans_for(bundle, flavour)
         if a.get("library") == "tensorrt" and a.get("target", {}).get("kind") == "gpu"
     ]
 
@@ -78,13 +82,13 @@ def _triton_cc(cc: str) -> str:
 
 def _backends(bundle: Bundle, requested: tuple[str, ...]) -> list[str]:
     if "all" in requested:
-        return list(BACKENDS)
+        return list(TRITON_BACKENDS)
     if "auto" in requested:
         has_plans = any(triton_plans(bundle, v) for v in bundle.artifacts("onnx"))
         return ["tensorrt" if has_plans else "onnxruntime"]
-    unknown = [b for b in requested if b not in BACKENDS]
+    unknown = [b for b in requested if b not in TRITON_BACKENDS]
     if unknown:
-        raise BitError(f"unknown Triton backend {unknown[0]!r}; choose from: auto, all, {', '.join(BACKENDS)}")
+        raise BitError(f"unknown Triton backend {unknown[0]!r}; choose from: auto, all, {', '.join(TRITON_BACKENDS)}")
     return list(dict.fromkeys(requested))
 
 
@@ -96,11 +100,11 @@ def _batching(options: RepositoryOptions, max_batch: int, opt: int | None, insta
     return Batching(max_batch, preferred, options.max_queue_delay_us, instances)
 
 
-def _plan_model(bundle: Bundle, precision: str, variant: str, options: RepositoryOptions) -> ModelPlan | str:
-    """The TensorRT model for `variant`, or why there is none."""
-    plans = triton_plans(bundle, variant)
+def _plan_model(bundle: Bundle, precision: str, flavour: str, options: RepositoryOptions) -> ModelPlan | str:
+    """The TensorRT model for `flavour`, or why there is none."""
+    plans = triton_plans(bundle, flavour)
     if not plans:
-        rtx = [a["file"] for a in backends.plans_for(bundle, variant)]
+        rtx = [a["file"] for a in backends.plans_for(bundle, flavour)]
         why = f"TensorRT-RTX engines ({', '.join(rtx)}) do not run on Triton's tensorrt_plan backend; " if rtx else ""
         return (
             f"bundle {bundle.path!r} has no {precision} TensorRT plan for Triton: {why}build one on the GPU host "
@@ -116,44 +120,37 @@ def _plan_model(bundle: Bundle, precision: str, variant: str, options: Repositor
             "Triton sends batches from 1: rebuild with bit-engine --min-batch 1"
         )
     plan_max = min(p.get("max", 1) for p in profiles)
-    if options.max_batch and options.max_batch > plan_max:
-        raise BitError(
-            f"--max-batch {options.max_batch} is above the {precision} TensorRT plans' profile max {plan_max}; "
-            f"rebuild with bit-engine --max-batch {options.max_batch}, or ask for at most {plan_max}"
-        )
+    max_batch = check_max_batch(options.max_batch, plan_max, f"the {precision} TensorRT plans'") or plan_max
     opt = min(p.get("opt", plan_max) for p in profiles)
-    batching = _batching(options, options.max_batch or plan_max, opt, options.instances)
+    batching = _batching(options, max_batch, opt, options.instances)
     versions = sorted({f"TensorRT {a.get('library_version', '?')}" for a in by_cc.values()})
     note = f"built by {', '.join(versions)}: serve with a Triton release that carries exactly that TensorRT"
-    return ModelPlan("tensorrt", precision, variant, list(by_cc.values()), batching, [note])
+    return ModelPlan("tensorrt", precision, flavour, list(by_cc.values()), batching, [note])
 
 
 def plan_models(bundle: Bundle, options: RepositoryOptions) -> tuple[list[ModelPlan], list[str]]:
     """The classifiers to write, and why a default backend/precision pair was left out."""
     skipped: list[str] = []
     explicit = bool(options.precisions)
-    precisions = options.precisions or PRECISIONS
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        raise BitError(f"unknown precision {unknown[0]!r}; choose from: {', '.join(PRECISIONS)}")
+    precisions = [check_precision(p) for p in options.precisions or PRECISIONS]
     models = []
     for backend in _backends(bundle, options.backends):
         for precision in precisions:
-            variant = backends.variant_for(ENGINE_BACKEND[backend], precision)
+            flavour = flavour_for(ENGINE_BACKEND[backend], precision)
             if backend == "tensorrt":
-                found = _plan_model(bundle, precision, variant, options)
-            elif variant in bundle.artifacts("onnx"):
-                max_batch = options.max_batch or DEFAULT_MAX_BATCH
+                found = _plan_model(bundle, precision, flavour, options)
+            elif flavour in bundle.artifacts("onnx"):
+                max_batch = check_max_batch(options.max_batch, None) or DEFAULT_MAX_BATCH
                 found = ModelPlan(
                     backend,
                     precision,
-                    variant,
-                    [bundle.artifacts("onnx")[variant]],
+                    flavour,
+                    [bundle.artifacts("onnx")[flavour]],
                     _batching(options, max_batch, None, options.instances),
                 )
             else:
                 found = (
-                    f"bundle {bundle.path!r} has no {variant} ONNX variant for {backend}; it has: "
+                    f"bundle {bundle.path!r} has no {flavour} ONNX variant for {backend}; it has: "
                     f"{', '.join(bundle.artifacts('onnx')) or 'none'} (bit-export --precision {precision})"
                 )
             if isinstance(found, str):
@@ -251,7 +248,7 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
             )
             _write(os.path.join(staging, name, "config.pbtxt"), pbtxt.dumps(config))
             _write(os.path.join(staging, name, LABELS_FILE), labels)
-            written[name] = f"{model.backend} {model.precision} ({model.variant}), max batch {model.batching.max_batch}"
+            written[name] = f"{model.backend} {model.precision} ({model.flavour}), max batch {model.batching.max_batch}"
             if model.notes:
                 written[name] += "; " + "; ".join(model.notes)
             if options.ensembles:
@@ -266,8 +263,9 @@ def write_repository(bundle: Bundle, out: str, options: RepositoryOptions, force
         if options.ensembles:
             max_batch = max(m.batching.max_batch for m in models)
             batching = _batching(options, max_batch, None, options.preprocess_instances)
-            limits = triton_models.ImageLimits(options.max_image_pixels, options.max_decode_mb)
-            config = triton_models.preprocess(preprocess_name, spec.name, spec.to_manifest(), batching, limits)
+            config = triton_models.preprocess(
+                preprocess_name, spec.name, spec.to_manifest(), batching, options.image_limits
+            )
             _write(os.path.join(staging, preprocess_name, "config.pbtxt"), pbtxt.dumps(config))
             os.makedirs(os.path.join(staging, preprocess_name, "1"))
             shutil.copyfile(MODEL_PY, os.path.join(staging, preprocess_name, "1", "model.py"))

@@ -62,7 +62,7 @@ def test_every_config_parses_with_tritons_schema_and_says_what_the_manifest_says
         assert inp.format == model_config_pb2.ModelInput.FORMAT_NHWC
         (out,) = config.output
         assert (out.name, list(out.dims), out.label_filename) == ("logits", [bundle.num_classes], "labels.txt")
-        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert config.dynamic_batching.max_queue_delay_microseconds == 1000  # bit-serve's too (serve/batching.py)
         assert list(config.dynamic_batching.preferred_batch_size) == [8]
         assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
         assert [w.batch_size for w in config.model_warmup] == [1, 8]
@@ -132,7 +132,7 @@ def _add_tensorrt_plans(bundle_dir, ccs):
                 **file_record(str(bundle_dir), name),
                 "kind": "engine",
                 "precision": "fp16",
-                "variant": "fp16",
+                "flavour": "fp16",
                 "library": "tensorrt",
                 "library_version": "11.4.0.106",
                 "profile": {"min": 1, "opt": 4, "max": 16},
@@ -165,7 +165,10 @@ def test_tensorrt_models_name_a_plan_per_compute_capability_and_take_the_profile
     assert "TensorRT 11.4.0.106" in (out / "README.md").read_text()
 
     too_big = bit_triton(bundle, tmp_path / "too-big", "--precision", "fp16", "--max-batch", "32")
-    assert "profile max 16" in one_error_line(too_big)
+    assert one_error_line(too_big) == (
+        "bit-triton: error: --max-batch 32 is above the fp16 TensorRT plans' profile max 16; "
+        "rebuild with bit-engine --max-batch 32, or ask for at most 16"
+    )
     assert not (tmp_path / "too-big").exists()
 
 
@@ -201,3 +204,32 @@ def test_an_existing_repository_needs_force_and_a_failed_write_leaves_it_as_it_w
     result = bit_triton(tiny_bundle, out, "--backend", "onnxruntime", "--force")
     assert result.returncode == 0, result.stderr
     assert set(read_repository(out)) > set(before)  # now fp16 too
+
+
+def test_cli_defaults_are_the_options_defaults():
+    """bit-triton with only BUNDLE and OUT asks for exactly RepositoryOptions(): no default is written twice."""
+    from bit_trt.serve.triton_cli import options_from_args, parser
+    from bit_trt.serve.triton_repository import RepositoryOptions
+
+    assert options_from_args(parser().parse_args(["bundle", "out"])) == RepositoryOptions()
+
+
+def test_cli_flags_reach_the_options():
+    from bit_trt.serve.triton_cli import options_from_args, parser
+    from bit_trt.serve.triton_models import ImageLimits
+
+    args = ["bundle", "out", "--backend", "tensorrt,openvino", "--precision", "fp16", "--name", "m"]
+    args += ["--max-batch", "4", "--preferred-batch", "2,4", "--max-queue-delay-us", "500", "--instances", "3"]
+    args += ["--preprocess-instances", "5", "--onnxruntime-device", "gpu", "--openvino-hint", "THROUGHPUT"]
+    args += ["--no-ensembles", "--max-image-pixels", "1000", "--max-decode-mb", "7"]
+    o = options_from_args(parser().parse_args(args))
+    assert (o.backends, o.precisions, o.name, o.max_batch, o.preferred_batch) == (
+        ("tensorrt", "openvino"),
+        ("fp16",),
+        "m",
+        4,
+        (2, 4),
+    )
+    assert (o.max_queue_delay_us, o.instances, o.preprocess_instances) == (500, 3, 5)
+    assert (o.onnxruntime_device, o.openvino_hint, o.ensembles) == ("gpu", "THROUGHPUT", False)
+    assert o.image_limits == ImageLimits(max_image_pixels=1000, max_decode_mb=7)
