@@ -80,8 +80,8 @@ class ClassifierModels:
         flat = batch.reshape(len(batch), -1)
         valid = np.isfinite(flat).all(axis=1)
         valid[valid] &= (flat[valid].min(axis=1) >= 0) & (flat[valid].max(axis=1) <= 1)
-        if valid.any():  # the runner directly: Classifier.predict would check and copy every image again
-            logits[valid] = self.clf.runner.infer(batch[valid] if not valid.all() else batch)
+        if valid.any():  # the model alone (Classifier.infer): predict would check and copy every image again
+            logits[valid] = self.clf.infer(batch[valid] if not valid.all() else batch)
         if not valid.all():
             LOG.warning("bit-serve: %d image(s) not finite or outside [0, 1]: NaN logits", int((~valid).sum()))
         return logits

@@ -202,7 +202,7 @@ def prepare_server(triton, output: TritonOutput, log_verbose: int) -> None:
     triton._initialize_server()
     server, checker = triton._triton_server, getattr(triton, "_log_level_checker", None)
     expected = [(server, "_record_logs"), (server, "logs"), (checker, "_log_settings")]
-    expected += [(triton, "_run_server"), (triton, "connect")]  # Triton.run()'s halves (pytriton_server._start)
+    expected += [(triton, "_run_server"), (triton, "connect")]  # Triton.run()'s halves (pytriton_lifecycle._start)
     if not all(hasattr(owner, name) for owner, name in expected):
         raise PatchError("PyTriton's TritonServer does not record its output as bit-serve expects")
     server._record_logs = output.write_chunk

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import ipaddress
 import os
-import shutil
 import socket
 import sys
-import tempfile
+from typing import TYPE_CHECKING
 
 from ..engine.classify_cli import add_image_limit_arguments, open_classifier
 from ..engine.errors import BitError
-from .triton_models import default_model_name
+from ..engine.options import field_defaults
+from .batching import DEFAULT_MAX_BATCH
+
+if TYPE_CHECKING:
+    from .serve_options import ServeOptions
 
 PROG = "bit-serve"
 OLD_TOKEN_ENV = "BIT_SERVE_ACCESS_TOKEN"
@@ -57,9 +61,11 @@ bit-serve needs its own environment (PyTriton needs numpy < 2):
 """
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
     from ..engine.classify_cli import add_backend_arguments  # --backend (auto by default), --precision, --threads
+    from .serve_options import ServeOptions  # imports numpy: after private_shared_memory (see main)
 
+    d = field_defaults(ServeOptions)
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Serve a bit-trt bundle with NVIDIA Triton Inference Server (through PyTriton).",
@@ -68,57 +74,84 @@ def parse_args(argv):
     )
     p.add_argument("bundle", help="bundle directory written by bit-export")
     add_backend_arguments(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
-    p.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (default 8000)")
+    p.add_argument("--host", default=d["host"], help=f"address to listen on (default {d['host']}; 0.0.0.0: all)")
+    p.add_argument("--http-port", type=int, default=d["http_port"], help=f"HTTP/REST port (default {d['http_port']})")
     p.add_argument(
         "--no-http",
-        action="store_true",
+        action="store_false",
+        dest="http",
+        default=d["http"],
         help="serve gRPC (and metrics) only: Triton 2.51's HTTP JSON inputs can crash it (see --help's security)",
     )
-    p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
-    p.add_argument("--name", default="", help="model name (default bit_<variant>); the image model adds _image")
+    p.add_argument("--grpc-port", type=int, default=d["grpc_port"], help=f"gRPC port (default {d['grpc_port']})")
     p.add_argument(
-        "--max-batch", type=int, default=None, help="largest batch per call (default 8; trt: at most the plan's max)"
+        "--metrics-port",
+        type=int,
+        default=d["metrics_port"],
+        help=f"Prometheus metrics port (default {d['metrics_port']})",
+    )
+    p.add_argument("--name", default=d["name"], help="model name (default bit_<variant>); the image model adds _image")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=d["max_batch"],
+        help=f"largest batch per call (default {DEFAULT_MAX_BATCH}; trt: at most the plan's max)",
     )
     p.add_argument(
         "--max-queue-delay-us",
         type=int,
-        default=1000,
-        help="how long the float model's dynamic batcher waits for more requests (default 1000)",
+        default=d["max_queue_delay_us"],
+        help=f"how long the float model's dynamic batcher waits for more requests (default {d['max_queue_delay_us']})",
     )
     p.add_argument(
-        "--image-workers", type=int, default=2, help="instances of the image model, decoding in parallel (default 2)"
+        "--image-workers",
+        type=int,
+        default=d["image_workers"],
+        help=f"instances of the image model, decoding in parallel (default {d['image_workers']})",
     )
-    add_image_limit_arguments(p)
+    add_image_limit_arguments(p)  # defaults: ServeOptions', the engine's
     p.add_argument(
         "--allow-shared-dev-shm",
         action="store_true",
-        default=os.environ.get(SHARED_SHM_ENV) == "1",
+        default=d["allow_shared_dev_shm"] or os.environ.get(SHARED_SHM_ENV) == "1",
         help="start even where no private /dev/shm can be made: Triton's 0644 regions then sit in this /dev/shm, "
         f"which a container has to itself (${SHARED_SHM_ENV}=1 says the same; the CPU image sets it)",
     )
-    p.add_argument("--workspace", default=None, help="directory for the temporary workspace (default: system temp)")
-    p.add_argument("--log-verbose", type=int, default=0, help="Triton's verbose log level (default 0)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--workspace", default=d["workspace"], help="directory for the temporary workspace (default: system temp)"
+    )
+    p.add_argument(
+        "--log-verbose",
+        type=int,
+        default=d["log_verbose"],
+        help=f"Triton's verbose log level (default {d['log_verbose']})",
+    )
+    return p
 
 
-def check_arguments(args) -> None:
+def options_from_args(args: argparse.Namespace) -> ServeOptions:
+    """The parsed flags as ServeOptions: every flag but --debug, each under its field's name."""
+    from .serve_options import ServeOptions
+
+    return ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)})
+
+
+def check_options(options: ServeOptions) -> None:
     for flag in ("http_port", "grpc_port", "metrics_port"):
-        port = getattr(args, flag)
+        port = getattr(options, flag)
         if not 1 <= port <= 65535:
             raise BitError(f"--{flag.replace('_', '-')} {port}: not a port number (1-65535)")
-    ports = [args.http_port, args.grpc_port, args.metrics_port]
+    ports = [options.http_port, options.grpc_port, options.metrics_port]
     if len(set(ports)) != 3:
         raise BitError(f"--http-port, --grpc-port and --metrics-port must differ, got {ports}")
-    if args.image_workers < 1:
-        raise BitError(f"--image-workers must be at least 1, got {args.image_workers}")
-    if args.max_queue_delay_us < 0:
-        raise BitError(f"--max-queue-delay-us must be 0 or more, got {args.max_queue_delay_us}")
-    if args.log_verbose < 0:
-        raise BitError(f"--log-verbose must be 0 or more, got {args.log_verbose}")
-    if args.workspace is not None and not os.path.isdir(args.workspace):
-        raise BitError(f"--workspace {args.workspace!r} is not a directory")
+    if options.image_workers < 1:
+        raise BitError(f"--image-workers must be at least 1, got {options.image_workers}")
+    if options.max_queue_delay_us < 0:
+        raise BitError(f"--max-queue-delay-us must be 0 or more, got {options.max_queue_delay_us}")
+    if options.log_verbose < 0:
+        raise BitError(f"--log-verbose must be 0 or more, got {options.log_verbose}")
+    if options.workspace is not None and not os.path.isdir(options.workspace):
+        raise BitError(f"--workspace {options.workspace!r} is not a directory")
 
 
 def check_ports_free(host: str, ports: dict[str, int]) -> None:
@@ -158,64 +191,42 @@ def exposure_warning(host: str) -> str | None:
 def import_server():
     """The PyTriton side, or a BitError saying how to build bit-serve's environment."""
     try:
-        from . import pytriton_server
+        from . import pytriton_lifecycle
     except ImportError as exc:
         raise BitError(
             f"PyTriton is not importable here ({exc}); bit-serve needs its own environment "
             f"(PyTriton needs numpy < 2): {INSTALL}"
         ) from exc
-    return pytriton_server
+    return pytriton_lifecycle
 
 
-def ready_line(args, names: list[str]) -> str:
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    http = "http off" if args.no_http else f"http://{host}:{args.http_port}"
-    urls = f"{http} grpc {host}:{args.grpc_port} metrics http://{host}:{args.metrics_port}/metrics"
+def ready_line(options: ServeOptions, names: list[str]) -> str:
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    http = f"http://{host}:{options.http_port}" if options.http else "http off"
+    urls = f"{http} grpc {host}:{options.grpc_port} metrics http://{host}:{options.metrics_port}/metrics"
     return f"{PROG}: ready: models {names[0]} (float) and {names[1]} (encoded images); {urls}"
 
 
-def run(args, shared_memory_warning: str | None = None) -> int:
-    check_arguments(args)
-    if shared_memory_warning and not args.allow_shared_dev_shm:
+def run(options: ServeOptions, debug: bool = False, shared_memory_warning: str | None = None) -> int:
+    check_options(options)
+    if shared_memory_warning and not options.allow_shared_dev_shm:
         raise BitError(f"{shared_memory_warning}; refusing to serve (--allow-shared-dev-shm serves anyway)")
     if shared_memory_warning:
         shared_memory_warning = f"{PROG}: warning: {shared_memory_warning}"
-    for warning in (exposure_warning(args.host), shared_memory_warning, _old_token_notice()):
+    for warning in (exposure_warning(options.host), shared_memory_warning, _old_token_notice()):
         if warning:
             print(warning, file=sys.stderr, flush=True)
-    ports = {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port}
-    check_ports_free(
-        args.host, {flag: port for flag, port in ports.items() if flag != "--http-port" or not args.no_http}
-    )
+    ports = {"--http-port": options.http_port} if options.http else {}
+    check_ports_free(options.host, ports | {"--grpc-port": options.grpc_port, "--metrics-port": options.metrics_port})
     server = import_server()
     # The classifier is made and activated (a TensorRT plan checked against this host) before Triton starts:
-    # a bundle that cannot run here is one line, not a server that fails its first request.
-    clf = open_classifier(args, PROG)
+    # a bundle that cannot run here is one line, not a server that fails its first request. bit-classify's
+    # open_classifier reads the same names from ServeOptions as from its own flags.
+    clf = open_classifier(argparse.Namespace(**dataclasses.asdict(options), debug=debug), PROG)
     if clf is None:
         return 1
     try:
-        name = server.check_model_name(args.name or default_model_name(clf.bundle.manifest))
-        max_batch = server.max_batch_for(clf, args.max_batch)
-        root = tempfile.mkdtemp(prefix="bit-serve-", dir=args.workspace)
-        try:
-            options = server.ServeOptions(
-                host=args.host,
-                http_port=args.http_port,
-                http=not args.no_http,
-                grpc_port=args.grpc_port,
-                metrics_port=args.metrics_port,
-                name=name,
-                max_batch=max_batch,
-                max_queue_delay_us=args.max_queue_delay_us,
-                image_workers=args.image_workers,
-                log_verbose=args.log_verbose,
-                workspace=os.path.join(root, "pytriton"),
-                remove_at_exit=root,
-            )
-            server.check_socket_paths(options)
-            return server.serve(clf, options, lambda names: ready_line(args, names))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        return server.serve(clf, options, lambda names: ready_line(options, names))
     finally:
         clf.close()
 
@@ -243,9 +254,9 @@ def _old_token_notice() -> str | None:
 
 def main(argv=None) -> int:
     shared_memory_warning = private_shared_memory()  # before anything starts a thread (numpy's BLAS does)
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        return run(args, shared_memory_warning)
+        return run(options_from_args(args), args.debug, shared_memory_warning)
     except BitError as exc:
         if args.debug:
             raise

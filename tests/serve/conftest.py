@@ -27,7 +27,7 @@ READY = re.compile(
     re.M,
 )
 READY_TIMEOUT_S = 240  # the model loads, then Triton starts and loads two Python-backend models
-STOP_TIMEOUT_S = 60  # bit-serve's own deadline is 30 s
+STOP_TIMEOUT_S = 60  # bit-serve's own deadline is 15 s (serve/pytriton_lifecycle.py STOP_DEADLINE_S)
 
 
 def _stamp() -> str:

@@ -33,7 +33,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 MODEL, IMAGE_MODEL = "bit_tiny", "bit_tiny_image"
 TIMEOUT_S = 60
 NOBODY = 65534
-STOP_DEADLINE_S = 15  # serve/pytriton_server.py: from the signal to a stopped Triton, whatever clients do
+STOP_DEADLINE_S = 15  # serve/pytriton_lifecycle.py: from the signal to a stopped Triton, whatever clients do
 
 # A Python-backend model an attacker would load: its initialize() writes a file, proof that it ran.
 EVIL_MODEL = """
