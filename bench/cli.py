@@ -16,61 +16,87 @@ import sys
 
 from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError
+from ..engine.options import field_defaults
 from ..engine.precision import PRECISIONS
 from . import configurations, report
-from .bit_bench import BenchOptions, run
+from .bit_bench import SCHEMA, BenchOptions, run
 from .latency_stats import min_requests_for, parse_percentiles
 from .measurement import Schedule
 
-DEFAULTS = BenchOptions(bundle="")
-SCHEDULE = Schedule()
+
+def _csv(values) -> str:
+    """A default tuple as its flag writes it: 1,8 or 50,99.9."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d, s = field_defaults(BenchOptions), field_defaults(Schedule)
     p = argparse.ArgumentParser(prog="bit-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", help="bundle directory written by bit-export")
     p.add_argument(
         "--backend",
-        default=",".join(DEFAULTS.backends),
+        default=_csv(d["backends"]),
         help="comma-separated backends; those that can't run here are reported as skipped (default: %(default)s)",
     )
-    p.add_argument("--precision", default="fp32", help="comma-separated: fp32,fp16,int8, or all (default: fp32)")
-    p.add_argument("--batch", default="1", help="comma-separated batch sizes (default: 1)")
-    p.add_argument("--concurrency", default="1", help="requests in flight, from that many threads (default: 1)")
-    p.add_argument("--threads", type=int, help="intra-op threads per backend (default: the backend's own)")
+    p.add_argument(
+        "--precision",
+        default=_csv(d["precisions"]),
+        help=f"comma-separated: {','.join(PRECISIONS)}, or all (default: %(default)s)",
+    )
+    p.add_argument("--batch", default=_csv(d["batches"]), help="comma-separated batch sizes (default: %(default)s)")
+    p.add_argument(
+        "--concurrency",
+        default=_csv(d["concurrency"]),
+        help="requests in flight, from that many threads (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=d["threads"], help="intra-op threads per backend (default: the backend's own)"
+    )
     p.add_argument(
         "--mode",
         choices=configurations.MODES,
-        default="model",
-        help="model: a ready float batch; end-to-end: JPEG bytes, decode and preprocessing included (default: model)",
+        default=d["mode"],
+        help="model: a ready float batch; end-to-end: JPEG bytes, decode and preprocessing included "
+        "(default: %(default)s)",
     )
     p.add_argument(
-        "--warmup", type=float, default=SCHEDULE.warmup_s, help="seconds per configuration (default: %(default)s)"
+        "--warmup", type=float, default=s["warmup_s"], help="seconds per configuration (default: %(default)s)"
     )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument(
-        "--duration", type=float, help=f"seconds measured per configuration, at least (default: {SCHEDULE.duration_s})"
+        "--duration", type=float, help=f"seconds measured per configuration, at least (default: {s['duration_s']})"
     )
-    amount.add_argument("--iterations", type=int, help="requests measured per configuration, at least")
+    amount.add_argument(
+        "--iterations", type=int, default=s["iterations"], help="requests measured per configuration, at least"
+    )
     p.add_argument(
         "--max-windows",
         type=int,
-        default=SCHEDULE.max_windows,
+        default=s["max_windows"],
         help="measurement windows before an unsteady configuration is reported unstable (default: %(default)s)",
     )
-    p.add_argument("--percentiles", default=",".join(f"{q:g}" for q in DEFAULTS.percentiles))
+    p.add_argument("--percentiles", default=_csv(d["percentiles"]), help="comma-separated (default: %(default)s)")
     p.add_argument(
-        "--baseline", help="backend/precision (or a configuration id) the ratios are to (default: ort-cpu/fp32)"
+        "--baseline",
+        default=d["baseline"],
+        help="backend/precision (or a configuration id) the ratios are to (default: ort-cpu/fp32)",
     )
-    p.add_argument("--images", nargs="+", default=[], help="image files for the requests (default: real photos)")
+    p.add_argument(
+        "--images", nargs="+", default=list(d["images"]), help="image files for the requests (default: real photos)"
+    )
     p.add_argument(
         "--triton-url",
+        default=d["triton_url"],
         help="the triton backend's server: grpc://HOST:PORT or http://HOST:PORT (bit-serve, or a tritonserver)",
     )
-    p.add_argument("--triton-model", help="the server's float model (default bit_<variant>, as bit-serve names it)")
+    p.add_argument(
+        "--triton-model",
+        default=d["triton_model"],
+        help="the server's float model (default bit_<variant>, as bit-serve names it)",
+    )
     p.add_argument("--no-accuracy", action="store_true", help="skip the agreement with TF on the parity set")
     p.add_argument("--no-roofline", action="store_true", help="skip the GEMM peak measurement")
-    p.add_argument("--json", help="write the result (schema bit-bench/1, docs/bench.md)")
+    p.add_argument("--json", help=f"write the result (schema {SCHEMA}, docs/bench.md)")
     p.add_argument("--csv", help="write one row per configuration")
     p.add_argument("--plot", help="write PNG plots into this folder")
     p.add_argument("--export-times", help="write every request's start and end (trtexec --exportTimes fields)")
@@ -84,8 +110,9 @@ def options_from_args(args, argv) -> BenchOptions:
         raise BitError("--duration must be positive")
     if args.warmup < 0:
         raise BitError("--warmup must not be negative")
-    if args.max_windows < SCHEDULE.min_windows:
-        raise BitError(f"--max-windows must be at least {SCHEDULE.min_windows} (stability compares the last three)")
+    s = field_defaults(Schedule)
+    if args.max_windows < s["min_windows"]:
+        raise BitError(f"--max-windows must be at least {s['min_windows']} (stability compares the last three)")
     percentiles = parse_percentiles(args.percentiles)
     if args.iterations is not None and args.iterations < min_requests_for(percentiles):
         raise BitError(
@@ -94,7 +121,7 @@ def options_from_args(args, argv) -> BenchOptions:
         )
     schedule = Schedule(
         warmup_s=args.warmup,
-        duration_s=args.duration if args.duration is not None else SCHEDULE.duration_s,
+        duration_s=args.duration if args.duration is not None else s["duration_s"],
         iterations=args.iterations,
         max_windows=args.max_windows,
     )
