@@ -323,16 +323,15 @@ def _add_protocol_methods(lines: list[str]) -> list[str]:
 
 
 def package_tree(out: Path, copy: bool) -> Path:
-    """`out`/bit_trt laid out as installed (bit_trt.engine, bit_trt.export), for mypy: links to this checkout,
-    or copies that a test may edit. Returns `out`/bit_trt."""
+    """A bit_trt folder laid out as installed (bit_trt.engine, bit_trt.export), for mypy: the checkout's own
+    typecheck/bit_trt (links, see pyproject's [tool.mypy]), or `out`/bit_trt holding copies a test may edit."""
+    if not copy:
+        return ROOT / "typecheck" / "bit_trt"
     package = out / "bit_trt"
     package.mkdir(parents=True)
     (package / "__init__.py").touch()
     for folder in ("engine", "export"):
-        if copy:
-            shutil.copytree(ROOT / folder, package / folder, ignore=shutil.ignore_patterns("__pycache__", "cuda"))
-        else:
-            (package / folder).symlink_to(ROOT / folder, target_is_directory=True)
+        shutil.copytree(ROOT / folder, package / folder, ignore=shutil.ignore_patterns("__pycache__", "cuda"))
     return package
 
 
