@@ -12,10 +12,11 @@ from __future__ import annotations
 from ..engine.errors import BitError
 
 DEFAULT_MAX_BATCH = 8
-# The dynamic batcher's longest wait for more requests, bit-serve's float model and bit-triton's models alike. It
-# costs a lone request that much latency and only matters while the model is idle: a busy model's queue fills
-# batches without waiting. (bit-triton wrote 2000 until both read this; nothing measured made them differ.)
-DEFAULT_MAX_QUEUE_DELAY_US = 1000
+# The dynamic batcher's longest wait for more requests. It costs a lone request that much latency and only matters
+# while the model is idle: a busy model's queue fills batches without waiting. Each command keeps the default it
+# shipped with (bit-serve's served bench/results/serve_*.json; no measurement has compared the two values).
+SERVE_MAX_QUEUE_DELAY_US = 1000
+TRITON_MAX_QUEUE_DELAY_US = 2000
 
 
 def check_max_batch(requested: int | None, profile_max: int | None, plans: str = "the plan's") -> int | None:

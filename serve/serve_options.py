@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..engine.classifier import Classifier
 from ..engine.errors import BitError
-from .batching import DEFAULT_MAX_QUEUE_DELAY_US, serving_max_batch
+from .batching import SERVE_MAX_QUEUE_DELAY_US, serving_max_batch
 from .triton_models import ImageLimits, default_model_name
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # what Triton (and PyTriton) accept as a model name
@@ -34,7 +34,7 @@ class ServeOptions:
     metrics_port: int = 8002
     name: str = ""  # the float model's; empty: bit_<variant> (`settled`)
     max_batch: int | None = None  # None: DEFAULT_MAX_BATCH within a TensorRT plan's profile max (`settled`)
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
+    max_queue_delay_us: int = SERVE_MAX_QUEUE_DELAY_US
     image_workers: int = 2
     max_image_pixels: int = ImageLimits.max_image_pixels
     max_decode_mb: int = ImageLimits.max_decode_mb

@@ -24,7 +24,7 @@ from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
 from ..engine.precision import PRECISIONS, check_precision, flavour_for
 from . import pbtxt, triton_models
-from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE_DELAY_US, check_max_batch
+from .batching import DEFAULT_MAX_BATCH, TRITON_MAX_QUEUE_DELAY_US, check_max_batch
 from .triton_models import ENGINE_BACKEND, LABELS_FILE, TRITON_BACKENDS, WARMUP_IMAGE, Batching, ImageLimits
 
 MODEL_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_python", "model.py")
@@ -37,7 +37,7 @@ class RepositoryOptions:
     name: str | None = None  # model name prefix; default bit_<variant>
     max_batch: int | None = None  # None: a TensorRT plan's profile max, DEFAULT_MAX_BATCH for ONNX (serve/batching.py)
     preferred_batch: tuple[int, ...] = ()  # empty: the profile's opt and max
-    max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
+    max_queue_delay_us: int = TRITON_MAX_QUEUE_DELAY_US
     instances: int = 1
     preprocess_instances: int = 2
     onnxruntime_device: str = "cpu"

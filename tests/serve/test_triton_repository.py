@@ -62,7 +62,7 @@ def test_every_config_parses_with_tritons_schema_and_says_what_the_manifest_says
         assert inp.format == model_config_pb2.ModelInput.FORMAT_NHWC
         (out,) = config.output
         assert (out.name, list(out.dims), out.label_filename) == ("logits", [bundle.num_classes], "labels.txt")
-        assert config.dynamic_batching.max_queue_delay_microseconds == 1000  # bit-serve's too (serve/batching.py)
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000  # serve/batching.py
         assert list(config.dynamic_batching.preferred_batch_size) == [8]
         assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
         assert [w.batch_size for w in config.model_warmup] == [1, 8]
