@@ -26,9 +26,8 @@ import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
 from bit_trt.export.resources import gigabytes
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
+from tools import RESULTS
+from tools.child import child_main, run_child
 
 
 def _cpu_name() -> str:
@@ -83,12 +82,10 @@ def run_export(variant: str, resolution: int, workdir: str) -> dict:
 def plain_route(variant: str, resolution: int, workdir: str) -> dict:
     """tf2onnx's ordinary route (variables frozen into the graph), in a child so its peak RSS is its own."""
     output = os.path.join(workdir, "plain.onnx")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "tools.export_bench", "--child", variant, str(resolution), output]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
+    result, proc = run_child("tools.export_bench", variant, resolution, output)
+    if result is None:
         return {"failed": True, "returncode": proc.returncode, "stderr_tail": proc.stderr[-500:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def plain_route_child(variant: str, resolution: int, output: str) -> dict:
@@ -180,9 +177,7 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--child"]:  # plain_route's child: one JSON line on stdout
-        variant, resolution, output = argv[1:]
-        print(json.dumps(plain_route_child(variant, int(resolution), output)))
+    if child_main(argv, plain_route_child, str, int, str):  # plain_route's child
         return
     p = argparse.ArgumentParser(prog="python -m tools.export_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", default="r50x1")

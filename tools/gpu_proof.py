@@ -31,10 +31,8 @@ import xml.etree.ElementTree as ET
 from bit_trt.engine import gpu_host
 from bit_trt.engine.atomic_write import write_json_atomic
 from bit_trt.engine.errors import BitError
-from tools import pycuda_build
+from tools import REPO, RESULTS, pycuda_build
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
 TESTS_TIMEOUT_S = 240
 
 

@@ -30,9 +30,12 @@ import numpy as np
 from bit_trt.engine.atomic_write import write_json_atomic
 from bit_trt.engine.precision import FLAVOURS, flavour_of
 from bit_trt.export.resources import gigabytes
+from tools import RESULTS
+from tools.child import child_main, run_child
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, "bench", "results")
+# 2: `flavours` and each latency row's `flavour` (the artifact, fp32 ... int8-ort). The files without a `schema`
+# field were written before it and say `variants` / `variant` for the same things.
+SCHEMA = "precision-bench/2"
 
 
 def _export(args: list, env=None) -> dict:
@@ -62,6 +65,7 @@ def digits(out_dir: str) -> dict:
     train_s = time.perf_counter() - t0
     x_tr, _, x_te, y_te = trained_tiny.digits_rgb()
     result = {
+        "schema": SCHEMA,
         "model": "BiT-tiny trained on sklearn digits (1347 train / 450 test, 32x32 RGB)",
         "train_s": round(train_s, 1),
         "tf_top1": tf_acc,
@@ -120,12 +124,10 @@ def digits(out_dir: str) -> dict:
 
 def _calibration_run(fp32_path: str, count: int, method: str, resolution: int, batch: int = 2) -> dict:
     """Calibration alone in a fresh process: its wall time and peak RSS are its own."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "tools.precision_bench", "--child", fp32_path, str(count), method]
-    proc = subprocess.run([*command, str(resolution), str(batch)], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
+    result, proc = run_child("tools.precision_bench", fp32_path, count, method, resolution, batch)
+    if result is None:
         return {"images": count, "method": method, "failed": proc.stderr[-500:]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
 
 
 def calibration_child(fp32_path: str, count: int, method: str, resolution: int, batch: int) -> dict:
@@ -175,7 +177,13 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
     from bit_trt.engine.bundle import load_bundle
     from bit_trt.engine.ort_runner import OrtRunner
 
-    result = {"variant": variant, "resolution": 480, "weights": "synthetic (seed 0)", "threads": threads}
+    result = {
+        "schema": SCHEMA,
+        "variant": variant,
+        "resolution": 480,
+        "weights": "synthetic (seed 0)",
+        "threads": threads,
+    }
     with tempfile.TemporaryDirectory() as work:
         out = os.path.join(work, "b")
         t0 = time.perf_counter()
@@ -186,11 +194,11 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
         result["export_all_s"] = round(time.perf_counter() - t0, 1)
         result["export_peak_rss_gb"] = gigabytes(m["export"]["peak_rss_bytes"])
         result["export_steps_s"] = m["export"]["steps_s"]
-        result["variants"] = {}
+        result["flavours"] = {}
         for art in m["artifacts"]:
             v = flavour_of(art)
             par = art.get("gate") or art["parity"]
-            result["variants"][v] = {
+            result["flavours"][v] = {
                 "bytes": art["bytes"],
                 "rel_l2_vs_tf": par["rel_l2"],
                 "cosine_min": par["cosine_min"],
@@ -220,7 +228,7 @@ def speed(variant: str, calib_sizes: list[int], threads: int, rounds: int, out_d
                 rows.append(
                     {
                         "batch": batch,
-                        "variant": v,
+                        "flavour": v,
                         "median_ms": round(med, 1),
                         "min_ms": round(min(ts), 1),
                         "max_ms": round(max(ts), 1),
@@ -260,9 +268,7 @@ def _write(path, result):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--child"]:  # _calibration_run's child: one JSON line on stdout
-        fp32_path, count, method, resolution, batch = argv[1:]
-        print(json.dumps(calibration_child(fp32_path, int(count), method, int(resolution), int(batch))))
+    if child_main(argv, calibration_child, str, int, str, int, int):  # _calibration_run's child
         return
     p = argparse.ArgumentParser(prog="python -m tools.precision_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["digits", "speed", "calibration"])

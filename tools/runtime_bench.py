@@ -24,8 +24,7 @@ import time
 
 from bit_trt.engine.preprocess import read_image
 from bit_trt.export.resources import gigabytes
-
-RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "results")
+from tools import RESULTS
 
 
 def preprocessing(spec, photos: list[str], rounds: int) -> dict:
