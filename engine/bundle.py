@@ -133,9 +133,9 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def upgrade_manifest(path: str) -> str:
     """Rewrite an older bundle's manifest in the current format; returns what was done, in one line."""
+    bundle = load_bundle(path)  # a missing or unreadable bundle is its one-line error
     with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
         version = json.load(f).get("format_version")
-    bundle = load_bundle(path)
     if version == FORMAT_VERSION:
         return f"{path}: already bundle format version {FORMAT_VERSION}; nothing to do"
     write_manifest(path, bundle.manifest)
@@ -161,4 +161,10 @@ def load_bundle(path: str) -> Bundle:
             f"{manifest_path}: bundle format version {version} is not supported "
             f"(this bit-trt reads versions {', '.join(map(str, READABLE_VERSIONS))}); re-export with this version"
         )
-    return Bundle(path, manifest if version == FORMAT_VERSION else _upgraded(manifest))
+    if version != FORMAT_VERSION:
+        manifest = _upgraded(manifest)
+    for i, art in enumerate(manifest.get("artifacts", [])):
+        missing = [key for key in ("file", "sha256", "kind", "precision", "flavour") if key not in art]
+        if missing:
+            raise BitError(f"{manifest_path}: artifacts[{i}] has no {missing[0]!r}; re-export the bundle")
+    return Bundle(path, manifest)

@@ -44,8 +44,7 @@ def main(argv=None) -> int:
         print(f"bit-check: error: {exc}", file=sys.stderr)
         return 2
     full = {"bundle": os.path.abspath(args.bundle), "backend": None, "precision": args.precision, **result}
-    print(f"bit-check {args.bundle}: {result['backend']}, {args.precision}, against {result['reference']}")
-    print("\n".join(summary(result)))
+    print("\n".join(summary(args.bundle, args.precision, result)))
     if args.json:
         write_json_atomic(args.json, full, "report")
     return 0 if result["passed"] else 1

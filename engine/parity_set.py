@@ -76,9 +76,11 @@ def check(classifier, precision: str, reference: str = "auto") -> dict:
     }
 
 
-def summary(result: dict) -> list[str]:
-    """The report as lines: one per image (= top-1 agrees, x differs), the metrics, PASS or FAIL with why."""
-    lines = [f"  {'=' if ok else 'x'} {name}" for name, ok in zip(result["images"], result["top1_equal"])]
+def summary(bundle_path: str, precision: str, result: dict) -> list[str]:
+    """The report as bit-check prints it: what ran against what, one line per image (= top-1 agrees, x differs),
+    the metrics, PASS or FAIL with why."""
+    lines = [f"bit-check {bundle_path}: {result['backend']}, {precision}, against {result['reference']}"]
+    lines += [f"  {'=' if ok else 'x'} {name}" for name, ok in zip(result["images"], result["top1_equal"])]
     lines.append(
         f"  rel L2 {result['rel_l2']:.3g}  cosine min {result['cosine_min']:.6f}  max abs {result['max_abs']:.3g}"
         f"  top-1 {result['top1_agreement']:.3f}"

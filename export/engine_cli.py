@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from ..engine.bundle import Bundle, file_record, load_bundle, upgrade_manifest, write_manifest
 from ..engine.errors import BitError
-from ..engine.precision import PRECISIONS, check_precision, flavour_for, flavour_of
+from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from . import trt_engine
 
 
@@ -134,14 +134,17 @@ def _check_here(bundle_path: str, plan: dict) -> str:
     except BitError as exc:
         return f"not checked here ({str(exc).split(';')[0]})"
     from ..engine.classifier import Classifier
-    from ..engine.parity_set import check
+    from ..engine.parity_set import check, summary
 
+    flavour = flavour_of(plan)
     try:
-        with Classifier(bundle_path, backend="trt", precision=flavour_of(plan)) as clf:
-            result = check(clf, flavour_of(plan), reference="stored")
+        with Classifier(bundle_path, backend="trt", precision=flavour) as clf:
+            result = check(clf, flavour, reference="stored")
     except BitError as exc:
-        return f"bit-check could not run ({str(exc).splitlines()[0]})"
-    return "bit-check PASS" if result["passed"] else "bit-check FAILED: " + "; ".join(result["failures"])
+        print(f"bit-check: error: {exc}", file=sys.stderr)
+        return "bit-check FAILED (exit 2)"
+    print("\n".join(summary(bundle_path, flavour, result)))
+    return "bit-check PASS" if result["passed"] else "bit-check FAILED (exit 1)"
 
 
 def main(argv=None) -> int:
@@ -179,10 +182,11 @@ def main(argv=None) -> int:
             precisions = [p for p in PRECISIONS if flavour_for("trt", p) in have]
         else:
             precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-            if not precisions:
-                raise BitError(f"--precision needs a value; choose from {', '.join(PRECISIONS)}, all")
-            for p in precisions:
-                check_precision(p)
+            unknown = [p for p in precisions if p not in PRECISIONS]
+            if unknown or not precisions:
+                raise BitError(
+                    f"unknown precision {', '.join(unknown) or '(none)'}; choose from {', '.join(PRECISIONS)}, all"
+                )
         plans = add_engines(args.bundle, precisions, args.engine, build_options_from_args(args), args.force, progress)
     except BitError as exc:
         if args.debug:

@@ -57,9 +57,27 @@ def test_upgrade_manifest_rewrites_format_1_in_place(tiny_full_bundle, format_1_
     upgraded = json.loads((format_1_bundle / "manifest.json").read_text())
     original = json.loads((tiny_full_bundle / "manifest.json").read_text())
     assert upgraded == original
-    assert not [p.name for p in format_1_bundle.iterdir() if p.name.endswith(".tmp")]
+    assert sorted(p.name for p in format_1_bundle.iterdir()) == sorted(p.name for p in tiny_full_bundle.iterdir())
     assert engine_cli.main([str(format_1_bundle), "--upgrade-manifest"]) == 0
     assert "already bundle format version 2" in capsys.readouterr().out
+
+
+def test_upgrade_of_no_bundle_is_one_line(tmp_path, capsys):
+    assert engine_cli.main([str(tmp_path / "nothing"), "--upgrade-manifest"]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"bit-engine: error: bundle {str(tmp_path / 'nothing')!r} does not exist or is not a directory"
+    )
+
+
+def test_a_record_without_its_flavour_is_one_line(tiny_bundle, copy_bundle):
+    bundle = copy_bundle(tiny_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["artifacts"][1]["flavour"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BitError, match=r"manifest.json: artifacts\[1\] has no 'flavour'; re-export the bundle"):
+        load_bundle(str(bundle))
 
 
 def test_unknown_format_is_one_line(format_1_bundle):

@@ -26,7 +26,7 @@ def test_large_models_get_external_data(tmp_path):
     out = tmp_path / "b"
     with BundleWriter(str(out)) as writer:
         info = writer.write_onnx("model.fp32.onnx", model, external_above=100_000)
-        writer.publish({"artifacts": [{**info, "kind": "onnx", "precision": "fp32"}]})
+        writer.publish({"artifacts": [{**info, "kind": "onnx", "precision": "fp32", "flavour": "fp32"}]})
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp32.onnx", "model.fp32.onnx.data"]
     assert (out / "model.fp32.onnx").stat().st_size < 10_000
     bundle = load_bundle(str(out))

@@ -69,7 +69,7 @@ def test_an_existing_plan_is_refused_unless_forced(bundle):
     [
         ("tamper", "model.fp16.onnx does not match its manifest checksum"),
         ("missing-variant", "has no int8-trt ONNX graph for TensorRT (it has: fp32, fp16)"),
-        ("bad-precision", "unknown precision 'fp8'; choose from: fp32, fp16, int8"),
+        ("bad-precision", "unknown precision fp8; choose from fp32, fp16, int8, all"),
         ("bad-profile", "batch profile must satisfy 1 <= min <= opt <= max"),
     ],
 )
@@ -121,3 +121,19 @@ def test_failed_build_leaves_nothing(bundle):
     proc = run_cli(ENGINE, bundle, "--precision", "fp32,fp16", "--rtx-cc", "SM99")
     assert proc.returncode == 1 and "unknown compute capability 'SM99'" in proc.stderr
     assert _state(bundle) == before and not [p for p in bundle.iterdir() if p.name.startswith(".")]
+
+
+def test_the_check_after_a_build_reports_like_bit_check(tiny_full_bundle, monkeypatch, capsys):
+    """Where a plan passes the manifest check but cannot run (here: no pycuda), bit-engine says so in bit-check's
+    words and exit code, from the library's check rather than bit-check's main."""
+    from bit_trt.engine import plan_check
+    from bit_trt.export import engine_cli
+
+    monkeypatch.setattr(plan_check, "check_plan", lambda *args: None)  # as if this host had the plan's GPU
+    (plan,) = [
+        a
+        for a in load_bundle(str(tiny_full_bundle)).manifest["artifacts"]
+        if a["file"].startswith("model.fp16") and a["kind"] == "engine"
+    ]
+    assert engine_cli._check_here(str(tiny_full_bundle), plan) == "bit-check FAILED (exit 2)"
+    assert capsys.readouterr().err.startswith("bit-check: error: ")
