@@ -17,9 +17,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..engine.bundle import Bundle
+from ..engine.classifier import Classifier
 from ..engine.compare import softmax
 from ..engine.errors import BitError, require
-from ..engine.preprocess import scale_uint8
 from ..engine.runner import Runner
 from ..serve.triton_models import IMAGE_INPUT, IMAGE_SUFFIX, default_model_name
 
@@ -124,35 +124,16 @@ class TritonRunner(Runner):
         return self._send(self.model + IMAGE_SUFFIX, IMAGE_INPUT, data, "BYTES")
 
 
-class TritonClassifier:
-    """What bit-bench needs of a Classifier (spec, backend, infer, infer_timed, infer_uint8, predict, close),
-    answered by a Triton server."""
+class TritonClassifier(Classifier):
+    """A Classifier whose runner is a Triton server: bit-bench times it like any other (infer, infer_timed,
+    infer_uint8, backend, close are the Classifier's own); `predict` sends encoded images to the image model."""
 
-    def __init__(self, bundle: Bundle, url: str, model: str | None = None):
+    def __init__(self, bundle: Bundle, url: str, model: str | None = None):  # not Classifier's: no model loads here
         self.bundle = bundle
         self.spec = bundle.input_spec
+        self.skipped = []
         model = model or default_model_name(bundle.manifest)
         self.runner = TritonRunner(url, model, self.spec.name, bundle.manifest["output"]["name"])
-
-    def __enter__(self):
-        self.runner.activate()
-        return self
-
-    def close(self) -> None:
-        self.runner.deactivate()
-
-    @property
-    def backend(self) -> str:
-        return self.runner.describe()
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.runner.infer(batch)
-
-    def infer_timed(self, batch: np.ndarray) -> tuple[np.ndarray, None]:
-        return self.runner.infer(batch), None
-
-    def infer_uint8(self, images: np.ndarray) -> np.ndarray:
-        return self.runner.infer(scale_uint8(np.asarray(images)))
 
     def predict(self, images: list[bytes]):
         logits = self.runner.infer_bytes(images)

@@ -232,6 +232,8 @@ def test_usage_errors_exit_2(cpp_build, tiny_full_bundle, tmp_path):
     done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "int4")
     line = one_error_line(done, "bit-check-cpp")
     assert done.returncode == 2 and "unknown precision 'int4'; choose fp16, fp32, int8 (or an exact" in line
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, "x.png", "--precision", "int4")
+    assert done.returncode == 2 and "unknown precision 'int4'" in one_error_line(done, "bit-classify-cpp")
     done = run(cpp_build, "bit-check-cpp", tmp_path / "nothing")
     assert done.returncode == 2 and "does not exist" in one_error_line(done, "bit-check-cpp")
     done = run(cpp_build, "bit-check-cpp", tmp_path)

@@ -103,3 +103,21 @@ def test_classify_each_variant_and_unknown_variant(tiny_bundle):
     assert fp16_top[0][1] == fp32_top1
     proc = run_cli(CLASSIFY, tiny_bundle, photo, "--precision", "int8-ort")
     assert proc.returncode == 1 and "has no int8-ort onnx artifact; it has: fp32, fp16" in proc.stderr
+
+
+def test_the_classifiers_public_surface_is_what_predict_runs(tiny_bundle):
+    """max_batch, infer, infer_timed and infer_uint8: what servers and benchmarks call instead of the runner."""
+    from bit_trt.engine.preprocess import preprocess, scale_uint8
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (3, 64, 64, 3), np.uint8)
+    with Classifier(str(tiny_bundle), backend="ort-cpu") as clf:
+        assert clf.max_batch is None  # ONNX Runtime takes any batch; a TensorRT plan says its profile max
+        expected = clf.predict(list(images)).logits
+        ready = preprocess(list(images), clf.spec)
+        np.testing.assert_array_equal(clf.infer(ready), expected)
+        logits, phases = clf.infer_timed(ready)
+        np.testing.assert_array_equal(logits, expected)
+        assert phases is None  # only trt measures device phases
+        np.testing.assert_array_equal(clf.infer_uint8(images), clf.infer(scale_uint8(images)))
+        assert clf.backend.startswith("ort-cpu: onnxruntime")

@@ -80,7 +80,13 @@ int main(int argc, char** argv) {
 
   try {
     bit::set_decode_budget(decode_mb << 20);
-    const bit::Classifier clf(bit::Bundle(positional[0]), options);
+    const bit::Bundle bundle(positional[0]);
+    try {  // a precision the bundle does not offer is a usage error, as in bit-check-cpp
+      bundle.flavour_for("openvino", options.precision);
+    } catch (const bit::Error& exc) {
+      return usage(exc.what());
+    }
+    const bit::Classifier clf(bundle, options);
     std::cerr << "backend: " << clf.describe() << ", " << clf.artifact().file << "\n";
     if (!clf.bundle().trained())
       std::cerr << "note: this bundle has SYNTHETIC (untrained) weights; the labels below are meaningless\n";
