@@ -47,24 +47,29 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_image_limit_arguments(p: argparse.ArgumentParser) -> None:
+def add_image_limit_arguments(
+    p: argparse.ArgumentParser, max_image_pixels: int | None = None, max_decode_mb: int | None = None
+) -> None:
     """--max-image-pixels, --max-decode-mb: for the tools that decode images they are sent (bit-classify, bit-serve,
-    and bit-triton's preprocessing model)."""
+    and bit-triton's preprocessing model). Defaults: the caller's options dataclass, else the engine's."""
     from .preprocess import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_PIXELS
 
+    pixels = DEFAULT_MAX_IMAGE_PIXELS if max_image_pixels is None else max_image_pixels
+    decode_mb = DEFAULT_DECODE_BUDGET >> 20 if max_decode_mb is None else max_decode_mb
+    side = int(pixels**0.5)
     p.add_argument(
         "--max-image-pixels",
         type=positive_int,
-        default=DEFAULT_MAX_IMAGE_PIXELS,
+        default=pixels,
         help="refuse an encoded image whose header declares more pixels, before decoding it "
-        f"(default {DEFAULT_MAX_IMAGE_PIXELS}: 16384x16384)",
+        f"(default {pixels}" + (f": {side}x{side})" if side * side == pixels else ")"),
     )
     p.add_argument(
         "--max-decode-mb",
         type=positive_int,
-        default=DEFAULT_DECODE_BUDGET >> 20,
+        default=decode_mb,
         help="memory for decoding images at once, all requests together; decodes wait for their share, and an "
-        f"image that needs more alone is refused (default {DEFAULT_DECODE_BUDGET >> 20})",
+        f"image that needs more alone is refused (default {decode_mb})",
     )
 
 

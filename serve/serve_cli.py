@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["image_workers"],
         help=f"instances of the image model, decoding in parallel (default {d['image_workers']})",
     )
-    add_image_limit_arguments(p)  # defaults: ServeOptions', the engine's
+    add_image_limit_arguments(p, d["max_image_pixels"], d["max_decode_mb"])
     p.add_argument(
         "--allow-shared-dev-shm",
         action="store_true",

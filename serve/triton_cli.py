@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"OpenVINO's PERFORMANCE_HINT (default {d['openvino_hint']})",
     )
     p.add_argument("--no-ensembles", action="store_true", help="classifiers only, no preprocessing model")
-    add_image_limit_arguments(p)  # the preprocessing model's (defaults: RepositoryOptions', the engine's)
+    add_image_limit_arguments(p, d["max_image_pixels"], d["max_decode_mb"])  # the preprocessing model's
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
