@@ -1,7 +1,7 @@
 """Plots of a bit-bench result: how latency is distributed, what batching buys, and what concurrency costs.
 
     from bit_trt.bench.plots import write_plots
-    paths = write_plots(result, samples, "out/bench")   # result: schema bit-bench/1; samples: id -> latencies (ms)
+    paths = write_plots(result, samples, "out/bench")   # result: bit-bench/1 or /2; samples: id -> latencies (ms)
 
 - latency_cdf.png: the share of requests served within x ms, per configuration (p50 and p99 marked).
 - throughput_vs_batch.png: images/s against batch size per backend and precision, at the lowest concurrency.

@@ -1,4 +1,5 @@
-"""Which backend runs a bundle: the names, which artifact each one loads, and what `auto` picks.
+"""Which backend runs a bundle: the names, which runner each one starts, and what `auto` picks. Which artifact a
+backend loads for a precision is engine/precision.py's answer.
 
     trt       TensorRT plan (or TensorRT-RTX engine) through pycuda, with CUDA preprocessing
     ort-trt   ONNX Runtime's TensorRT provider (engine cache under the bundle)

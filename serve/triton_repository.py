@@ -150,7 +150,7 @@ def plan_models(bundle: Bundle, options: RepositoryOptions) -> tuple[list[ModelP
                 )
             else:
                 found = (
-                    f"bundle {bundle.path!r} has no {flavour} ONNX variant for {backend}; it has: "
+                    f"bundle {bundle.path!r} has no {flavour} ONNX model for {backend}; it has: "
                     f"{', '.join(bundle.artifacts('onnx')) or 'none'} (bit-export --precision {precision})"
                 )
             if isinstance(found, str):
