@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from . import REPO
+from tools import REPO
 
 
 def run_child(module: str, *args) -> tuple[dict | None, subprocess.CompletedProcess]:
