@@ -23,6 +23,7 @@ from ..engine.gpu_host import compute_capability as gpu_compute_capability
 from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
+from .trt_layer_types import precision_mix
 
 if TYPE_CHECKING:  # annotations only: tests/tensorrt_api type-checks our calls against NVIDIA's bindings
     import tensorrt
@@ -205,6 +206,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         "version_compatible": options.version_compatible,
         "hardware_compatibility": options.hardware_compatibility,
         "strongly_typed": strongly_typed(trt, network),
+        "precision_mix": precision_mix(network),  # the parser's types: what this plan runs in
         "tf32": options.tf32,
         "timing_cache": _timing_cache_state(library, use_cache, cache_hit),
     }

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every module that calls TensorRT, as (package folder, file); `trt` is the module, passed in or `self.trt`.
 MODULES = (
     ("export", "trt_engine.py"),
+    ("export", "trt_layer_types.py"),
     ("engine", "trt_runner.py"),
     ("engine", "plan_check.py"),
     ("engine", "tensorrt_library.py"),
