@@ -198,8 +198,9 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                 f"INT8 variants: {o.int8.method} calibration on {len(calib[0])} images, "
                 "Q/DQ for TensorRT and ONNX Runtime, accuracy gate",
             ):
+                islands = next((a["fp32_islands"] for a in artifacts if a["flavour"] == "fp16"), ())
                 artifacts += int8.build_variants(
-                    writer, artifacts[0], images, tf_logits, ort, calib, o.int8, o.threads, progress
+                    writer, artifacts[0], images, tf_logits, ort, calib, o.int8, o.threads, progress, tuple(islands)
                 )
         if o.engine != "none":
             with clock.step("engines", "TensorRT plans from the ONNX variants"):

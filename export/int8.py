@@ -45,6 +45,11 @@ CACHE_FORMAT = "bit-trt-calibration-cache/1"
 # Each target's flavour in the bundle (engine/precision.py names them), and how its activations are quantized.
 FLAVOURS = {"tensorrt": flavour_for("trt", "int8"), "onnxruntime": flavour_for("ort-cpu", "int8")}
 ACTIVATIONS = {"tensorrt": "int8 symmetric", "onnxruntime": "uint8 asymmetric"}
+# TensorRT 11 builds what the ONNX says (strongly typed), so TensorRT's graph is INT8 where quantized and FP16
+# everywhere else: DequantizeLinear gives float16 (float16 scales), which needs opset 19. ORT's CPU graph stays
+# float32 around its U8S8 kernels (the CPU-speed question).
+FLOAT_TYPE = {"tensorrt": "float16", "onnxruntime": "float32"}
+TENSORRT_OPSET = 19
 SENSITIVITY_PROBE = 8  # images per sensitivity measurement: a ranking needs few, and each costs a model run
 
 
@@ -168,9 +173,16 @@ def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
 
 
 def quantize(
-    fp32_path: str, out_path: str, ranges: dict, method: str, target: str, exclude: tuple[str, ...] = ()
+    fp32_path: str,
+    out_path: str,
+    ranges: dict,
+    method: str,
+    target: str,
+    exclude: tuple[str, ...] = (),
+    keep_fp32: tuple[str, ...] = (),
 ) -> None:
-    """Write a QDQ model for `target` from cached `ranges`, leaving the `exclude` nodes in float."""
+    """Write a QDQ model for `target` from cached `ranges`, leaving the `exclude` nodes in float (FLOAT_TYPE);
+    for TensorRT, the op types in `keep_fp32` (the FP16 variant's measured islands) stay float32."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if target not in TARGETS:
@@ -205,6 +217,36 @@ def quantize(
             )
     finally:  # a failed quantization must not leave the whole process's logging silenced
         root.setLevel(level)
+    if FLOAT_TYPE[target] == "float16":
+        _float_to_fp16(out_path, keep_fp32)
+
+
+def _float_to_fp16(path: str, keep_fp32: tuple[str, ...]) -> None:
+    """The Q/DQ model at `path`, rewritten in place: every float tensor float16 (Q/DQ scales included, so opset
+    19), but the `keep_fp32` op types; float32 inputs and outputs kept, as in the fp16 variant."""
+    import onnx
+
+    from .fp16 import to_fp16
+
+    model = onnx.load(path)
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = max(opset.version, TENSORRT_OPSET)
+    onnx.save(to_fp16(model, keep_fp32), path)
+
+
+def _opset(path: str) -> int:
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def fp32_island_nodes(path: str, keep_fp32: tuple[str, ...]) -> list[str]:
+    """The nodes of the model at `path` that run in float32 because their op type is an island."""
+    import onnx
+
+    return [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.op_type in keep_fp32]
 
 
 def quantizable_layers(model) -> list[str]:
@@ -232,6 +274,7 @@ def sensitivity(
     fp32_logits,
     threads=None,
     progress=lambda msg: None,
+    keep_fp32: tuple[str, ...] = (),
 ) -> list[dict]:
     """For each layer group: the logits error on `probe_u8` when only that group is quantized. Most
     sensitive first. (INT8 weights are a quarter of FP32's, so these runs use ORT's full optimizations.)"""
@@ -244,7 +287,7 @@ def sensitivity(
         path = os.path.join(scratch, "sensitivity.onnx")
         for group, members in layer_groups(names).items():
             others = tuple(n for n in names if n not in members)
-            quantize(fp32_path, path, ranges, method, target, exclude=others)
+            quantize(fp32_path, path, ranges, method, target, exclude=others, keep_fp32=keep_fp32)
             m = compare.measure(ort_logits(path, probe_u8, threads=threads), fp32_logits)
             rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
             progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
@@ -314,11 +357,21 @@ def gate(int8_logits, tf_logits, fp32_logits, max_top1_drop: float) -> dict:
 
 
 def build_variants(
-    writer, fp32_art: dict, images, tf_logits, fp32_logits, calib, opts: Int8Options, threads, progress
+    writer,
+    fp32_art: dict,
+    images,
+    tf_logits,
+    fp32_logits,
+    calib,
+    opts: Int8Options,
+    threads,
+    progress,
+    fp32_islands: tuple[str, ...] = (),
 ) -> list[dict]:
     """Calibrate (or reuse cached ranges), then one gated Q/DQ variant per target, written through `writer`
     (a BundleWriter); returns their manifest records. A variant that fails the gate even with every
-    sensitive layer group in float raises ParityError."""
+    sensitive layer group in float raises ParityError. fp32_islands: the op types the fp16 variant measured it
+    must keep in float32; TensorRT's INT8 graph keeps them too."""
     calib_u8, calib_record = calib
     fp32_path = writer.path(fp32_art["file"])
     key = CacheKey(fp32_art["sha256"], calib_record["sha256"], opts.method)
@@ -336,7 +389,9 @@ def build_variants(
     cache_info = writer.record(cache_name)
     calibration_record = {**calib_record, "method": opts.method, "cache": cache_state, "cache_file": cache_info["file"]}
     return [
-        _gated_variant(writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress)
+        _gated_variant(
+            writer, target, fp32_path, ranges, images, tf_logits, fp32_logits, opts, threads, progress, fp32_islands
+        )
         | {"calibration": calibration_record}
         for target in FLAVOURS
     ]
@@ -353,13 +408,15 @@ def _gated_variant(
     opts: Int8Options,
     threads,
     progress,
+    fp32_islands: tuple[str, ...] = (),
 ) -> dict:
     """One target's Q/DQ model behind the gate, with the float fallback when the gate fails; its record."""
     flavour = FLAVOURS[target]
     name = f"model.{flavour}.onnx"
+    keep_fp32 = tuple(fp32_islands) if FLOAT_TYPE[target] == "float16" else ()
 
     def quantize_and_gate(exclude):
-        quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude)
+        quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude, keep_fp32)
         verdict = gate(
             ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits, opts.max_top1_drop
         )
@@ -377,6 +434,7 @@ def _gated_variant(
             fp32_logits[:SENSITIVITY_PROBE],
             threads,
             progress,
+            keep_fp32,
         )
 
     exclude = ()
@@ -403,6 +461,11 @@ def _gated_variant(
         "runtime": target,
         "io_dtype": "float32",
         "activations": ACTIVATIONS[target],
+        # what is not INT8 runs in this type, but the FP32 islands (op types, as measured for the fp16 variant)
+        "float": FLOAT_TYPE[target],
+        "opset": _opset(writer.path(name)),
+        "fp32_islands": list(keep_fp32),
+        "fp32_island_nodes": fp32_island_nodes(writer.path(name), keep_fp32) if keep_fp32 else [],
         "weights": "int8 symmetric per-channel",
         "quantized_ops": list(QUANTIZED_OPS),
         "float_layers": list(exclude),

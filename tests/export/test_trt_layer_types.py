@@ -26,6 +26,37 @@ def test_every_plan_records_its_precision_mix(tiny_full_bundle):
     assert plans["fp32"]["activation_layers"] == {"FLOAT": 135} and plans["fp32"]["int8_convolutions"] == 0
     # fp16: every activation layer in HALF (the tiny model needs no FP32 island: its record lists none)
     assert plans["fp16"]["activation_layers"] == {"HALF": 135} and plans["fp16"]["int8_convolutions"] == 0
-    # int8-trt: every convolution reads a DequantizeLinear, so TensorRT runs it in INT8
+    # int8-trt: every convolution reads a DequantizeLinear, so TensorRT runs it in INT8; everything else in FP16
+    # (TensorRT 11 has no --fp16 fallback: the graph says it), Dequantize included (float16 scales, opset 19)
     int8 = plans["int8-trt"]
     assert int8["int8_convolutions"] == int8["convolutions"] and int8["layer_types"]["QUANTIZE"] == {"INT8": 32}
+    assert int8["activation_layers"] == {"HALF": 135} and int8["layer_types"]["DEQUANTIZE"] == {"HALF": 50}
+
+
+def test_int8_trt_is_int8_and_fp16_and_names_its_islands(tiny_full_bundle):
+    manifest = json.loads((tiny_full_bundle / "manifest.json").read_text())
+    records = {a["flavour"]: a for a in manifest["artifacts"] if a["kind"] == "onnx"}
+    trt, ort = records["int8-trt"], records["int8-ort"]
+    assert (trt["float"], ort["float"]) == ("float16", "float32")
+    assert trt["fp32_islands"] == records["fp16"]["fp32_islands"] == []  # the tiny model needs none
+    assert trt["opset"] == 19 and trt["gate"]["passed"]
+
+
+def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
+    """TensorRT's INT8 graph keeps the fp16 variant's islands in float32, and the record names their nodes."""
+    import tensorrt_rtx as trt
+
+    from bit_trt.engine.tensorrt_library import ErrorLog
+    from bit_trt.export import int8
+    from bit_trt.export.trt_engine import network_creation_flags
+    from bit_trt.export.trt_layer_types import layer_types
+
+    ranges = json.loads((tiny_full_bundle / "calibration.minmax.json").read_text())["ranges"]
+    out = str(tmp_path / "island.onnx")
+    int8.quantize(str(tiny_full_bundle / "model.fp32.onnx"), out, ranges, "minmax", "tensorrt", (), ("Relu",))
+    assert len(int8.fp32_island_nodes(out, ("Relu",))) == 13
+    log = ErrorLog(trt)
+    network = trt.Builder(log.logger).create_network(network_creation_flags(trt))
+    assert trt.OnnxParser(network, log.logger).parse_from_file(out)
+    table = layer_types(network)
+    assert table["ACTIVATION"] == {"FLOAT": 13} and table["NORMALIZATION"] == {"HALF": 13}
