@@ -176,7 +176,7 @@ def test_rtx_engines_and_missing_variants_are_refused_in_one_line(tiny_full_bund
     rtx = one_error_line(bit_triton(tiny_full_bundle, tmp_path / "a", "--backend", "tensorrt", "--precision", "fp32"))
     assert "TensorRT-RTX engines" in rtx and "bit-engine" in rtx
     missing = one_error_line(bit_triton(tiny_bundle, tmp_path / "b", "--backend", "onnxruntime", "--precision", "int8"))
-    assert "no int8-ort ONNX variant" in missing
+    assert "no int8-ort ONNX model" in missing
     unknown = one_error_line(bit_triton(tiny_bundle, tmp_path / "c", "--backend", "tensorflow"))
     assert "unknown Triton backend 'tensorflow'" in unknown
     no_bundle = one_error_line(bit_triton(tmp_path / "nothing", tmp_path / "d"))
