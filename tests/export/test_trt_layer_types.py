@@ -60,3 +60,30 @@ def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
     assert trt.OnnxParser(network, log.logger).parse_from_file(out)
     table = layer_types(network)
     assert table["ACTIVATION"] == {"FLOAT": 13} and table["NORMALIZATION"] == {"HALF": 13}
+
+
+@pytest.mark.slow
+def test_r50x1_int8_trt_is_int8_convolutions_and_fp16_elsewhere(tmp_path):
+    """R50x1 (53 convolutions), every TensorRT-bound model through the parser: the INT8 plan's convolutions all read
+    a DequantizeLinear and no activation layer is FLOAT (the fp16 variant needs no island here). 224 px: the
+    parser's table does not depend on the resolution, the calibration's cost does."""
+    from bit_trt.export.int8 import Int8Options
+    from tests.conftest import export_tiny
+
+    out = tmp_path / "r50x1"
+    export_tiny(
+        out,
+        variant="r50x1",
+        resolution=224,
+        precisions=("fp32", "fp16", "int8"),
+        engine="tensorrt_rtx",
+        int8=Int8Options(calib_synthetic=True, calib_count=16, eval_count=8),
+    )
+    plans = _plans(out)
+    for flavour, mix in plans.items():
+        print(f"\nR50x1 {flavour}: {mix['summary']}")
+    assert plans["fp32"]["int8_convolutions"] == 0 and set(plans["fp32"]["activation_layers"]) == {"FLOAT"}
+    assert plans["fp16"]["int8_convolutions"] == 0 and set(plans["fp16"]["activation_layers"]) == {"HALF"}
+    int8 = plans["int8-trt"]
+    assert int8["int8_convolutions"] == int8["convolutions"] == 53
+    assert set(int8["activation_layers"]) == {"HALF"}
