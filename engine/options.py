@@ -19,3 +19,12 @@ def field_defaults(cls) -> dict:
         elif f.default_factory is not dataclasses.MISSING:
             defaults[f.name] = f.default_factory()
     return defaults
+
+
+def options_from(cls, args, **fields):
+    """`cls` from parsed flags: each field from the flag of its name (dest), but those given in `fields` (flags
+    whose meaning is inverted or parsed further, e.g. ensembles=not args.no_ensembles)."""
+    return cls(
+        **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init and f.name not in fields},
+        **fields,
+    )

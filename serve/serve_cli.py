@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.classify_cli import add_image_limit_arguments, open_classifier
 from ..engine.errors import BitError
-from ..engine.options import field_defaults
+from ..engine.options import field_defaults, options_from
 from .batching import DEFAULT_MAX_BATCH
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """The parsed flags as ServeOptions: every flag but --debug, each under its field's name."""
     from .serve_options import ServeOptions
 
-    return ServeOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeOptions)})
+    return options_from(ServeOptions, args)
 
 
 def check_options(options: ServeOptions) -> None:

@@ -7,7 +7,7 @@ import sys
 
 from ..engine.classify_cli import add_image_limit_arguments, positive_int
 from ..engine.errors import BitError
-from ..engine.options import field_defaults
+from ..engine.options import field_defaults, options_from
 from ..engine.precision import PRECISIONS
 from .batching import DEFAULT_MAX_BATCH
 from .triton_models import TRITON_BACKENDS
@@ -115,21 +115,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
-    return RepositoryOptions(
-        backends=args.backends,
-        precisions=args.precisions,
-        name=args.name,
-        max_batch=args.max_batch,
-        preferred_batch=args.preferred_batch,
-        max_queue_delay_us=args.max_queue_delay_us,
-        instances=args.instances,
-        preprocess_instances=args.preprocess_instances,
-        onnxruntime_device=args.onnxruntime_device,
-        openvino_hint=args.openvino_hint,
-        ensembles=not args.no_ensembles,
-        max_image_pixels=args.max_image_pixels,
-        max_decode_mb=args.max_decode_mb,
-    )
+    return options_from(RepositoryOptions, args, ensembles=not args.no_ensembles)
 
 
 def main(argv=None) -> int:
