@@ -133,16 +133,19 @@ def write_manifest(path: str, manifest: dict) -> None:
 
 def upgrade_manifest(path: str) -> str:
     """Rewrite an older bundle's manifest in the current format; returns what was done, in one line."""
-    bundle = load_bundle(path)  # a missing or unreadable bundle is its one-line error
-    with open(os.path.join(path, MANIFEST), encoding="utf-8") as f:
-        version = json.load(f).get("format_version")
+    version, manifest = _read_manifest(path)  # a missing or unreadable bundle is its one-line error
     if version == FORMAT_VERSION:
         return f"{path}: already bundle format version {FORMAT_VERSION}; nothing to do"
-    write_manifest(path, bundle.manifest)
+    write_manifest(path, manifest)
     return f"{path}: manifest upgraded from bundle format version {version} to {FORMAT_VERSION}"
 
 
 def load_bundle(path: str) -> Bundle:
+    return Bundle(path, _read_manifest(path)[1])
+
+
+def _read_manifest(path: str) -> tuple[int, dict]:
+    """(the format version the file says, its manifest in the current format), or a one-line BitError."""
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isdir(path):
         raise BitError(f"bundle {path!r} does not exist or is not a directory")
@@ -167,4 +170,4 @@ def load_bundle(path: str) -> Bundle:
         missing = [key for key in ("file", "sha256", "kind", "precision", "flavour") if key not in art]
         if missing:
             raise BitError(f"{manifest_path}: artifacts[{i}] has no {missing[0]!r}; re-export the bundle")
-    return Bundle(path, manifest)
+    return version, manifest
