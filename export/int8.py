@@ -235,18 +235,16 @@ def _float_to_fp16(path: str, keep_fp32: tuple[str, ...]) -> None:
     onnx.save(to_fp16(model, keep_fp32), path)
 
 
-def _opset(path: str) -> int:
+def graph_record(path: str, keep_fp32: tuple[str, ...]) -> dict:
+    """What the record says of the written model at `path` (read once, without its weights' data): its ONNX
+    opset, and the nodes that run in float32 because their op type is an island."""
     import onnx
 
     model = onnx.load(path, load_external_data=False)
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def fp32_island_nodes(path: str, keep_fp32: tuple[str, ...]) -> list[str]:
-    """The nodes of the model at `path` that run in float32 because their op type is an island."""
-    import onnx
-
-    return [n.name for n in onnx.load(path, load_external_data=False).graph.node if n.op_type in keep_fp32]
+    return {
+        "opset": next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        "fp32_island_nodes": [n.name for n in model.graph.node if n.op_type in keep_fp32],
+    }
 
 
 def quantizable_layers(model) -> list[str]:
@@ -463,9 +461,8 @@ def _gated_variant(
         "activations": ACTIVATIONS[target],
         # what is not INT8 runs in this type, but the FP32 islands (op types, as measured for the fp16 variant)
         "float": FLOAT_TYPE[target],
-        "opset": _opset(writer.path(name)),
         "fp32_islands": list(keep_fp32),
-        "fp32_island_nodes": fp32_island_nodes(writer.path(name), keep_fp32) if keep_fp32 else [],
+        **graph_record(writer.path(name), keep_fp32),
         "weights": "int8 symmetric per-channel",
         "quantized_ops": list(QUANTIZED_OPS),
         "float_layers": list(exclude),

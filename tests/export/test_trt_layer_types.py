@@ -54,7 +54,7 @@ def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
     ranges = json.loads((tiny_full_bundle / "calibration.minmax.json").read_text())["ranges"]
     out = str(tmp_path / "island.onnx")
     int8.quantize(str(tiny_full_bundle / "model.fp32.onnx"), out, ranges, "minmax", "tensorrt", (), ("Relu",))
-    assert len(int8.fp32_island_nodes(out, ("Relu",))) == 13
+    assert len(int8.graph_record(out, ("Relu",))["fp32_island_nodes"]) == 13
     log = ErrorLog(trt)
     network = trt.Builder(log.logger).create_network(network_creation_flags(trt))
     assert trt.OnnxParser(network, log.logger).parse_from_file(out)
