@@ -14,7 +14,10 @@ R50x1 at 480 its histograms took 76 s and 13.3 GB for 32 images against minmax's
 not fit a 24 GB host. minmax is the default; entropy and percentile are there for models that need them.
 
 Only Conv and MatMul are quantized: GroupNorm (InstanceNormalization) and the elementwise ops stay in float.
-Which of those layers stay in float too is decided by measurement (`sensitivity`), when the gate asks.
+TensorRT's graph then has its Q/DQ pairs moved where TensorRT fuses them (export/qdq_placement.py), which needs
+the ranges of the residual Adds' inputs too: Add is calibrated beside Conv and MatMul. Its stem and head are
+quantized or not by measurement (`edge_decisions`); which other layers stay in float is decided by measurement
+too (`sensitivity`), when the gate asks.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ from ..engine.preprocess import scale_uint8
 from ..engine.user_cache import cache_dir
 from .ort_logits import ort_logits
 from .parity import ParityError
+from .qdq_placement import WEIGHTED_OPS, drop_weighted_outputs, edge_layers, keep_in_float, quantize_residual_inputs
+from .qdq_placement import weighted_macs
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
-QUANTIZED_OPS = ("Conv", "MatMul")
+QUANTIZED_OPS = WEIGHTED_OPS
+CALIBRATED_OPS = (*QUANTIZED_OPS, "Add")  # the residual Adds' inputs: qdq_placement.quantize_residual_inputs
 CACHE_FORMAT = "bit-trt-calibration-cache/1"
 # Each target's flavour in the bundle (engine/precision.py names them), and how its activations are quantized.
 FLAVOURS = {"tensorrt": flavour_for("trt", "int8"), "onnxruntime": flavour_for("ort-cpu", "int8")}
@@ -93,9 +99,15 @@ class CacheKey:
     model_sha256: str
     calibration_sha256: str
     method: str
+    calibrated_ops: tuple[str, ...] = CALIBRATED_OPS  # a cache of fewer ops lacks ranges the placement needs
 
     def to_dict(self) -> dict:
-        return {"model_sha256": self.model_sha256, "calibration_sha256": self.calibration_sha256, "method": self.method}
+        return {
+            "model_sha256": self.model_sha256,
+            "calibration_sha256": self.calibration_sha256,
+            "method": self.method,
+            "calibrated_ops": list(self.calibrated_ops),
+        }
 
 
 def _ort_method(method: str):
@@ -127,13 +139,13 @@ class _Reader:
 
 
 def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int, progress) -> dict:
-    """Activation ranges of every Conv/MatMul input and output, as ORT's TensorsData dict."""
+    """Activation ranges of every Conv/MatMul/Add input and output, as ORT's TensorsData dict."""
     from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, create_calibrator
 
     with tempfile.TemporaryDirectory(prefix="bit-trt-calib-") as tmp:
         calibrator = create_calibrator(
             fp32_path,
-            list(QUANTIZED_OPS),
+            list(CALIBRATED_OPS),
             os.path.join(tmp, "augmented.onnx"),
             calibrate_method=_ort_method(method),
             use_external_data_format=True,
@@ -180,9 +192,10 @@ def quantize(
     target: str,
     exclude: tuple[str, ...] = (),
     keep_fp32: tuple[str, ...] = (),
-) -> None:
+) -> dict:
     """Write a QDQ model for `target` from cached `ranges`, leaving the `exclude` nodes in float (FLOAT_TYPE);
-    for TensorRT, the op types in `keep_fp32` (the FP16 variant's measured islands) stay float32."""
+    for TensorRT, the Q/DQ pairs placed by TensorRT's rules, and the op types in `keep_fp32` (the FP16 variant's
+    measured islands) float32. Returns what the placement rules changed (empty for ORT)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if target not in TARGETS:
@@ -217,22 +230,29 @@ def quantize(
             )
     finally:  # a failed quantization must not leave the whole process's logging silenced
         root.setLevel(level)
-    if FLOAT_TYPE[target] == "float16":
-        _float_to_fp16(out_path, keep_fp32)
+    if not tensorrt:
+        return {}
+    return _for_tensorrt(out_path, ranges, keep_fp32)
 
 
-def _float_to_fp16(path: str, keep_fp32: tuple[str, ...]) -> None:
-    """The Q/DQ model at `path`, rewritten in place: every float tensor float16 (Q/DQ scales included, so opset
-    19), but the `keep_fp32` op types; float32 inputs and outputs kept, as in the fp16 variant."""
+def _for_tensorrt(path: str, ranges: dict, keep_fp32: tuple[str, ...]) -> dict:
+    """The Q/DQ model at `path`, rewritten in place for TensorRT: Q/DQ pairs where TensorRT fuses them
+    (qdq_placement), then every float tensor float16 (Q/DQ scales included, so opset 19), but the `keep_fp32` op
+    types; float32 inputs and outputs kept, as in the fp16 variant. Returns what the placement changed."""
     import onnx
 
     from .fp16 import to_fp16
 
     model = onnx.load(path)
+    placement = {
+        "weighted_outputs_float": len(drop_weighted_outputs(model)),
+        "residual_inputs_quantized": len(quantize_residual_inputs(model, ranges)),
+    }
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = max(opset.version, TENSORRT_OPSET)
     onnx.save(to_fp16(model, keep_fp32), path)
+    return placement
 
 
 def graph_record(path: str, keep_fp32: tuple[str, ...]) -> dict:
@@ -263,33 +283,74 @@ def layer_groups(names: list[str], max_groups: int = 24) -> dict[str, list[str]]
     return groups
 
 
-def sensitivity(
-    fp32_path: str,
-    ranges: dict,
-    method: str,
-    target: str,
-    probe_u8,
-    fp32_logits,
-    threads=None,
-    progress=lambda msg: None,
-    keep_fp32: tuple[str, ...] = (),
-) -> list[dict]:
-    """For each layer group: the logits error on `probe_u8` when only that group is quantized. Most
-    sensitive first. (INT8 weights are a quarter of FP32's, so these runs use ORT's full optimizations.)"""
+@dataclass
+class Probe:
+    """Re-quantize with some layers left in float and measure the logits against FP32's on a few images: what the
+    sensitivity ranking and the stem/head decisions are made of. Each trial writes one scratch model into a
+    temporary directory, gone whatever happens. (INT8 weights are a quarter of FP32's, so these runs use ORT's
+    full optimizations.)"""
+
+    fp32_path: str
+    ranges: dict
+    method: str
+    target: str
+    images_u8: np.ndarray
+    fp32_logits: np.ndarray
+    threads: int | None = None
+    keep_fp32: tuple[str, ...] = ()
+
+    def measure(self, exclude: tuple[str, ...]) -> dict:
+        with tempfile.TemporaryDirectory(prefix="bit-trt-probe-") as scratch:
+            path = os.path.join(scratch, "probe.onnx")
+            quantize(self.fp32_path, path, self.ranges, self.method, self.target, exclude, self.keep_fp32)
+            return compare.measure(ort_logits(path, self.images_u8, threads=self.threads), self.fp32_logits)
+
+
+def sensitivity(probe: Probe, progress=lambda msg: None) -> list[dict]:
+    """For each layer group: the logits error on the probe when only that group is quantized. Most sensitive
+    first."""
     import onnx
 
-    names = quantizable_layers(onnx.load(fp32_path, load_external_data=False))
+    names = quantizable_layers(onnx.load(probe.fp32_path, load_external_data=False))
     rows = []
-    # The scratch model sits beside nothing the user sees: a temporary directory, gone whatever happens.
-    with tempfile.TemporaryDirectory(prefix="bit-trt-sensitivity-") as scratch:
-        path = os.path.join(scratch, "sensitivity.onnx")
-        for group, members in layer_groups(names).items():
-            others = tuple(n for n in names if n not in members)
-            quantize(fp32_path, path, ranges, method, target, exclude=others, keep_fp32=keep_fp32)
-            m = compare.measure(ort_logits(path, probe_u8, threads=threads), fp32_logits)
-            rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
-            progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
+    for group, members in layer_groups(names).items():
+        m = probe.measure(tuple(n for n in names if n not in members))
+        rows.append({"group": group, "layers": members, "rel_l2": m["rel_l2"], "cosine_min": m["cosine_min"]})
+        progress(f"sensitivity: {group} alone in INT8 -> rel L2 {m['rel_l2']:.2e}")
     return sorted(rows, key=lambda r: -r["rel_l2"])
+
+
+def edge_decisions(probe: Probe, progress=lambda msg: None) -> list[dict]:
+    """TensorRT's stem and head, each measured: the INT8 graph's logits error on the probe with every layer
+    quantized and with all but that one, against its share of the model's multiply-accumulates; it stays in
+    float when it causes more of the error than its share of the work (qdq_placement.keep_in_float)."""
+    import onnx
+
+    fp32 = onnx.load(probe.fp32_path, load_external_data=False)
+    macs, edges = weighted_macs(fp32), edge_layers(fp32)
+    del fp32
+    total = max(1, sum(macs.values()))
+    error_all = probe.measure(())["rel_l2"]
+    rows = []
+    for role, layer in edges.items():
+        without = probe.measure((layer,))["rel_l2"]
+        share = macs.get(layer, 0) / total
+        rows.append(
+            {
+                "role": role,
+                "layer": layer,
+                "mac_share": share,
+                "rel_l2_all_int8": error_all,
+                "rel_l2_without_it": without,
+                "error_share": 1.0 - (without / error_all) ** 2 if error_all > 0 else 0.0,
+                "in_float": keep_in_float(error_all, without, share),
+            }
+        )
+        progress(
+            f"int8 {role} {layer}: {share:.1%} of the MACs, {rows[-1]['error_share']:.1%} of the INT8 error "
+            f"-> {'kept in float' if rows[-1]['in_float'] else 'INT8'}"
+        )
+    return rows
 
 
 def float_fallback(table: list[dict], try_exclude) -> tuple[tuple[str, ...], dict]:
@@ -412,9 +473,23 @@ def _gated_variant(
     flavour = FLAVOURS[target]
     name = f"model.{flavour}.onnx"
     keep_fp32 = tuple(fp32_islands) if FLOAT_TYPE[target] == "float16" else ()
+    probe = Probe(
+        fp32_path,
+        ranges,
+        opts.method,
+        target,
+        images[:SENSITIVITY_PROBE],
+        fp32_logits[:SENSITIVITY_PROBE],
+        threads,
+        keep_fp32,
+    )
+    edges = edge_decisions(probe, progress) if target == "tensorrt" else []
+    edge_float = tuple(row["layer"] for row in edges if row["in_float"])
+    placement: dict = {}
 
     def quantize_and_gate(exclude):
-        quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude, keep_fp32)
+        exclude = edge_float + tuple(n for n in exclude if n not in edge_float)
+        placement.update(quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude, keep_fp32))
         verdict = gate(
             ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits, opts.max_top1_drop
         )
@@ -422,21 +497,8 @@ def _gated_variant(
             progress(f"{flavour}: {len(exclude)} layers kept in float -> top-1 drop {verdict['top1_drop']:+.3f}")
         return verdict
 
-    def measure_sensitivity():
-        return sensitivity(
-            fp32_path,
-            ranges,
-            opts.method,
-            target,
-            images[:SENSITIVITY_PROBE],
-            fp32_logits[:SENSITIVITY_PROBE],
-            threads,
-            progress,
-            keep_fp32,
-        )
-
     exclude = ()
-    table = measure_sensitivity() if opts.force_sensitivity else None
+    table = sensitivity(probe, progress) if opts.force_sensitivity else None
     verdict = quantize_and_gate(exclude)
     progress(
         f"{flavour}: top-1 agreement with TF {verdict['top1_agreement_confident']:.3f} on "
@@ -444,7 +506,7 @@ def _gated_variant(
         f"cosine {verdict['cosine_min']:.4f} -> {'PASS' if verdict['passed'] else 'over the gate'}"
     )
     if not verdict["passed"]:
-        table = table or measure_sensitivity()
+        table = table or sensitivity(probe, progress)
         exclude, verdict = float_fallback(table, quantize_and_gate)
         if not verdict["passed"]:
             raise ParityError(
@@ -465,7 +527,10 @@ def _gated_variant(
         **graph_record(writer.path(name), keep_fp32),
         "weights": "int8 symmetric per-channel",
         "quantized_ops": list(QUANTIZED_OPS),
-        "float_layers": list(exclude),
+        # TensorRT's placement rules (qdq_placement) and the measured stem/head decisions; empty for ORT's graph
+        "placement": placement,
+        "edge_layers": edges,
+        "float_layers": list(edge_float + tuple(n for n in exclude if n not in edge_float)),
         "gate": verdict,
         # what bit-check (and bit-check-cpp, from this record) holds the variant to against TF's logits
         "check_tolerance": dataclasses.asdict(compare.INT8_CHECK),
