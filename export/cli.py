@@ -165,6 +165,15 @@ def add_build_arguments(p: argparse.ArgumentParser, engine: str) -> None:
         "parity assumes full FP32)",
     )
     eng.add_argument(
+        "--group-norm",
+        dest="group_norm",
+        default=b["group_norm"],
+        choices=trt_engine.GROUP_NORM_FORMS,
+        help="the GroupNorm form plans are built from: native (ONNX GroupNormalization-21, rewritten in memory "
+        "and checked against TF on ONNX Runtime first) or instance-norm (the bundle's files as written) "
+        f"(default {b['group_norm']})",
+    )
+    eng.add_argument(
         "--version-compatible", action="store_true", help="TensorRT plan that later TensorRT versions can run"
     )
     eng.add_argument(

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 
 from ..engine.bundle import Bundle, file_record, load_bundle, upgrade_manifest, write_manifest
 from ..engine.errors import BitError
+from ..engine.parity_set import load_parity_set
 from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from . import trt_engine
 
@@ -87,6 +88,7 @@ def add_engines(
             spec.name,
             spec.resolution,
             options,
+            load_parity_set(bundle)[::2],  # (images, TF's logits): what a rewritten graph must match
             progress,
         )
         built = datetime.now(timezone.utc).isoformat(timespec="seconds")

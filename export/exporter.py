@@ -205,7 +205,15 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         if o.engine != "none":
             with clock.step("engines", "TensorRT plans from the ONNX variants"):
                 artifacts += trt_engine.build_engines(
-                    writer, artifacts, spec.name, spec.resolution, o.engine, o.build, o.require_engine, progress
+                    writer,
+                    artifacts,
+                    spec.name,
+                    spec.resolution,
+                    o.engine,
+                    o.build,
+                    (images, tf_logits),
+                    o.require_engine,
+                    progress,
                 )
         with clock.step("bundle", f"publishing bundle {o.out}"):
             labels_info = writer.write_json(LABELS_FILE, labels)

@@ -23,6 +23,8 @@ from ..engine.gpu_host import compute_capability as gpu_compute_capability
 from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
+from .group_norm_form import FORMS as GROUP_NORM_FORMS
+from .group_norm_form import plan_graph
 from .trt_layer_types import precision_mix
 
 if TYPE_CHECKING:  # annotations only: tests/tensorrt_api type-checks our calls against NVIDIA's bindings
@@ -35,6 +37,10 @@ HARDWARE_COMPATIBILITY = {
     "ampere_plus": "AMPERE_PLUS",
     "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
 }
+# The oldest TensorRT whose ONNX parser reads what a plan's graph uses (onnx-tensorrt's changelog and operator
+# table; docs/tensorrt.md links them): float16 Q/DQ scales (int8-trt, opset 19) from 10.0, GroupNormalization-21
+# with per-channel scale and bias from 10.9 (10.7 and older implement opset 18's per-group form only).
+PARSER_FLOOR = {"float16 Q/DQ scales (opset 19)": (10, 0), "GroupNormalization-21": (10, 9)}
 # What TensorRT builds from: fp32, fp16 and the S8S8 INT8 graph (int8-trt); int8-ort is for ORT's CPU kernels.
 TENSORRT_FLAVOURS = tuple(flavour_for("trt", p) for p in PRECISIONS)
 
@@ -51,6 +57,7 @@ class BuildOptions:
     timing_cache: str | None = None  # read if it exists, written after the build
     rtx_compute_capabilities: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("SM89",); empty: library default
     tf32: bool = False  # TensorRT enables TF32 for FP32 layers by default; FP32 parity needs it off
+    group_norm: str = "native"  # the GroupNorm form plans are built from (export/group_norm_form.py)
 
     def validate(self):
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -65,6 +72,8 @@ class BuildOptions:
                 f"unknown hardware compatibility {self.hardware_compatibility!r}; choose one of: "
                 f"{', '.join(HARDWARE_COMPATIBILITY)}"
             )
+        if self.group_norm not in GROUP_NORM_FORMS:
+            raise BitError(f"unknown GroupNorm form {self.group_norm!r}; choose one of: {', '.join(GROUP_NORM_FORMS)}")
         if self.workspace_mb is not None and self.workspace_mb < 1:
             raise BitError(f"workspace must be at least 1 MB, got {self.workspace_mb}")
 
@@ -124,8 +133,11 @@ def plan_name(flavour: str, library: str, version: str, target: str) -> str:
     return f"model.{flavour}.{lib}{version}.{target}.plan"
 
 
-def build(onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt) -> tuple[bytes, dict]:
-    """Parse and build one plan; return its bytes and the manifest record (without file/sha)."""
+def build(
+    onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt, model: bytes | None = None
+) -> tuple[bytes, dict]:
+    """Parse and build one plan; return its bytes and the manifest record (without file/sha). `model`: the graph
+    to parse, serialized, when it is not the file at `onnx_path` as written (a rewrite of it)."""
     options.validate()
     library = trt.__name__
     log = ErrorLog(trt)
@@ -138,7 +150,8 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         # types would no longer be what runs.
         raise BitError(f"{library} {trt.__version__} made a weakly typed network; bit-trt needs strongly typed ones")
     parser: tensorrt.OnnxParser = trt.OnnxParser(network, log.logger)
-    if not parser.parse_from_file(onnx_path):
+    parsed = parser.parse(model, os.path.dirname(onnx_path)) if model is not None else parser.parse_from_file(onnx_path)
+    if not parsed:
         errors = []
         for i in range(parser.num_errors):
             err = parser.get_error(i)
@@ -206,7 +219,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         "version_compatible": options.version_compatible,
         "hardware_compatibility": options.hardware_compatibility,
         "strongly_typed": strongly_typed(trt, network),
-        "precision_mix": precision_mix(network),  # the parser's types: what this plan runs in
+        "precision_mix": precision_mix(network, trt),  # the parser's types: what this plan runs in
         "tf32": options.tf32,
         "timing_cache": _timing_cache_state(library, use_cache, cache_hit),
     }
@@ -247,6 +260,22 @@ def tensorrt_sources(artifacts: list[dict]) -> list[dict]:
     return [a for a in artifacts if a["kind"] == "onnx" and flavour_of(a) in TENSORRT_FLAVOURS]
 
 
+def check_parser_reads(trt, onnx_file: str, uses: list[str]) -> None:
+    """Refuse, in one line naming the file, a graph that uses something this TensorRT's parser cannot read
+    (PARSER_FLOOR). TensorRT-RTX's parser reads all of it."""
+    if trt.__name__ != "tensorrt":
+        return
+    version = tuple(int(v) for v in str(trt.__version__).split(".")[:2])
+    for use in uses:
+        floor = PARSER_FLOOR[use]
+        if version < floor:
+            hint = "build with --group-norm instance-norm" if use == "GroupNormalization-21" else "use TensorRT >= 10"
+            raise BitError(
+                f"{onnx_file} uses {use}, which TensorRT {trt.__version__}'s parser cannot read (it needs "
+                f"{'.'.join(map(str, floor))} or later); {hint}"
+            )
+
+
 def build_plans(
     trt,
     target: str,
@@ -256,10 +285,12 @@ def build_plans(
     input_name: str,
     resolution: int,
     options: BuildOptions,
+    parity,
     progress=lambda msg: None,
 ) -> list[dict]:
     """One plan per ONNX record in `sources` (read from `onnx_path(record)`), written through `writer`
-    (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}); returns the plans' manifest records."""
+    (`path(name)` -> file path, `record(name)` -> {file, bytes, sha256}); returns the plans' manifest records.
+    parity: (uint8 images, TF's logits), which a rewritten graph must match before it is built."""
     library = trt.__name__
     if options.timing_cache is None and library == "tensorrt":  # per library version and GPU, like plans
         os.makedirs(cache_dir("timing"), exist_ok=True)
@@ -271,7 +302,14 @@ def build_plans(
         flavour = flavour_of(art)
         progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
         start = time.perf_counter()
-        plan, record = build(onnx_path(art), input_name, resolution, options, trt)
+        model, form = None, {"form": "instance-norm"}
+        uses = ["float16 Q/DQ scales (opset 19)"] if art.get("opset", 0) >= 19 and art["precision"] == "int8" else []
+        check_parser_reads(trt, art["file"], uses + (["GroupNormalization-21"] if options.group_norm == "native" else []))
+        if options.group_norm == "native":
+            model, form = plan_graph(onnx_path(art), art["precision"], parity, progress=progress)
+        plan, record = build(onnx_path(art), input_name, resolution, options, trt, model)
+        del model
+        record["group_norm"] = form
         name = plan_name(flavour, library, trt.__version__, target)
         with open(writer.path(name), "wb") as f:
             f.write(plan)
@@ -298,11 +336,13 @@ def build_engines(
     resolution: int,
     engine: str,
     options: BuildOptions,
+    parity,
     require_engine: bool = False,
     progress=lambda msg: None,
 ) -> list[dict]:
     """The export's engine step: a plan from every ONNX artifact TensorRT runs, with the library `engine`
-    picks, written beside them through `writer`; [] when there is no builder and none is required."""
+    picks, written beside them through `writer`; [] when there is no builder and none is required.
+    parity: (uint8 images, TF's logits), as for build_plans."""
     picked = builder_for(engine, require_engine, progress)
     if picked is None:
         return []
@@ -316,5 +356,6 @@ def build_engines(
         input_name,
         resolution,
         options,
+        parity,
         progress,
     )

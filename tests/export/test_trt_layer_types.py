@@ -22,15 +22,27 @@ def test_every_plan_records_its_precision_mix(tiny_full_bundle):
             print(f"  {kind:<16} " + "  ".join(f"{dtype} {n}" for dtype, n in row.items()))
         assert mix["convolutions"] == 17  # the tiny variant: a stem, 4 blocks of 1 unit with projections, ...
         layers = sum(n for row in mix["layer_types"].values() for n in row.values())
-        assert layers >= sum(mix["activation_layers"].values()) > 100
-    assert plans["fp32"]["activation_layers"] == {"FLOAT": 135} and plans["fp32"]["int8_convolutions"] == 0
+        assert layers >= sum(mix["activation_layers"].values()) == 57
+    # 57 activation layers: 17 convolutions, 13 native GroupNorms, 13 ReLUs, the residual Adds and the head
+    assert plans["fp32"]["activation_layers"] == {"FLOAT": 57} and plans["fp32"]["int8_convolutions"] == 0
     # fp16: every activation layer in HALF (the tiny model needs no FP32 island: its record lists none)
-    assert plans["fp16"]["activation_layers"] == {"HALF": 135} and plans["fp16"]["int8_convolutions"] == 0
-    # int8-trt: every convolution reads a DequantizeLinear, so TensorRT runs it in INT8; everything else in FP16
-    # (TensorRT 11 has no --fp16 fallback: the graph says it), Dequantize included (float16 scales, opset 19)
+    assert plans["fp16"]["activation_layers"] == {"HALF": 57} and plans["fp16"]["int8_convolutions"] == 0
+    assert plans["fp16"]["fp16_non_conv_share"] == 1.0 and plans["fp32"]["fp16_non_conv_share"] == 0.0
+    # int8-trt: every convolution but a stem measured to stay in float reads a DequantizeLinear, so TensorRT runs
+    # it in INT8; everything else in FP16 (TensorRT 11 has no --fp16 fallback: the graph says it), Dequantize
+    # included (float16 scales, opset 19). No FLOAT layer but the cast of the network's float32 output.
     int8 = plans["int8-trt"]
-    assert int8["int8_convolutions"] == int8["convolutions"] and int8["layer_types"]["QUANTIZE"] == {"INT8": 32}
-    assert int8["activation_layers"] == {"HALF": 135} and int8["layer_types"]["DEQUANTIZE"] == {"HALF": 50}
+    stem_float = _int8_record(tiny_full_bundle)["edge_layers"][0]["in_float"]
+    assert int8["int8_convolutions"] == int8["convolutions"] - stem_float
+    assert int8["activation_layers"] == {"HALF": 57} and set(int8["layer_types"]["DEQUANTIZE"]) == {"HALF"}
+    assert int8["layer_types"]["CAST"] == {"FLOAT": 1, "HALF": 1, "INT64": 1}
+    assert 0.8 < int8["int8_conv_mac_share"] <= 1.0 and int8["fp16_non_conv_share"] == 1.0
+    assert "no FLOAT layer" in int8["summary"] and f"INT8 convolutions {int8['int8_convolutions']}/17" in int8["summary"]
+
+
+def _int8_record(bundle) -> dict:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return next(a for a in manifest["artifacts"] if a["kind"] == "onnx" and a["flavour"] == "int8-trt")
 
 
 def test_int8_trt_is_int8_and_fp16_and_names_its_islands(tiny_full_bundle):
@@ -49,7 +61,7 @@ def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
     from bit_trt.engine.tensorrt_library import ErrorLog
     from bit_trt.export import int8
     from bit_trt.export.trt_engine import network_creation_flags
-    from bit_trt.export.trt_layer_types import layer_types
+    from bit_trt.export.trt_layer_types import layer_types, precision_mix
 
     ranges = json.loads((tiny_full_bundle / "calibration.minmax.json").read_text())["ranges"]
     out = str(tmp_path / "island.onnx")
@@ -60,12 +72,16 @@ def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
     assert trt.OnnxParser(network, log.logger).parse_from_file(out)
     table = layer_types(network)
     assert table["ACTIVATION"] == {"FLOAT": 13} and table["NORMALIZATION"] == {"HALF": 13}
+    summary = precision_mix(network, trt)["summary"]  # what runs in FP32 is named by layer type
+    print(f"\nwith a Relu island: {summary}")
+    assert "; FLOAT 13 (ACTIVATION 13)" in summary and "no FLOAT layer" not in summary
+
 
 
 @pytest.mark.slow
 def test_r50x1_int8_trt_is_int8_convolutions_and_fp16_elsewhere(tmp_path):
     """R50x1 (53 convolutions), every TensorRT-bound model through the parser: the INT8 plan's convolutions all read
-    a DequantizeLinear and no activation layer is FLOAT (the fp16 variant needs no island here). 224 px: the
+    a DequantizeLinear (but the stem, where measured to stay in float) and no activation layer is FLOAT (the fp16 variant needs no island here). 224 px: the
     parser's table does not depend on the resolution, the calibration's cost does."""
     from bit_trt.export.int8 import Int8Options
     from tests.conftest import export_tiny
@@ -85,5 +101,6 @@ def test_r50x1_int8_trt_is_int8_convolutions_and_fp16_elsewhere(tmp_path):
     assert plans["fp32"]["int8_convolutions"] == 0 and set(plans["fp32"]["activation_layers"]) == {"FLOAT"}
     assert plans["fp16"]["int8_convolutions"] == 0 and set(plans["fp16"]["activation_layers"]) == {"HALF"}
     int8 = plans["int8-trt"]
-    assert int8["int8_convolutions"] == int8["convolutions"] == 53
-    assert set(int8["activation_layers"]) == {"HALF"}
+    stem_float = _int8_record(out)["edge_layers"][0]["in_float"]
+    assert int8["convolutions"] == 53 and int8["int8_convolutions"] == 53 - stem_float
+    assert set(int8["activation_layers"]) == {"HALF"} and int8["int8_conv_mac_share"] > 0.9
