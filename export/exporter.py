@@ -20,7 +20,7 @@ from ..engine.errors import BitError
 from ..engine.labels import LABELS_FILE, default_labels, labels_from_file
 from ..engine.onnx_order import canonicalize
 from ..engine.parity_raw import write_parity_raw
-from ..engine.precision import check_precision, flavour_table
+from ..engine.precision import check_precision, flavour_for, flavour_table
 from ..engine.preprocess import DEFAULT_RESIZE, InputSpec
 from ..engine.tool_versions import tool_versions
 from . import calibration, fp16, graph_cleanup, int8, sources, tf2onnx_route, trt_engine
@@ -198,10 +198,16 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                 f"INT8 variants: {o.int8.method} calibration on {len(calib[0])} images, "
                 "Q/DQ for TensorRT and ONNX Runtime, accuracy gate",
             ):
-                islands = next((a["fp32_islands"] for a in artifacts if a["flavour"] == "fp16"), ())
-                artifacts += int8.build_variants(
+                fp16_art = next((a for a in artifacts if a["flavour"] == "fp16"), None)
+                if fp16_art is not None:
+                    islands, searched = fp16_art["fp32_islands"], {"fp32_islands_from": ONNX_FP16}
+                else:  # int8-trt's FP16 part needs the same measurement when no fp16 variant made it
+                    _, islands, table = _fp16_islands(writer, images, ort, o.threads, progress)
+                    searched = {"fp32_islands_from": "its own search", "island_search": table}
+                variants = int8.build_variants(
                     writer, artifacts[0], images, tf_logits, ort, calib, o.int8, o.threads, progress, tuple(islands)
                 )
+                artifacts += [v | searched if v["flavour"] == flavour_for("trt", "int8") else v for v in variants]
         if o.engine != "none":
             with clock.step("engines", "TensorRT plans from the ONNX variants"):
                 artifacts += trt_engine.build_engines(
@@ -304,14 +310,16 @@ def _graph_stats(model) -> dict:
     }
 
 
-def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> dict:
+def _fp16_islands(writer, images, fp32_logits, threads, progress):
+    """(fp16 model, its FP32 islands, the search's table): fp16.search_islands on the first two parity images."""
     import onnx
 
     fp32_model = onnx.load(writer.path(ONNX_FP32))
-    model, islands, table = fp16.search_islands(
-        fp32_model, images[:2], fp32_logits[:2], threads=threads, progress=progress
-    )
-    del fp32_model
+    return fp16.search_islands(fp32_model, images[:2], fp32_logits[:2], threads=threads, progress=progress)
+
+
+def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> dict:
+    model, islands, table = _fp16_islands(writer, images, fp32_logits, threads, progress)
     art = writer.write_onnx(ONNX_FP16, model)
     del model
     release_memory()

@@ -17,9 +17,7 @@ def test_every_plan_records_its_precision_mix(tiny_full_bundle):
     plans = _plans(tiny_full_bundle)
     assert set(plans) == {"fp32", "fp16", "int8-trt"}
     for flavour, mix in plans.items():
-        print(f"\n{flavour}: {mix['summary']}")
-        for kind, row in mix["layer_types"].items():
-            print(f"  {kind:<16} " + "  ".join(f"{dtype} {n}" for dtype, n in row.items()))
+        _print_table(f"tiny {flavour}", mix)
         assert mix["convolutions"] == 17  # the tiny variant: a stem, 4 blocks of 1 unit with projections, ...
         layers = sum(n for row in mix["layer_types"].values() for n in row.values())
         assert layers >= sum(mix["activation_layers"].values()) == 57
@@ -38,6 +36,13 @@ def test_every_plan_records_its_precision_mix(tiny_full_bundle):
     assert int8["layer_types"]["CAST"] == {"FLOAT": 1, "HALF": 1, "INT64": 1}
     assert 0.8 < int8["int8_conv_mac_share"] <= 1.0 and int8["fp16_non_conv_share"] == 1.0
     assert "no FLOAT layer" in int8["summary"] and f"INT8 convolutions {int8['int8_convolutions']}/17" in int8["summary"]
+
+
+def _print_table(name: str, mix: dict) -> None:
+    """The parser's table as the test log shows it: layer type x output type, under the plan's summary."""
+    print(f"\n{name}: {mix['summary']}")
+    for kind, row in mix["layer_types"].items():
+        print(f"  {kind:<16} " + "  ".join(f"{dtype} {n}" for dtype, n in row.items()))
 
 
 def _int8_record(bundle) -> dict:
@@ -97,10 +102,30 @@ def test_r50x1_int8_trt_is_int8_convolutions_and_fp16_elsewhere(tmp_path):
     )
     plans = _plans(out)
     for flavour, mix in plans.items():
-        print(f"\nR50x1 {flavour}: {mix['summary']}")
+        _print_table(f"R50x1 {flavour}", mix)
     assert plans["fp32"]["int8_convolutions"] == 0 and set(plans["fp32"]["activation_layers"]) == {"FLOAT"}
     assert plans["fp16"]["int8_convolutions"] == 0 and set(plans["fp16"]["activation_layers"]) == {"HALF"}
     int8 = plans["int8-trt"]
     stem_float = _int8_record(out)["edge_layers"][0]["in_float"]
     assert int8["convolutions"] == 53 and int8["int8_convolutions"] == 53 - stem_float
     assert set(int8["activation_layers"]) == {"HALF"} and int8["int8_conv_mac_share"] > 0.9
+
+
+def test_int8_without_fp16_measures_its_own_islands(tmp_path):
+    """With no fp16 variant to take them from, int8-trt's FP16 part gets the same island search, recorded."""
+    from bit_trt.export.int8 import Int8Options
+    from tests.conftest import export_tiny
+
+    out = tmp_path / "int8-only"
+    export_tiny(
+        out, precisions=("fp32", "int8"), engine="none", int8=Int8Options(calib_synthetic=True, calib_count=8, eval_count=4)
+    )
+    record = _int8_record(out)
+    assert record["fp32_islands_from"] == "its own search" and record["fp32_islands"] == []
+    assert record["island_search"][0]["keep_fp32"] == [] and record["island_search"][0]["passed"]
+    assert not (out / "model.fp16.onnx").exists()
+
+
+def test_int8_with_fp16_takes_the_fp16_variants_islands(tiny_full_bundle):
+    record = _int8_record(tiny_full_bundle)
+    assert record["fp32_islands_from"] == "model.fp16.onnx" and "island_search" not in record
