@@ -104,23 +104,29 @@ def plan_graph(onnx_path: str, precision: str, parity, threads=None, progress=la
 
     from .ort_logits import ort_logits
 
-    model = onnx.load(onnx_path)
+    name = os.path.basename(onnx_path)
+    try:
+        model = onnx.load(onnx_path)
+    except Exception as exc:  # protobuf's DecodeError and friends: one line naming the file
+        raise BitError(f"{name} is not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
     counts = to_native(model)
     data = model.SerializeToString()
     del model
     if not counts["native"]:
-        raise BitError(f"{os.path.basename(onnx_path)} has no GroupNorm in InstanceNormalization form to rewrite")
+        raise BitError(f"{name} has no GroupNorm in InstanceNormalization form to rewrite")
     images, tf_logits = parity
-    verdict = compare.report(
-        ort_logits(data, images, threads=threads), np.asarray(tf_logits), compare.tolerance_for(precision_of(precision))
-    )
+    try:
+        logits = ort_logits(data, images, threads=threads)
+    except BitError as exc:
+        raise BitError(f"{name} with native GroupNormalization: {exc}") from exc
+    verdict = compare.report(logits, np.asarray(tf_logits), compare.tolerance_for(precision_of(precision)))
     progress(
-        f"{os.path.basename(onnx_path)}: {counts['native']} GroupNorms native (opset {NATIVE_OPSET}), on ONNX Runtime "
+        f"{name}: {counts['native']} GroupNorms native (opset {NATIVE_OPSET}), on ONNX Runtime "
         f"rel L2 {verdict['rel_l2']:.2e} against TF -> {'ok' if verdict['passed'] else 'over tolerance'}"
     )
     if not verdict["passed"]:
         raise BitError(
-            f"{os.path.basename(onnx_path)} with native GroupNormalization misses its tolerance against TF "
+            f"{name} with native GroupNormalization misses its tolerance against TF "
             f"({'; '.join(verdict['failures'])}); build with --group-norm instance-norm"
         )
     record = {

@@ -60,6 +60,13 @@ def test_a_graph_without_the_instance_norm_form_is_refused(tiny_bundle, tmp_path
         group_norm_form.plan_graph(str(tmp_path / "model.fp32.onnx"), "fp32", (None, None))
 
 
+def test_an_unreadable_graph_is_one_line_naming_it(tmp_path):
+    (tmp_path / "model.fp16.onnx").write_bytes(b"\x00not an onnx model" * 8)
+    with pytest.raises(BitError, match=r"^model.fp16.onnx is not a readable ONNX model \(") as err:
+        group_norm_form.plan_graph(str(tmp_path / "model.fp16.onnx"), "fp16", (None, None))
+    assert "\n" not in str(err.value)
+
+
 def test_bit_engine_builds_from_the_files_as_written_when_asked(tiny_full_bundle, copy_bundle):
     from bit_trt.export.engine_cli import main
 
