@@ -41,7 +41,7 @@ from ..engine.user_cache import cache_dir
 from .ort_logits import ort_logits
 from .parity import ParityError
 from .qdq_placement import WEIGHTED_OPS, drop_weighted_outputs, edge_layers, keep_in_float, quantize_residual_inputs
-from .qdq_placement import weighted_macs
+from .qdq_placement import error_share, weighted_macs
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
@@ -323,7 +323,7 @@ def sensitivity(probe: Probe, progress=lambda msg: None) -> list[dict]:
 def edge_decisions(probe: Probe, progress=lambda msg: None) -> list[dict]:
     """TensorRT's stem and head, each measured: the INT8 graph's logits error on the probe with every layer
     quantized and with all but that one, against its share of the model's multiply-accumulates; it stays in
-    float when it causes more of the error than its share of the work (qdq_placement.keep_in_float)."""
+    float when it causes far more of the error than its share of the work (qdq_placement.keep_in_float)."""
     import onnx
 
     fp32 = onnx.load(probe.fp32_path, load_external_data=False)
@@ -342,7 +342,7 @@ def edge_decisions(probe: Probe, progress=lambda msg: None) -> list[dict]:
                 "mac_share": share,
                 "rel_l2_all_int8": error_all,
                 "rel_l2_without_it": without,
-                "error_share": 1.0 - (without / error_all) ** 2 if error_all > 0 else 0.0,
+                "error_share": error_share(error_all, without),
                 "in_float": keep_in_float(error_all, without, share),
             }
         )
