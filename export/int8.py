@@ -40,8 +40,15 @@ from ..engine.preprocess import scale_uint8
 from ..engine.user_cache import cache_dir
 from .ort_logits import ort_logits
 from .parity import ParityError
-from .qdq_placement import WEIGHTED_OPS, drop_weighted_outputs, edge_layers, keep_in_float, quantize_residual_inputs
-from .qdq_placement import error_share, weighted_macs
+from .qdq_placement import (
+    WEIGHTED_OPS,
+    drop_weighted_outputs,
+    edge_layers,
+    error_share,
+    keep_in_float,
+    quantize_residual_inputs,
+    weighted_macs,
+)
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")

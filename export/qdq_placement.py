@@ -77,9 +77,7 @@ def quantize_residual_inputs(model, ranges: dict) -> list[str]:
         if add.op_type != "Add" or len(add.input) != 2 or any(i in constants for i in add.input):
             continue  # a bias or a GroupNorm's beta, not a residual
         fusable = [
-            i
-            for i in add.input
-            if i in producers and producers[i].op_type == "Conv" and len(consumers.get(i, [])) == 1
+            i for i in add.input if i in producers and producers[i].op_type == "Conv" and len(consumers.get(i, [])) == 1
         ]
         if not fusable:
             continue
@@ -183,4 +181,3 @@ def _rewire(graph, rename: dict, doomed: set) -> None:
     used = {i for n in graph.node for i in n.input}
     for index in reversed([i for i, init in enumerate(graph.initializer) if init.name not in used]):
         del graph.initializer[index]
-

@@ -304,7 +304,9 @@ def build_plans(
         start = time.perf_counter()
         model, form = None, {"form": "instance-norm"}
         uses = ["float16 Q/DQ scales (opset 19)"] if art.get("opset", 0) >= 19 and art["precision"] == "int8" else []
-        check_parser_reads(trt, art["file"], uses + (["GroupNormalization-21"] if options.group_norm == "native" else []))
+        check_parser_reads(
+            trt, art["file"], uses + (["GroupNormalization-21"] if options.group_norm == "native" else [])
+        )
         if options.group_norm == "native":
             model, form = plan_graph(onnx_path(art), art["precision"], parity, progress=progress)
         plan, record = build(onnx_path(art), input_name, resolution, options, trt, model)

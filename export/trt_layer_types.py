@@ -44,7 +44,9 @@ def _producer_types(network) -> dict[str, str]:
 
 
 def _convolutions(network) -> list:
-    return [network.get_layer(i) for i in range(network.num_layers) if _name(network.get_layer(i).type) == "CONVOLUTION"]
+    return [
+        network.get_layer(i) for i in range(network.num_layers) if _name(network.get_layer(i).type) == "CONVOLUTION"
+    ]
 
 
 def int8_convolutions(network) -> tuple[int, int]:
@@ -104,7 +106,8 @@ def precision_mix(network, trt=None) -> dict:
     ranked = sorted(compute.items(), key=lambda kv: -kv[1])
     others = [f"{dtype} {count} layers" for dtype, count in ranked[:1]]
     others += [
-        f"{dtype} {count} ({', '.join(f'{k} {n}' for k, n in sorted(kinds[dtype].items()))})" for dtype, count in ranked[1:]
+        f"{dtype} {count} ({', '.join(f'{k} {n}' for k, n in sorted(kinds[dtype].items()))})"
+        for dtype, count in ranked[1:]
     ]
     if "FLOAT" not in compute:
         others.append("no FLOAT layer")

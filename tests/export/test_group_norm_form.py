@@ -71,10 +71,15 @@ def test_bit_engine_builds_from_the_files_as_written_when_asked(tiny_full_bundle
     from bit_trt.export.engine_cli import main
 
     bundle = copy_bundle(tiny_full_bundle)
-    assert main([str(bundle), "--precision", "fp16", "--engine", "tensorrt_rtx", "--force", "--group-norm",
-                 "instance-norm"]) == 0
+    assert (
+        main(
+            [str(bundle), "--precision", "fp16", "--engine", "tensorrt_rtx", "--force", "--group-norm", "instance-norm"]
+        )
+        == 0
+    )
     plan = next(
-        a for a in json.loads((bundle / "manifest.json").read_text())["artifacts"]
+        a
+        for a in json.loads((bundle / "manifest.json").read_text())["artifacts"]
         if a["kind"] == "engine" and a["flavour"] == "fp16"
     )
     assert plan["group_norm"] == {"form": "instance-norm"}
@@ -95,5 +100,7 @@ def test_an_opset_the_installed_parser_cannot_read_is_one_line(version, uses, re
     if refused is None:
         trt_engine.check_parser_reads(library, "model.int8-trt.onnx", uses)
         return
-    with pytest.raises(BitError, match=r"^model.int8-trt.onnx uses .*" + refused.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        BitError, match=r"^model.int8-trt.onnx uses .*" + refused.replace("(", r"\(").replace(")", r"\)")
+    ):
         trt_engine.check_parser_reads(library, "model.int8-trt.onnx", uses)

@@ -64,11 +64,7 @@ def test_drop_weighted_outputs_keeps_a_pair_that_is_the_next_layers_input():
 
 
 def _ranges(**absmax):
-    return {
-        "data": {
-            k: {"lowest": {"data": [-v]}, "highest": {"data": [v / 2]}} for k, v in absmax.items()
-        }
-    }
+    return {"data": {k: {"lowest": {"data": [-v]}, "highest": {"data": [v / 2]}} for k, v in absmax.items()}}
 
 
 def test_quantize_residual_inputs_quantizes_the_shortcut_not_the_conv_branch():

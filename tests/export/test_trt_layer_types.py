@@ -35,7 +35,9 @@ def test_every_plan_records_its_precision_mix(tiny_full_bundle):
     assert int8["activation_layers"] == {"HALF": 57} and set(int8["layer_types"]["DEQUANTIZE"]) == {"HALF"}
     assert int8["layer_types"]["CAST"] == {"FLOAT": 1, "HALF": 1, "INT64": 1}
     assert 0.8 < int8["int8_conv_mac_share"] <= 1.0 and int8["fp16_non_conv_share"] == 1.0
-    assert "no FLOAT layer" in int8["summary"] and f"INT8 convolutions {int8['int8_convolutions']}/17" in int8["summary"]
+    assert (
+        "no FLOAT layer" in int8["summary"] and f"INT8 convolutions {int8['int8_convolutions']}/17" in int8["summary"]
+    )
 
 
 def _print_table(name: str, mix: dict) -> None:
@@ -82,12 +84,12 @@ def test_an_island_stays_float32_in_the_int8_graph(tiny_full_bundle, tmp_path):
     assert "; FLOAT 13 (ACTIVATION 13)" in summary and "no FLOAT layer" not in summary
 
 
-
 @pytest.mark.slow
 def test_r50x1_int8_trt_is_int8_convolutions_and_fp16_elsewhere(tmp_path):
     """R50x1 (53 convolutions), every TensorRT-bound model through the parser: the INT8 plan's convolutions all read
-    a DequantizeLinear (but the stem, where measured to stay in float) and no activation layer is FLOAT (the fp16 variant needs no island here). 224 px: the
-    parser's table does not depend on the resolution, the calibration's cost does."""
+    a DequantizeLinear (but the stem, where measured to stay in float) and no activation layer is FLOAT (the fp16
+    variant needs no island here). 224 px: the parser's table does not depend on the resolution, the calibration's
+    cost does."""
     from bit_trt.export.int8 import Int8Options
     from tests.conftest import export_tiny
 
@@ -118,7 +120,10 @@ def test_int8_without_fp16_measures_its_own_islands(tmp_path):
 
     out = tmp_path / "int8-only"
     export_tiny(
-        out, precisions=("fp32", "int8"), engine="none", int8=Int8Options(calib_synthetic=True, calib_count=8, eval_count=4)
+        out,
+        precisions=("fp32", "int8"),
+        engine="none",
+        int8=Int8Options(calib_synthetic=True, calib_count=8, eval_count=4),
     )
     record = _int8_record(out)
     assert record["fp32_islands_from"] == "its own search" and record["fp32_islands"] == []
