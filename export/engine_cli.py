@@ -62,6 +62,10 @@ def add_engines(
     bundle = load_bundle(bundle_path)
     options.validate()
     sources = _sources(bundle, precisions)
+    parity = None
+    if options.group_norm == "native":  # the rewritten graph must match TF's logits before it is built
+        images, _, tf_logits = load_parity_set(bundle)
+        parity = (images, tf_logits)
     picked = trt_engine.builder_for(engine, require_engine=True, progress=progress)
     if picked is None:
         raise BitError("--engine none builds nothing; choose auto, tensorrt or tensorrt_rtx")
@@ -88,7 +92,7 @@ def add_engines(
             spec.name,
             spec.resolution,
             options,
-            load_parity_set(bundle)[::2],  # (images, TF's logits): what a rewritten graph must match
+            parity,
             progress,
         )
         built = datetime.now(timezone.utc).isoformat(timespec="seconds")
