@@ -88,23 +88,17 @@ def quantize_residual_inputs(model, ranges: dict) -> list[str]:
         if residual not in data:
             raise BitError(f"no calibrated range for the residual input {residual!r} of {add.name!r}; recalibrate")
         absmax = max(abs(float(data[residual]["lowest"]["data"][0])), abs(float(data[residual]["highest"]["data"][0])))
-        scale, zero = f"{residual}_residual_scale", f"{residual}_residual_zero_point"
+        # named after the Add: one tensor may be the residual of more than one Add
+        scale, zero, q_out, dq_out = (f"{add.name}/residual_{x}" for x in ("scale", "zero_point", "q", "dq"))
         graph.initializer.extend(
             [
                 numpy_helper.from_array(np.array(max(absmax, 1e-12) / 127.0, np.float32), scale),
                 numpy_helper.from_array(np.array(0, np.int8), zero),
             ]
         )
-        q = helper.make_node(
-            "QuantizeLinear", [residual, scale, zero], [f"{residual}_residual_q"], name=f"{add.name}/ResidualQuantize"
-        )
-        dq = helper.make_node(
-            "DequantizeLinear",
-            [f"{residual}_residual_q", scale, zero],
-            [f"{residual}_residual_dq"],
-            name=f"{add.name}/ResidualDequantize",
-        )
-        add.input[list(add.input).index(residual)] = f"{residual}_residual_dq"
+        q = helper.make_node("QuantizeLinear", [residual, scale, zero], [q_out], name=f"{add.name}/ResidualQuantize")
+        dq = helper.make_node("DequantizeLinear", [q_out, scale, zero], [dq_out], name=f"{add.name}/ResidualDequantize")
+        add.input[list(add.input).index(residual)] = dq_out
         inserted[id(add)] = [q, dq]
         added.append(residual)
     nodes = []

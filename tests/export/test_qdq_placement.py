@@ -71,8 +71,8 @@ def test_quantize_residual_inputs_quantizes_the_shortcut_not_the_conv_branch():
     model = _unit(first_output_qdq=False)
     assert qdq_placement.quantize_residual_inputs(model, _ranges(x=2.54)) == ["x"]
     add = next(n for n in model.graph.node if n.op_type == "Add")
-    assert add.input[0] == "a" and add.input[1] == "x_residual_dq"
-    scale = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}["x_residual_scale"]
+    assert add.input[0] == "a" and add.input[1] == "add/residual_dq"
+    scale = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}["add/residual_scale"]
     assert scale == pytest.approx(2.54 / 127)
     onnx.checker.check_model(model)  # the inserted pair stands before the Add: still topologically sorted
 
@@ -85,6 +85,18 @@ def test_quantize_residual_inputs_fuses_the_later_conv_of_a_projection_unit():
     ]
     model = _model(nodes)
     assert qdq_placement.quantize_residual_inputs(model, _ranges(proj=1.0, c3=1.0)) == ["proj"]
+
+
+def test_one_tensor_that_is_the_residual_of_two_adds_gets_a_pair_for_each():
+    nodes = _qdq("x", "in") + [
+        helper.make_node("Conv", ["in_dq", "w"], ["a"], name="convA"),
+        helper.make_node("Conv", ["in_dq", "w"], ["b"], name="convB"),
+        helper.make_node("Add", ["a", "x"], ["ya"], name="addA"),
+        helper.make_node("Add", ["b", "x"], ["yb"], name="addB"),
+    ]
+    model = _model(nodes, outputs=("ya", "yb"))
+    assert qdq_placement.quantize_residual_inputs(model, _ranges(x=1.0)) == ["x", "x"]
+    onnx.checker.check_model(model)  # names are unique: each pair is named after its Add
 
 
 def test_quantize_residual_inputs_needs_the_residual_range():
