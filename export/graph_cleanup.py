@@ -98,6 +98,16 @@ def static_shapes(model, data_prop: bool = False) -> dict[str, list]:
     return shapes
 
 
+def graph_index(graph) -> tuple[dict, dict[str, list]]:
+    """({tensor: the node that writes it}, {tensor: the nodes that read it}) of an ONNX graph."""
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producers, consumers
+
+
 def _group_norm_regions(graph) -> dict[str, list]:
     regions: dict[str, list] = defaultdict(list)
     for node in graph.node:

@@ -20,23 +20,16 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.precision import precision_of
+from .graph_cleanup import graph_index, remove_dead
 
 FORMS = ("native", "instance-norm")
 NATIVE_OPSET = 21  # GroupNormalization-21: per-channel scale and bias (18's are per group)
 
 
-def _consumers(graph) -> dict[str, list]:
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return consumers
-
-
-def _instance_norm_regions(graph, consumers) -> list[tuple]:
+def _instance_norm_regions(graph) -> list[tuple]:
     """Each (Reshape, InstanceNormalization, Reshape, Mul, Add) chain whose every link has one consumer and
     whose gamma and beta are initializers: the form `graph_cleanup.fuse_group_norms` writes."""
-    producer = {o: n for n in graph.node for o in n.output}
+    producer, consumers = graph_index(graph)
     inits = {i.name for i in graph.initializer}
     regions = []
     for norm in graph.node:
@@ -60,11 +53,9 @@ def to_native(model) -> dict:
     (opset raised to 21). Returns how many became native and how many InstanceNormalizations are left."""
     from onnx import helper, numpy_helper
 
-    from .graph_cleanup import remove_dead
-
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    regions = _instance_norm_regions(graph, _consumers(graph))
+    regions = _instance_norm_regions(graph)
     native, doomed = {}, set()
     for reshape, norm, back, mul, add in regions:
         scope = norm.name.rsplit("/", 1)[0]

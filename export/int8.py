@@ -494,8 +494,12 @@ def _gated_variant(
     edge_float = tuple(row["layer"] for row in edges if row["in_float"])
     placement: dict = {}
 
+    def in_float(exclude: tuple[str, ...]) -> tuple[str, ...]:
+        """The layers left in float: the measured edge layers, then those the fallback adds."""
+        return edge_float + tuple(n for n in exclude if n not in edge_float)
+
     def quantize_and_gate(exclude):
-        exclude = edge_float + tuple(n for n in exclude if n not in edge_float)
+        exclude = in_float(exclude)
         placement.update(quantize(fp32_path, writer.path(name), ranges, opts.method, target, exclude, keep_fp32))
         verdict = gate(
             ort_logits(writer.path(name), images, threads=threads), tf_logits, fp32_logits, opts.max_top1_drop
@@ -537,7 +541,7 @@ def _gated_variant(
         # TensorRT's placement rules (qdq_placement) and the measured stem/head decisions; empty for ORT's graph
         "placement": placement,
         "edge_layers": edges,
-        "float_layers": list(edge_float + tuple(n for n in exclude if n not in edge_float)),
+        "float_layers": list(in_float(exclude)),
         "gate": verdict,
         # what bit-check (and bit-check-cpp, from this record) holds the variant to against TF's logits
         "check_tolerance": dataclasses.asdict(compare.INT8_CHECK),

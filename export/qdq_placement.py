@@ -21,25 +21,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.errors import BitError
+from .graph_cleanup import graph_index, static_shapes
 
 # The layers TensorRT runs in INT8 from Q/DQ inputs, and the only ones int8.py quantizes.
 WEIGHTED_OPS = ("Conv", "MatMul")
-
-
-def _index(graph):
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    return producers, consumers
 
 
 def drop_weighted_outputs(model) -> list[str]:
     """Remove each Q/DQ pair on a Conv/MatMul output whose dequantized value feeds no weighted layer (those pairs
     are the next layer's input quantization and stay). Returns the tensors that are float again."""
     graph = model.graph
-    producers, consumers = _index(graph)
+    producers, consumers = graph_index(graph)
     rename, doomed, freed = {}, set(), []
     for q in graph.node:
         source = producers.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
@@ -68,7 +60,7 @@ def quantize_residual_inputs(model, ranges: dict) -> list[str]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    producers, consumers = _index(graph)
+    producers, consumers = graph_index(graph)
     order = {id(n): i for i, n in enumerate(graph.node)}
     data = ranges.get("data", ranges)
     constants = {i.name for i in graph.initializer}
@@ -121,8 +113,6 @@ def edge_layers(model) -> dict[str, str]:
 
 def weighted_macs(model) -> dict[str, int]:
     """Multiply-accumulates per image of each Conv/MatMul of a float model with static spatial shapes."""
-    from .graph_cleanup import static_shapes
-
     shapes = static_shapes(model)
     inits = {i.name: i for i in model.graph.initializer}
     macs = {}
