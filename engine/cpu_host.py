@@ -1,0 +1,134 @@
+"""What CPU is this: vendor, family/model, name, cores, clock and the ISA flags that decide which kernels run.
+
+The one reader of /proc/cpuinfo. The OpenVINO runner asks it whether the CPU computes bf16 natively; bit-bench
+and the roofline record it beside every result, because absolute times only compare on the same CPU and the
+kernels a backend dispatches depend on these flags. `parse` takes the text of a cpuinfo file, so a test (or a
+result file from another host) can describe any CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+# Flags that decide which GEMM/convolution kernels a CPU backend can dispatch (names as /proc/cpuinfo spells them).
+KERNEL_FLAGS = (
+    "fma",
+    "f16c",
+    "avx2",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "amx_fp16",
+)
+# Native bf16 arithmetic: AVX-512 BF16 dot products, or AMX tiles. Without one, OpenVINO runs f32.
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# Native INT8 dot products, best first. Without one, INT8 runs through AVX2's 16-bit multiply-adds.
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+@dataclass(frozen=True)
+class CpuHost:
+    vendor: str = ""  # GenuineIntel, AuthenticAMD, ... ("" where unknown)
+    family: int | None = None
+    model: int | None = None
+    name: str = ""
+    cores: int = 1  # logical CPUs this process may run on
+    max_mhz: float | None = None
+    mhz_source: str = "unknown"  # where max_mhz came from: cpufreq's maximum, or cpuinfo's current clock
+    flags: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def bf16(self) -> str | None:
+        """The flag that gives native bf16 arithmetic, or None."""
+        return next((f for f in BF16_FLAGS if f in self.flags), None)
+
+    @property
+    def int8_dot(self) -> str | None:
+        """The flag that gives native INT8 dot products (VNNI or AMX), or None."""
+        return next((f for f in INT8_DOT_FLAGS if f in self.flags), None)
+
+    def kernel_flags(self) -> list[str]:
+        return [f for f in KERNEL_FLAGS if f in self.flags]
+
+    def features(self) -> str:
+        """One phrase for messages: what this CPU has for bf16 and INT8."""
+        bf16 = self.bf16 or f"no bf16 ({' or '.join(BF16_FLAGS)})"
+        int8 = self.int8_dot or f"no INT8 dot product ({', '.join(INT8_DOT_FLAGS)})"
+        return f"{bf16}, {int8}"
+
+    def to_record(self) -> dict:
+        return {
+            "name": self.name,
+            "vendor": self.vendor,
+            "family": self.family,
+            "model": self.model,
+            "cores": self.cores,
+            "max_mhz": self.max_mhz,
+            "mhz_source": self.mhz_source,
+            "kernel_flags": self.kernel_flags(),
+            "bf16": self.bf16,
+            "int8_dot": self.int8_dot,
+        }
+
+
+def parse(cpuinfo: str, cores: int = 1, max_mhz: float | None = None) -> CpuHost:
+    """A CpuHost from the text of /proc/cpuinfo (its first processor block). `max_mhz`: cpufreq's maximum,
+    where the kernel exposes one; else the block's current `cpu MHz`, labelled as such."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    source = "cpufreq cpuinfo_max_freq" if max_mhz else "unknown"
+    if not max_mhz and fields.get("cpu MHz"):
+        max_mhz, source = float(fields["cpu MHz"]), "cpuinfo cpu MHz (the current clock; no cpufreq maximum)"
+    return CpuHost(
+        vendor=fields.get("vendor_id", ""),
+        family=_int(fields.get("cpu family")),
+        model=_int(fields.get("model")),
+        name=fields.get("model name", ""),
+        cores=cores,
+        max_mhz=max_mhz,
+        mhz_source=source,
+        flags=frozenset(fields.get("flags", "").split()),
+    )
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def _cpufreq_max_mhz() -> float | None:
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return int(f.read()) / 1000  # kHz
+    except (OSError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def this_host() -> CpuHost:
+    """This machine's CPU (a CpuHost with only the core count where /proc/cpuinfo is absent, e.g. macOS)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/proc/cpuinfo") as f:
+            return parse(f.read(), cores, _cpufreq_max_mhz())
+    except OSError:
+        return CpuHost(cores=cores)
