@@ -309,14 +309,12 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
                 }
             peak = peaks.get(config.engine_key)
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
-                achieved = peak["gflop_per_image"] * row["throughput_ips"]
-                row["roofline"] = {
-                    "gflop_per_image": round(peak["gflop_per_image"], 3),
-                    "achieved_gflops": round(achieved, 2),
-                    "peak_gflops": round(peak["gflops"], 2),
-                    "percent_of_peak": round(100 * achieved / peak["gflops"], 1),
-                    "peak_kernel": peak.get("kernel"),
-                }
+                from . import roofline  # the physical peak (bench/cpu_peak.py), the measured GEMM beside it
+
+                roof = roofline.roofline(peak["gflop_per_image"], row["throughput_ips"], peak)
+                row["roofline"] = roofline.bench_columns(roof)
+                if roof["peak_warning"]:
+                    warnings.append(roof["peak_warning"])
             elif peak:
                 row["roofline"] = {"error": peak.get("error")}
         rows.append(row)

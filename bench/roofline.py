@@ -1,14 +1,18 @@
 """Roofline numbers for bit-bench: what fraction of this machine's arithmetic peak does a measured throughput reach?
 
-Three parts, each answering one question:
+Four parts, each answering one question:
 - `graph_flops`: how much arithmetic is one image? Counted from the ONNX graph's Conv and MatMul/Gemm shapes,
   the same number for every precision variant of a model (Q/DQ and quantized ops count as the float op).
-- `gemm_peak`: how fast can this backend do that arithmetic here? A large square GEMM in the same precision,
-  with the same threads, through the same library and session settings as our runners.
-- `roofline`: achieved GFLOP/s and its percentage of that peak.
+- `cpu_peak.physical_peak` (bench/cpu_peak.py): what can this CPU do at most? Cores x maximum boost clock x
+  FLOP/cycle/core of the instruction set a backend dispatches for the data type (AMX, VNNI, FMA, ...).
+- `gemm_peak`: how fast does this backend's library do a large square GEMM here, in the same precision, with
+  the same threads and session settings as our runners? Reported beside the peak; it is the peak only on a CPU
+  the table does not know (a model's convolutions can beat a GEMM, so a measured GEMM is no peak).
+- `roofline`: achieved GFLOP/s and its percentage of the peak, never above 100: a throughput above the peak
+  means the peak is wrong, and the result says so.
 
-Only the GEMM-like ops are counted: they are almost all of a ResNet's arithmetic, and they are what a GEMM
-peak measures. GroupNorm, ReLU, adds, pooling and Q/DQ are memory-bound elementwise work that a FLOP count
+Only the GEMM-like ops are counted: they are almost all of a ResNet's arithmetic, and they are what the peak
+measures. GroupNorm, ReLU, adds, pooling and Q/DQ are memory-bound elementwise work that a FLOP count
 would only blur; a low percentage of peak is where that work, or a poor kernel, shows.
 """
 
@@ -22,9 +26,11 @@ import time
 
 import numpy as np
 
+from ..engine.cpu_host import this_host
 from ..engine.errors import BitError, require
 from ..engine.onnx_order import canonicalize
 from ..engine.precision import check_precision
+from . import cpu_peak
 
 # The backends whose GEMM peak this module can measure (CPU libraries called directly).
 ROOFLINE_BACKENDS = ("ort-cpu", "openvino")
@@ -35,23 +41,6 @@ CONV_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 # Matrix products: A is input 0 in each. Quantized forms count as the MatMul they replace.
 MATMUL_OPS = ("MatMul", "MatMulInteger", "QLinearMatMul")
 COUNTED_FAMILIES = ("Conv", "MatMul", "Gemm")
-
-# CPU features that decide which GEMM kernels a backend can dispatch to (names as /proc/cpuinfo spells them).
-GEMM_CPU_FLAGS = (
-    "fma",
-    "f16c",
-    "avx2",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "amx_fp16",
-)
 
 # Ops of the GEMM in an ORT-optimized graph, and of OpenVINO's execution graph, that name the kernel measured.
 ORT_GEMM_OPS = (
@@ -243,21 +232,8 @@ def gemm_peak(backend: str, precision: str, threads: int, size: int = 2048, seco
         "precision": precision,
         "backend": backend,
         "kernel": kernel,
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": this_host().kernel_flags(),  # the GEMM-relevant ISA flags, as cpuinfo spells them
     }
-
-
-def cpu_flags() -> list[str]:
-    """The GEMM-relevant ISA flags of this CPU, from /proc/cpuinfo ([] where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return [flag for flag in GEMM_CPU_FLAGS if flag in present]
-    except OSError:
-        pass
-    return []
 
 
 def _matmul_model(precision: str, size: int):
@@ -416,22 +392,88 @@ def _openvino_gemm_layer(compiled) -> str:
 # ---------------------------------------------------------------- the roofline
 
 
-def roofline(gflop_per_image: float, images_per_s: float, peak: dict) -> dict:
-    """Achieved GFLOP/s (`gflop_per_image` x `images_per_s`) and its percentage of `peak` (a gemm_peak result)."""
-    if gflop_per_image <= 0 or images_per_s <= 0 or peak.get("gflops", 0) <= 0:
+# The data type a CPU backend computes each precision in: fp16 graphs run in f32 on the CPU (ONNX Runtime casts
+# them, OpenVINO is pinned to f32 by its runner); bf16 is accepted for a future bf16 precision.
+COMPUTED_DTYPE = {"fp32": "f32", "fp16": "f32", "int8": "int8", "bf16": "bf16"}
+
+
+def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None) -> dict:
+    """Achieved GFLOP/s (`gflop_per_image` x `images_per_s`) and its percentage of this CPU's physical peak.
+
+    `gemm` is a gemm_peak result (its `precision` and `threads` choose the peak; its GFLOP/s is reported beside
+    it). `host`: an engine.cpu_host.CpuHost, this machine's by default. The peak is cores x maximum boost clock x
+    FLOP/cycle/core of the instruction set dispatched (bench/cpu_peak.py); for a CPU its table does not know,
+    the measured GEMM, labelled so. A throughput above the peak means the peak is wrong: the percentage is
+    clamped to 100 and `peak_warning` says so.
+    """
+    gemm_gflops = gemm.get("gflops") or 0
+    if gflop_per_image <= 0 or images_per_s < 0:
         raise BitError(
-            f"a roofline needs positive FLOPs, throughput and peak, got {gflop_per_image} GFLOP/image, "
-            f"{images_per_s} images/s, peak {peak.get('gflops')} GFLOP/s"
+            f"a roofline needs positive FLOPs and a throughput, got {gflop_per_image} GFLOP/image, "
+            f"{images_per_s} images/s"
         )
+    host = host or this_host()
+    dtype = COMPUTED_DTYPE.get(gemm.get("precision"), "f32")
+    physical = cpu_peak.physical_peak(host, dtype, gemm.get("threads"))
+    if physical["known"]:
+        peak, source = physical["gflops"], "isa"
+    else:
+        if gemm_gflops <= 0:
+            raise BitError(f"no peak for a roofline: {physical['reason']}, and no measured GEMM")
+        peak, source = gemm_gflops, f"measured GEMM (CPU unknown: {physical['reason']})"
     achieved = gflop_per_image * images_per_s
+    percent = 100 * achieved / peak
+    warning = None
+    if percent > 100:
+        warning = (
+            f"peak unreliable: measured {achieved:.1f} GFLOP/s is above the {peak:.1f} GFLOP/s peak "
+            f"({percent:.0f}%); percent_of_peak is clamped to 100"
+        )
     return {
         "gflop_per_image": gflop_per_image,
         "images_per_s": images_per_s,
         "achieved_gflops": achieved,
-        "peak_gflops": peak["gflops"],
-        "percent_of_peak": 100 * achieved / peak["gflops"],
-        "backend": peak.get("backend"),
-        "precision": peak.get("precision"),
-        "threads": peak.get("threads"),
-        "kernel": peak.get("kernel"),
+        "peak_gflops": peak,
+        "percent_of_peak": min(percent, 100.0),
+        "peak_warning": warning,
+        "peak_source": source,
+        "uarch": physical["uarch"],
+        "isa": physical.get("isa"),
+        "flop_per_cycle": physical.get("flop_per_cycle"),
+        "cores": physical.get("cores"),
+        "clock_mhz": physical.get("clock_mhz"),
+        "clock_source": physical.get("clock_source"),
+        "gemm_gflops": gemm_gflops or None,
+        "percent_of_gemm": 100 * achieved / gemm_gflops if gemm_gflops > 0 else None,
+        "backend": gemm.get("backend"),
+        "precision": gemm.get("precision"),
+        "threads": gemm.get("threads"),
+        "kernel": gemm.get("kernel"),
+    }
+
+
+def bench_columns(roof: dict) -> dict:
+    """A roofline() result as bit-bench's row["roofline"]: the columns results files have had (gflop_per_image,
+    achieved_gflops, peak_gflops, percent_of_peak, peak_kernel: the measured GEMM's kernel), then the peak's
+    provenance and the measured GEMM beside it."""
+
+    def rounded(value, digits):
+        return None if value is None else round(value, digits)
+
+    return {
+        "gflop_per_image": round(roof["gflop_per_image"], 3),
+        "achieved_gflops": round(roof["achieved_gflops"], 2),
+        "peak_gflops": round(roof["peak_gflops"], 2),
+        "percent_of_peak": round(roof["percent_of_peak"], 1),
+        "peak_kernel": roof["kernel"],
+        "peak_warning": roof["peak_warning"],
+        "peak_source": roof["peak_source"],
+        "peak_uarch": roof["uarch"],
+        "peak_isa": roof["isa"],
+        "peak_flop_per_cycle": roof["flop_per_cycle"],
+        "peak_cores": roof["cores"],
+        "peak_clock_mhz": rounded(roof["clock_mhz"], 0),
+        "peak_clock_source": roof["clock_source"],
+        "gemm_gflops": rounded(roof["gemm_gflops"], 2),
+        "percent_of_gemm": rounded(roof["percent_of_gemm"], 1),
     }

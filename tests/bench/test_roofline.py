@@ -5,8 +5,10 @@ import sys
 import numpy as np
 import pytest
 
-from bit_trt.bench.roofline import gemm_peak, graph_flops, roofline
+from bit_trt.bench.roofline import bench_columns, gemm_peak, graph_flops, roofline
 from bit_trt.engine.errors import BitError
+
+from .test_cpu_peak import SAPPHIRE_RAPIDS, UNKNOWN, ZEN3_MILAN, ZEN4_GENOA
 
 # The hand-built graph below, multiply-accumulates per image worked out by hand:
 # Conv 3->4, 3x3, stride 2, pad 1 on 8x8: 4x4x4 outputs x 3x3x3 each
@@ -147,11 +149,68 @@ def test_an_unknown_backend_or_precision_is_refused(backend, precision):
         gemm_peak(backend, precision, threads=1)
 
 
+def _host(text: str, cores: int = 2, max_mhz=None):
+    from bit_trt.engine import cpu_host
+
+    return cpu_host.parse(text, cores, max_mhz)
+
+
 def test_roofline_is_achieved_over_peak():
+    """On a CPU the table does not know, the peak is the measured GEMM, and says so."""
     peak = {"gflops": 100.0, "backend": "ort-cpu", "precision": "fp32", "threads": 2, "kernel": "k"}
-    row = roofline(37.5, 2.0, peak)
+    row = roofline(37.5, 2.0, peak, host=_host(UNKNOWN))
     assert row["achieved_gflops"] == 75.0
     assert row["percent_of_peak"] == 75.0
+    assert (row["peak_gflops"], row["gemm_gflops"], row["percent_of_gemm"]) == (100.0, 100.0, 75.0)
+    assert row["uarch"] == "unknown" and row["peak_source"].startswith("measured GEMM (CPU unknown")
+    assert row["peak_warning"] is None
     assert (row["backend"], row["kernel"]) == ("ort-cpu", "k")
     with pytest.raises(BitError):
-        roofline(37.5, 0.0, peak)
+        roofline(37.5, -1.0, peak, host=_host(UNKNOWN))
+    with pytest.raises(BitError):
+        roofline(0.0, 2.0, peak, host=_host(UNKNOWN))
+
+
+@pytest.mark.parametrize(
+    "text,precision,threads,max_mhz,per_cycle,isa",
+    [
+        (SAPPHIRE_RAPIDS, "int8", 8, 3800.0, 2048, "AMX-INT8"),
+        (ZEN4_GENOA, "int8", 4, 3700.0, 128, "AVX-512 VNNI"),
+        (ZEN3_MILAN, "int8", 2, None, 64, "AVX2 vpmaddubsw"),
+        (ZEN3_MILAN, "fp16", 2, None, 32, "AVX2 FMA"),  # CPU backends run fp16 graphs in f32
+    ],
+)
+def test_the_peak_is_cores_times_clock_times_flop_per_cycle_of_the_dispatched_isa(
+    text, precision, threads, max_mhz, per_cycle, isa
+):
+    gemm = {"gflops": 10.0, "backend": "openvino", "precision": precision, "threads": threads, "kernel": "k"}
+    row = roofline(2.0, 3.0, gemm, host=_host(text, cores=64, max_mhz=max_mhz))
+    clock = max_mhz or 4100  # Milan without cpufreq: the table's ceiling boost clock
+    assert (row["cores"], row["clock_mhz"], row["flop_per_cycle"]) == (threads, clock, per_cycle)
+    assert row["peak_gflops"] == pytest.approx(threads * clock * per_cycle / 1000)
+    assert row["percent_of_peak"] == pytest.approx(100 * 6.0 / row["peak_gflops"])
+    assert isa in row["isa"] and row["peak_source"] == "isa"
+    assert (row["gemm_gflops"], row["percent_of_gemm"]) == (10.0, 60.0)  # the measured GEMM beside it
+
+
+@pytest.mark.parametrize("text", [ZEN3_MILAN, UNKNOWN])
+def test_a_throughput_above_the_peak_is_clamped_to_100_and_flagged(text):
+    """R50x3's 169% of a measured GEMM: above any peak, the peak is wrong; print 100% and say so."""
+    gemm = {"gflops": 100.0, "backend": "openvino", "precision": "int8", "threads": 2, "kernel": "k"}
+    row = roofline(1000.0, 1.69, gemm, host=_host(text))  # 1690 GFLOP/s on 2 cores
+    assert row["percent_of_peak"] == 100.0
+    assert row["peak_warning"].startswith("peak unreliable: measured 1690.0 GFLOP/s is above")
+    assert row["percent_of_gemm"] == pytest.approx(1690.0)
+
+
+def test_bench_columns_keep_the_old_names_and_add_the_peaks_provenance():
+    gemm = {"gflops": 100.0, "backend": "ort-cpu", "precision": "int8", "threads": 2, "kernel": "MLAS QGEMM"}
+    columns = bench_columns(roofline(12.3456, 2.0, gemm, host=_host(ZEN3_MILAN)))
+    assert list(columns)[:5] == ["gflop_per_image", "achieved_gflops", "peak_gflops", "percent_of_peak", "peak_kernel"]
+    assert columns["peak_gflops"] == 524.8 and columns["peak_kernel"] == "MLAS QGEMM"
+    assert (columns["peak_uarch"], columns["peak_flop_per_cycle"], columns["gemm_gflops"]) == (
+        "Zen 3 (EPYC Milan)",
+        64,
+        100.0,
+    )
+    assert columns["peak_warning"] is None and columns["percent_of_gemm"] == 24.7

@@ -1,0 +1,244 @@
+"""The physical arithmetic peak of a CPU: cores x maximum boost clock x FLOP/cycle/core of the instruction set
+a backend dispatches for a data type.
+
+FLOP/cycle comes from a per-microarchitecture table, not from the CPU flags: the flags say which instructions
+exist, not how many execution ports run them, nor how wide (Zen 4 runs 512-bit AVX-512 on two 256-bit halves,
+client Ice Lake has one 512-bit FMA unit where the Xeon has two). The microarchitecture is identified by
+(vendor, family, model) as /proc/cpuinfo gives them (engine/cpu_host.py); the flags then pick, among the
+instruction sets the table lists for it, the one a backend dispatches (ONNX Runtime's MLAS and OpenVINO's
+oneDNN both take the widest the CPU has: AMX, then VNNI, then AVX-512BW/AVX2 for INT8).
+
+Counting: f32 is 2 FLOP per FMA lane. INT8 counts 2 ops per multiply-accumulate (MAC), so an INT8 figure and
+an FLOP count of the same graph (bench/roofline.py, 2 x MACs) compare directly. Figures per core per cycle:
+
+- f32: FMA ports x 32-bit lanes x 2. Two FMA ports on every core in the table (a Xeon with a single 512-bit
+  FMA unit, some Skylake-SP/Cascade Lake Bronze/Silver SKUs, gets the two-unit figure: an upper bound).
+- INT8 with VNNI (vpdpbusd, AVX-512 VNNI or AVX-VNNI): 4 MACs per 32-bit lane per instruction,
+  x instructions per cycle x 2.
+- INT8 without VNNI: the sequence MLAS and oneDNN use, vpmaddubsw (u8 x s8 -> pairs summed to s16),
+  vpmaddwd with ones (-> s32), vpaddd (accumulate): 4 MACs per 32-bit lane for two multiply uops and one add.
+  Assumed: the two multiplies are bound by the vector integer-multiply ports, and the vpaddd goes to another
+  port where one is free (ymm on every core here; zmm on a Xeon shares ports 0 and 5 with the multiplies, so
+  three uops on two ports: Intel's "1.33x fp32" for AVX-512BW). Saturation of vpmaddubsw is ignored.
+- bf16 (vdpbf16ps, AVX-512 BF16): 2 MACs per 32-bit lane per instruction, x instructions per cycle x 2.
+- AMX (Sapphire Rapids and later): the TMUL does 1024 INT8 MACs (2048 ops) or 512 BF16 MACs (1024 FLOP)
+  per cycle per core.
+
+Sources: Intel 64 and IA-32 Architectures Optimization Reference Manual (Skylake-SP/Ice Lake port tables; the
+AMX chapter: 2048 INT8 / 1024 BF16 ops per cycle per core); Intel, "Lower Numerical Precision Deep Learning
+Inference and Training" (2018: the vpmaddubsw/vpmaddwd/vpaddd sequence, 1.33x fp32 on AVX-512, VNNI 4x);
+AMD Software Optimization Guides for family 17h (Zen 2: two 256-bit FMA pipes), 19h (Zen 3; Zen 4: AVX-512
+on the 256-bit datapath, one 512-bit op per cycle on two pipes) and 1Ah (Zen 5: 512-bit datapath on desktop and
+server parts, 256-bit on the Strix/Krackan mobile parts); Agner Fog's instruction tables and uops.info (integer
+multiply throughput: one 256-bit port on Zen/Zen 2, two on Zen 3 and later, e.g. vpmuldq ymm 1 vs 0.5 cycles);
+WikiChip's microarchitecture pages for the family/model numbers; A. Yee, "Zen4/Zen5 AVX512 teardown"
+(numberworld.org). The ceiling clocks are the highest maximum boost of the parts with those model numbers
+(Intel ARK, AMD product pages), used only where the kernel gives no cpufreq maximum, and labelled so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Labels of the instruction paths, by the cpuinfo flag that enables them.
+ISA_LABELS = {
+    "avx512f": "AVX-512F FMA (zmm)",
+    "fma": "AVX2 FMA (ymm)",
+    "amx_int8": "AMX-INT8 tiles (tdpbusd)",
+    "avx512_vnni": "AVX-512 VNNI (vpdpbusd)",
+    "avx_vnni": "AVX-VNNI (vpdpbusd ymm)",
+    "avx512bw": "AVX-512BW vpmaddubsw+vpmaddwd+vpaddd (no VNNI)",
+    "avx2": "AVX2 vpmaddubsw+vpmaddwd+vpaddd (no VNNI)",
+    "amx_bf16": "AMX-BF16 tiles (tdpbf16ps)",
+    "avx512_bf16": "AVX-512 BF16 (vdpbf16ps)",
+}
+# For each data type, the paths in the order a backend prefers them (the first the CPU has is dispatched).
+DISPATCH_ORDER = {
+    "f32": ("avx512f", "fma"),
+    "int8": ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2"),
+    "bf16": ("amx_bf16", "avx512_bf16"),
+}
+DTYPES = tuple(DISPATCH_ORDER)
+
+# FLOP (INT8: ops) per cycle per core of each path, by datapath. Arithmetic in the module docstring.
+# Intel Xeon, two 512-bit FMA units (ports 0+1 fused, and 5).
+_XEON = {
+    "avx512f": 2 * 16 * 2,  # 64
+    "fma": 2 * 8 * 2,  # 32
+    "avx512_vnni": 2 * 16 * 4 * 2,  # 256: two vpdpbusd zmm per cycle
+    "avx_vnni": 2 * 8 * 4 * 2,  # 128
+    "avx512bw": 2 * 16 * 4 * 2 // 3,  # 85: three zmm uops on ports 0 and 5 per 64 MACs (Intel: 1.33x fp32)
+    "avx2": 2 * 8 * 4,  # 64: vpmadd* ymm on ports 0 and 1, vpaddd on 5
+}
+_XEON_BF16 = {**_XEON, "avx512_bf16": 2 * 16 * 2 * 2}  # 128: two vdpbf16ps zmm per cycle (Cooper Lake, SPR+)
+_XEON_AMX = {**_XEON_BF16, "amx_int8": 1024 * 2, "amx_bf16": 512 * 2}  # 2048, 1024 (Intel, AMX chapter)
+# Intel client cores with AVX-512 (Ice Lake, Tiger Lake, Rocket Lake): one 512-bit FMA (ports 0+1 fused).
+_CLIENT_AVX512 = {
+    "avx512f": 1 * 16 * 2,  # 32
+    "fma": 2 * 8 * 2,  # 32
+    "avx512_vnni": 2 * 8 * 4 * 2,  # 128: two ymm (or one zmm) vpdpbusd per cycle
+    "avx512bw": 2 * 8 * 4,  # 64: the ymm path is as fast as the single zmm port
+    "avx2": 2 * 8 * 4,  # 64
+}
+# Intel client cores with AVX2 only: two 256-bit FMA ports (0, 1). Hybrid parts: the P-core figure for every
+# core (Gracemont/Crestmont/Skymont E-cores have less: an upper bound).
+_CLIENT_AVX2 = {"fma": 2 * 8 * 2, "avx2": 2 * 8 * 4}  # 32, 64
+_CLIENT_AVX_VNNI = {**_CLIENT_AVX2, "avx_vnni": 2 * 8 * 4 * 2}  # 128
+# AMD Zen/Zen+: two 128-bit FMA pipes (a ymm op is two uops); one vector integer-multiply pipe.
+_ZEN1 = {"fma": 2 * 4 * 2, "avx2": 1 * 4 * 4}  # 16, 16
+# Zen 2: two 256-bit FMA pipes; one vector integer-multiply pipe.
+_ZEN2 = {"fma": 2 * 8 * 2, "avx2": 1 * 8 * 4}  # 32, 32
+# Zen 3: two 256-bit FMA pipes; two vector integer-multiply pipes; no VNNI, no bf16.
+_ZEN3 = {"fma": 2 * 8 * 2, "avx2": 2 * 8 * 4}  # 32, 64
+# Zen 4: AVX-512 on the 256-bit datapath ("double-pumped"): a zmm op takes both pipes, so 512-bit code has the
+# same per-cycle figures as 256-bit code.
+_ZEN4 = {
+    "avx512f": 2 * 8 * 2,  # 32: one zmm FMA per cycle
+    "fma": 2 * 8 * 2,  # 32
+    "avx512_vnni": 2 * 8 * 4 * 2,  # 128: two ymm (one zmm) vpdpbusd per cycle
+    "avx_vnni": 2 * 8 * 4 * 2,  # 128
+    "avx512bw": 2 * 8 * 4,  # 64
+    "avx2": 2 * 8 * 4,  # 64
+    "avx512_bf16": 2 * 8 * 2 * 2,  # 64: two ymm (one zmm) vdpbf16ps per cycle
+}
+# Zen 5 desktop/server: a full 512-bit datapath, two FMA pipes.
+_ZEN5 = {
+    "avx512f": 2 * 16 * 2,  # 64
+    "fma": 2 * 8 * 2,  # 32
+    "avx512_vnni": 2 * 16 * 4 * 2,  # 256
+    "avx_vnni": 2 * 8 * 4 * 2,  # 128
+    "avx512bw": 2 * 16 * 4,  # 128
+    "avx2": 2 * 8 * 4,  # 64
+    "avx512_bf16": 2 * 16 * 2 * 2,  # 128
+}
+# Zen 5 mobile (Strix Point, Krackan Point): the 256-bit datapath, as Zen 4.
+_ZEN5_256 = {**_ZEN4}
+
+
+@dataclass(frozen=True)
+class Uarch:
+    name: str
+    rates: dict  # cpuinfo flag of a path -> FLOP (INT8: ops) per cycle per core
+    ceiling_mhz: float  # the highest maximum boost clock of the parts in this row
+
+
+def _models(*ranges) -> frozenset[int]:
+    out = set()
+    for r in ranges:
+        out.update(range(r[0], r[1] + 1) if isinstance(r, tuple) else (r,))
+    return frozenset(out)
+
+
+# (vendor, family, models, Uarch). Model numbers: Intel SDM vol. 4 / WikiChip (Intel family 6); AMD's revision
+# guides / WikiChip (AMD families 17h, 19h, 1Ah). An unlisted (vendor, family, model) is "unknown".
+TABLE = (
+    ("GenuineIntel", 6, _models(0x55), Uarch("Skylake-SP/Cascade Lake/Cooper Lake", _XEON_BF16, 4800)),
+    ("GenuineIntel", 6, _models(0x6A, 0x6C), Uarch("Ice Lake-SP", _XEON, 3700)),
+    ("GenuineIntel", 6, _models(0x8F), Uarch("Sapphire Rapids", _XEON_AMX, 4800)),
+    ("GenuineIntel", 6, _models(0xCF), Uarch("Emerald Rapids", _XEON_AMX, 4200)),
+    ("GenuineIntel", 6, _models(0xAD, 0xAE), Uarch("Granite Rapids", _XEON_AMX, 4200)),
+    ("GenuineIntel", 6, _models(0x4E, 0x5E, 0x8E, 0x9E, 0xA5, 0xA6), Uarch("Skylake (client)", _CLIENT_AVX2, 5300)),
+    ("GenuineIntel", 6, _models(0x7D, 0x7E), Uarch("Ice Lake (client)", _CLIENT_AVX512, 4100)),
+    ("GenuineIntel", 6, _models(0x8C, 0x8D), Uarch("Tiger Lake", _CLIENT_AVX512, 5000)),
+    ("GenuineIntel", 6, _models(0xA7), Uarch("Rocket Lake", _CLIENT_AVX512, 5300)),
+    (
+        "GenuineIntel",
+        6,
+        _models(0x97, 0x9A, 0xB7, 0xBA, 0xBF),
+        Uarch("Alder Lake/Raptor Lake (P-core)", _CLIENT_AVX_VNNI, 6200),
+    ),
+    (
+        "GenuineIntel",
+        6,
+        _models(0xAA, 0xAC, 0xB5, 0xBD, 0xC5, 0xC6),
+        Uarch("Meteor Lake/Lunar Lake/Arrow Lake (P-core)", _CLIENT_AVX_VNNI, 5700),
+    ),
+    ("AuthenticAMD", 0x17, _models((0x00, 0x2F)), Uarch("Zen/Zen+", _ZEN1, 4300)),
+    ("AuthenticAMD", 0x17, _models((0x30, 0xFF)), Uarch("Zen 2", _ZEN2, 4700)),
+    ("AuthenticAMD", 0x19, _models((0x00, 0x07)), Uarch("Zen 3 (EPYC Milan)", _ZEN3, 4100)),
+    ("AuthenticAMD", 0x19, _models((0x08, 0x0F)), Uarch("Zen 3 (Threadripper Chagall)", _ZEN3, 4500)),
+    ("AuthenticAMD", 0x19, _models((0x20, 0x2F), (0x40, 0x5F)), Uarch("Zen 3 (client)", _ZEN3, 4900)),
+    ("AuthenticAMD", 0x19, _models((0x10, 0x1F)), Uarch("Zen 4 (EPYC Genoa)", _ZEN4, 4400)),
+    ("AuthenticAMD", 0x19, _models((0x60, 0x7F)), Uarch("Zen 4 (client)", _ZEN4, 5700)),
+    ("AuthenticAMD", 0x19, _models((0xA0, 0xAF)), Uarch("Zen 4c (EPYC Bergamo/Siena)", _ZEN4, 3100)),
+    ("AuthenticAMD", 0x1A, _models((0x00, 0x1F)), Uarch("Zen 5 (EPYC Turin)", _ZEN5, 5000)),
+    ("AuthenticAMD", 0x1A, _models((0x40, 0x4F)), Uarch("Zen 5 (desktop)", _ZEN5, 5700)),
+    ("AuthenticAMD", 0x1A, _models((0x70, 0x7F)), Uarch("Zen 5 (Strix Halo)", _ZEN5, 5100)),
+    (
+        "AuthenticAMD",
+        0x1A,
+        _models((0x20, 0x2F), (0x60, 0x6F)),
+        Uarch("Zen 5 (mobile, 256-bit datapath)", _ZEN5_256, 5100),
+    ),
+)
+
+
+def identify(host) -> Uarch | None:
+    """The table's row for a CpuHost's (vendor, family, model), or None where it has none."""
+    return next(
+        (
+            u
+            for vendor, family, models, u in TABLE
+            if (host.vendor, host.family) == (vendor, family) and host.model in models
+        ),
+        None,
+    )
+
+
+def dispatched(uarch: Uarch, flags, dtype: str) -> tuple[str, str | None]:
+    """(the data type computed, the flag of the path dispatched) for `dtype` on `uarch` with these flags.
+
+    bf16 on a CPU without a bf16 path is computed in f32 (the backend runs f32); a flag the table has no rate
+    for on this microarchitecture (a VM's masked or an unexpected one) is passed over. No path: (dtype, None).
+    """
+    if dtype not in DISPATCH_ORDER:
+        raise ValueError(f"unknown data type {dtype!r}; choose from: {', '.join(DTYPES)}")
+    for flag in DISPATCH_ORDER[dtype]:
+        if flag in flags and flag in uarch.rates:
+            return dtype, flag
+    if dtype == "bf16":
+        return dispatched(uarch, flags, "f32")
+    return dtype, None
+
+
+def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
+    """The ISA peak of `host` (an engine.cpu_host.CpuHost) for `dtype` (f32, int8, bf16) on `threads` cores.
+
+    `cores` = min(threads, host.cores): the logical CPUs the run may use (with SMT two share one core's ports,
+    so the figure is then an upper bound). Clock: cpufreq's maximum where the kernel gives it; else the row's
+    ceiling boost clock (or the current clock, if higher), labelled. Returns {"known": False, "uarch":
+    "unknown", "reason"} for a CPU the table has no row or no path for.
+    """
+    uarch = identify(host)
+    described = f"{host.vendor or 'unknown vendor'} family {host.family} model {host.model}"
+    if uarch is None:
+        return {"known": False, "uarch": "unknown", "reason": f"{described} is not in bench/cpu_peak.py's table"}
+    computed, flag = dispatched(uarch, host.flags, dtype)
+    if flag is None:
+        paths = ", ".join(DISPATCH_ORDER[dtype])
+        return {"known": False, "uarch": uarch.name, "reason": f"{uarch.name} without any of: {paths} for {dtype}"}
+    cores = min(threads, host.cores) if threads else host.cores
+    if host.max_mhz and host.mhz_source.startswith("cpufreq"):
+        mhz, clock_source = host.max_mhz, "cpufreq maximum"
+    elif host.max_mhz and host.max_mhz > uarch.ceiling_mhz:
+        mhz, clock_source = host.max_mhz, f"current clock, above the {uarch.name} table ceiling"
+    else:
+        now = f", current {host.max_mhz:.0f} MHz" if host.max_mhz else ""
+        mhz, clock_source = uarch.ceiling_mhz, f"{uarch.name} ceiling boost clock (no cpufreq maximum{now})"
+    per_cycle = uarch.rates[flag]
+    isa = ISA_LABELS[flag]
+    if computed != dtype:
+        isa += f" - no {dtype} path ({', '.join(DISPATCH_ORDER[dtype])}): the backend runs {computed}"
+    return {
+        "known": True,
+        "uarch": uarch.name,
+        "dtype": dtype,
+        "computes": computed,
+        "isa": isa,
+        "isa_flag": flag,
+        "flop_per_cycle": per_cycle,
+        "cores": cores,
+        "clock_mhz": mhz,
+        "clock_source": clock_source,
+        "gflops": cores * mhz * per_cycle / 1000,
+    }
