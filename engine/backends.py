@@ -17,11 +17,12 @@ and the reason is kept, so `auto` can say what it chose and why it passed over t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
 
-from . import gpu_host
+from . import compute_gate, gpu_host
 from .bundle import Bundle
 from .errors import BitError
 from .precision import flavour_for, flavour_of
@@ -87,11 +88,19 @@ def runner_class(backend: str):
 
 
 def create(
-    bundle: Bundle, backend: str, precision: str = "fp32", threads: int | None = None, device: int = 0, **options
+    bundle: Bundle,
+    backend: str,
+    precision: str = "fp32",
+    threads: int | None = None,
+    device: int = 0,
+    concurrency: int = 1,
+    **options,
 ):
     """A runner (not yet active) for `backend` at `precision`.
 
+    concurrency: requests in flight at once; above 1, CPU backends are set up for throughput (throughput_options).
     options go to the runner: workers, cuda_graph (trt), hint, inference_precision (openvino)."""
+    options = throughput_options(backend, check_concurrency(concurrency)) | options
     runner = runner_class(backend)
     if backend == "tf":
         return runner(bundle.manifest)
@@ -102,13 +111,38 @@ def create(
         art = _plan(bundle, flavour, device)
         return runner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path, **options)
     path = bundle.artifact_path(flavour)
-    if backend == "openvino":
-        return runner(path, threads=threads, **options)
+    if backend == "openvino":  # the fp16 tier computes in bf16 where the CPU has it, gated on this host
+        gate = functools.partial(compute_gate.check, bundle, flavour)
+        return runner(path, threads=threads, half=flavour == "fp16", gate=gate, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
     return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
 
 
-def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0):
+def check_concurrency(concurrency) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise BitError(f"concurrency must be a whole number of requests, at least 1, got {concurrency!r}")
+    return concurrency
+
+
+def throughput_options(backend: str, concurrency: int) -> dict:
+    """What a CPU backend is given when `concurrency` requests are in flight at once (none at 1: latency).
+
+    openvino: the THROUGHPUT hint, told how many requests to expect, so that it splits the cores into that many
+    streams at most (OpenVINO's own choice below that). ort-cpu: `streams` concurrent requests, each on its share
+    of the intra-op threads, where one session's pool shared by every request would have them contend.
+    GPU backends overlap concurrent requests on their own (trt: one CUDA stream per worker)."""
+    if concurrency == 1:
+        return {}
+    if backend == "openvino":
+        return {"hint": "THROUGHPUT", "requests": concurrency}
+    if backend == "ort-cpu":
+        return {"streams": concurrency}
+    return {}
+
+
+def create_auto(
+    bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0, concurrency: int = 1
+):
     """The first backend in AUTO_GPU/AUTO_CPU order that activates here.
 
     Returns (the active runner, why each backend before it was skipped)."""
@@ -116,7 +150,7 @@ def create_auto(bundle: Bundle, precision: str = "fp32", threads: int | None = N
     skipped = []
     for backend in order:
         try:
-            runner = create(bundle, backend, precision, threads=threads, device=device)
+            runner = create(bundle, backend, precision, threads=threads, device=device, concurrency=concurrency)
             runner.activate()
         except BitError as exc:
             skipped.append(f"{backend}: {exc}")

@@ -24,6 +24,7 @@ from . import backends
 from .bundle import Bundle, load_bundle
 from .compare import softmax
 from .errors import BitError
+from .precision import precision_of
 from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess, scale_uint8
 
 
@@ -47,11 +48,15 @@ class Classifier:
         threads: int | None = None,
         device: int = 0,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        concurrency: int = 1,
         **backend_options,
     ):
         """backend: one of backends.BACKEND_CHOICES (auto, or a backend name). precision: fp32, fp16, int8 (the
         backend's INT8 graph), or an exact artifact flavour (int8-ort, int8-trt). max_image_pixels: encoded images
         declaring more pixels than this are refused from their header, before decoding (engine/preprocess.py).
+        concurrency: how many requests callers keep in flight at once. Above 1 the backend is set up for throughput
+        instead of one request's latency: OpenVINO's THROUGHPUT hint (streams, one per request it expects), ONNX
+        Runtime's threads split between the concurrent requests (engine/backends.py says what each gets).
         backend_options go to the runner: workers and cuda_graph (trt), hint and inference_precision (openvino).
 
         With backend="auto" the runner is started here, to find one that works; otherwise on first use.
@@ -63,13 +68,20 @@ class Classifier:
         self.max_image_pixels = check_max_pixels(max_image_pixels)
         self.labels = self.bundle.labels()
         self.skipped = []
+        self.precision = precision
         if backend == "auto":
             if backend_options:
                 raise BitError("backend options need a named backend, not auto")
-            self.runner, self.skipped = backends.create_auto(self.bundle, precision, threads, device)
+            self.runner, self.skipped = backends.create_auto(self.bundle, precision, threads, device, concurrency)
         else:
             self.runner = backends.create(
-                self.bundle, backend, precision, threads=threads, device=device, **backend_options
+                self.bundle,
+                backend,
+                precision,
+                threads=threads,
+                device=device,
+                concurrency=concurrency,
+                **backend_options,
             )
 
     @property
@@ -77,6 +89,14 @@ class Classifier:
         """Which library and device run the model, in one line (activates the runner)."""
         self.runner.activate()
         return self.runner.describe()
+
+    @property
+    def compute(self) -> str:
+        """The arithmetic the model runs in here (activates the runner): the precision asked for, except where the
+        backend chose on this host (OpenVINO's fp16 tier: bf16 where the CPU has it, else f32)."""
+        self.runner.activate()
+        precision = precision_of(self.precision)
+        return precision if precision == "int8" else getattr(self.runner, "compute", None) or precision
 
     @property
     def max_batch(self) -> int | None:

@@ -84,7 +84,16 @@ def open_classifier(args, prog: str):
 
             set_decode_budget(args.max_decode_mb << 20)
             limit["max_image_pixels"] = args.max_image_pixels
-        clf = Classifier(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads, **limit)
+        # bit-serve's --throughput: every request path it runs at once (its image workers and the float model)
+        concurrency = args.image_workers + 1 if getattr(args, "throughput", False) else 1
+        clf = Classifier(
+            args.bundle,
+            backend=args.backend,
+            precision=args.precision,
+            threads=args.threads,
+            concurrency=concurrency,
+            **limit,
+        )
         print(f"backend: {clf.backend}", file=sys.stderr)
         for reason in clf.skipped:
             print(f"  (auto skipped {reason.splitlines()[0]})", file=sys.stderr)

@@ -4,10 +4,17 @@ Measured (bench/results/runtime_cpu_r50x1_480.json, 2 cores, AVX512-VNNI, no AMX
 is 1.7x faster than ONNX Runtime's INT8 (2.0-2.35x over ORT FP32), where ORT runs the GroupNorm arithmetic
 and Q/DQ as separate passes; at FP32 the two are equal. So `auto` prefers it on CPU hosts.
 
-Precision: OpenVINO's CPU plugin runs FP32 models in bf16 by default where the CPU supports bf16 (this one
-does). That cost 2.5e-2 relative L2 on R50x1's logits and, without AMX, ran slower (278 vs 185 ms). The
-runner pins `f32` so that a variant's parity holds as exported; `inference_precision="bf16"` opts in
-and is reported by `describe()`.
+Arithmetic (`inference_precision`): fp32 and INT8 graphs run in f32 (the INT8 graph's quantized layers in
+INT8), so that their parity holds as exported. The fp16 tier (`half=True`, what backends.create asks for the
+fp16 flavour) runs in bf16 where the CPU computes bf16 natively (AVX-512 BF16 or AMX; OpenVINO says so in its
+CPU plugin's OPTIMIZATION_CAPABILITIES): 1.8x the f32 speed on R50x1 at 480 on an AVX-512 BF16 EPYC
+(issue 20's benchmark_app figures). bf16 is chosen on the host that runs it, not at export, so it is gated
+there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 against TF before the runner
+serves. Where the CPU has no bf16, fp16 runs in f32 and `describe()` says so and why. What OpenVINO compiled
+is read back from the compiled model, never assumed from what was asked.
+
+Throughput (`hint`): LATENCY runs one request at a time on all cores; THROUGHPUT lets OpenVINO split the cores
+into streams, each running its own request, for callers that send several requests at once.
 
 Thread safety: one compiled model; each calling thread gets its own infer request (they are not
 thread-safe, the compiled model is), so many threads can call at once.
@@ -20,12 +27,21 @@ import threading
 
 import numpy as np
 
+from .cpu_host import BF16_FLAGS, this_host
 from .errors import BitError, require
 from .runner import Runner
+
+HINTS = ("LATENCY", "THROUGHPUT")
+INFERENCE_PRECISIONS = ("f32", "bf16")
 
 
 def import_openvino():
     return require("openvino")
+
+
+def native_bf16(core) -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU (its own capability list)."""
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoRunner(Runner):
@@ -36,20 +52,31 @@ class OpenVinoRunner(Runner):
         model_path: str,
         threads: int | None = None,
         hint: str = "LATENCY",
-        inference_precision: str = "f32",
+        inference_precision: str | None = None,
         cache_dir: str | None = None,
+        half: bool = False,
+        gate=None,
+        requests: int | None = None,
     ):
-        """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads)."""
+        """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads).
+        inference_precision: f32 or bf16; None: f32, or for `half` bf16 where the CPU has it natively.
+        gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse.
+        requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams)."""
         super().__init__()
-        if hint not in ("LATENCY", "THROUGHPUT"):
+        if hint not in HINTS:
             raise BitError(f"OpenVINO performance hint must be LATENCY or THROUGHPUT, got {hint!r}")
-        if inference_precision not in ("f32", "bf16"):
+        if inference_precision not in (None,) + INFERENCE_PRECISIONS:
             raise BitError(f"OpenVINO inference precision must be f32 or bf16, got {inference_precision!r}")
         self.model_path = model_path
         self.threads = threads
         self.hint = hint
         self.inference_precision = inference_precision
+        self.half = half
+        self.gate = gate
+        self.requests = requests
         self.cache_dir = cache_dir
+        self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
+        self.why_f32 = ""  # for the fp16 tier run in f32: why
         self._local = threading.local()
 
     def _activate(self):
@@ -58,21 +85,43 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         if self.cache_dir:
             core.set_property({"CACHE_DIR": self.cache_dir})
+        asked = self.inference_precision
+        if asked is None:
+            asked = "bf16" if self.half and native_bf16(core) else "f32"
         config = {
             "PERFORMANCE_HINT": self.hint,
-            "INFERENCE_PRECISION_HINT": self.inference_precision,
+            "INFERENCE_PRECISION_HINT": asked,
             "INFERENCE_NUM_THREADS": self.threads or (os.cpu_count() or 1),
         }
+        if self.requests:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.requests
         try:
             self.compiled = core.compile_model(self.model_path, "CPU", config)
         except RuntimeError as exc:
             raise BitError(
                 f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}"
             ) from exc
+        self.compute = "bf16" if "bf16" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) else "f32"
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        if self.compute == "f32" and (self.half or asked == "bf16"):
+            capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            flags = this_host().bf16 or f"no {' or '.join(BF16_FLAGS)} flag"
+            self.why_f32 = (
+                f"{'fp16' if self.half else 'bf16'} runs as f32: this CPU has no native bf16 "
+                f"({flags}; OpenVINO's CPU capabilities: {capabilities})"
+            )
         self._generation = object()  # requests made before a deactivate are never reused after it
+        if self.compute == "bf16" and self.gate is not None:
+            try:
+                self.gate(self._infer, self.describe())
+            except BitError:
+                self.compiled = None
+                raise
 
     def describe(self) -> str:
-        return f"openvino {self.version} CPU ({self.hint.lower()}, {self.inference_precision})"
+        streams = f", {self.streams} streams" if self.hint == "THROUGHPUT" else ""
+        why = f"; {self.why_f32}" if self.why_f32 else ""
+        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}, {self.compute}{why})"
 
     def _deactivate(self):
         self.compiled = None

@@ -40,6 +40,7 @@ class OrtRunner(Runner):
         backend: str = "ort-cpu",
         device: int = 0,
         trt_cache_dir: str | None = None,
+        streams: int = 1,
     ):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
@@ -48,6 +49,8 @@ class OrtRunner(Runner):
         low_memory: no weight pre-packing, no memory arena, no graph optimization. For one-off checks of
         large models (export verification), where a second packed or folded copy of the weights costs more
         than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
+        streams: requests callers keep in flight at once (throughput). Each Run then gets threads // streams
+        intra-op threads, so concurrent requests share the cores instead of every request contending for all.
         """
         super().__init__()
         if backend not in PROVIDERS:
@@ -59,6 +62,9 @@ class OrtRunner(Runner):
         self.low_memory = low_memory
         self.device = device
         self.trt_cache_dir = trt_cache_dir
+        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+            raise BitError(f"ONNX Runtime streams must be a whole number, at least 1, got {streams!r}")
+        self.streams = streams
         self.session = None
 
     def _providers(self) -> list:
@@ -102,7 +108,9 @@ class OrtRunner(Runner):
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[self.optimization]
-        opts.intra_op_num_threads = self.threads or (os.cpu_count() or 1)
+        threads = self.threads or (os.cpu_count() or 1)
+        self.intra_threads = max(1, threads // self.streams)
+        opts.intra_op_num_threads = self.intra_threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         if self.low_memory:
@@ -125,7 +133,8 @@ class OrtRunner(Runner):
 
     def describe(self) -> str:
         providers = ", ".join(p.replace("ExecutionProvider", "") for p in getattr(self, "loaded_providers", []))
-        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]"
+        streams = f" ({self.streams} streams x {self.intra_threads} threads)" if self.streams > 1 else ""
+        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]{streams}"
 
     def _deactivate(self):
         self.session = None

@@ -61,14 +61,17 @@ def reference_logits(bundle, images: np.ndarray, stored: np.ndarray, which: str)
 def check(classifier, precision: str, reference: str = "auto") -> dict:
     """The parity set through `classifier` (preprocessed as predict would, on the device for trt) against TF.
 
-    precision: what the classifier was opened with (a precision or an exact flavour); it picks the tolerance.
+    precision: what the classifier was opened with (a precision or an exact flavour); it picks the tolerance, with
+    the arithmetic the backend chose here (bf16: compare.BF16_PARITY).
     Returns the report of engine/compare.py plus backend, reference, images and top1_equal."""
     images, names, stored = load_parity_set(classifier.bundle)
     logits = classifier.infer_uint8(images)
     ref, ref_what = reference_logits(classifier.bundle, images, stored, reference)
-    verdict = report(logits, ref, tolerance_for(precision_of(precision)))  # a shape mismatch is a BitError too
+    tolerance = tolerance_for(precision_of(precision), classifier.compute)
+    verdict = report(logits, ref, tolerance)  # a shape mismatch is a BitError too
     return {
         "backend": classifier.backend,
+        "compute": classifier.compute,
         "reference": ref_what,
         "images": names,
         "top1_equal": (logits.argmax(1) == ref.argmax(1)).tolist(),

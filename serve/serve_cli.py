@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["image_workers"],
         help=f"instances of the image model, decoding in parallel (default {d['image_workers']})",
     )
+    p.add_argument(
+        "--throughput",
+        action="store_true",
+        default=d["throughput"],
+        help="set the backend up for many requests at once (one per image worker, plus the float model): "
+        "OpenVINO's THROUGHPUT streams, ONNX Runtime's threads split between them; default: one request's latency",
+    )
     add_image_limit_arguments(p, d["max_image_pixels"], d["max_decode_mb"])
     p.add_argument(
         "--allow-shared-dev-shm",

@@ -36,6 +36,9 @@ class ServeOptions:
     max_batch: int | None = None  # None: DEFAULT_MAX_BATCH within a TensorRT plan's profile max (`settled`)
     max_queue_delay_us: int = SERVE_MAX_QUEUE_DELAY_US
     image_workers: int = 2
+    # The backend set up for throughput (OpenVINO's THROUGHPUT streams, ORT's threads split), for image_workers + 1
+    # requests at once; off: for one request's latency, which suits the float model's batched calls.
+    throughput: bool = False
     max_image_pixels: int = ImageLimits.max_image_pixels
     max_decode_mb: int = ImageLimits.max_decode_mb
     allow_shared_dev_shm: bool = False  # serve even where no private /dev/shm can be made (serve/private_shm.py)

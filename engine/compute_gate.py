@@ -1,0 +1,63 @@
+"""Does the arithmetic this host chose keep the bundle's accuracy? The gate for a compute type picked at run time.
+
+Every artifact was checked against TF at export, in the arithmetic it was exported for. One choice is made on the
+host that runs it instead: OpenVINO's bf16 for the fp16 tier, only where the CPU has native bf16. So that choice is
+checked there, before the runner serves: the bundle's parity set in that arithmetic against TF's stored logits,
+with compare.BF16_PARITY. A failure refuses that precision on that backend (`auto` then moves on) and names the
+measured error.
+
+The verdict is kept in the user cache, keyed by the artifact's sha256, the runtime's description, the CPU and the
+tolerance, so a server pays for the check once per host and model, not on every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from .atomic_write import write_json_atomic
+from .compare import BF16_PARITY, Tolerance, report
+from .cpu_host import this_host
+from .errors import BitError
+from .parity_set import load_parity_set
+from .preprocess import scale_uint8
+from .user_cache import cache_dir
+
+
+def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF16_PARITY) -> dict:
+    """The parity set through `infer` (float NHWC batch -> logits) against TF; returns the verdict, or raises a
+    one-line BitError naming the measured error when it fails."""
+    art = bundle.artifacts("onnx")[flavour]
+    cpu = this_host()
+    key = hashlib.sha256(
+        json.dumps([art["sha256"], described, cpu.name, cpu.kernel_flags(), tolerance.to_dict()]).encode()
+    ).hexdigest()[:32]
+    path = cache_dir("compute-gate", f"{key}.json")
+    verdict = _cached(path)
+    if verdict is None:
+        images, _, tf_logits = load_parity_set(bundle)
+        verdict = report(infer(scale_uint8(images)), tf_logits, tolerance)
+        verdict = {k: verdict[k] for k in ("rel_l2", "cosine_min", "max_abs", "top1_agreement", "passed", "failures")}
+        verdict |= {"described": described, "images": len(images)}
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json_atomic(path, verdict, "compute-gate verdict")
+        except (OSError, BitError):  # a read-only home: the check simply runs again next time
+            pass
+    if not verdict["passed"]:
+        raise BitError(
+            f"{described}: the {flavour} model in this arithmetic fails the accuracy gate against TF on the bundle's "
+            f"parity set ({'; '.join(verdict['failures'])}), so it is refused here; use --precision fp32 or int8"
+        )
+    return verdict
+
+
+def _cached(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            verdict = json.load(f)
+        readable = isinstance(verdict.get("passed"), bool) and isinstance(verdict.get("failures"), list)
+        return verdict if readable else None
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,79 @@
+"""The gate for arithmetic chosen on the running host (engine/compute_gate.py): OpenVINO's bf16 for the fp16 tier."""
+
+import json
+import os
+
+import pytest
+
+from bit_trt.engine import backends, compare, compute_gate
+from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.classifier import Classifier
+from bit_trt.engine.errors import BitError
+from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "compute-gate"
+
+
+def _counting(runner):
+    calls = []
+
+    def infer(batch):
+        calls.append(len(batch))
+        return runner.infer(batch)
+
+    return infer, calls
+
+
+def test_a_pass_is_measured_once_and_kept(tiny_bundle, own_cache):
+    bundle = load_bundle(str(tiny_bundle))
+    with backends.create(bundle, "openvino", "fp16") as runner:
+        infer, calls = _counting(runner)
+        verdict = compute_gate.check(bundle, "fp16", infer, runner.describe())
+        assert verdict["passed"] and verdict["rel_l2"] < compare.BF16_PARITY.rel_l2 and calls == [verdict["images"]]
+        assert compute_gate.check(bundle, "fp16", infer, runner.describe()) == verdict
+        assert len(calls) == 1  # the second start read the verdict
+        compute_gate.check(bundle, "fp16", infer, runner.describe() + " (another runtime)")
+        assert len(calls) == 2  # a different runtime, CPU or model is measured again
+    kept = os.listdir(own_cache)
+    assert len(kept) == 2 and all(json.loads((own_cache / k).read_text())["passed"] is True for k in kept)
+
+
+def test_a_failure_refuses_and_names_the_measured_error(tiny_bundle, own_cache):
+    bundle = load_bundle(str(tiny_bundle))
+    with backends.create(bundle, "openvino", "fp16") as runner:
+        infer, calls = _counting(runner)
+        # The fp16 graph judged by the FP32 bounds: a real, measured miss (rel L2 ~1e-3 > 3e-4).
+        for _ in range(2):
+            with pytest.raises(BitError, match=r"fails the accuracy gate against TF .*relative L2 [0-9.e-]+ > 0.0003"):
+                compute_gate.check(bundle, "fp16", infer, "openvino (bf16)", tolerance=compare.FP32_PARITY)
+        assert len(calls) == 1  # a kept failure refuses at once too
+        with pytest.raises(BitError) as info:
+            compute_gate.check(bundle, "fp16", infer, "openvino (bf16)", tolerance=compare.FP32_PARITY)
+    assert "\n" not in str(info.value) and "use --precision fp32 or int8" in str(info.value)
+
+
+def test_a_damaged_verdict_is_measured_again(tiny_bundle, own_cache):
+    bundle = load_bundle(str(tiny_bundle))
+    with backends.create(bundle, "openvino", "fp16") as runner:
+        infer, calls = _counting(runner)
+        compute_gate.check(bundle, "fp16", infer, "x")
+        [kept] = os.listdir(own_cache)
+        (own_cache / kept).write_text('{"passed": "yes"')
+        assert compute_gate.check(bundle, "fp16", infer, "x")["passed"] and len(calls) == 2
+
+
+def test_the_fp16_tier_on_openvino_runs_bf16_only_where_the_cpu_has_it(tiny_bundle, own_cache):
+    with Classifier(str(tiny_bundle), backend="openvino", precision="fp16") as clf:
+        if native_bf16(import_openvino().Core()):
+            assert clf.compute == "bf16" and clf.backend.endswith(", bf16)")
+            assert len(os.listdir(own_cache)) == 1  # gated before it served
+        else:
+            assert clf.compute == "f32"
+            assert "fp16 runs as f32: this CPU has no native bf16" in clf.backend
+            assert not own_cache.exists()  # f32 is the arithmetic the export checked: no gate to run
+    with Classifier(str(tiny_bundle), backend="openvino", precision="fp32") as clf:
+        assert clf.compute == "f32" and "runs as f32" not in clf.backend

@@ -1,0 +1,72 @@
+"""engine/cpu_host.py on cpuinfo texts of the CPUs users have: what it reads, what it concludes for bf16 and INT8."""
+
+from bit_trt.engine.cpu_host import parse, this_host
+
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+cpu MHz\t\t: 2000.000
+flags\t\t: fpu sse2 avx2 fma f16c avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+vendor_id\t: GenuineIntel
+model name\t: something else
+"""
+ZEN4 = """vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9654 96-Core Processor
+cpu MHz\t\t: 2400.000
+flags\t\t: fpu avx2 fma f16c avx512f avx512bw avx512_vnni avx512_bf16
+"""
+ZEN3 = """vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+cpu MHz\t\t: 2445.406
+flags\t\t: fpu avx avx2 fma f16c
+"""
+ALDER_LAKE = "vendor_id: GenuineIntel\ncpu family: 6\nmodel: 151\nflags: avx2 fma avx_vnni\n"
+
+
+def test_reads_the_first_processor_block():
+    host = parse(SAPPHIRE_RAPIDS, cores=56, max_mhz=3800.0)
+    assert (host.vendor, host.family, host.model) == ("GenuineIntel", 6, 143)
+    assert host.name == "Intel(R) Xeon(R) Platinum 8480+"
+    assert (host.cores, host.max_mhz, host.mhz_source) == (56, 3800.0, "cpufreq cpuinfo_max_freq")
+    assert host.kernel_flags()[-4:] == ["avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"]
+
+
+def test_native_bf16_and_int8_dot_products_best_first():
+    assert (parse(SAPPHIRE_RAPIDS).bf16, parse(SAPPHIRE_RAPIDS).int8_dot) == ("amx_bf16", "amx_int8")
+    assert (parse(ZEN4).bf16, parse(ZEN4).int8_dot) == ("avx512_bf16", "avx512_vnni")
+    assert (parse(ALDER_LAKE).bf16, parse(ALDER_LAKE).int8_dot) == (None, "avx_vnni")
+    zen3 = parse(ZEN3)
+    assert (zen3.bf16, zen3.int8_dot) == (None, None)
+    assert zen3.features() == "no bf16 (amx_bf16 or avx512_bf16), no INT8 dot product (amx_int8, avx512_vnni, avx_vnni)"
+
+
+def test_without_cpufreq_the_clock_is_the_current_one_and_says_so():
+    zen3 = parse(ZEN3, cores=2)
+    assert zen3.max_mhz == 2445.406 and zen3.mhz_source.startswith("cpuinfo cpu MHz (the current clock")
+    assert parse("").mhz_source == "unknown" and parse("").max_mhz is None
+    assert parse("cpu family: x\nmodel: \n").family is None  # a field it cannot read is unknown, not an error
+
+
+def test_this_host_is_recorded_with_its_flags():
+    record = this_host().to_record()
+    assert record["cores"] >= 1
+    assert set(record) == {
+        "name",
+        "vendor",
+        "family",
+        "model",
+        "cores",
+        "max_mhz",
+        "mhz_source",
+        "kernel_flags",
+        "bf16",
+        "int8_dot",
+    }
