@@ -51,6 +51,9 @@ class BenchOptions:
     command: str = ""
     triton_url: str | None = None  # the `triton` backend's server (bench/triton_client.py)
     triton_model: str | None = None  # its float model; default bit_<variant>, as bit-serve names it
+    # The best throughput configuration, sought across concurrency levels (configurations.throughput_levels), with
+    # OpenVINO's benchmark_app -hint throughput beside it on the same files (bench/openvino_peer.py).
+    throughput: bool = False
 
 
 def host() -> dict:
@@ -132,9 +135,13 @@ def validate_baseline(baseline: str | None, configs) -> None:
 def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     progress = progress or (lambda *_: None)
     bundle = load_bundle(options.bundle)
+    concurrency = options.concurrency
+    if options.throughput:
+        concurrency = configurations.throughput_levels(concurrency, options.threads or os.cpu_count() or 1)
     configs, skipped = configurations.plan(
-        bundle, options.backends, options.precisions, options.batches, options.concurrency, options.mode
+        bundle, options.backends, options.precisions, options.batches, concurrency, options.mode
     )
+    most = max(concurrency)  # what a throughput Classifier is sized for
     validate_baseline(options.baseline, configs)
     _verify_artifacts(bundle, [c for c in configs if c.id not in skipped])
     decoded, encoded = request_images(bundle, options.images)
@@ -145,14 +152,17 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             if config.id in skipped or key in classifiers or key in load_errors:
                 continue
             try:
-                clf = _classifier(bundle, config, options)
+                clf = _classifier(bundle, config, options, most if config.throughput else 1)
                 clf.__enter__()
             except BitError as exc:
                 load_errors[key] = str(exc).splitlines()[0]
                 continue
             classifiers[key] = clf
-            extras[key] = {"described": clf.backend}
-            if options.accuracy:
+            extras[key] = {"described": clf.backend, "compute": clf.compute}
+            latency_twin = extras.get(key[:2] + (False,), {})
+            if options.accuracy and "accuracy" in latency_twin:  # the same file in the same arithmetic
+                extras[key]["accuracy"] = latency_twin["accuracy"]
+            elif options.accuracy:
                 progress("accuracy", config, None)
                 extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
         for config in configs:
@@ -171,6 +181,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             clf.close()
     peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
     rows = _rows(configs, skipped, workloads, extras, peaks, options)
+    peers = _throughput_peers(bundle, rows, options, progress) if options.throughput else []
     result = {
         "schema": SCHEMA,
         "command": options.command,
@@ -186,18 +197,78 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         "settings": _settings(options),
         "wall_s": round(wall_s, 1),
         "rows": rows,
+        "best_throughput": best_throughput(rows),
+        "throughput_peers": peers,
     }
     samples = {w.config.id: list(w.latencies_ms) for w in workloads}
     times = {w.config.id: [(*t, w.phases[i] if w.phases else None) for i, t in enumerate(w.times)] for w in workloads}
     return result, samples, times
 
 
-def _classifier(bundle: Bundle, config, options: BenchOptions):
+def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int = 1):
     if config.backend == configurations.TRITON:
         from .triton_client import TritonClassifier
 
         return TritonClassifier(bundle, options.triton_url, options.triton_model)
-    return Classifier(bundle, backend=config.backend, precision=config.precision, threads=options.threads)
+    return Classifier(
+        bundle, backend=config.backend, precision=config.precision, threads=options.threads, concurrency=concurrency
+    )
+
+
+def best_throughput(rows: list[dict]) -> dict | None:
+    """The measured configuration with the most images/s: overall, and per backend/precision."""
+    measured = [r for r in rows if r["status"] == "measured"]
+    if not measured:
+        return None
+
+    def pick(group):
+        best = max(group, key=lambda r: r["throughput_ips"])
+        return {k: best[k] for k in ("id", "throughput_ips", "batch", "concurrency", "described", "compute")}
+
+    per = {}
+    for row in measured:
+        per.setdefault(f"{row['backend']}/{row['precision']}", []).append(row)
+    return {**pick(measured), "per_backend_precision": {key: pick(group) for key, group in per.items()}}
+
+
+def _throughput_peers(bundle: Bundle, rows: list[dict], options: BenchOptions, progress) -> list[dict]:
+    """benchmark_app -hint throughput on each OpenVINO file and batch measured, in the arithmetic our row ran
+    (f32 or bf16), beside our best throughput on that file and batch."""
+    from . import openvino_peer
+
+    peers = []
+    seconds = options.schedule.duration_s * options.schedule.min_windows
+    for (precision, batch), group in _openvino_groups(rows).items():
+        ours = max(group, key=lambda r: r["throughput_ips"])
+        progress("peer", f"benchmark_app {precision} b{batch}", None)
+        peer = {"tool": "benchmark_app -hint throughput", "precision": precision, "batch": batch}
+        peer |= {"flavour": ours["flavour"], "inference_precision": _ov_precision(ours["compute"])}
+        try:
+            path, resolution = bundle.artifact_path(ours["flavour"]), bundle.input_spec.resolution
+            peer |= openvino_peer.measure(path, batch, resolution, peer["inference_precision"], seconds)
+        except BitError as exc:
+            peers.append(peer | {"error": str(exc).splitlines()[0]})
+            continue
+        peer |= {
+            "ours_best": ours["id"],
+            "ours_throughput_ips": ours["throughput_ips"],
+            "ours_over_peer": round(ours["throughput_ips"] / peer["throughput_ips"], 3),
+        }
+        peers.append(peer)
+    return peers
+
+
+def _openvino_groups(rows: list[dict]) -> dict:
+    groups = {}
+    for row in rows:
+        if row["status"] == "measured" and row["backend"] == "openvino" and row["mode"] == "model":
+            groups.setdefault((row["precision"], row["batch"]), []).append(row)
+    return groups
+
+
+def _ov_precision(compute: str) -> str:
+    """benchmark_app's -infer_precision for what our row ran: bf16, else f32 (INT8 layers run INT8 either way)."""
+    return "bf16" if compute == "bf16" else "f32"
 
 
 def _settings(options: BenchOptions) -> dict:
@@ -207,6 +278,7 @@ def _settings(options: BenchOptions) -> dict:
         "precisions": list(options.precisions),
         "batches": list(options.batches),
         "concurrency": list(options.concurrency),
+        "throughput": options.throughput,
         "threads": options.threads,
         "mode": options.mode,
         "warmup_s": s.warmup_s,
@@ -237,7 +309,7 @@ def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) 
     from . import roofline
 
     peaks = {}
-    flavours = {w.config.engine_key: w.config.flavour for w in workloads}
+    flavours = {w.config.engine_key[:2]: w.config.flavour for w in workloads}
     for key in flavours:
         backend, precision = key
         if backend not in ("ort-cpu", "openvino"):
@@ -290,6 +362,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
             row.update(
                 {
                     "described": extras[config.engine_key]["described"],
+                    "compute": extras[config.engine_key]["compute"],
                     "requests": len(w.latencies_ms),
                     "throughput_ips": round(
                         sum(win["throughput_ips"] * win["seconds"] for win in w.windows) / total_s, 3
@@ -307,7 +380,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
                     key.removesuffix("_ms"): summarize([p[key] for p in w.phases], options.percentiles)
                     for key in w.phases[0]
                 }
-            peak = peaks.get(config.engine_key)
+            peak = peaks.get(config.engine_key[:2])
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 from . import roofline  # the physical peak (bench/cpu_peak.py), the measured GEMM beside it
 

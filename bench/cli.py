@@ -15,6 +15,7 @@ import shlex
 import sys
 
 from ..engine.atomic_write import write_atomic
+from ..engine.backends import THROUGHPUT_BACKENDS
 from ..engine.errors import BitError
 from ..engine.options import field_defaults
 from ..engine.precision import PRECISIONS
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=d["triton_model"],
         help="the server's float model (default bit_<variant>, as bit-serve names it)",
     )
+    p.add_argument(
+        "--throughput",
+        action="store_true",
+        default=d["throughput"],
+        help="find the best throughput: add concurrency levels up to twice the cores (each set up for throughput: "
+        "OpenVINO's THROUGHPUT streams, ORT's threads split) and run OpenVINO's benchmark_app -hint throughput "
+        "on the same files beside them",
+    )
     p.add_argument("--no-accuracy", action="store_true", help="skip the agreement with TF on the parity set")
     p.add_argument("--no-roofline", action="store_true", help="skip the GEMM peak measurement")
     p.add_argument("--json", help=f"write the result (schema {SCHEMA}, docs/bench.md)")
@@ -128,6 +137,11 @@ def options_from_args(args, argv) -> BenchOptions:
     if args.threads is not None and args.threads < 1:
         raise BitError("--threads must be at least 1")
     backends = configurations.parse_list(args.backend, "backend", configurations.BENCH_BACKENDS)
+    if args.throughput and not set(backends) & set(THROUGHPUT_BACKENDS):
+        raise BitError(
+            f"--throughput: {', '.join(backends)} has no throughput settings; "
+            f"use a backend that has: {', '.join(THROUGHPUT_BACKENDS)}"
+        )
     if configurations.TRITON in backends and not args.triton_url:
         raise BitError("--backend triton needs --triton-url (a running bit-serve or tritonserver)")
     return BenchOptions(
@@ -149,6 +163,7 @@ def options_from_args(args, argv) -> BenchOptions:
         command=shlex.join(["bit-bench", *argv]),
         triton_url=args.triton_url,
         triton_model=args.triton_model,
+        throughput=args.throughput,
     )
 
 
@@ -191,6 +206,8 @@ class Progress:
             text = f"warming up {subject.config.id}"
         elif event == "accuracy":
             text = f"agreement with TF: {subject.backend}/{subject.precision}"
+        elif event == "peer":
+            text = f"throughput peer: {subject}"
         else:
             text = f"GEMM peak: {'/'.join(subject)}"
         if self.tty:

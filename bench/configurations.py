@@ -40,9 +40,21 @@ class Configuration:
         return f"{self.backend}/{self.precision}/b{self.batch}/c{self.concurrency}"
 
     @property
-    def engine_key(self) -> tuple[str, str]:
-        """Configurations that share one Classifier (one loaded model), as a server would."""
-        return self.backend, self.precision
+    def throughput(self) -> bool:
+        """Several requests in flight: the backend is set up for throughput (engine/backends.throughput_options)."""
+        return self.concurrency > 1
+
+    @property
+    def engine_key(self) -> tuple[str, str, bool]:
+        """Configurations that share one Classifier (one loaded model), as a server would: one set up for latency,
+        one for throughput (sized for the plan's highest concurrency)."""
+        return self.backend, self.precision, self.throughput
+
+
+def throughput_levels(concurrencies: tuple[int, ...], cores: int) -> tuple[int, ...]:
+    """--throughput's concurrency levels: those asked for, plus one request per core and twice that (OpenVINO's
+    THROUGHPUT hint makes up to one stream per core; more requests than streams keep every stream fed)."""
+    return tuple(sorted(set(concurrencies) | {max(2, cores), 2 * max(2, cores)}))
 
 
 def parse_list(text: str, what: str, allowed=None, cast=str) -> tuple:

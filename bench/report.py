@@ -88,6 +88,24 @@ def _fmt(value, digits=1) -> str:
     return f"{value:.{digits}f}"
 
 
+def _throughput_lines(result: dict) -> list[str]:
+    """The best throughput configuration, and benchmark_app's throughput on the same files where it ran."""
+    best = result.get("best_throughput")
+    if not best:
+        return []
+    out = ["", f"best throughput: {best['id']} {best['throughput_ips']:.2f} img/s ({best['described']})"]
+    for peer in result.get("throughput_peers") or []:
+        what = f"  {peer['tool']} on {peer['flavour']} b{peer['batch']} ({peer['inference_precision']})"
+        if "error" in peer:
+            out.append(f"{what}: {peer['error']}")
+        else:
+            out.append(
+                f"{what}: {peer['throughput_ips']:.2f} img/s with {peer.get('requests', '?')} requests; "
+                f"ours {peer['ours_throughput_ips']:.2f} ({peer['ours_best']}), {peer['ours_over_peer']:.2f}x"
+            )
+    return out
+
+
 def table(result: dict) -> str:
     """The terminal view: speed, its ratio to the baseline, latency percentiles, noise, and accuracy beside it."""
     pcts = [p for p in result["settings"]["percentiles"] if p != 50]
@@ -126,6 +144,7 @@ def table(result: dict) -> str:
     warnings = [f"  {row['id']}: {w}" for row in result["rows"] for w in row.get("warnings", [])]
     if warnings:
         out += ["", "warnings:", *warnings]
+    out += _throughput_lines(result)
     base = next((r["vs_baseline"]["baseline"].rsplit("/", 2)[0] for r in result["rows"] if "vs_baseline" in r), None)
     out += [
         "",

@@ -132,6 +132,7 @@ class TritonClassifier(Classifier):
         self.bundle = bundle
         self.spec = bundle.input_spec
         self.skipped = []
+        self.precision = None  # the server's, not ours to know (Classifier.compute says None)
         model = model or default_model_name(bundle.manifest)
         self.runner = TritonRunner(url, model, self.spec.name, bundle.manifest["output"]["name"])
 

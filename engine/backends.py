@@ -43,6 +43,9 @@ RUNNERS = {
     "ort-cpu": "bit_trt.engine.ort_runner:OrtRunner",
     "tf": "bit_trt.export.tf_runner:TfRunner",
 }
+# Backends that run concurrent requests better with settings of their own (throughput_options), or overlap them on
+# the GPU by themselves; the TF reference and a Triton server (bit-bench's `triton`) have none of ours.
+THROUGHPUT_BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
 
@@ -102,6 +105,7 @@ def create(
     options go to the runner: workers, cuda_graph (trt), hint, inference_precision (openvino)."""
     options = throughput_options(backend, check_concurrency(concurrency)) | options
     runner = runner_class(backend)
+    _check_options(backend, runner, options)
     if backend == "tf":
         return runner(bundle.manifest)
     flavour = flavour_for(backend, precision)
@@ -116,6 +120,20 @@ def create(
         return runner(path, threads=threads, half=flavour == "fp16", gate=gate, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
     return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
+
+
+def _check_options(backend: str, runner, options: dict) -> None:
+    """Options the backend's runner does not take are one line, not a TypeError from deep inside."""
+    import inspect
+
+    given_here = {"threads", "backend", "device", "bundle_path", "trt_cache_dir", "half", "gate"}  # create's own
+    params = inspect.signature(runner).parameters.values()
+    taken = {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise BitError(
+            f"backend {backend} has no setting {', '.join(unknown)} (it takes: {', '.join(sorted(taken)) or 'none'})"
+        )
 
 
 def check_concurrency(concurrency) -> int:

@@ -91,11 +91,11 @@ class Classifier:
         return self.runner.describe()
 
     @property
-    def compute(self) -> str:
+    def compute(self) -> str | None:
         """The arithmetic the model runs in here (activates the runner): the precision asked for, except where the
         backend chose on this host (OpenVINO's fp16 tier: bf16 where the CPU has it, else f32)."""
         self.runner.activate()
-        precision = precision_of(self.precision)
+        precision = self.precision and precision_of(self.precision)  # None: a server runs what it was started with
         return precision if precision == "int8" else getattr(self.runner, "compute", None) or precision
 
     @property

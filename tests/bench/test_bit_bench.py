@@ -138,6 +138,7 @@ def test_end_to_end_mode_times_decoding_too(tiny_bundle, tmp_path):
         (("--duration", "0.2", "--iterations", "20"), "not allowed with argument"),
         (("--baseline", "openvino/fp16"), "--baseline 'openvino/fp16' is not among"),
         (("--json", "/nonexistent/dir/r.json"), "does not exist"),
+        (("--backend", "tf", "--throughput"), "--throughput: tf has no throughput settings"),
     ],
 )
 def test_bad_input_is_one_clear_line(tiny_bundle, args, message):

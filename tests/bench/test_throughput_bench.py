@@ -1,0 +1,74 @@
+"""bit-bench --throughput on a real tiny bundle: concurrency levels set up for throughput, the best configuration,
+and OpenVINO's own benchmark_app run beside it on the same files. No timing asserts: what ran, and how it is named."""
+
+import json
+import os
+
+import pytest
+
+from bit_trt.bench import openvino_peer
+from bit_trt.bench.configurations import throughput_levels
+from bit_trt.engine.errors import BitError
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def result(tiny_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tput") / "r.json"
+    args = [tiny_bundle, "--backend", "openvino,ort-cpu", "--precision", "fp32,fp16", "--threads", "2"]
+    args += ["--throughput", "--warmup", "0.05", "--duration", "0.3", "--max-windows", "3", "--no-roofline"]
+    proc = run_cli("bit_trt.bench.cli", *args, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def test_levels_reach_twice_the_cores():
+    assert throughput_levels((1,), 2) == (1, 2, 4)
+    assert throughput_levels((1, 3), 16) == (1, 3, 16, 32)
+    assert throughput_levels((1,), 1) == (1, 2, 4)  # one core still gets concurrent requests to compare
+
+
+def test_each_level_above_one_runs_with_throughput_settings(result):
+    _, r = result
+    rows = [row for row in r["rows"] if row["status"] == "measured"]
+    assert sorted({row["concurrency"] for row in rows}) == [1, 2, 4] and r["settings"]["throughput"] is True
+    for row in rows:
+        if row["backend"] == "openvino":
+            assert ("(throughput, " in row["described"]) == (row["concurrency"] > 1), row["described"]
+        else:
+            assert ("streams x" in row["described"]) == (row["concurrency"] > 1), row["described"]
+        assert row["compute"] in ("f32", "bf16") if row["backend"] == "openvino" else row["compute"] == row["precision"]
+
+
+def test_the_best_configuration_is_the_fastest_row(result):
+    _, r = result
+    rows = [row for row in r["rows"] if row["status"] == "measured"]
+    best = r["best_throughput"]
+    assert best["throughput_ips"] == max(row["throughput_ips"] for row in rows)
+    per = best["per_backend_precision"]
+    assert set(per) == {"openvino/fp32", "openvino/fp16", "ort-cpu/fp32", "ort-cpu/fp16"}
+    for key, pick in per.items():
+        assert pick["throughput_ips"] == max(
+            row["throughput_ips"] for row in rows if f"{row['backend']}/{row['precision']}" == key
+        )
+
+
+def test_benchmark_app_runs_beside_on_the_same_files(result, tiny_bundle):
+    proc, r = result
+    peers = r["throughput_peers"]
+    assert {(p["flavour"], p["batch"]) for p in peers} == {("fp32", 1), ("fp16", 1)}
+    for peer in peers:
+        assert "error" not in peer, peer
+        assert peer["throughput_ips"] > 0 and peer["requests"] >= 1 and peer["iterations"] > 0
+        assert f"-m {os.path.join(str(tiny_bundle), 'model.' + peer['flavour'] + '.onnx')}" in peer["command"]
+        assert "-hint throughput" in peer["command"]
+        assert f"-infer_precision {peer['inference_precision']}" in peer["command"]
+        ours = [row for row in r["rows"] if row["id"] == peer["ours_best"]][0]
+        assert ours["backend"] == "openvino" and ours["flavour"] == peer["flavour"]
+        assert peer["ours_over_peer"] == round(ours["throughput_ips"] / peer["throughput_ips"], 3)
+    assert "best throughput: " in proc.stdout and "benchmark_app -hint throughput on fp32 b1" in proc.stdout
+
+
+def test_a_report_without_a_throughput_line_is_one_line():
+    with pytest.raises(BitError, match=r"^benchmark_app reported no throughput: \[ ERROR \] model not found$"):
+        openvino_peer.parse("[Step 1/11] Parsing\n[ ERROR ] model not found\n")
