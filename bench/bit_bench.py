@@ -384,7 +384,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 from . import roofline  # the physical peak (bench/cpu_peak.py), the measured GEMM beside it
 
-                roof = roofline.roofline(peak["gflop_per_image"], row["throughput_ips"], peak)
+                roof = roofline.roofline(peak["gflop_per_image"], row["throughput_ips"], peak, compute=row["compute"])
                 row["roofline"] = roofline.bench_columns(roof)
                 if roof["peak_warning"]:
                     warnings.append(roof["peak_warning"])

@@ -392,19 +392,20 @@ def _openvino_gemm_layer(compiled) -> str:
 # ---------------------------------------------------------------- the roofline
 
 
-# The data type a CPU backend computes each precision in: fp16 graphs run in f32 on the CPU (ONNX Runtime casts
-# them, OpenVINO is pinned to f32 by its runner); bf16 is accepted for a future bf16 precision.
-COMPUTED_DTYPE = {"fp32": "f32", "fp16": "f32", "int8": "int8", "bf16": "bf16"}
+# The data type a CPU backend computes each precision in, where the row does not say (its `compute`): fp16 graphs
+# run in f32 on the CPU (ONNX Runtime casts them; OpenVINO runs f32 unless the CPU has bf16, and then says bf16).
+COMPUTED_DTYPE = {"fp32": "f32", "fp16": "f32", "int8": "int8", "bf16": "bf16", "f32": "f32"}
 
 
-def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None) -> dict:
+def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None, compute: str | None = None) -> dict:
     """Achieved GFLOP/s (`gflop_per_image` x `images_per_s`) and its percentage of this CPU's physical peak.
 
     `gemm` is a gemm_peak result (its `precision` and `threads` choose the peak; its GFLOP/s is reported beside
-    it). `host`: an engine.cpu_host.CpuHost, this machine's by default. The peak is cores x maximum boost clock x
-    FLOP/cycle/core of the instruction set dispatched (bench/cpu_peak.py); for a CPU its table does not know,
-    the measured GEMM, labelled so. A throughput above the peak means the peak is wrong: the percentage is
-    clamped to 100 and `peak_warning` says so.
+    it); `compute`, the arithmetic the row ran in (Classifier.compute: bf16 on OpenVINO's fp16 tier where the CPU
+    has it), overrides the precision's. `host`: an engine.cpu_host.CpuHost, this machine's by default. The peak
+    is cores x maximum boost clock x FLOP/cycle/core of the instruction set dispatched (bench/cpu_peak.py); for
+    a CPU its table does not know, the measured GEMM, labelled so. A throughput above the peak means the peak is
+    wrong: the percentage is clamped to 100 and `peak_warning` says so.
     """
     gemm_gflops = gemm.get("gflops") or 0
     if gflop_per_image <= 0 or images_per_s < 0:
@@ -413,7 +414,7 @@ def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None)
             f"{images_per_s} images/s"
         )
     host = host or this_host()
-    dtype = COMPUTED_DTYPE.get(gemm.get("precision"), "f32")
+    dtype = COMPUTED_DTYPE.get(compute or gemm.get("precision"), "f32")
     physical = cpu_peak.physical_peak(host, dtype, gemm.get("threads"))
     if physical["known"]:
         peak, source = physical["gflops"], "isa"

@@ -193,6 +193,15 @@ def test_the_peak_is_cores_times_clock_times_flop_per_cycle_of_the_dispatched_is
     assert (row["gemm_gflops"], row["percent_of_gemm"]) == (10.0, 60.0)  # the measured GEMM beside it
 
 
+def test_the_rows_arithmetic_chooses_the_peak_for_fp16():
+    """OpenVINO's fp16 tier runs bf16 where the CPU has it (the row's compute): the bf16 dot-product peak then."""
+    gemm = {"gflops": 10.0, "backend": "openvino", "precision": "fp16", "threads": 4, "kernel": "k"}
+    genoa = _host(ZEN4_GENOA, cores=64, max_mhz=3700.0)
+    assert roofline(2.0, 3.0, gemm, host=genoa, compute="bf16")["flop_per_cycle"] == 64
+    assert roofline(2.0, 3.0, gemm, host=genoa, compute="f32")["flop_per_cycle"] == 32
+    assert roofline(2.0, 3.0, gemm, host=genoa)["flop_per_cycle"] == 32  # a row from before `compute`
+
+
 @pytest.mark.parametrize("text", [ZEN3_MILAN, UNKNOWN])
 def test_a_throughput_above_the_peak_is_clamped_to_100_and_flagged(text):
     """R50x3's 169% of a measured GEMM: above any peak, the peak is wrong; print 100% and say so."""
