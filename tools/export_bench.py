@@ -2,6 +2,12 @@
 cleaned ONNX against tf2onnx's own graph and against TF, measured side by side in one process.
 
     python -m tools.export_bench --variant r50x1 --out bench/results
+    python -m tools.export_bench --variant r50x3 --trace after [--precision all]
+
+`--trace LABEL` runs one `bit-export` and samples the resident
+memory of its whole process tree (the exporter and its TF reference child, summed) every 50 ms: each step's
+seconds and the tree's peak RSS during it, the whole run's, and the largest single process's (what
+/usr/bin/time would say). The result goes into the `traced` table of the results file, under the label.
 
 "tf2onnx's own graph" is the NHWC model as tf2onnx emits it (its layout Transposes, its decomposed
 GroupNorm, weight standardization left to ORT's constant folding). It is converted through the same
@@ -16,10 +22,12 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -76,6 +84,90 @@ def run_export(variant: str, resolution: int, workdir: str) -> dict:
         "onnx_mb": round(art["bytes"] / 1e6, 1),
         "graph": art["graph"],
         "parity": {k: art["parity"][k] for k in ("rel_l2", "max_abs", "cosine_min", "top1_agreement", "top5_overlap")},
+    }
+
+
+def _tree_rss(root: int) -> tuple[int, int, int]:
+    """(summed RSS of `root` and all its descendants, root's own RSS, the largest single process's RSS), bytes."""
+    parents, rss = {}, {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/statm") as f:
+                resident = int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue  # gone between listing and reading
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        rss[int(entry)] = resident
+    tree, frontier = set(), [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in rss and pid not in tree:
+            tree.add(pid)
+            frontier += [child for child, parent in parents.items() if parent == pid]
+    return sum(rss[p] for p in tree), rss.get(root, 0), max((rss[p] for p in tree), default=0)
+
+
+def traced_export(variant: str, resolution: int, workdir: str, extra: list[str]) -> dict:
+    """One bit-export with its process tree's RSS sampled every 50 ms; per step: seconds and the tree's peak."""
+    out = os.path.join(workdir, f"traced-{variant}")
+    command = [sys.executable, "-m", "bit_trt.export.cli"]
+    command += ["--variant", variant, "--resolution", str(resolution), "--out", out, *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+
+    def read_progress():
+        for line in proc.stderr:
+            lines.append((time.perf_counter() - t0, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read_progress, daemon=True)
+    reader.start()
+    samples = []  # (t, tree, exporter, largest single process)
+    while proc.poll() is None:
+        samples.append((time.perf_counter() - t0, *_tree_rss(proc.pid)))
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    reader.join()
+    stdout = proc.stdout.read()
+    raw = os.path.join(tempfile.gettempdir(), f"export_trace_{os.getpid()}.json")
+    with open(raw, "w") as f:  # the raw data, kept outside the work directory if what follows fails
+        json.dump({"lines": lines, "samples": samples}, f)
+    if proc.returncode != 0:
+        raise SystemExit("export failed:\n" + "\n".join(line for _, line in lines[-20:]))
+    with open(os.path.join(out, "manifest.json")) as f:
+        manifest = json.load(f)
+    ex = manifest["export"]
+    # The exporter's clock prints "<what>: done in <s> s (RSS ...)" as each step ends, in the manifest's order;
+    # the last, publishing the bundle, ends after the manifest is written, so it is named here.
+    done = [(t, line) for t, line in lines if re.search(r": done in [\d.]+ s \(RSS", line)]
+    names = [*ex["steps_s"], *[f"bundle{i or ''}" for i in range(len(done) - len(ex["steps_s"]))]]
+    steps = {}
+    for name, (end, line) in zip(names, done):
+        seconds = ex["steps_s"].get(name, float(re.search(r"done in ([\d.]+) s", line).group(1)))
+        window = [s for s in samples if end - seconds - 0.1 <= s[0] <= end]
+        steps[name] = {
+            "s": seconds,
+            "peak_rss_tree_gb": gigabytes(max((s[1] for s in window), default=0)),
+            "peak_rss_exporter_gb": gigabytes(max((s[2] for s in window), default=0)),
+        }
+    return {
+        "command": " ".join(["bit-export", *command[command.index("--variant") :]]).replace(out, "OUT"),
+        "process_wall_s": round(wall, 1),
+        "pipeline_wall_s": ex["wall_s"],
+        "steps": steps,
+        "peak_rss_tree_gb": gigabytes(max(s[1] for s in samples)),
+        "peak_rss_largest_process_gb": gigabytes(max(s[3] for s in samples)),
+        "manifest_peak_rss_gb": gigabytes(ex["peak_rss_bytes"]),
+        "manifest_peak_rss_exporter_gb": gigabytes(ex["peak_rss_exporter_bytes"]),
+        "manifest_peak_rss_tf_reference_gb": gigabytes(ex["peak_rss_tf_reference_bytes"]),
+        "samples": len(samples),
+        "summary": stdout.strip().splitlines()[-1] if stdout.strip() else "",
+        "progress": [f"[{t:6.1f}s] {line}" for t, line in lines],
     }
 
 
@@ -175,6 +267,31 @@ def latency(variant: str, resolution: int, bundle: str, threads: int, batches, r
     return rows, baseline_info
 
 
+def trace(args) -> None:
+    extra = ["--precision", args.precision] + (["--calib-synthetic"] if args.precision in ("int8", "all") else [])
+    print(f"[{args.variant}] traced export ({' '.join(extra)}) ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        run = traced_export(args.variant, args.resolution, work, extra)
+    run["measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    run["host"] = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()}
+    run["commit"] = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=os.path.dirname(RESULTS)
+    ).stdout.strip()
+    path = os.path.join(args.out, f"export_{args.variant}_{args.resolution}.json")
+    result = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            result = json.load(f)
+    result.setdefault("traced", {}).setdefault(args.precision, {})[args.trace] = run
+    write_json_atomic(path, result, "export benchmark")
+    for name, step in run["steps"].items():
+        print(f"{name:<10} {step['s']:8.1f} s  tree peak {step['peak_rss_tree_gb']:5.2f} GB", file=sys.stderr)
+    print(
+        f"wall {run['process_wall_s']} s; peak RSS: process tree {run['peak_rss_tree_gb']} GB, largest process "
+        f"{run['peak_rss_largest_process_gb']} GB, manifest {run['manifest_peak_rss_gb']} GB; wrote {path}"
+    )
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if child_main(argv, plain_route_child, str, int, str):  # plain_route's child
@@ -187,8 +304,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--plain-route", action="store_true", help="also time tf2onnx's frozen-weights route (R50x1 fits)")
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--trace", metavar="LABEL", help="only a traced bit-export (process-tree RSS), recorded as LABEL")
+    p.add_argument("--precision", default="fp32", help="--trace: bit-export's --precision (all: --calib-synthetic)")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    if args.trace:
+        return trace(args)
     with tempfile.TemporaryDirectory() as work:
         result = {
             "variant": args.variant,
