@@ -189,6 +189,15 @@ def build_variants(bundle: str, tmp: str, resolution: int, extra_count: int, pro
             {"op_types_to_quantize": [*BASE_OPS, "Add", "Mul", "Relu", "Reshape"], "calibration_cache_path": cache_all},
         ),
         (
+            "int8 +Add+Mul reduce_range",
+            "+Add+Mul with 7-bit weights",
+            {
+                "op_types_to_quantize": [*BASE_OPS, "Add", "Mul", "Relu", "Reshape"],
+                "calibration_cache_path": cache_all,
+                "reduce_range": True,
+            },
+        ),
+        (
             "int8 s8s8",
             "signed symmetric activations (S8S8), run with session.qdqisint8allowed=1",
             {"activation_type": "QInt8", "extra_options": {"ActivationSymmetric": True}},
@@ -233,6 +242,16 @@ def build_variants(bundle: str, tmp: str, resolution: int, extra_count: int, pro
     )
     add("ort fp32 1 thread", "FP32, intra_op_num_threads=1", fp32, threads=1, batches=[1])
     add("ort int8-ort 1 thread", "int8-ort, intra_op_num_threads=1", int8, threads=1, batches=[1])
+    best = next(x["path"] for x in v if x["name"] == "int8 +Add+Mul reduce_range")
+    add("int8 +Add+Mul reduce_range 1 thread", "the same, intra_op_num_threads=1", best, threads=1, batches=[1])
+    add(
+        "int8-ort exact QDQ arithmetic",
+        "int8-ort with ORT's graph optimizations off: DequantizeLinear then float Conv, the QDQ graph's exact "
+        "arithmetic with no int16 intermediate (accuracy only, not timed)",
+        int8,
+        optimization="disable",
+        batches=[],
+    )
     add("openvino fp32", "OpenVINO CPU, LATENCY hint, f32", fp32, runtime="openvino")
     add("openvino int8-ort", "OpenVINO CPU on the int8-ort QDQ graph", int8, runtime="openvino")
     return v, {"extra_calibration": calib, "group_norm_native": native}
@@ -245,7 +264,11 @@ def ort_session(variant: dict, threads: int, profile_prefix: str | None = None, 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if variant.get("optimization") == "disable"
+        else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     opts.intra_op_num_threads = variant["threads"] or threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
@@ -383,6 +406,7 @@ def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> d
                 and not v["config"]
                 and not v.get("disabled_optimizers")
                 and v["threads"] is None
+                and not v.get("optimization")
             )
             v["timed"] = not same
             if same:
@@ -390,13 +414,14 @@ def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> d
                 del runners[v["name"]]
         # profiles (batch 1)
         for v in variants:
-            if v["runtime"] == "ort" and v["timed"]:
+            if v["runtime"] == "ort" and v["timed"] and v.get("batches", [1]):
                 progress(f"profiling: {v['name']}")
                 v["profile_b1"] = profile(v, threads, x_all[:1], 3, tmp)
                 progress(f"  kernel ms {v['profile_b1']['kernel_ms']}: {v['profile_b1']['by_role_ms']}")
         # interleaved latency
-        timed = [v for v in variants if v["timed"]]
+        timed = [v for v in variants if v["timed"] and v.get("batches", [1])]
         batches = {v["name"]: v.get("batches", [1, 8]) for v in timed}
+        runners = {n: r for n, r in runners.items() if n in batches}
         x8 = np.concatenate([x_all] * 2)[:8]
         times = interleaved(runners, batches, {1: x_all[:1], 8: x8}, rounds, {1: 3, 8: 2}, progress)
         del runners
@@ -408,6 +433,7 @@ def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> d
             if not t:
                 continue
             ref = statistics.median(times[("ort fp32", b)])
+            ref1 = times.get(("ort fp32 1 thread", b))
             med = statistics.median(t)
             v["latency_ms"][f"b{b}"] = {
                 "median": round(med, 1),
@@ -416,6 +442,8 @@ def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> d
                 "samples": len(t),
                 "speedup_vs_ort_fp32": round(ref / med, 2),
             }
+            if v["threads"] == 1 and ref1:  # against ORT FP32 on as many threads
+                v["latency_ms"][f"b{b}"]["speedup_vs_ort_fp32_same_threads"] = round(statistics.median(ref1) / med, 2)
     for v in variants:
         v["path"] = os.path.basename(v["path"]) if v["path"].startswith(bundle) else "(built in a temporary directory)"
     fp32_prof = variants[0]["profile_b1"]
