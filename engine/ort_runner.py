@@ -133,7 +133,8 @@ class OrtRunner(Runner):
 
     def describe(self) -> str:
         providers = ", ".join(p.replace("ExecutionProvider", "") for p in getattr(self, "loaded_providers", []))
-        streams = f" ({self.streams} streams x {self.intra_threads} threads)" if self.streams > 1 else ""
+        each = f"{self.intra_threads} thread{'s' if self.intra_threads > 1 else ''}"
+        streams = f" ({self.streams} streams x {each})" if self.streams > 1 else ""
         return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]{streams}"
 
     def _deactivate(self):

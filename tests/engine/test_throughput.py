@@ -46,7 +46,7 @@ def test_throughput_settings_answer_as_latency_settings_do(tiny_bundle, backend)
     if backend == "openvino":
         assert described.startswith("openvino") and "(throughput, " in described and " streams, f32" in described
     else:
-        assert described.endswith("(2 streams x 1 threads)")
+        assert described.endswith("(2 streams x 1 thread)")
 
 
 def test_throughput_options_per_backend():
