@@ -107,12 +107,19 @@ def forward(weights, images, variant: Variant, layout: str = "NHWC"):
 class BiTModule(tf.Module):
     """The TF reference model, with the TF Hub module's contract: NHWC float32 [0,1], any H,W -> logits."""
 
-    def __init__(self, weights, variant: Variant, name: str = "bit"):
+    def __init__(self, weights, variant: Variant, name: str = "bit", consume: bool = False):
+        """consume: take the arrays out of `weights` (a dict) one by one as each becomes a variable, so that the
+        numpy copy and TF's never coexist whole (the reference child: R50x3's weights are 870 MB)."""
         super().__init__(name=name)
         self._variant = variant
         # Variables are named by their checkpoint keys, as in the TF Hub modules, so a SavedModel written
         # from this module is read back by the same code that reads TF Hub's.
-        self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in weights.items()}
+        if consume:
+            self.weights = {}
+            for k in list(weights):
+                self.weights[k] = tf.Variable(weights.pop(k), trainable=False, name=k)
+        else:
+            self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in weights.items()}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     def __call__(self, images):

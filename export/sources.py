@@ -46,6 +46,15 @@ class LoadedModel:
     def trained(self) -> bool:
         return bool(self.source.get("trained"))
 
+    def take_reference(self) -> Callable:
+        """The TF reference, built now, with this model's numpy weights handed to TF one array at a time (the
+        TF reference child holds one copy of the weights, not two); `weights` is None afterwards."""
+        build = getattr(self.reference, "build", None)
+        if build is not None:
+            build(consume=True)
+        self.weights = None
+        return self.reference
+
     def weights_sha256(self) -> str:
         h = hashlib.sha256()
         for key, arr in self.weights.items():
@@ -135,12 +144,16 @@ def _with_tf_reference(weights, v: Variant, num_classes: int, source: dict) -> L
 
     module = None
 
-    def reference(images):
+    def build(consume: bool = False):
         nonlocal module
-        if module is None:  # built on first use: only parity needs TF to hold a second copy of the weights
-            module = BiTModule(weights, v)
+        if module is None:
+            module = BiTModule(weights, v, consume=consume)
+
+    def reference(images):
+        build()  # on first use: only parity needs TF to hold a second copy of the weights
         return module(images).numpy()
 
+    reference.build = build  # LoadedModel.take_reference
     return LoadedModel(weights, v, num_classes, source, reference)
 
 

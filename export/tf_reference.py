@@ -164,7 +164,8 @@ def _child_main(argv: list[str]) -> int:
         loaded = sources.load(
             req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"], handle=req["handle"]
         )
-        logits = batched(loaded.reference, images_u8, req["batch"])
+        # TF's variables are made now, each numpy array let go as its variable is made: one copy of the weights
+        logits = batched(loaded.take_reference(), images_u8, req["batch"])
     except BitError as exc:
         _write_atomically(tmp, error=np.array(str(exc)))
         return 1
