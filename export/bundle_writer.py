@@ -90,7 +90,9 @@ class BundleWriter:
         `<name>.data` beside it."""
         import onnx
 
-        if model.ByteSize() > external_above:
+        from .graph_cleanup import model_bytes, save_streamed
+
+        if model_bytes(model) > external_above:
             data_name = f"{name}.data"
             # Note: this moves the weights out of `model` into the file; the caller drops the model after.
             onnx.save_model(
@@ -105,8 +107,7 @@ class BundleWriter:
             info = self.record(name)
             info["data_files"] = [self.record(data_name)]
             return info
-        with open(self.path(name), "wb") as f:
-            f.write(model.SerializeToString())
+        save_streamed(model, self.path(name))  # no serialized copy of the weights beside the model
         return self.record(name)
 
     def publish(self, manifest: dict) -> dict:

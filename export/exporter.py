@@ -34,6 +34,8 @@ from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
+PROBE_IMAGES = 2  # the parity images each graph rewrite is checked on against TF
+FOLD_CHECK = "constant folding (weight standardization)"
 ONNX_FP32 = "model.fp32.onnx"
 ONNX_FP16 = "model.fp16.onnx"
 
@@ -164,7 +166,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         "source": loaded.source,
         "trained": loaded.trained,
     }
-    onnx_model, graph = _convert_and_clean(loaded, o, images[:2], tf_logits[:2], clock, progress)
+    onnx_model, graph = _convert_and_clean(loaded, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress)
 
     with BundleWriter(o.out) as writer:
         # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a
@@ -173,9 +175,20 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
             art = writer.write_onnx(ONNX_FP32, onnx_model)
             del onnx_model
             release_memory()
-        with clock.step("parity", "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits"):
+            if "data_files" not in art:  # write_onnx checked a model with external data already
+                import onnx
+
+                onnx.checker.check_model(writer.path(ONNX_FP32))
+        with clock.step(
+            "parity",
+            "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits; the constant folding "
+            f"checked on the first {PROBE_IMAGES} of them",
+        ):
             ort = ort_logits(writer.path(ONNX_FP32), images, threads=o.threads)
+            # The folding's own check, from the same session: the folded graph is the file as written
+            judge(ort[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], compare.FP32_PARITY, FOLD_CHECK)
             report = judge(ort, tf_logits, compare.FP32_PARITY, f"{v.name} FP32 ONNX vs TF")
+            release_memory()  # ORT's session is gone: hand its freed heap back before the next step
         report["inputs"] = names
         artifacts = [
             {
@@ -267,28 +280,30 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
 
 
 def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progress):
-    """tf2onnx, then the graph rewrites, each checked on two images against TF with ORT's own optimizations off
-    (so that what is measured is our graph, and ORT builds no second folded copy of the weights).
+    """tf2onnx, then the graph rewrites, each checked on the `probe` images against TF: the GroupNorm fusion here,
+    with ORT's own optimizations off (so that what is measured is our graph) and the weights fed to ORT from the
+    model rather than serialized; the constant folding by the parity step, on the file as written (FOLD_CHECK).
     Returns the cleaned ModelProto and the graph record for the manifest."""
-    import onnx
 
     v = loaded.variant
     with clock.step("convert", f"converting {v.name} with tf2onnx (opset {o.opset}, weights as inputs)"):
-        onnx_model = tf2onnx_route.convert(loaded.weights, v, None if o.dynamic_spatial else o.resolution, o.opset)
-        loaded.weights = None  # bound into the ONNX initializers now
+        onnx_model = tf2onnx_route.convert(
+            loaded.weights, v, None if o.dynamic_spatial else o.resolution, o.opset, consume=True
+        )
+        loaded.weights = None  # bound into the ONNX initializers now, array by array
         release_memory()
     before = _graph_stats(onnx_model)
     with clock.step("fuse", "fusing GroupNorms into InstanceNormalization, checked against TF"):
         fused = graph_cleanup.fuse_group_norms(onnx_model)
         _probe_check(onnx_model, probe, probe_ref, "GroupNorm fusion", o.threads)
-    with clock.step("fold", "folding weight standardization into constants, checked against TF"):
-        folded = graph_cleanup.fold_constants(onnx_model)
+    with clock.step("fold", "folding weight standardization into constants"):
+        onnx_model, folded = graph_cleanup.folded_copy(onnx_model)  # the unfolded model is dropped here
+        release_memory()
         graph_cleanup.remove_dead(onnx_model)
         canonicalize(onnx_model, initializers=False)
         release_memory()
-        _probe_check(onnx_model, probe, probe_ref, "constant folding (weight standardization)", o.threads)
-        if onnx_model.ByteSize() < 2_000_000_000:
-            onnx.checker.check_model(onnx_model)
+        # Checked against TF on the same images by the parity step's session, on the file as written (FOLD_CHECK);
+        # onnx.checker reads that file too (in memory it would serialize the model: two more copies of it)
     after = _graph_stats(onnx_model)
     progress(
         f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
@@ -311,11 +326,11 @@ def _graph_stats(model) -> dict:
 
 
 def _fp16_islands(writer, images, fp32_logits, threads, progress):
-    """(fp16 model, its FP32 islands, the search's table): fp16.search_islands on the first two parity images."""
-    import onnx
-
-    fp32_model = onnx.load(writer.path(ONNX_FP32))
-    return fp16.search_islands(fp32_model, images[:2], fp32_logits[:2], threads=threads, progress=progress)
+    """(fp16 model, its FP32 islands, the search's table): fp16.search_islands on the first two parity images, each
+    trial converting the FP32 file as written (no FP32 model held beside the trial's)."""
+    return fp16.search_islands(
+        writer.path(ONNX_FP32), images[:PROBE_IMAGES], fp32_logits[:PROBE_IMAGES], threads=threads, progress=progress
+    )
 
 
 def _fp16_variant(writer, images, tf_logits, fp32_logits, threads, progress) -> dict:

@@ -33,11 +33,13 @@ def convert(
     opset: int = DEFAULT_OPSET,
     layout: str = "NCHW",
     bind: bool = True,
+    consume: bool = False,
 ):
     """Convert the BiT forward pass with tf2onnx; return an onnx.ModelProto.
 
     resolution None makes H and W dynamic; batch is always dynamic. With bind=True the weights become
-    initializers named by their checkpoint keys; with bind=False they stay graph inputs.
+    initializers named by their checkpoint keys; with bind=False they stay graph inputs. consume: take each
+    array out of `weights` (a dict) as it is bound, so that the two copies never coexist whole.
     """
     if opset not in SUPPORTED_OPSETS:
         raise BitError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
@@ -65,7 +67,7 @@ def convert(
 
     canonicalize(model)  # before binding: only tf2onnx's small constants are initializers yet
     if bind:
-        bind_initializers(model, weights)
+        bind_initializers(model, weights, consume)
     return model
 
 
@@ -82,14 +84,17 @@ def _rename_tensor(graph, old: str, new: str) -> None:
             value.name = new
 
 
-def bind_initializers(model, arrays) -> None:
-    """Turn graph inputs named like `arrays`' keys into initializers holding those arrays."""
+def bind_initializers(model, arrays, consume: bool = False) -> None:
+    """Turn graph inputs named like `arrays`' keys into initializers holding those arrays (taken out of `arrays`,
+    a dict, one by one when `consume`)."""
     from onnx import numpy_helper
 
     graph = model.graph
     by_name = {v.name: v for v in graph.input}
-    for name, array in arrays.items():
+    for name in list(arrays):
         if name not in by_name:
             raise BitError(f"internal: converted graph has no input {name!r} to bind")
+        array = arrays.pop(name) if consume else arrays[name]
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name))
+        del array
         graph.input.remove(by_name[name])
