@@ -9,11 +9,14 @@ wrong for BiT's per-channel gamma and beta; opset 21 takes them per channel, so 
 
 The rewrite happens in memory when a plan is built (`bit-export`'s engine step and `bit-engine`) rather than as
 more files in the bundle: R50x3's fp32 graph alone is 870 MB. Before the parser sees it, the rewritten graph runs
-on ONNX Runtime over the bundle's parity set and must meet the variant's own tolerance against TF's logits.
+on ONNX Runtime over the bundle's parity set and must meet the variant's own tolerance against TF's logits; the
+parser then reads it from a temporary file (a serialized copy in memory would sit beside the parser's own).
 `ort-trt` and bit-triton read the bundle's files as written (InstanceNormalization form).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -85,12 +88,13 @@ def to_native(model) -> dict:
     return {"native": len(regions), "instance_norm": sum(n.op_type == "InstanceNormalization" for n in graph.node)}
 
 
-def plan_graph(onnx_path: str, precision: str, parity, threads=None, progress=lambda msg: None) -> tuple[bytes, dict]:
-    """The native-form graph of the variant at `onnx_path`, serialized for the parser, and its record, after
-    ONNX Runtime ran it on the parity set (`parity`: uint8 images, TF's logits) within the variant's tolerance
-    against TF (the one bit-check holds it to). Raises BitError, naming the file, when it does not."""
-    import os
-
+def plan_graph(
+    onnx_path: str, precision: str, parity, threads=None, progress=lambda msg: None, out_path: str | None = None
+) -> tuple[bytes | str, dict]:
+    """The native-form graph of the variant at `onnx_path`, serialized for the parser (or, with `out_path`, written
+    there and its path), and its record, after ONNX Runtime ran it on the parity set (`parity`: uint8 images, TF's
+    logits) within the variant's tolerance against TF (the one bit-check holds it to). Raises BitError, naming the
+    file, when it does not."""
     import onnx
 
     from .ort_logits import ort_logits
@@ -101,13 +105,11 @@ def plan_graph(onnx_path: str, precision: str, parity, threads=None, progress=la
     except Exception as exc:  # protobuf's DecodeError and friends: one line naming the file
         raise BitError(f"{name} is not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
     counts = to_native(model)
-    data = model.SerializeToString()
-    del model
     if not counts["native"]:
         raise BitError(f"{name} has no GroupNorm in InstanceNormalization form to rewrite")
     images, tf_logits = parity
-    try:
-        logits = ort_logits(data, images, threads=threads)
+    try:  # the in-memory model, its weights fed as inputs: no serialized copy while ORT runs
+        logits = ort_logits(model, images, threads=threads)
     except BitError as exc:
         raise BitError(f"{name} with native GroupNormalization: {exc}") from exc
     verdict = compare.report(logits, np.asarray(tf_logits), compare.tolerance_for(precision_of(precision)))
@@ -120,6 +122,12 @@ def plan_graph(onnx_path: str, precision: str, parity, threads=None, progress=la
             f"{name} with native GroupNormalization misses its tolerance against TF "
             f"({'; '.join(verdict['failures'])}); build with --group-norm instance-norm"
         )
+    if out_path is None:
+        data = model.SerializeToString()  # for the parser, once ORT's session and the fed weights are gone
+    else:  # a file for the parser: no serialized copy of the weights beside the model, nor beside the parser's
+        _save(model, out_path)
+        data = out_path
+    del model
     record = {
         "form": "native",
         **counts,
@@ -127,3 +135,22 @@ def plan_graph(onnx_path: str, precision: str, parity, threads=None, progress=la
         "parity": {k: verdict[k] for k in ("samples", "rel_l2", "cosine_min", "top1_agreement", "passed")},
     }
     return data, record
+
+
+def _save(model, path: str) -> None:
+    from .bundle_writer import EXTERNAL_DATA_THRESHOLD
+    from .graph_cleanup import model_bytes, save_streamed
+
+    if model_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
+        save_streamed(model, path)
+        return
+    import onnx
+
+    onnx.save_model(  # above protobuf's 2 GB: the weights beside it, as in the bundle
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=f"{os.path.basename(path)}.data",
+        size_threshold=1024,
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -302,15 +303,18 @@ def build_plans(
         flavour = flavour_of(art)
         progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
         start = time.perf_counter()
-        model, form = None, {"form": "instance-norm"}
+        form = {"form": "instance-norm"}
         uses = ["float16 Q/DQ scales (opset 19)"] if art.get("opset", 0) >= 19 and art["precision"] == "int8" else []
         check_parser_reads(
             trt, art["file"], uses + (["GroupNormalization-21"] if options.group_norm == "native" else [])
         )
-        if options.group_norm == "native":
-            model, form = plan_graph(onnx_path(art), art["precision"], parity, progress=progress)
-        plan, record = build(onnx_path(art), input_name, resolution, options, trt, model)
-        del model
+        # The native rewrite goes to a file the parser reads, so that no serialized copy sits beside its weights
+        with tempfile.TemporaryDirectory(prefix="bit-trt-native-") as tmp:
+            graph_path = onnx_path(art)
+            if options.group_norm == "native":
+                graph_path = os.path.join(tmp, os.path.basename(onnx_path(art)))
+                _, form = plan_graph(onnx_path(art), art["precision"], parity, progress=progress, out_path=graph_path)
+            plan, record = build(graph_path, input_name, resolution, options, trt)
         record["group_norm"] = form
         name = plan_name(flavour, library, trt.__version__, target)
         with open(writer.path(name), "wb") as f:
