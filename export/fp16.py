@@ -25,22 +25,42 @@ from .ort_logits import ort_logits
 CANDIDATE_ISLANDS = ("InstanceNormalization", "GlobalAveragePool", "MatMul", "Add", "Mul")
 
 
-def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = ()):
-    """A float16 copy of `fp32_model` (which is left untouched), with ops of `keep_fp32` types in FP32."""
+def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = (), copy: bool = True):
+    """A float16 version of `fp32_model`, with ops of `keep_fp32` types in FP32: a copy (`fp32_model` left
+    untouched), or with copy=False `fp32_model` itself converted (a caller that drops it saves a copy)."""
     import onnx
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     from ..engine.onnx_order import canonicalize
 
-    model = onnx.ModelProto()
-    model.CopyFrom(fp32_model)
+    model = fp32_model
+    if copy:
+        model = onnx.ModelProto()
+        model.CopyFrom(fp32_model)
+    _add_inferred_types(model)
     model = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32)
+        model,
+        keep_io_types=True,
+        op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep_fp32),
+        disable_shape_infer=True,  # done above, without the weights
     )
     # The converter appends its input Cast after the nodes that read it: onnx.checker rejects that order and
     # shape inference silently stops at it. Restore a topological order.
     canonicalize(model, initializers=False)
     return model
+
+
+def _add_inferred_types(model) -> None:
+    """The value_info the converter's own shape inference would add, inferred on the model without its weights:
+    onnx.shape_inference on the whole model serializes it and parses it back (R50x3: 870 MB, several times over)."""
+    import onnx
+
+    from .graph_cleanup import light_copy
+
+    inferred = onnx.shape_inference.infer_shapes(light_copy(model))
+    graph = model.graph
+    known = {v.name for v in (*graph.value_info, *graph.input, *graph.output)}
+    graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
 
 
 def search_islands(
@@ -51,13 +71,22 @@ def search_islands(
     threads: int | None = None,
     progress=print,
 ):
-    """(fp16 model, islands kept in FP32, measurement table). Raises if no island set meets the tolerance."""
-    present = {n.op_type for n in fp32_model.graph.node}
+    """(fp16 model, islands kept in FP32, measurement table). Raises if no island set meets the tolerance.
+    `fp32_model`: a ModelProto, or the path of one, read afresh for each trial (no FP32 copy held between them)."""
+    import onnx
+
+    if isinstance(fp32_model, str):
+        path = fp32_model
+        present = {n.op_type for n in onnx.load(path, load_external_data=False).graph.node}
+        fresh = lambda keep: to_fp16(onnx.load(path), keep, copy=False)  # noqa: E731
+    else:
+        present = {n.op_type for n in fp32_model.graph.node}
+        fresh = lambda keep: to_fp16(fp32_model, keep)  # noqa: E731
     candidates = [op for op in CANDIDATE_ISLANDS if op in present]
     table = []
 
     def trial(keep):
-        model = to_fp16(fp32_model, tuple(keep))
+        model = fresh(tuple(keep))
         metrics = compare.measure(ort_logits(model, probe_u8, threads=threads), fp32_logits)
         failures = tolerance.check(metrics)
         table.append(

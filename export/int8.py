@@ -49,6 +49,7 @@ from .qdq_placement import (
     quantize_residual_inputs,
     weighted_macs,
 )
+from .resources import release_memory
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")
@@ -158,12 +159,33 @@ def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int
             use_external_data_format=True,
             extra_options={"CalibPercentile": 99.999} if method == "percentile" else {},
         )
+        # ORT's calibrator keeps the model it augmented (its weights' memory with it) and runs a session with the
+        # memory arena and weight pre-packing on. From here only the session is needed, and one run at a time is
+        # all it does: drop the model, and run the augmented file in a low-memory session (same graph, optimizations
+        # off as ORT's own session has them).
+        calibrator.model = None
+        calibrator.infer_session = None
+        release_memory()
+        calibrator.infer_session = _low_memory_session(os.path.join(tmp, "augmented.onnx"))
         # Histogram methods hold every intermediate tensor of a batch: keep their batches small.
         calibrator.collect_data(_Reader(calib_u8, "images", batch if method == "minmax" else 1, progress))
         # Plain JSON from here on: the same dict is cached, embedded in the bundle and fed back to ORT.
         ranges = json.loads(json.dumps(calibrator.compute_data().to_dict(), cls=CalibrationCacheEncoder))
         del calibrator
     return ranges
+
+
+def _low_memory_session(path: str):
+    """An ORT CPU session as ORT's calibrator makes one (no graph optimization), without the memory arena and the
+    weight pre-packing, which would keep a second copy of the weights and the largest batch's activations."""
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.enable_cpu_mem_arena = False
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    opts.log_severity_level = 3
+    return onnxruntime.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def load_cache(path: str, key: CacheKey) -> dict | None:
@@ -258,7 +280,7 @@ def _for_tensorrt(path: str, ranges: dict, keep_fp32: tuple[str, ...]) -> dict:
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
             opset.version = max(opset.version, TENSORRT_OPSET)
-    onnx.save(to_fp16(model, keep_fp32), path)
+    onnx.save(to_fp16(model, keep_fp32, copy=False), path)
     return placement
 
 
