@@ -1,0 +1,93 @@
+"""What the export does to hold fewer copies of the weights (issue 20, item 5), and that every check it moved or made
+cheaper still catches what it caught: the folding's check now comes from the parity session, the rewrites' ORT
+checks feed the weights instead of serializing them, the ONNX is written tensor by tensor."""
+
+import numpy as np
+import onnx
+import pytest
+
+from bit_trt.engine.errors import BitError
+from bit_trt.export import graph_cleanup, tf2onnx_route
+from bit_trt.export.ort_logits import ort_logits
+from bit_trt.export.parity_images import synthetic_images
+from tests.conftest import TINY_RES, export_tiny
+
+
+@pytest.fixture(scope="module")
+def folded(tiny, tiny_weights):
+    model = tf2onnx_route.convert(dict(tiny_weights), tiny, TINY_RES)
+    graph_cleanup.fuse_group_norms(model)
+    model, count = graph_cleanup.folded_copy(model)
+    graph_cleanup.remove_dead(model)
+    assert count > 0
+    return model
+
+
+def test_fed_weights_answer_as_the_serialized_model(folded):
+    images = synthetic_images(3, TINY_RES, seed=5)
+    fed = ort_logits(folded, images, low_memory=True)  # the weights fed as inputs, the graph without them
+    serialized = ort_logits(folded.SerializeToString(), images, low_memory=True)
+    np.testing.assert_array_equal(fed, serialized)
+    assert len(folded.graph.input) == 1  # the model itself was not changed
+
+
+def test_streamed_file_is_the_model(folded, tmp_path):
+    path = tmp_path / "m.onnx"
+    graph_cleanup.save_streamed(folded, str(path))
+    assert onnx.load(str(path)).SerializeToString() == folded.SerializeToString()
+    onnx.checker.check_model(str(path))
+    again = tmp_path / "again.onnx"
+    graph_cleanup.save_streamed(onnx.load(str(path)), str(again))
+    assert again.read_bytes() == path.read_bytes()  # byte-stable
+
+
+def test_folded_copy_is_what_folding_in_place_gives(tiny, tiny_weights):
+    model = tf2onnx_route.convert(dict(tiny_weights), tiny, TINY_RES)
+    copy, count = graph_cleanup.folded_copy(model)
+    in_place = onnx.ModelProto()
+    in_place.CopyFrom(model)
+    assert graph_cleanup.fold_constants(in_place) == count
+    assert in_place.SerializeToString() == copy.SerializeToString()
+
+
+def test_weights_are_bound_and_handed_over_array_by_array(tiny, tiny_weights):
+    weights = dict(tiny_weights)
+    model = tf2onnx_route.convert(weights, tiny, TINY_RES, consume=True)
+    assert weights == {}  # every array was taken as it became an initializer
+    assert {i.name for i in model.graph.initializer} >= set(tiny_weights)
+
+
+def test_tf_reference_takes_the_weights_and_answers_the_same(tiny, images64):
+    from bit_trt.export import sources
+
+    expected = sources.load("synthetic", "tiny", num_classes=10, seed=3).reference(images64)
+    loaded = sources.load("synthetic", "tiny", num_classes=10, seed=3)
+    weights = loaded.weights
+    reference = loaded.take_reference()
+    assert loaded.weights is None and weights == {}  # TF holds the only copy now
+    np.testing.assert_array_equal(reference(images64), expected)
+
+
+def test_a_broken_fold_is_still_caught_against_tf_and_nothing_is_written(tmp_path, monkeypatch):
+    """The folding's check now runs in the parity step's session: a wrong folded kernel still fails, named as the
+    folding, before any bundle appears."""
+    real = graph_cleanup.folded_copy
+
+    def broken(model):
+        out, count = real(model)
+        conv_weights = {n.input[1] for n in out.graph.node if n.op_type == "Conv"}
+        for kernel in [i for i in out.graph.initializer if i.name in conv_weights]:  # noise: GN hides a scale
+            array = onnx.numpy_helper.to_array(kernel)
+            noise = np.random.default_rng(0).normal(size=array.shape) * array.std()
+            kernel.CopyFrom(onnx.numpy_helper.from_array((array + noise).astype(np.float32), kernel.name))
+        return out, count
+
+    monkeypatch.setattr(graph_cleanup, "folded_copy", broken)
+    out = tmp_path / "b"
+    with pytest.raises(BitError, match=r"^constant folding \(weight standardization\) breaks parity"):
+        export_tiny(out, engine="none")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_model_bytes_is_byte_size(folded):
+    assert graph_cleanup.model_bytes(folded) == folded.ByteSize()
