@@ -16,6 +16,7 @@ import numpy as np
 from ..engine import gpu_host
 from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
+from ..engine.cpu_host import this_host
 from ..engine.errors import BitError
 from ..engine.preprocess import decode, preprocess
 from . import accuracy, configurations
@@ -57,14 +58,15 @@ class BenchOptions:
 
 
 def host() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu_host.gpu_name(), "os": platform.platform()}
+    """The machine the rows were measured on, with the CPU flags that decide which kernels ran (engine/cpu_host)."""
+    cpu = this_host()
+    return {
+        "cpu": cpu.name or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "gpu": gpu_host.gpu_name(),
+        "os": platform.platform(),
+        "cpu_detail": cpu.to_record(),
+    }
 
 
 def request_images(bundle: Bundle, paths: tuple[str, ...]) -> tuple[list[np.ndarray], list[bytes]]:

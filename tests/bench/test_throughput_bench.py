@@ -72,3 +72,11 @@ def test_benchmark_app_runs_beside_on_the_same_files(result, tiny_bundle):
 def test_a_report_without_a_throughput_line_is_one_line():
     with pytest.raises(BitError, match=r"^benchmark_app reported no throughput: \[ ERROR \] model not found$"):
         openvino_peer.parse("[Step 1/11] Parsing\n[ ERROR ] model not found\n")
+
+
+def test_the_result_records_the_cpu_flags_that_decide_the_kernels(result):
+    from bit_trt.engine.cpu_host import this_host
+
+    detail = result[1]["host"]["cpu_detail"]
+    assert detail["kernel_flags"] == this_host().kernel_flags() and detail["bf16"] == this_host().bf16
+    assert detail["int8_dot"] == this_host().int8_dot and detail["mhz_source"] == this_host().mhz_source
