@@ -33,20 +33,14 @@ import time
 import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
+from bit_trt.engine.cpu_host import this_host
 from bit_trt.export.resources import gigabytes
 from tools import RESULTS
 from tools.child import child_main, run_child
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    return this_host().name or platform.processor()
 
 
 def run_export(variant: str, resolution: int, workdir: str) -> dict:
