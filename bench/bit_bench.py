@@ -147,40 +147,47 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     validate_baseline(options.baseline, configs)
     _verify_artifacts(bundle, [c for c in configs if c.id not in skipped])
     decoded, encoded = request_images(bundle, options.images)
-    classifiers, load_errors, extras = {}, {}, {}
-    try:
-        for config in configs:
-            key = config.engine_key
-            if config.id in skipped or key in classifiers or key in load_errors:
-                continue
-            try:
-                clf = _classifier(bundle, config, options, most if config.throughput else 1)
-                clf.__enter__()
-            except BitError as exc:
-                load_errors[key] = str(exc).splitlines()[0]
-                continue
-            classifiers[key] = clf
-            extras[key] = {"described": clf.backend, "compute": clf.compute}
-            latency_twin = extras.get(key[:2] + (False,), {})
-            if options.accuracy and "accuracy" in latency_twin:  # the same file in the same arithmetic
-                extras[key]["accuracy"] = latency_twin["accuracy"]
-            elif options.accuracy:
-                progress("accuracy", config, None)
-                extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
-        for config in configs:
-            if config.id not in skipped and config.engine_key in load_errors:
-                skipped[config.id] = load_errors[config.engine_key]
-        workloads = [
-            Workload(c, request_for(classifiers[c.engine_key], c, decoded, encoded))
-            for c in configs
-            if c.id not in skipped
-        ]
-        started = time.perf_counter()
-        measure(workloads, options.schedule, progress)
-        wall_s = time.perf_counter() - started
-    finally:
-        for clf in classifiers.values():
-            clf.close()
+    load_errors, extras, workloads, wall_s, origin = {}, {}, [], 0.0, None
+    # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
+    # freed before the next, so a run holds one model per backend and precision at a time, not two (docs/bench.md).
+    for group in (False, True):
+        planned = [c for c in configs if c.throughput == group]
+        classifiers = {}
+        try:
+            for config in planned:
+                key = config.engine_key
+                if config.id in skipped or key in classifiers or key in load_errors:
+                    continue
+                try:
+                    clf = _classifier(bundle, config, options, most if config.throughput else 1)
+                    clf.__enter__()
+                except BitError as exc:
+                    load_errors[key] = str(exc).splitlines()[0]
+                    continue
+                classifiers[key] = clf
+                extras[key] = {"described": clf.backend, "compute": clf.compute}
+                latency_twin = extras.get(key[:2] + (False,), {})
+                if options.accuracy and "accuracy" in latency_twin:  # the same file in the same arithmetic
+                    extras[key]["accuracy"] = latency_twin["accuracy"]
+                elif options.accuracy:
+                    progress("accuracy", config, None)
+                    extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
+            for config in planned:
+                if config.id not in skipped and config.engine_key in load_errors:
+                    skipped[config.id] = load_errors[config.engine_key]
+            measured = [
+                Workload(c, request_for(classifiers[c.engine_key], c, decoded, encoded))
+                for c in planned
+                if c.id not in skipped
+            ]
+            if measured:
+                started = time.perf_counter()
+                origin = measure(measured, options.schedule, progress, origin)  # one time origin for the whole run
+                wall_s += time.perf_counter() - started
+            workloads += measured
+        finally:
+            for clf in classifiers.values():
+                clf.close()
     peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
     rows = _rows(configs, skipped, workloads, extras, peaks, options)
     peers = _throughput_peers(bundle, rows, options, progress) if options.throughput else []

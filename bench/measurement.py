@@ -126,14 +126,17 @@ def warm_up(workload: Workload, seconds: float) -> None:
     run_window(workload, time.perf_counter(), seconds=seconds, record=False)
 
 
-def measure(workloads: list[Workload], schedule: Schedule, progress=None) -> None:
-    """Warm every workload up, then interleave their windows until each is done (see the module docstring)."""
+def measure(workloads: list[Workload], schedule: Schedule, progress=None, origin: float | None = None) -> float:
+    """Warm every workload up, then interleave their windows until each is done (see the module docstring).
+
+    origin: the perf_counter instant recorded times count from (default: when the first window starts); a run
+    measured in several calls passes the first call's (returned) origin to the others."""
     progress = progress or (lambda *_: None)
     progress("plan", workloads, schedule)
     for w in workloads:
         progress("warm-up", w, None)
         warm_up(w, schedule.warmup_s)
-    origin = time.perf_counter()
+    origin = time.perf_counter() if origin is None else origin
     active = list(workloads)
     while active:
         for w in active:
@@ -141,3 +144,4 @@ def measure(workloads: list[Workload], schedule: Schedule, progress=None) -> Non
             w.stable = windows_stable(w.windows)
             progress("window", w, window)
         active = [w for w in active if not w.done(schedule)]
+    return origin

@@ -83,8 +83,13 @@ def test_windows_are_interleaved_and_concurrency_is_real(bench):
     assert set(times) == set(measured)
     first_start = {c: min(t["startMs"] for t in times[c] if t["window"] == 0) for c in measured}
     second_start = {c: min(t["startMs"] for t in times[c] if t["window"] == 1) for c in measured}
-    # every configuration's first window ran before any configuration's second window
-    assert max(first_start.values()) < min(second_start.values())
+    for group in ("/c1", "/c2"):  # latency settings, then throughput settings: interleaved within each
+        ids = [c for c in measured if c.endswith(group)]
+        # every configuration's first window ran before any configuration's second window
+        assert max(first_start[c] for c in ids) < min(second_start[c] for c in ids)
+    # the groups one after the other: the latency models were freed before the throughput models loaded
+    last_latency_end = max(t["endMs"] for c in measured if c.endswith("/c1") for t in times[c])
+    assert last_latency_end < min(t["startMs"] for c in measured if c.endswith("/c2") for t in times[c])
     two = times["ort-cpu/fp32/b1/c2"]
     assert {t["thread"] for t in two} == {0, 1}
     row = next(r for r in result["rows"] if r["id"] == "ort-cpu/fp32/b1/c2")
