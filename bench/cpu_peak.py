@@ -40,6 +40,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..engine.cpu_host import BF16_FLAGS, INT8_DOT_FLAGS
+
 # Labels of the instruction paths, by the cpuinfo flag that enables them.
 ISA_LABELS = {
     "avx512f": "AVX-512F FMA (zmm)",
@@ -55,8 +57,8 @@ ISA_LABELS = {
 # For each data type, the paths in the order a backend prefers them (the first the CPU has is dispatched).
 DISPATCH_ORDER = {
     "f32": ("avx512f", "fma"),
-    "int8": ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2"),
-    "bf16": ("amx_bf16", "avx512_bf16"),
+    "int8": INT8_DOT_FLAGS + ("avx512bw", "avx2"),  # the dot products engine/cpu_host names, then 16-bit paths
+    "bf16": BF16_FLAGS,
 }
 DTYPES = tuple(DISPATCH_ORDER)
 
