@@ -140,9 +140,13 @@ class OrtRunner(Runner):
     def _deactivate(self):
         self.session = None
 
+    def _feeds(self, batch: np.ndarray) -> dict:
+        """What one run is given: the batch under the model's input name (a subclass may add inputs)."""
+        return {self.input_name: batch}
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run(None, {self.input_name: batch})[0]
+            return self.session.run(None, self._feeds(batch))[0]
         except Exception as exc:  # e.g. a spatial size the graph cannot take; the session stays usable
             raise BitError(
                 f"{self.name}: inference failed for a batch of shape {batch.shape}: {str(exc).splitlines()[0][:300]}"

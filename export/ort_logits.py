@@ -29,13 +29,8 @@ class _FedWeightsRunner(OrtRunner):
         super().__init__(model, **kw)
         self.weights = weights
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
-        try:
-            return self.session.run(None, {self.input_name: batch, **self.weights})[0]
-        except Exception as exc:
-            raise BitError(
-                f"{self.name}: inference failed for a batch of shape {batch.shape}: {str(exc).splitlines()[0][:300]}"
-            ) from exc
+    def _feeds(self, batch: np.ndarray) -> dict:
+        return {self.input_name: batch, **self.weights}
 
 
 def _fed_runner(model, **kw) -> _FedWeightsRunner:
