@@ -22,14 +22,15 @@ import os
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("engine", "export", "bench", "serve")
+FOLDERS = ("engine", "export", "bench", "serve", "scale")
 TOOLS = "tools"  # maintainers' scripts: importable from the repo root, not installed
 NOT_INSTALLED = ("tests", TOOLS)
 FORBIDDEN = {
-    "engine": ("export", "bench", "serve"),
+    "engine": ("export", "bench", "serve", "scale"),
     "export": ("bench", "serve"),
     "bench": ("export",),
     "serve": ("export", "bench"),
+    "scale": ("export", "bench"),
 }
 
 
