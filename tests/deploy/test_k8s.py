@@ -305,14 +305,17 @@ def kuberay_problems(docs: list[dict]) -> list[str]:
     problems = []
     for d in of_kind(docs, "RayService"):
         spec = d["spec"]
-        for where, fields, allowed in [
+        cluster = spec.get("rayClusterConfig", {})
+        levels = [
             ("spec", spec, RAYSERVICE_FIELDS),
-            ("rayClusterConfig", spec.get("rayClusterConfig", {}), RAYCLUSTER_FIELDS),
-            ("headGroupSpec", spec.get("rayClusterConfig", {}).get("headGroupSpec", {}), HEAD_FIELDS),
-            ("autoscalerOptions", spec.get("rayClusterConfig", {}).get("autoscalerOptions", {}), AUTOSCALER_FIELDS),
-            *[(f"workerGroupSpecs[{g.get('groupName')}]", g, WORKER_FIELDS)
-              for g in spec.get("rayClusterConfig", {}).get("workerGroupSpecs", [])],
-        ]:  # fmt: skip
+            ("rayClusterConfig", cluster, RAYCLUSTER_FIELDS),
+            ("headGroupSpec", cluster.get("headGroupSpec", {}), HEAD_FIELDS),
+            ("autoscalerOptions", cluster.get("autoscalerOptions", {}), AUTOSCALER_FIELDS),
+        ]
+        levels += [
+            (f"workerGroupSpecs[{g.get('groupName')}]", g, WORKER_FIELDS) for g in cluster.get("workerGroupSpecs", [])
+        ]
+        for where, fields, allowed in levels:
             extra = set(fields) - allowed
             if extra:
                 problems.append(f"RayService {where}: not KubeRay fields: {sorted(extra)}")
@@ -350,8 +353,10 @@ def kuberay_problems(docs: list[dict]) -> list[str]:
                 if not any(str(args.get("bundle", "")).startswith(m.rstrip("/") + "/") for m in mounts):
                     problems.append(f"{name}: the bundle {args.get('bundle')!r} is on no volume it mounts")
             workers = cluster.get("workerGroupSpecs", [])
-            gpus = {int(c.get("resources", {}).get("limits", {}).get(GPU, 0)) for g in workers
-                    for c in g["template"]["spec"]["containers"]}  # fmt: skip
+            limits = [
+                c.get("resources", {}).get("limits", {}) for g in workers for c in g["template"]["spec"]["containers"]
+            ]
+            gpus = {int(limit.get(GPU, 0)) for limit in limits}
             if {int(args.get("replica_gpus", "0"))} != gpus:
                 problems.append(f"replica_gpus {args.get('replica_gpus')!r} but the workers have {sorted(gpus)} GPUs")
     return problems
@@ -359,6 +364,20 @@ def kuberay_problems(docs: list[dict]) -> list[str]:
 
 # ---- ServiceMonitor, HPA and prometheus-adapter: FIELD CHECK -------------------------------------------------------
 ADAPTER_VALUES = os.path.join(K8S, "components", "triton-autoscaling", "prometheus-adapter-values.yaml")
+
+
+# The Prometheus Operator's ServiceMonitor spec and endpoint fields (monitoring.coreos.com/v1) that may appear here.
+SERVICEMONITOR_FIELDS = {
+    "selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels", "sampleLimit",
+    "scrapeProtocols", "attachMetadata",
+}  # fmt: skip
+ENDPOINT_FIELDS = {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings"}
+# Triton's cumulative queue time over its successful requests, both as rates, per the adapter's <<.GroupBy>>.
+QUEUE_OVER_REQUESTS = re.compile(
+    r"rate\(nv_inference_queue_duration_us\{<<\.LabelMatchers>>.*\}\[\w+\]\).*by \(<<\.GroupBy>>\)"
+    r".*/.*rate\(nv_inference_request_success\{<<\.LabelMatchers>>",
+    re.S,
+)
 
 
 def adapter_rules() -> list[dict]:
@@ -374,15 +393,14 @@ def metrics_problems(docs: list[dict], rules: list[dict]) -> list[str]:
     services = of_kind(docs, "Service")
     for sm in of_kind(docs, "ServiceMonitor"):
         spec = sm["spec"]
-        if set(spec) - {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels", "podTargetLabels",
-                        "sampleLimit", "scrapeProtocols", "attachMetadata"}:  # fmt: skip
+        if set(spec) - SERVICEMONITOR_FIELDS:
             problems.append(f"ServiceMonitor spec: unknown fields {sorted(spec)}")
         wanted = spec.get("selector", {}).get("matchLabels", {})
         selected = [s for s in services if wanted and wanted.items() <= s["metadata"].get("labels", {}).items()]
         if not selected:
             problems.append(f"ServiceMonitor selects no Service here ({wanted})")
         for ep in spec.get("endpoints", []):
-            if set(ep) - {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings"}:
+            if set(ep) - ENDPOINT_FIELDS:
                 problems.append(f"ServiceMonitor endpoint: unknown fields {sorted(ep)}")
             if not re.fullmatch(r"\d+[smh]", ep.get("interval", "30s")):
                 problems.append(f"ServiceMonitor interval {ep.get('interval')!r}")
@@ -401,8 +419,7 @@ def metrics_problems(docs: list[dict], rules: list[dict]) -> list[str]:
         if {k: v.get("resource") for k, v in overrides.items()} != {"namespace": "namespace", "pod": "pod"}:
             problems.append("adapter rule: the namespace and pod labels must map to their resources")
         query = rule.get("metricsQuery", "")
-        if not re.search(r"rate\(nv_inference_queue_duration_us\{<<\.LabelMatchers>>.*\}\[\w+\]\).*by \(<<\.GroupBy>>\)"
-                         r".*/.*rate\(nv_inference_request_success\{<<\.LabelMatchers>>", query, re.S):  # fmt: skip
+        if not QUEUE_OVER_REQUESTS.search(query):
             problems.append("adapter rule: not Triton's queue time over its successful requests, per <<.GroupBy>>")
         if "nv_inference_queue_duration_us" not in rule.get("seriesQuery", ""):
             problems.append("adapter rule: seriesQuery does not find Triton's queue time")
@@ -515,7 +532,9 @@ def secret_problems(docs: list[dict]) -> list[str]:
 
 
 def _selects(selector: dict, labels: dict) -> bool:
-    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+    """Whether a policy may select the pod: matchExpressions are not evaluated, so a policy with them counts as
+    selecting (its ingress rules are then held to the same limits)."""
+    return selector.get("matchLabels", {}).items() <= labels.items()
 
 
 def _admitted(docs: list[dict], labels: dict, port: int) -> list[dict] | None:
@@ -722,7 +741,7 @@ BREAKS = {
         "triton",
         "core",
         lambda d: d.append({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"}}),
-    ),  # fmt: skip
+    ),
     # core types embedded in custom resources
     "ray template": (
         "kuberay",
@@ -730,39 +749,39 @@ BREAKS = {
         lambda d: _ray(d)["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].update(
             volumeMount=[]
         ),
-    ),  # fmt: skip
+    ),
     "runtime container": (
         "kserve",
         "embedded",
         lambda d: one(d, "ServingRuntime")["spec"]["containers"][0].update(ports=[{"containerPort": "http"}]),
-    ),  # fmt: skip
+    ),
     "predictor typo": (
         "kserve",
         "embedded",
         lambda d: one(d, "InferenceService")["spec"]["predictor"].update(minReplica=1),
-    ),  # fmt: skip
+    ),
     "model typo": (
         "kserve",
         "embedded",
         lambda d: one(d, "InferenceService")["spec"]["predictor"]["model"].update(protocolVersions="v2"),
-    ),  # fmt: skip
+    ),
     # KServe field check
     "protocol": (
         "kserve",
         "kserve",
         lambda d: one(d, "InferenceService")["spec"]["predictor"]["model"].update(protocolVersion="v1"),
-    ),  # fmt: skip
+    ),
     "runtime name": (
         "kserve",
         "kserve",
         lambda d: one(d, "InferenceService")["spec"]["predictor"]["model"].update(runtime="kserve-tritonserver"),
-    ),  # fmt: skip
+    ),
     "runtime field": ("kserve", "kserve", lambda d: one(d, "ServingRuntime")["spec"].update(protocolVersion=["v2"])),
     "kserve hpa": (
         "kserve",
         "kserve",
         lambda d: one(d, "InferenceService")["metadata"]["annotations"].pop("serving.kserve.io/autoscalerClass"),
-    ),  # fmt: skip
+    ),
     # KubeRay field check
     "ray typo": ("kuberay", "kuberay", lambda d: _ray(d)["rayClusterConfig"].update(workerGroupSpec=[])),
     "ray version": ("kuberay", "kuberay", lambda d: _ray(d)["rayClusterConfig"].update(rayVersion="2.9.0")),
@@ -770,7 +789,7 @@ BREAKS = {
         "kuberay",
         "kuberay",
         lambda d: _ray(d)["rayClusterConfig"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}),
-    ),  # fmt: skip
+    ),
     "import path": (
         "kuberay",
         "kuberay",
@@ -786,30 +805,30 @@ BREAKS = {
         "triton",
         "metrics",
         lambda d: one(d, "ServiceMonitor")["spec"]["endpoints"][0].update(port="metric"),
-    ),  # fmt: skip
+    ),
     "hpa metric": (
         "triton",
         "metrics",
         lambda d: one(d, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"].update(
             name="nv_inference_count"
         ),
-    ),  # fmt: skip
+    ),
     "hpa target": (
         "kserve",
         "metrics",
         lambda d: one(d, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update(name="bit-triton"),
-    ),  # fmt: skip
+    ),
     # Triton's arguments and the image cap
     "model control": (
         "triton",
         "triton",
         lambda d: _replace_arg(_container(d, "Deployment"), "--model-control-mode", "--model-control-mode=explicit"),
-    ),  # fmt: skip
+    ),
     "grpc open": (
         "kserve",
         "triton",
         lambda d: _replace_arg(one(d, "ServingRuntime")["spec"]["containers"][0], "--grpc-restricted-protocol", None),
-    ),  # fmt: skip
+    ),
     "sendable header": (
         "triton",
         "triton",
@@ -818,12 +837,12 @@ BREAKS = {
             "--http-restricted-api",
             "--http-restricted-api=" + ",".join(ADMIN_APIS) + ":admin-key=admin",
         ),
-    ),  # fmt: skip
+    ),
     "readiness": (
         "triton",
         "triton",
         lambda d: _container(d, "Deployment")["readinessProbe"]["httpGet"].update(path="/v2/health/live"),
-    ),  # fmt: skip
+    ),
     "no image cap": ("triton", "triton", lambda d: _replace_arg(_container(d, "Job"), "--max-image-pixels", None)),
     "ray image cap": ("kuberay", "triton", lambda d: _set_serve_arg(d, "max_image_pixels", "0")),
     # secrets
@@ -838,14 +857,14 @@ BREAKS = {
                 _container(d, "Deployment"), "--http-restricted-api", "--http-restricted-api=trace:x=$(ADMIN_KEY)"
             ),
         ),
-    ),  # fmt: skip
+    ),
     "literal token": (
         "kuberay",
         "secrets",
         lambda d: _ray(d)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
             env=[{"name": "RAY_AUTH_TOKEN", "value": "hunter2"}]
         ),
-    ),  # fmt: skip
+    ),
     "ray auth off": ("kuberay", "secrets", lambda d: _ray(d)["rayClusterConfig"].pop("authOptions")),
     # network
     "gcs open": (
@@ -864,7 +883,7 @@ BREAKS = {
                 },
             }
         ),
-    ),  # fmt: skip
+    ),
     "no default deny": (
         "kuberay",
         "network",
@@ -879,14 +898,14 @@ BREAKS = {
         lambda d: next(p for p in of_kind(d, "NetworkPolicy") if p["metadata"]["name"] == "bit-triton")["spec"][
             "ingress"
         ][0].pop("from"),
-    ),  # fmt: skip
+    ),
     "ray client": (
         "kuberay",
         "network",
         lambda d: _ray(d)["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"].append(
             {"name": "client", "containerPort": 10001}
         ),
-    ),  # fmt: skip
+    ),
     # pod security, images, GPUs
     "root": (
         "kuberay",
@@ -894,12 +913,12 @@ BREAKS = {
         lambda d: _ray(d)["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["securityContext"].update(
             runAsUser=0
         ),
-    ),  # fmt: skip
+    ),
     "escalation": (
         "kserve",
         "pod-security",
         lambda d: one(d, "ServingRuntime")["spec"]["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
-    ),  # fmt: skip
+    ),
     "foreign image": (
         "triton",
         "resources",
@@ -909,14 +928,14 @@ BREAKS = {
         "triton",
         "resources",
         lambda d: _container(d, "Deployment")["resources"]["limits"].pop(GPU),
-    ),  # fmt: skip
+    ),
     "two gpus": (
         "kserve",
         "resources",
         lambda d: one(d, "InferenceService")["spec"]["predictor"]["model"]["resources"].update(
             requests={"cpu": "4", "memory": "8Gi", GPU: 2}, limits={"memory": "16Gi", GPU: 2}
         ),
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -945,3 +964,19 @@ def test_adapter_rule_breaks():
     broken = copy.deepcopy(rules)
     broken[0]["name"]["as"] = "triton_queue_us"
     assert metrics_problems(render("triton"), broken) != []
+
+
+@needs_kubectl
+def test_schema_check_agrees_with_kubernetes_validate():
+    """core_problems builds kubernetes-validate's validator once per schema (for speed): the library's own entry
+    point gives the same verdicts, on the rendered objects and on a broken one."""
+    import kubernetes_validate
+
+    docs = [d for d in render("triton") if (d["apiVersion"], d["kind"]) not in FIELD_CHECKED]
+    for d in docs:
+        kubernetes_validate.validate(d, KUBERNETES, strict=True)
+    broken = copy.deepcopy(one(docs, "Deployment"))
+    broken["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES, strict=True)
+    assert core_problems([broken]) != []
