@@ -144,6 +144,13 @@ def load_bundle(path: str) -> Bundle:
     return Bundle(path, _read_manifest(path)[1])
 
 
+def manifest_sha256(path: str) -> str:
+    """The bundle's identity: the sha256 of its manifest.json, which pins every artifact's sha256. A copy of the
+    bundle elsewhere (another node, a shared volume) is the same bundle iff this matches and its files verify."""
+    _read_manifest(path)  # a missing or foreign manifest is the bundle's one line, not a hash of nothing
+    return sha256_file(os.path.join(path, MANIFEST))
+
+
 def _read_manifest(path: str) -> tuple[int, dict]:
     """(the format version the file says, its manifest in the current format), or a one-line BitError."""
     manifest_path = os.path.join(path, MANIFEST)

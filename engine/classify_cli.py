@@ -105,11 +105,22 @@ def open_classifier(args, prog: str):
         return None
 
 
+# Bulk classification on a Ray cluster lives in scale/ (Ray is no part of the light core): bit-classify hands a
+# command line holding --ray over to it by name, as backends.RUNNERS names the `tf` reference.
+BULK_CLI = "bit_trt.scale.bulk_cli"
+
+
 def main(argv=None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if any(a == "--ray" or a.startswith("--ray=") for a in given):
+        import importlib
+
+        return importlib.import_module(BULK_CLI).main(given)
     p = argparse.ArgumentParser(prog="bit-classify", description="Classify images with an exported bit-trt bundle.")
     p.add_argument("bundle", help="bundle directory written by bit-export")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...; any size)")
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default 5)")
+    p.add_argument("--ray", metavar="ADDRESS", help="classify on a Ray cluster instead (bit-classify --ray X --help)")
     add_backend_arguments(p)
     add_image_limit_arguments(p)
     args = p.parse_args(argv)

@@ -67,12 +67,12 @@ class ClassifierModels:
             arrays.append(array.reshape(-1, self.resolution, self.resolution, 3) if sized[-1] else array[:0])
         if not all(sized):
             LOG.warning("bit-serve: %d request(s) declared a batch Triton reads as 0: NaN logits", sized.count(False))
-        logits = self._checked_logits(np.concatenate(arrays))
+        logits = self.checked_logits(np.concatenate(arrays))
         answers = np.split(logits, np.cumsum([len(a) for a in arrays])[:-1])
         unsized = np.full((1, len(self.label_names)), np.nan, np.float32)
         return [{"logits": rows if ok else unsized} for rows, ok in zip(answers, sized)]
 
-    def _checked_logits(self, batch: np.ndarray) -> np.ndarray:
+    def checked_logits(self, batch: np.ndarray) -> np.ndarray:
         """Logits for the images inside the input contract, NaN rows for the others."""
         logits = np.full((len(batch), len(self.label_names)), np.nan, np.float32)
         if len(batch) == 0:
@@ -101,9 +101,9 @@ class ClassifierModels:
             raise BitError("empty request: send at least one encoded image")
         images = [_as_bytes(item) for item in items]
         prediction = self.clf.predict(images, [f"image {i} of the request" for i in range(len(images))])
-        return {"logits": prediction.logits, "classes": self._classes(prediction.probabilities)}
+        return {"logits": prediction.logits, "classes": self.classes(prediction.probabilities)}
 
-    def _classes(self, probabilities: np.ndarray) -> np.ndarray:
+    def classes(self, probabilities: np.ndarray) -> np.ndarray:
         """Triton's classification extension format, "probability:index:label", the most probable first."""
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, : self.top_k]
         rows = [[f"{p[j]:f}:{j}:{self.label_names[j]}".encode() for j in row] for row, p in zip(order, probabilities)]

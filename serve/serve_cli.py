@@ -260,6 +260,11 @@ def _old_token_notice() -> str | None:
 
 
 def main(argv=None) -> int:
+    args_given = sys.argv[1:] if argv is None else argv
+    if any(a == "--ray" or a.startswith("--ray=") for a in args_given):  # Ray Serve: no Triton, no PyTriton
+        from ..scale import serve_cli as ray_serve_cli
+
+        return ray_serve_cli.main(args_given)
     shared_memory_warning = private_shared_memory()  # before anything starts a thread (numpy's BLAS does)
     args = build_parser().parse_args(argv)
     try:

@@ -1,7 +1,9 @@
 """The architecture, as rules a change cannot break silently.
 
-- engine/ is the core: it imports none of export/, bench/ or serve/ (a server embeds it without them).
-  Its one way back is by name: engine/backends.py's RUNNERS table loads the `tf` reference from export/.
+- engine/ is the core: it imports none of export/, bench/, serve/ or scale/ (a server embeds it without them).
+  Its ways back are by name: engine/backends.py's RUNNERS table loads the `tf` reference from export/, and
+  bit-classify hands a command line with --ray to scale/'s bulk classification (Ray is no part of the core).
+- scale/ (Ray) stands on engine/, and on serve/'s request handling; never on export/ or bench/.
 - export/ imports neither bench/ nor serve/.
 - bench/ (bit-bench) measures a bundle: it imports engine/ (and serve/'s model names), never the exporter.
 - serve/ stands on engine/ alone: its environment (numpy < 2 for PyTriton) has no TensorFlow to export with.
@@ -176,6 +178,10 @@ def test_the_engines_one_way_back_is_by_name():
     assert back == {"tf": "bit_trt.export.tf_runner:TfRunner"}
     assert backends.runner_class("tf").__module__ == "bit_trt.export.tf_runner"
     assert backends.runner_class("ort-cpu").__name__ == "OrtRunner"
+    from bit_trt.engine import classify_cli
+
+    assert classify_cli.BULK_CLI == "bit_trt.scale.bulk_cli"
+    assert importlib.util.find_spec(classify_cli.BULK_CLI) is not None
 
 
 def test_peak_memory_is_read_in_one_place():
