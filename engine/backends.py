@@ -48,6 +48,15 @@ RUNNERS = {
 THROUGHPUT_BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_GPU = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_CPU = ("openvino", "ort-cpu")
+# Backends that need an NVIDIA GPU: a cluster scheduler (scale/) asks for one for each of their replicas.
+GPU_BACKENDS = ("trt", "ort-trt", "ort-cuda")
+
+
+def gpus_for(backend: str, asked: float | None = None) -> float:
+    """GPUs a replica or worker of `backend` asks a scheduler for: `asked`, else 1 for a GPU backend, else 0."""
+    if asked is not None:
+        return asked
+    return 1.0 if backend in GPU_BACKENDS else 0.0
 
 
 def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:

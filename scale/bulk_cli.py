@@ -44,7 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logits", action="store_true", help="keep every image's logits too")
     p.add_argument("--workers", type=positive_int, default=2, help="Classifier actors (default 2)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs each actor asks Ray for (default 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs each actor asks Ray for (default 0)")
+    p.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        help="GPUs each actor asks Ray for (default: 1 for trt, ort-trt and ort-cuda, else 0)",
+    )
     p.add_argument("--shard-size", type=positive_int, default=64, help="images per output shard (default 64)")
     add_backend_arguments(p)
     add_image_limit_arguments(p)
@@ -70,8 +75,10 @@ class Progress:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from ..engine.backends import gpus_for
         from . import bulk
 
+        args.gpus_per_worker = gpus_for(args.backend, args.gpus_per_worker)
         for name in ("cpus_per_worker", "gpus_per_worker"):
             if not getattr(args, name) >= 0:
                 raise BitError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")

@@ -145,7 +145,7 @@ def application(options: RayServeOptions):
     deployment = BitClassifier.options(
         autoscaling_config=options.autoscaling_config(),
         max_ongoing_requests=options.max_ongoing_requests(),
-        ray_actor_options={"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus},
+        ray_actor_options={"num_cpus": options.replica_cpus, "num_gpus": options.gpus},
         max_replicas_per_node=options.max_replicas_per_node,
     )
     return deployment.bind(options)

@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a lone request waits for company (default %(default)s)",
     )
     p.add_argument("--replica-cpus", type=float, default=d["replica_cpus"], help="CPUs per replica (default 1)")
-    p.add_argument("--replica-gpus", type=float, default=d["replica_gpus"], help="GPUs per replica (default 0)")
+    p.add_argument(
+        "--replica-gpus",
+        type=float,
+        default=d["replica_gpus"],
+        help="GPUs per replica (default: 1 for trt, ort-trt and ort-cuda, else 0; give 1 for auto to use a GPU)",
+    )
     p.add_argument("--max-replicas-per-node", type=int, default=d["max_replicas_per_node"], help="default: no cap")
     p.add_argument("--max-image-pixels", type=positive_int, default=d["max_image_pixels"], help="%(default)s")
     p.add_argument("--max-decode-mb", type=positive_int, default=d["max_decode_mb"], help="%(default)s")

@@ -8,6 +8,7 @@ import inspect
 import math
 from dataclasses import dataclass
 
+from ..engine.backends import gpus_for
 from ..engine.classifier import Classifier
 from ..engine.errors import BitError
 from ..serve.batching import DEFAULT_MAX_BATCH, SERVE_MAX_QUEUE_DELAY_US
@@ -43,7 +44,9 @@ class RayServeOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     batch_wait_timeout_s: float = SERVE_MAX_QUEUE_DELAY_US / 1e6
     replica_cpus: float = 1.0  # what each replica asks Ray for; its CPU backend runs that many threads
-    replica_gpus: float = 0.0  # 1 for a GPU replica (trt or ort-gpu backends)
+    # GPUs per replica; None: 1 for a GPU backend (trt, ort-trt, ort-cuda), else 0. `auto` asks for none, and
+    # Ray hides the GPUs from a replica that asked for none: give 1 for auto to pick a GPU backend.
+    replica_gpus: float | None = None
     max_replicas_per_node: int | None = None  # None: Ray places replicas where resources are
     max_image_pixels: int = ImageLimits.max_image_pixels
     max_decode_mb: int = ImageLimits.max_decode_mb
@@ -53,6 +56,10 @@ class RayServeOptions:
     def threads(self) -> int | None:
         """The CPU backend's threads: the CPUs the replica asked Ray for (None: the backend's default)."""
         return max(1, int(self.replica_cpus)) if self.replica_cpus >= 1 else None
+
+    @property
+    def gpus(self) -> float:
+        return gpus_for(self.backend, self.replica_gpus)
 
     def autoscaling_config(self) -> dict:
         return {
@@ -92,8 +99,10 @@ def options_from_mapping(args: dict) -> RayServeOptions:
     converted = {}
     for name, value in args.items():
         default = fields[name].default
-        if name == "max_replicas_per_node" and value in ("", None, "none", "None"):
+        if name in ("max_replicas_per_node", "replica_gpus") and value in ("", None, "none", "None"):
             value = None
+        elif name == "replica_gpus":
+            value = _number(name, value, float)
         elif isinstance(default, bool):
             value = str(value).lower() in ("1", "true", "yes")
         elif isinstance(default, float):
@@ -108,7 +117,7 @@ def check(options: RayServeOptions) -> RayServeOptions:
     """Every number in range, before anything starts (a Ray cluster, a replica): one line naming the flag."""
 
     def flag(name):
-        return "--" + name.replace("_", "-")
+        return "--" + {"gpus": "replica_gpus"}.get(name, name).replace("_", "-")
 
     for name in ("min_replicas", "max_batch", "max_image_pixels", "max_decode_mb", "max_body_mb"):
         value = getattr(options, name)
@@ -124,7 +133,7 @@ def check(options: RayServeOptions) -> RayServeOptions:
         value = getattr(options, name)
         if not math.isfinite(value) or value <= 0:
             raise BitError(f"{flag(name)} must be a number above 0, got {value!r}")
-    for name in ("upscale_delay_s", "downscale_delay_s", "batch_wait_timeout_s", "replica_cpus", "replica_gpus"):
+    for name in ("upscale_delay_s", "downscale_delay_s", "batch_wait_timeout_s", "replica_cpus", "gpus"):
         value = getattr(options, name)
         if not math.isfinite(value) or value < 0:
             raise BitError(f"{flag(name)} must be a number of at least 0, got {value!r}")

@@ -58,6 +58,9 @@ connections); a second signal kills it at once.
 
 bit-serve needs its own environment (PyTriton needs numpy < 2):
   {INSTALL}
+
+On a Ray cluster instead (Ray Serve, replicas across nodes, autoscaled; no Triton; the main environment):
+  bit-serve BUNDLE --ray ADDRESS [...]      (bit-serve BUNDLE --ray ADDRESS --help; docs/scaling.md)
 """
 
 

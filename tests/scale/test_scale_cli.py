@@ -114,6 +114,12 @@ def test_application_arguments_are_checked_like_the_flags(tiny_bundle):
         {"bundle": str(tiny_bundle), "max_replicas": "3", "replica_cpus": "2", "max_replicas_per_node": "1"}
     )
     assert (options.max_replicas, options.replica_cpus, options.max_replicas_per_node, options.threads) == (3, 2, 1, 2)
+    # GPU replicas ask Ray for a GPU unless told otherwise; CPU replicas for none, and for their threads in CPUs
+    assert options_from_mapping({"bundle": "x", "backend": "trt"}).gpus == 1.0
+    assert options_from_mapping({"bundle": "x", "backend": "ort-cpu"}).gpus == 0.0
+    assert options_from_mapping({"bundle": "x", "backend": "auto", "replica_gpus": "1"}).gpus == 1.0
+    with pytest.raises(BitError, match="--replica-gpus must be a number of at least 0"):
+        options_from_mapping({"bundle": "x", "replica_gpus": "-1"})
     with pytest.raises(BitError, match="unknown application argument"):
         options_from_mapping({"bundle": "x", "replicas": "2"})
     with pytest.raises(BitError, match="--max-replicas 'two': not a int"):
