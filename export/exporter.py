@@ -221,6 +221,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                     writer, artifacts[0], images, tf_logits, ort, calib, o.int8, o.threads, progress, tuple(islands)
                 )
                 artifacts += [v | searched if v["flavour"] == flavour_for("trt", "int8") else v for v in variants]
+                release_memory()  # the probes' and gates' models and sessions are gone: not under the plans' builds
         if o.engine != "none":
             with clock.step("engines", "TensorRT plans from the ONNX variants"):
                 artifacts += trt_engine.build_engines(

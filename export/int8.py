@@ -177,13 +177,18 @@ def compute_ranges(fp32_path: str, calib_u8: np.ndarray, method: str, batch: int
 
 def _low_memory_session(path: str):
     """An ORT CPU session as ORT's calibrator makes one (no graph optimization), without the memory arena and the
-    weight pre-packing, which would keep a second copy of the weights and the largest batch's activations."""
+    weight pre-packing, which would keep a second copy of the weights and the largest batch's activations.
+
+    Nodes run in priority order: ORT's default order runs the whole activation path before the ReduceMin/ReduceMax
+    pairs the calibrator hangs on it, so every calibrated tensor of an image lived until the end of its run (R50x3
+    at 480: +2.4 GB per image; R50x1: 1.65 -> 0.36 GB peak). Same kernels on the same inputs: the same ranges."""
     import onnxruntime
 
     opts = onnxruntime.SessionOptions()
     opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.enable_cpu_mem_arena = False
     opts.add_session_config_entry("session.disable_prepacking", "1")
+    opts.execution_order = onnxruntime.ExecutionOrder.PRIORITY_BASED
     opts.log_severity_level = 3
     return onnxruntime.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
