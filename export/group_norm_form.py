@@ -97,7 +97,8 @@ def plan_graph(
     file, when it does not."""
     import onnx
 
-    from .ort_logits import ort_logits
+    from .ort_logits import detach_weights, ort_logits
+    from .resources import release_memory
 
     name = os.path.basename(onnx_path)
     try:
@@ -107,11 +108,21 @@ def plan_graph(
     counts = to_native(model)
     if not counts["native"]:
         raise BitError(f"{name} has no GroupNorm in InstanceNormalization form to rewrite")
+    # ORT checks the graph with its weights fed as inputs (no serialized copy); once they are numpy arrays and the
+    # parser's file is written, the ModelProto goes: the weights are held once while ORT runs, not twice. The
+    # parser reads the file only after the check passes (the caller builds after this returns).
+    fed = detach_weights(model)  # before _save: above 2 GB it moves the weights out of the model into a file
+    if out_path is not None:  # a file for the parser: no serialized copy of the weights beside the model
+        _save(model, out_path)
+        model = None
+        release_memory()
     images, tf_logits = parity
-    try:  # the in-memory model, its weights fed as inputs: no serialized copy while ORT runs
-        logits = ort_logits(model, images, threads=threads)
+    try:
+        logits = ort_logits(fed, images, threads=threads)
     except BitError as exc:
         raise BitError(f"{name} with native GroupNormalization: {exc}") from exc
+    del fed
+    release_memory()
     verdict = compare.report(logits, np.asarray(tf_logits), compare.tolerance_for(precision_of(precision)))
     progress(
         f"{name}: {counts['native']} GroupNorms native (opset {NATIVE_OPSET}), on ONNX Runtime "
@@ -122,19 +133,14 @@ def plan_graph(
             f"{name} with native GroupNormalization misses its tolerance against TF "
             f"({'; '.join(verdict['failures'])}); build with --group-norm instance-norm"
         )
-    if out_path is None:
-        data = model.SerializeToString()  # for the parser, once ORT's session and the fed weights are gone
-    else:  # a file for the parser: no serialized copy of the weights beside the model, nor beside the parser's
-        _save(model, out_path)
-        data = out_path
-    del model
     record = {
         "form": "native",
         **counts,
         "opset": NATIVE_OPSET,
         "parity": {k: verdict[k] for k in ("samples", "rel_l2", "cosine_min", "top1_agreement", "passed")},
     }
-    return data, record
+    # for the parser, serialized once ORT's session and the fed weights are gone; or the file written above
+    return (model.SerializeToString() if out_path is None else out_path), record
 
 
 def _save(model, path: str) -> None:

@@ -9,6 +9,8 @@ with every batch as numpy arrays, which ORT reads in place: one copy of the weig
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..engine.errors import BitError
@@ -33,7 +35,17 @@ class _FedWeightsRunner(OrtRunner):
         return {self.input_name: batch, **self.weights}
 
 
-def _fed_runner(model, **kw) -> _FedWeightsRunner:
+@dataclasses.dataclass
+class FedModel:
+    """A model split for ORT as the module docstring says: the serialized graph without its large initializers,
+    and those as numpy arrays. Independent of the ModelProto it came from, which its holder may then drop, so that
+    the weights are held once (as arrays) while ORT runs instead of twice (the model's and the arrays)."""
+
+    graph: bytes
+    weights: dict[str, np.ndarray]
+
+
+def detach_weights(model) -> FedModel:
     from onnx import numpy_helper
 
     from .graph_cleanup import light_copy
@@ -41,20 +53,21 @@ def _fed_runner(model, **kw) -> _FedWeightsRunner:
     light = light_copy(model, max_bytes=FED_ABOVE_BYTES)
     fed = {i.name for i in light.graph.input}
     weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer if init.name in fed}
-    runner = _FedWeightsRunner(light.SerializeToString(), weights, **kw)
     first = light.graph.input[0].name
     if first in weights:  # light_copy keeps the model's own inputs first; the image is the one input not fed
         raise BitError(f"internal: the model's first input {first!r} is a weight")
-    return runner
+    return FedModel(light.SerializeToString(), weights)
 
 
 def ort_logits(
     model, images_u8: np.ndarray, batch: int = 4, threads: int | None = None, low_memory: bool = False
 ) -> np.ndarray:
-    """`model`: an onnx.ModelProto (its weights fed as inputs, see the module docstring), serialized bytes, or a
-    path."""
+    """`model`: an onnx.ModelProto (its weights fed as inputs, see the module docstring), a FedModel (the same,
+    already split from its ModelProto), serialized bytes, or a path."""
     if hasattr(model, "SerializeToString"):
-        runner = _fed_runner(model, threads=threads, low_memory=low_memory)
+        model = detach_weights(model)
+    if isinstance(model, FedModel):
+        runner = _FedWeightsRunner(model.graph, model.weights, threads=threads, low_memory=low_memory)
     else:
         runner = OrtRunner(model, threads=threads, low_memory=low_memory)
     with runner:

@@ -136,9 +136,10 @@ def plan_name(flavour: str, library: str, version: str, target: str) -> str:
 
 def build(
     onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt, model: bytes | None = None
-) -> tuple[bytes, dict]:
-    """Parse and build one plan; return its bytes and the manifest record (without file/sha). `model`: the graph
-    to parse, serialized, when it is not the file at `onnx_path` as written (a rewrite of it)."""
+) -> tuple[memoryview, dict]:
+    """Parse and build one plan; return its bytes (a view of the builder's own buffer: a copy would be the plan's
+    size again, R50x3's 870 MB, beside the parser's weights) and the manifest record (without file/sha).
+    `model`: the graph to parse, serialized, when it is not the file at `onnx_path` as written (a rewrite of it)."""
     options.validate()
     library = trt.__name__
     log = ErrorLog(trt)
@@ -232,7 +233,7 @@ def build(
         record["target"] = {"kind": "rtx", "compute_capabilities": ccs or ["library default"]}
     else:
         record["target"] = {"kind": "gpu", "compute_capability": gpu_compute_capability()}
-    return bytes(memoryview(plan)), record
+    return memoryview(plan), record  # the view keeps the plan's buffer alive
 
 
 def builder_for(engine: str, require_engine: bool = False, progress=lambda msg: None):

@@ -121,3 +121,42 @@ def test_calibration_reduces_each_tensor_as_it_is_made_and_keeps_orts_ranges(tin
     assert ours == json.loads(json.dumps(theirs.compute_data().to_dict(), cls=CalibrationCacheEncoder))
     order = int8._low_memory_session(str(tmp_path / "augmented.onnx")).get_session_options().execution_order
     assert order == onnxruntime.ExecutionOrder.PRIORITY_BASED
+
+
+def test_native_check_runs_on_the_arrays_alone_after_the_file_is_written(tiny_bundle, tmp_path, monkeypatch):
+    """plan_graph's ORT check gets the weights as arrays split from the model, and the ModelProto is gone by then:
+    the weights once, not twice. The parser's file is written first; the check still decides whether it is built."""
+    from bit_trt.export import group_norm_form, ort_logits
+
+    seen = {}
+    real = ort_logits.ort_logits
+
+    def spy(model, images, **kw):
+        seen["model"], seen["written"] = model, (tmp_path / "native.onnx").is_file()
+        return real(model, images, **kw)
+
+    monkeypatch.setattr(ort_logits, "ort_logits", spy)
+    parity = np.load(tiny_bundle / "parity_inputs.npz")
+    out = str(tmp_path / "native.onnx")
+    path, record = group_norm_form.plan_graph(
+        str(tiny_bundle / "model.fp32.onnx"), "fp32", (parity["images"], parity["tf_logits"]), out_path=out
+    )
+    assert isinstance(seen["model"], ort_logits.FedModel) and seen["written"]
+    assert path == out and record["parity"]["passed"]
+    native = onnx.load(str(tiny_bundle / "model.fp32.onnx"))
+    group_norm_form.to_native(native)
+    assert onnx.load(out).SerializeToString() == native.SerializeToString()  # the file is the checked graph
+    serialized, again = group_norm_form.plan_graph(
+        str(tiny_bundle / "model.fp32.onnx"), "fp32", (parity["images"], parity["tf_logits"])
+    )
+    assert serialized == native.SerializeToString() and again == record
+
+
+def test_a_plan_is_handed_over_without_a_copy(tiny_bundle):
+    """build() returns a view of the builder's buffer: bytes() of it would hold the plan twice (R50x3: 870 MB)."""
+    rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is part of the CI install (.[rtx])")
+    from bit_trt.export import trt_engine
+
+    options = trt_engine.BuildOptions(min_batch=1, opt_batch=1, max_batch=1)
+    plan, _ = trt_engine.build(str(tiny_bundle / "model.fp32.onnx"), "images", TINY_RES, options, rtx)
+    assert isinstance(plan, memoryview) and plan.nbytes > 1_000_000
