@@ -3,8 +3,10 @@ replica or task left, cut down to the engine's line."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import tempfile
 
 from ..engine.errors import BitError
 
@@ -39,7 +41,16 @@ def connect(address: str, namespace: str = "bit-trt"):
     if ray.is_initialized():
         return ray
     if address == LOCAL:
-        ray.init(namespace=namespace, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        # Ray makes its temporary folder (sessions: logs, sockets) mode 0777, /tmp/ray by default: inside a 0700
+        # folder of this user's instead, other local users reach none of it. Ray 2.59+ turns token authentication
+        # on for local clusters by itself.
+        ray.init(
+            namespace=namespace,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+            _temp_dir=os.path.join(tempfile.mkdtemp(prefix="bit-ray-"), "r"),
+        )
         return ray
     target = _host_port(address)
     if target is not None:
