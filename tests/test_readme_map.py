@@ -5,7 +5,7 @@ import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDERS = ("engine", "export", "bench", "serve", "tools")
+FOLDERS = ("engine", "export", "bench", "serve", "scale", "tools")
 
 
 def _table() -> str:
