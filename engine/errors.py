@@ -21,6 +21,8 @@ EXTRAS = {
     "cupy": "gpu-bench",
     "matplotlib": "bench",
     "tritonclient": "triton-client",
+    "ray": "ray",
+    "pyarrow": "ray",
 }
 
 

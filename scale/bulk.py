@@ -29,7 +29,7 @@ import numpy as np
 from ..engine.atomic_write import atomic_path
 from ..engine.bundle import manifest_sha256
 from ..engine.compare import softmax
-from ..engine.errors import BitError
+from ..engine.errors import BitError, require
 from ..engine.preprocess import preprocess
 
 JOB_FILE = "_job.json"
@@ -171,9 +171,8 @@ def classify_rows(clf, paths: list[str], top: int, with_logits: bool) -> dict[st
 
 def write_shard(out: str, index: int, columns: dict[str, list]) -> str:
     """OUT/part-NNNNN.parquet, whole or not at all: written beside it under a unique name, then renamed."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
     fields = [
         pa.field("path", pa.string()),
         pa.field("top_index", pa.list_(pa.int32())),

@@ -8,19 +8,15 @@ import re
 import socket
 import tempfile
 
-from ..engine.errors import BitError
+from ..engine.errors import BitError, require
 
 LOCAL = "local"  # start a Ray instance in this process (one node, this machine), as `ray.init()` does
 CONNECT_TIMEOUT_S = 5.0
-INSTALL = "pip install -c constraints.txt -e '.[ray]'"
 
 
 def import_ray():
-    try:
-        import ray
-    except ImportError as exc:
-        raise BitError(f"Ray is not installed here ({exc}); install it with {INSTALL}") from None
-    return ray
+    """Ray, or the one line that says which extra brings it."""
+    return require("ray")
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
