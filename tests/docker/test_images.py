@@ -529,3 +529,48 @@ def test_ray_node_stops_on_docker_stop(ray_image, containers):
     assert not state["Running"] and state["ExitCode"] != 137 and not state["OOMKilled"], state
     assert took < STOP_TIMEOUT_S
     assert "received SIGTERM" in _tail(_docker("logs", name, check=False), 100000)
+
+
+RAY_SERVE = """
+set -eu
+ray start --head --num-cpus 2 --object-store-memory "$1" --include-dashboard false --disable-usage-stats >/dev/null
+python - <<'PY'
+import json, time, urllib.request
+from ray import serve
+from bit_trt.scale.serve_app import app_builder
+
+serve.run(app_builder({"bundle": "/data/tiny", "backend": "ort-cpu"}), blocking=False)
+with urllib.request.urlopen("http://127.0.0.1:8000/v1/ready", timeout=60) as response:
+    ready = json.loads(response.read())
+body = open("/data/image.png", "rb").read()
+request = urllib.request.Request("http://127.0.0.1:8000/v1/classify", data=body, method="POST")
+with urllib.request.urlopen(request, timeout=60) as response:
+    print("CLASSIFY " + json.dumps({"ready": ready, "answer": json.loads(response.read())}))
+serve.shutdown()
+PY
+ray stop >/dev/null
+"""
+
+
+def test_ray_serve_app_in_the_container(ray_image, containers, bundle, data_dir):
+    """bit_trt.scale.serve_app's application on a one-node cluster in the Ray image, on the tiny bundle the CPU
+    image exported: /v1/ready, then /v1/classify with bit-classify's top-5 (ONNX Runtime on this host)."""
+    name = _name(containers, "ray-serve")
+    try:
+        proc = subprocess.run(
+            ["docker", "run", "--rm", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM]
+            + ["-v", f"{data_dir}:/data:ro", ray_image]
+            + ["bash", "-c", RAY_SERVE, "ray-serve", str(RAY_OBJECT_STORE_BYTES)],
+            capture_output=True,
+            text=True,
+            timeout=RAY_START_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+        pytest.fail(f"the Ray Serve application in {ray_image} took over {RAY_START_TIMEOUT_S} s")
+    assert proc.returncode == 0, _tail(proc)
+    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("CLASSIFY ")]
+    result = json.loads(line.removeprefix("CLASSIFY "))
+    assert result["ready"]["ready"] is True and result["ready"]["backend"].startswith("ort-cpu"), result
+    classes = [item.split(":", 2)[2] for item in result["answer"]["classes"]]
+    assert classes == [label for label, _ in _host_top5(bundle, data_dir / "image.png")], result
