@@ -215,6 +215,17 @@ class ShardWorker:
         return done
 
 
+def _count(row: dict, seen: set, summary: dict) -> None:
+    if row["shard"] in seen:  # a shard redone after its result was delivered: counted once
+        return
+    seen.add(row["shard"])
+    summary["written"] += 1
+    summary["images"] += row["images"]
+    summary["errors"] += row["errors"]
+    if row["node"] not in summary["nodes"]:
+        summary["nodes"].append(row["node"])
+
+
 def read_results(out: str):
     """Every shard of OUT as one pyarrow table, in input order."""
     import pyarrow as pa
@@ -235,10 +246,13 @@ def run(
     max_image_pixels: int,
     max_decode_mb: int,
     progress=None,
+    start_timeout_s: float = 300.0,
 ) -> dict:
     """The job on the connected Ray cluster: the shards not yet in OUT, through an actor pool of `workers`
     Classifiers. Returns counts; `progress(shards_done, shards_total)` is called as shards land."""
     import ray.data
+
+    from .ray_cluster import first_line
 
     all_shards = shards(paths, job.shard_size)
     done = prepare_out(out, job)
@@ -246,6 +260,10 @@ def run(
     summary = {"shards": len(all_shards), "skipped": len(done), "written": 0, "images": 0, "errors": 0, "nodes": []}
     if not todo:
         return summary
+    # Every worker started (its bundle checked on its node) before the first shard: a cluster short of the CPUs
+    # and GPUs asked for is one line after start_timeout_s, not a job that waits forever.
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = max(1, int(start_timeout_s))
     dataset = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         ShardWorker,
         fn_constructor_kwargs={
@@ -261,17 +279,18 @@ def run(
         num_gpus=gpus_per_worker,
     )
     seen = set()
-    for row in dataset.iter_rows():
-        if row["shard"] in seen:  # a shard retried after its result was delivered: already counted
-            continue
-        seen.add(row["shard"])
-        summary["written"] += 1
-        summary["images"] += row["images"]
-        summary["errors"] += row["errors"]
-        if row["node"] not in summary["nodes"]:
-            summary["nodes"].append(row["node"])
-        if progress:
-            progress(len(done) + len(seen), len(all_shards))
+    try:
+        for row in dataset.iter_rows():
+            _count(row, seen, summary)
+            if progress:
+                progress(len(done) + len(seen), len(all_shards))
+    except ray.exceptions.GetTimeoutError:
+        raise BitError(
+            f"the cluster did not start {workers} worker(s) within {start_timeout_s:.0f} s (each asks for "
+            f"{cpus_per_worker:g} CPU(s) and {gpus_per_worker:g} GPU(s))"
+        ) from None
+    except ray.exceptions.RayError as exc:
+        raise BitError(f"the job failed: {first_line(str(exc))}") from None
     missing = [i for i in range(len(all_shards)) if not os.path.isfile(os.path.join(out, SHARD.format(i)))]
     if missing:
         raise BitError(f"{len(missing)} shard(s) were not written (first: {SHARD.format(missing[0])}); rerun to finish")

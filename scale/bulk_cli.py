@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPUs each actor asks Ray for (default: 1 for trt, ort-trt and ort-cuda, else 0)",
     )
     p.add_argument("--shard-size", type=positive_int, default=64, help="images per output shard (default 64)")
+    p.add_argument(
+        "--start-timeout-s",
+        type=float,
+        default=300.0,
+        help="how long to wait for every worker to start (resources, the bundle checked) (default %(default)s)",
+    )
     add_backend_arguments(p)
     add_image_limit_arguments(p)
     return p
@@ -97,6 +103,7 @@ def main(argv=None) -> int:
             args.max_image_pixels,
             args.max_decode_mb,
             progress=Progress(),
+            start_timeout_s=args.start_timeout_s,
         )
     except BitError as exc:
         if args.debug:

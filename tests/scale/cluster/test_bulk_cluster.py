@@ -121,3 +121,17 @@ def test_bulk_survives_a_node_killed_mid_job(cluster, bundle, image_dir, serial,
     _assert_serial(out, serial)
     assert victims[0] not in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     cluster.add_worker()
+
+
+def test_a_bundle_that_differs_on_the_nodes_fails_the_job_in_one_line(cluster, bundle, image_dir, tmp_path):
+    import dataclasses
+
+    from bit_trt.engine.errors import BitError
+
+    job, paths = _job(bundle, image_dir, shard_size=64)
+    foreign = dataclasses.replace(job, bundle_sha256="0" * 64)
+    with pytest.raises(BitError) as failed:
+        _run(foreign, paths, tmp_path / "never.parquet")
+    assert str(failed.value).startswith("the job failed: bundle ")
+    assert "differs from the deployed one" in str(failed.value) and "\n" not in str(failed.value)
+    assert not list((tmp_path / "never.parquet").glob("part-*"))
