@@ -174,11 +174,13 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         with clock.step("write", f"writing {ONNX_FP32}"):
             art = writer.write_onnx(ONNX_FP32, onnx_model)
             del onnx_model
-            release_memory()
             if "data_files" not in art:  # write_onnx checked a model with external data already
                 import onnx
 
                 onnx.checker.check_model(writer.path(ONNX_FP32))
+            # after the checker: it parses the whole file (R50x3: 870 MB) and frees it, which the parity step's ORT
+            # session would otherwise find still resident under its own peak
+            release_memory()
         with clock.step(
             "parity",
             "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits; the constant folding "

@@ -160,3 +160,24 @@ def test_a_plan_is_handed_over_without_a_copy(tiny_bundle):
     options = trt_engine.BuildOptions(min_batch=1, opt_batch=1, max_batch=1)
     plan, _ = trt_engine.build(str(tiny_bundle / "model.fp32.onnx"), "images", TINY_RES, options, rtx)
     assert isinstance(plan, memoryview) and plan.nbytes > 1_000_000
+
+
+def test_the_checkers_parse_is_handed_back_before_parity_runs(tmp_path, monkeypatch):
+    """onnx.checker parses the whole written file (R50x3: 870 MB) and frees it: the heap is trimmed after it, not
+    before, so that the parity session does not find it resident under its own peak."""
+    from bit_trt.export import exporter
+
+    calls = []
+    check, release, logits = onnx.checker.check_model, exporter.release_memory, exporter.ort_logits
+    monkeypatch.setattr(onnx.checker, "check_model", lambda *a, **kw: (calls.append("check"), check(*a, **kw))[1])
+    monkeypatch.setattr(exporter, "release_memory", lambda: (calls.append("release"), release())[1])
+
+    def ort(model, *a, **kw):  # the parity step's is the first ORT run on the written file (a path)
+        calls.append("parity" if isinstance(model, str) else "rewrite check")
+        return logits(model, *a, **kw)
+
+    monkeypatch.setattr(exporter, "ort_logits", ort)
+    export_tiny(tmp_path / "b", engine="none")
+    first_parity = calls.index("parity")
+    assert "check" in calls[:first_parity]
+    assert "release" in calls[calls.index("check") : first_parity]
