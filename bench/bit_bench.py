@@ -29,8 +29,9 @@ from .latency_stats import (
     summarize,
 )
 from .measurement import Schedule, Workload, measure
+from .ray_client import DEFAULT_URL as RAY_DEFAULT_URL
 
-# 2: each row names the artifact `flavour` it measured (null for triton and skipped rows). Version 1 rows had none.
+# 2: each row names the artifact `flavour` it measured (null for servers and skipped rows). Version 1 rows had none.
 SCHEMA = "bit-bench/2"
 
 
@@ -52,6 +53,7 @@ class BenchOptions:
     command: str = ""
     triton_url: str | None = None  # the `triton` backend's server (bench/triton_client.py)
     triton_model: str | None = None  # its float model; default bit_<variant>, as bit-serve names it
+    ray_url: str = RAY_DEFAULT_URL  # the `ray` backend's Ray Serve HTTP proxy (bench/ray_client.py)
     # The best throughput configuration, sought across concurrency levels (configurations.throughput_levels), with
     # OpenVINO's benchmark_app -hint throughput beside it on the same files (bench/openvino_peer.py).
     throughput: bool = False
@@ -146,6 +148,10 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     most = max(concurrency)  # what a throughput Classifier is sized for
     validate_baseline(options.baseline, configs)
     _verify_artifacts(bundle, [c for c in configs if c.id not in skipped])
+    if any(c.backend == configurations.RAY for c in configs):  # bad input, before anything loads: one line
+        from .ray_client import server_ready
+
+        server_ready(options.ray_url, bundle.path)
     decoded, encoded = request_images(bundle, options.images)
     load_errors, extras, workloads, wall_s, origin = {}, {}, [], 0.0, None
     # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
@@ -219,6 +225,10 @@ def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int 
         from .triton_client import TritonClassifier
 
         return TritonClassifier(bundle, options.triton_url, options.triton_model)
+    if config.backend == configurations.RAY:
+        from .ray_client import RayClassifier
+
+        return RayClassifier(bundle, options.ray_url)
     return Classifier(
         bundle, backend=config.backend, precision=config.precision, threads=options.threads, concurrency=concurrency
     )
@@ -300,6 +310,7 @@ def _settings(options: BenchOptions) -> dict:
         "images": list(options.images) or "default",
         "triton_url": options.triton_url,
         "triton_model": options.triton_model,
+        "ray_url": options.ray_url if configurations.RAY in options.backends else None,
         # What a request includes, for comparing with trtexec (whose TensorRT 11 default leaves transfers out
         # and uses CUDA graphs): CPU backends read host memory, so there is no transfer to leave out.
         "transfers_included": "n/a on CPU backends; included on GPU backends (host arrays in, host logits out)",

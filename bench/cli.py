@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server's float model (default bit_<variant>, as bit-serve names it)",
     )
     p.add_argument(
+        "--ray-url",
+        default=d["ray_url"],
+        help="the ray backend's server: Ray Serve's HTTP proxy in front of bit-serve BUNDLE --ray "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--throughput",
         action="store_true",
         default=d["throughput"],
@@ -144,6 +150,10 @@ def options_from_args(args, argv) -> BenchOptions:
         )
     if configurations.TRITON in backends and not args.triton_url:
         raise BitError("--backend triton needs --triton-url (a running bit-serve or tritonserver)")
+    if configurations.RAY in backends:
+        from .ray_client import parse_url
+
+        parse_url(args.ray_url)
     return BenchOptions(
         bundle=args.bundle,
         backends=backends,
@@ -163,6 +173,7 @@ def options_from_args(args, argv) -> BenchOptions:
         command=shlex.join(["bit-bench", *argv]),
         triton_url=args.triton_url,
         triton_model=args.triton_model,
+        ray_url=args.ray_url,
         throughput=args.throughput,
     )
 

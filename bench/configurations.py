@@ -19,9 +19,12 @@ MODES = ("model", "end-to-end")
 GPU_BACKENDS = ("trt", "ort-trt", "ort-cuda")
 # What --backend means when not given: every backend but the TF reference, which is a baseline to ask for.
 DEFAULT_BACKENDS = tuple(b for b in backends.BACKENDS if b != "tf")
-# A Triton server (bench/triton_client.py, with --triton-url): it runs what it was started with.
+# Servers, reached over the network; each runs what it was started with (bench/server_client.py): a Triton server
+# (bench/triton_client.py, --triton-url) and the Ray Serve application (bench/ray_client.py, --ray-url).
 TRITON = "triton"
-BENCH_BACKENDS = backends.BACKENDS + (TRITON,)
+RAY = "ray"
+SERVERS = (TRITON, RAY)
+BENCH_BACKENDS = backends.BACKENDS + SERVERS
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Configuration:
     concurrency: int
     mode: str
     # The artifact flavour the backend loads for `precision` (engine/precision.py), resolved once when planned;
-    # None where the server decides (triton) or the backend has no such precision.
+    # None where a server decides (SERVERS) or the backend has no such precision.
     flavour: str | None = None
 
     @property
@@ -75,13 +78,13 @@ def parse_list(text: str, what: str, allowed=None, cast=str) -> tuple:
 
 
 def flavour(backend: str, precision: str) -> str | None:
-    """The flavour a configuration loads; None for the triton server (it runs what it was started with)."""
-    return None if backend == TRITON else flavour_for(backend, precision)
+    """The flavour a configuration loads; None for a server (it runs what it was started with)."""
+    return None if backend in SERVERS else flavour_for(backend, precision)
 
 
 def artifact_missing(bundle: Bundle, backend: str, precision: str) -> str | None:
     """Why `backend` can't run `precision` from this bundle, or None when the bundle has what it needs."""
-    if backend == TRITON:  # the server loaded its own model; --precision labels it
+    if backend in SERVERS:  # the server loaded its own model; --precision labels it
         return None
     wanted = flavour(backend, precision)
     if wanted is None:

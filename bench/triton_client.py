@@ -11,17 +11,16 @@ label the user gives it (`--precision`), and its accuracy columns are measured t
 
 from __future__ import annotations
 
-import threading
 from urllib.parse import urlparse
 
 import numpy as np
 
 from ..engine.bundle import Bundle
-from ..engine.classifier import Classifier
 from ..engine.compare import softmax
 from ..engine.errors import BitError, require
 from ..engine.runner import Runner
 from ..serve.triton_models import IMAGE_INPUT, IMAGE_SUFFIX, default_model_name
+from .server_client import PerThreadClients, ServerClassifier
 
 DEFAULT_URL = "grpc://127.0.0.1:8001"
 
@@ -36,8 +35,7 @@ def _protocol(url: str) -> tuple[str, str]:
 
 class TritonRunner(Runner):
     """A runner over a Triton server's float model: the engine's input checks and max-batch split (Runner), one
-    client per thread (bit-bench's concurrency mode calls from many threads; a tritonclient client is not
-    shared), and max_batch read from the server's model config."""
+    client per thread (PerThreadClients), and max_batch read from the server's model config."""
 
     name = "triton"
 
@@ -46,28 +44,22 @@ class TritonRunner(Runner):
         self.protocol, self.address = _protocol(url)
         self.model, self.input_name, self.output_name = model, input_name, output_name
         self.timeout_s = timeout_s
-        self._local = threading.local()
-        self._clients: list = []
-        self._clients_lock = threading.Lock()
+        self.clients = PerThreadClients(self._new_client)
         self._server = None
 
     def _module(self):
         return require(f"tritonclient.{self.protocol}")
 
+    def _new_client(self):
+        module = self._module()
+        if self.protocol == "http":
+            return module.InferenceServerClient(
+                self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
+        return module.InferenceServerClient(self.address)
+
     def client(self):
-        client = getattr(self._local, "client", None)
-        if client is None:
-            module = self._module()
-            if self.protocol == "http":
-                client = module.InferenceServerClient(
-                    self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-                )
-            else:
-                client = module.InferenceServerClient(self.address)
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+        return self.clients.get()
 
     def _activate(self) -> None:
         module = self._module()
@@ -91,11 +83,7 @@ class TritonRunner(Runner):
         self._server = f"Triton {version} at {self.protocol}://{self.address}, model {self.model}"
 
     def _deactivate(self) -> None:
-        with self._clients_lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()
-        self._local = threading.local()
+        self.clients.close()
         self._server = None
 
     def describe(self) -> str:
@@ -124,17 +112,13 @@ class TritonRunner(Runner):
         return self._send(self.model + IMAGE_SUFFIX, IMAGE_INPUT, data, "BYTES")
 
 
-class TritonClassifier(Classifier):
-    """A Classifier whose runner is a Triton server: bit-bench times it like any other (infer, infer_timed,
-    infer_uint8, backend, close are the Classifier's own); `predict` sends encoded images to the image model."""
+class TritonClassifier(ServerClassifier):
+    """A Classifier whose runner is a Triton server (compute: None, the server does not say); `predict` sends
+    encoded images to the image model."""
 
-    def __init__(self, bundle: Bundle, url: str, model: str | None = None):  # not Classifier's: no model loads here
-        self.bundle = bundle
-        self.spec = bundle.input_spec
-        self.skipped = []
-        self.precision = None  # the server's, not ours to know (Classifier.compute says None)
+    def __init__(self, bundle: Bundle, url: str, model: str | None = None):
         model = model or default_model_name(bundle.manifest)
-        self.runner = TritonRunner(url, model, self.spec.name, bundle.manifest["output"]["name"])
+        super().__init__(bundle, TritonRunner(url, model, bundle.input_spec.name, bundle.manifest["output"]["name"]))
 
     def predict(self, images: list[bytes]):
         logits = self.runner.infer_bytes(images)

@@ -1,0 +1,41 @@
+"""bit-bench's `ray` backend against the Ray Serve application on the three-node cluster: the same requests
+in-process and through Ray Serve's HTTP proxy, measured in one run (bench/ray_client.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def one_replica(cluster, bundle):
+    from bit_trt.scale.serve_cli import deploy
+    from bit_trt.scale.serve_options import RayServeOptions
+
+    url = deploy(RayServeOptions(bundle=bundle, backend="ort-cpu", min_replicas=1, max_replicas=1), 180)
+    return url
+
+
+def test_the_application_is_measured_beside_the_in_process_classifier(one_replica, bundle, tmp_path):
+    from bit_trt.bench.cli import main
+
+    out = tmp_path / "r.json"
+    args = [bundle, "--backend", "ort-cpu,ray", "--ray-url", one_replica, "--concurrency", "1,2"]
+    args += ["--percentiles", "50,90", "--iterations", "10", "--warmup", "0", "--max-windows", "3"]
+    assert main([*args, "--no-roofline", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    rows = {row["id"]: row for row in result["rows"]}
+    assert set(rows) == {f"{b}/fp32/b1/c{c}" for b in ("ort-cpu", "ray") for c in (1, 2)}
+    assert all(row["status"] == "measured" and row["requests"] >= 10 for row in rows.values())
+    served = rows["ray/fp32/b1/c2"]
+    # what runs is the replicas' own word (/v1/ready): ONNX Runtime in fp32
+    assert served["described"].startswith(f"Ray Serve at {one_replica}: ort-cpu") and served["compute"] == "fp32"
+    assert served["flavour"] is None and served["vs_baseline"]["baseline"] == "ort-cpu/fp32/b1/c2"
+    # the replica runs the same ONNX on the same ONNX Runtime: its answers agree with TF exactly as in-process
+    local = rows["ort-cpu/fp32/b1/c2"]["accuracy"]
+    assert served["accuracy"]["top1_agreement"] == local["top1_agreement"]
+    assert served["accuracy"]["rel_l2"] == pytest.approx(local["rel_l2"], abs=1e-6)
+    assert result["settings"]["ray_url"] == one_replica
