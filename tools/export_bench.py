@@ -7,7 +7,9 @@ cleaned ONNX against tf2onnx's own graph and against TF, measured side by side i
 `--trace LABEL` runs one `bit-export` and samples the resident
 memory of its whole process tree (the exporter and its TF reference child, summed) every 50 ms: each step's
 seconds and the tree's peak RSS during it, the whole run's, and the largest single process's (what
-/usr/bin/time would say). The result goes into the `traced` table of the results file, under the label.
+/usr/bin/time would say), and within the int8 and engines steps each part's (calibration, the probes, each gate;
+each plan's native-form check and its build). The result goes into the `traced` table of the results file, under
+the label.
 
 "tf2onnx's own graph" is the NHWC model as tf2onnx emits it (its layout Transposes, its decomposed
 GroupNorm, weight standardization left to ORT's constant folding). It is converted through the same
@@ -106,6 +108,54 @@ def _tree_rss(root: int) -> tuple[int, int, int]:
     return sum(rss[p] for p in tree), rss.get(root, 0), max((rss[p] for p in tree), default=0)
 
 
+# Within the int8 and engines steps, the progress line that ends each part (its window starts where the one before
+# ended): where in those steps a peak falls, which their step totals do not say.
+SUBSTEPS = (
+    (
+        "int8: calibration (ORT's augmented model, then every calibration image)",
+        r"calibration ranges (computed|reused)",
+    ),
+    ("int8: TensorRT graph's edge probes (all INT8, then the stem in float)", r"int8 stem "),
+    ("int8: TensorRT graph's edge probe (the head in float)", r"int8 head "),
+    ("int8: TensorRT graph quantized and gated (with any fallback)", r"int8-trt: .*(PASS|over the gate|kept in float)"),
+    ("int8: ONNX Runtime graph quantized and gated", r"int8-ort: .*(PASS|over the gate|kept in float)"),
+)
+_PLAN_PARTS = (
+    (r"(model\.[\w-]+)\.onnx: \d+ GroupNorms native", "native GroupNorm graph checked on ORT"),
+    (r"(model\.[\w-]+)\.\w+[\d.]+\.\w+\.plan: built", "parse and build"),
+)
+
+
+def substeps(lines: list[tuple[float, str]], samples: list[tuple]) -> dict:
+    """Seconds and the tree's peak RSS of each part of the int8 step (SUBSTEPS) and of each plan's native-form check
+    and build, from the progress lines' times and the samples; parts whose lines did not appear are left out."""
+    ends = []
+    start = next((t for t, line in lines if line.endswith("...") and "INT8 variants:" in line), None)
+    if start is not None:
+        after = start
+        for name, pattern in SUBSTEPS:
+            hits = [t for t, line in lines if t > after and re.search(pattern, line)]
+            if hits:  # the TensorRT gate may print a line per fallback round: its part ends at the last one
+                after = hits[-1] if "gated (with any fallback)" in name else hits[0]
+                ends.append((name, after))
+        ends.insert(0, ("", start))
+    engines = next((t for t, line in lines if "TensorRT plans from the ONNX variants ..." in line), None)
+    if engines is not None:
+        ends.append(("", engines))
+        for t, line in lines:
+            for pattern, part in _PLAN_PARTS:
+                match = re.search(pattern, line) if t > engines else None
+                if match:
+                    ends.append((f"engines: {match.group(1).removeprefix('model.')} {part}", t))
+    out, previous = {}, None
+    for name, end in ends:
+        if name and previous is not None:
+            window = [s[1] for s in samples if previous <= s[0] <= end]
+            out[name] = {"s": round(end - previous, 1), "peak_rss_tree_gb": gigabytes(max(window, default=0))}
+        previous = end
+    return out
+
+
 def traced_export(variant: str, resolution: int, workdir: str, extra: list[str]) -> dict:
     """One bit-export with its process tree's RSS sampled every 50 ms; per step: seconds and the tree's peak."""
     out = os.path.join(workdir, f"traced-{variant}")
@@ -154,6 +204,7 @@ def traced_export(variant: str, resolution: int, workdir: str, extra: list[str])
         "process_wall_s": round(wall, 1),
         "pipeline_wall_s": ex["wall_s"],
         "steps": steps,
+        "substeps": substeps(lines, samples),
         "peak_rss_tree_gb": gigabytes(max(s[1] for s in samples)),
         "peak_rss_largest_process_gb": gigabytes(max(s[3] for s in samples)),
         "manifest_peak_rss_gb": gigabytes(ex["peak_rss_bytes"]),

@@ -181,3 +181,36 @@ def test_the_checkers_parse_is_handed_back_before_parity_runs(tmp_path, monkeypa
     first_parity = calls.index("parity")
     assert "check" in calls[:first_parity]
     assert "release" in calls[calls.index("check") : first_parity]
+
+
+def test_the_trace_splits_the_int8_and_engines_steps_where_their_progress_lines_say():
+    from tools.export_bench import substeps
+
+    lines = [
+        (10.0, "[ 10.0s] INT8 variants: minmax calibration on 64 images, Q/DQ ..., accuracy gate ..."),
+        (20.0, "[ 20.0s] calibration ranges computed (/cache/x.json)"),
+        (25.0, "[ 25.0s] int8 stem root_block/Conv2D: 1.0% of the MACs, 3.8% of the INT8 error -> kept in float"),
+        (30.0, "[ 30.0s] int8 head head/MatMul: 0.0% of the MACs, 1.5% of the INT8 error -> kept in float"),
+        (32.0, "[ 32.0s] int8-trt: top-1 agreement with TF 0.9 on 3 confident samples (drop +0.1), ... over the gate"),
+        (36.0, "[ 36.0s] int8-trt: 2 layers kept in float -> top-1 drop +0.000"),
+        (40.0, "[ 40.0s] int8-ort: top-1 agreement with TF 1.000 on 0 confident samples (drop +0.000), ... -> PASS"),
+        (41.0, "[ 41.0s] TensorRT plans from the ONNX variants ..."),
+        (
+            45.0,
+            "[ 45.0s] model.fp32.onnx: 49 GroupNorms native (opset 21), on ONNX Runtime rel L2 1e-05 against TF -> ok",
+        ),
+        (50.0, "[ 50.0s] model.fp32.rtx1.7.1.116.rtx.plan: built in 9.0 s"),
+    ]
+    samples = [(t, t * 1e8) for t in range(0, 51)]  # the tree's RSS grows 0.1 GB a second: a window's end is its peak
+    parts = substeps(lines, samples)
+    assert [(p["s"], p["peak_rss_tree_gb"]) for p in parts.values()] == [
+        (10.0, 2.0),
+        (5.0, 2.5),
+        (5.0, 3.0),
+        (6.0, 3.6),  # the TensorRT gate's part ends at its last line (the fallback's)
+        (4.0, 4.0),
+        (4.0, 4.5),
+        (5.0, 5.0),
+    ]
+    assert list(parts)[-2:] == ["engines: fp32 native GroupNorm graph checked on ORT", "engines: fp32 parse and build"]
+    assert substeps(lines[-3:], samples) == {k: v for k, v in parts.items() if k.startswith("engines")}
