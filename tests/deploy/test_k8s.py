@@ -5,10 +5,11 @@ What checks what:
   strict (unknown fields refused), through kubernetes-validate.
 - Custom resources have no schema installable here, so they get FIELD CHECKS: the fields their documentation
   requires or allows, written down below, plus the core types they embed checked against the core schemas
-  (pod templates, containers, pod-level fields). KServe's SDK would have typed them, but no kserve release installs
-  beside constraints.txt (every one pins protobuf < 7 and psutil < 6; ours are 7.36.2 and 7.2.2). Field-checked:
-  InferenceService and ServingRuntime (KServe v1beta1 / v1alpha1), RayService (KubeRay ray.io/v1), ServiceMonitor
-  (Prometheus Operator), and prometheus-adapter's rule (a Helm values file, not a Kubernetes object).
+  (pod templates, containers, pod-level fields). Field-checked: InferenceService and ServingRuntime (KServe v1beta1
+  / v1alpha1), RayService (KubeRay ray.io/v1), ServiceMonitor (Prometheus Operator), and prometheus-adapter's rule
+  (a Helm values file, not a Kubernetes object). The InferenceService and ServingRuntime also go through the kserve
+  SDK's typed models, in the SDK's own environment (no kserve release installs beside constraints.txt: every one
+  pins protobuf < 7 and psutil < 6): test_kserve_sdk.py.
 - Security and the contracts between the pieces: Triton's arguments (bit-serve's: models fixed, admin APIs
   restricted to a header no client can send), no secret on a command line, the image cap, NetworkPolicies, the
   restricted pod standard, GPU requests, the HPA's metric against the adapter's rule, the Ray application's
