@@ -74,7 +74,9 @@ class Int8Options:
     calib_images: str | None = None  # a directory; None means synthetic, which must be asked for
     calib_synthetic: bool = False
     calib_count: int = 64
-    calib_batch: int = 1  # R50x3, 16 images: batch 1 38 s / 4.15 GB, batch 2 41 s / 6.44 GB
+    # R50x3, 16 images: batch 1 38 s / 4.15 GB, batch 2 41 s / 6.44 GB (measured in ORT's default node order, which
+    # kept every calibrated tensor to the end of a run; see _low_memory_session)
+    calib_batch: int = 1
     calib_seed: int = 0
     method: str = "minmax"  # measured: see the module docstring
     cache: str | None = None  # default: ~/.cache/bit-trt/calibration/<key>.json
