@@ -94,8 +94,8 @@ class RayRunner(Runner):
         self.host, self.port = parse_url(url)
         self.url, self.bundle_path, self.timeout_s = url, bundle_path, timeout_s
         self.clients = PerThreadClients(lambda: http.client.HTTPConnection(self.host, self.port, timeout=timeout_s))
-        self.compute = None
-        self._server = None
+        self.compute: str | None = None
+        self._server: str | None = None
 
     def _activate(self) -> None:
         ready = server_ready(self.url, self.bundle_path)
