@@ -3,7 +3,8 @@
 Ray's GCS, raylets and workers listen on every interface of their host, and no Ray flag confines them to
 loopback. So the three-node cluster runs in a private network namespace that has loopback alone (`unshare --net`,
 root, or an unprivileged user namespace where the kernel allows one): nothing it listens on is reachable from
-the network, and its clients talk to 127.0.0.1 only. Ray's token authentication is on, the token in a 0600 file
+the network, and its clients talk to 127.0.0.1 only. It is a PID namespace of its own too, so nothing it started
+outlives it. Ray's token authentication is on, the token in a 0600 file
 (RAY_AUTH_TOKEN_PATH: never on a command line). The inner run's report is this test's output.
 """
 
@@ -28,7 +29,10 @@ def _namespace_command() -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("unshare (util-linux) is not installed: the cluster needs a private network namespace")
-    for command in ([unshare, "--net"], [unshare, "--net", "--map-root-user"]):
+    # --pid --fork: the inner run is PID 1 of its own PID namespace, so when it ends, by any means, the kernel ends
+    # every raylet and worker it started: no Ray process outlives the test.
+    isolated = [unshare, "--net", "--pid", "--fork", "--mount-proc"]
+    for command in (isolated, [*isolated, "--map-root-user"]):
         if subprocess.run([*command, "true"], capture_output=True).returncode == 0:
             return command
     pytest.skip("no network namespace can be made here (not root, and unprivileged user namespaces are off)")
