@@ -39,3 +39,14 @@ def test_the_application_is_measured_beside_the_in_process_classifier(one_replic
     assert served["accuracy"]["top1_agreement"] == local["top1_agreement"]
     assert served["accuracy"]["rel_l2"] == pytest.approx(local["rel_l2"], abs=1e-6)
     assert result["settings"]["ray_url"] == one_replica
+
+
+def test_end_to_end_requests_go_to_the_classify_endpoint(one_replica, bundle, tmp_path):
+    from bit_trt.bench.cli import main
+
+    out = tmp_path / "e.json"
+    args = [bundle, "--backend", "ray", "--ray-url", one_replica, "--mode", "end-to-end", "--percentiles", "50,90"]
+    args += ["--iterations", "10", "--warmup", "0", "--max-windows", "3", "--no-roofline", "--json", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["status"] == "measured" and row["mode"] == "end-to-end" and row["requests"] >= 10
