@@ -101,7 +101,9 @@ class OpenVinoRunner(Runner):
             raise BitError(
                 f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}"
             ) from exc
-        self.compute = "bf16" if "bf16" in str(self.compiled.get_property("INFERENCE_PRECISION_HINT")) else "f32"
+        # An ov.Type, whose str() is "<Type: 'bfloat16'>": its short name is the one to compare
+        compiled_type = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.compute = "bf16" if getattr(compiled_type, "to_string", compiled_type.__str__)() == "bf16" else "f32"
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         if self.compute == "f32" and (self.half or asked == "bf16"):
             capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

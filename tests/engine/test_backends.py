@@ -26,7 +26,10 @@ def test_backend_matches_tf(tiny_full_bundle, backend, precision):
     runner = backends.create(load_bundle(str(tiny_full_bundle)), backend, precision)
     with runner:
         logits = runner.infer(images)
-    failures = compare.tolerance_for(precision).check(compare.measure(logits, tf_logits))
+    # judged in the arithmetic the backend chose on this host (OpenVINO's fp16 tier: bf16 on a bf16 CPU)
+    failures = compare.tolerance_for(precision, getattr(runner, "compute", None)).check(
+        compare.measure(logits, tf_logits)
+    )
     assert not failures, f"{backend} {precision}: {failures}"
 
 
