@@ -23,6 +23,7 @@ EXTRAS = {
     "tritonclient": "triton-client",
     "ray": "ray",
     "pyarrow": "ray",
+    "mlperf_loadgen": "loadgen",
 }
 
 
