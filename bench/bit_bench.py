@@ -20,6 +20,7 @@ from ..engine.cpu_host import this_host
 from ..engine.errors import BitError
 from ..engine.preprocess import decode, preprocess
 from . import accuracy, configurations
+from .cpu_use import CpuMeter, server_pids
 from .latency_stats import (
     CPU_CV_WARNING,
     DEFAULT_PERCENTILES,
@@ -57,6 +58,10 @@ class BenchOptions:
     # The best throughput configuration, sought across concurrency levels (configurations.throughput_levels), with
     # OpenVINO's benchmark_app -hint throughput beside it on the same files (bench/openvino_peer.py).
     throughput: bool = False
+    # LoadGen's scenarios instead of the windows (bench/loadgen_scenarios.py), logs into loadgen_dir
+    loadgen: object | None = None  # a loadgen_scenarios.LoadgenSettings
+    loadgen_dir: str | None = None
+    arrival: object | None = None  # an open_loop.Arrival: open-loop load instead of the closed loop
 
 
 def host() -> dict:
@@ -152,8 +157,15 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         from .ray_client import server_ready
 
         server_ready(options.ray_url, bundle.path)
-    decoded, encoded = request_images(bundle, options.images)
-    load_errors, extras, workloads, wall_s, origin = {}, {}, [], 0.0, None
+    if options.loadgen:  # LoadGen's query sample library: real photos with crops and flips (bench/query_samples.py)
+        from . import loadgen_accuracy, query_samples
+
+        decoded, encoded = [], []
+        library = query_samples.build(bundle.input_spec, options.images, options.loadgen.samples)
+        references = loadgen_accuracy.References(bundle, library)
+    else:
+        decoded, encoded = request_images(bundle, options.images)
+    load_errors, extras, workloads, wall_s, origin, loadgen_rows = {}, {}, [], 0.0, None, {}
     # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
     # freed before the next, so a run holds one model per backend and precision at a time, not two (docs/bench.md).
     for group in (False, True):
@@ -181,13 +193,29 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             for config in planned:
                 if config.id not in skipped and config.engine_key in load_errors:
                     skipped[config.id] = load_errors[config.engine_key]
+            started = time.perf_counter()
+            if options.loadgen:
+                for c in planned:
+                    if c.id not in skipped:
+                        progress("loadgen", c, options.loadgen)
+                        loadgen_rows[c.id] = _loadgen_row(classifiers[c.engine_key], c, library, references, options)
+                wall_s += time.perf_counter() - started
+                continue
             measured = [
-                Workload(c, request_for(classifiers[c.engine_key], c, decoded, encoded))
+                Workload(
+                    c,
+                    request_for(classifiers[c.engine_key], c, decoded, encoded),
+                    cpu=CpuMeter(_server_pids(c, options)),
+                )
                 for c in planned
                 if c.id not in skipped
             ]
-            if measured:
-                started = time.perf_counter()
+            if measured and options.arrival:
+                from . import open_loop
+
+                open_loop.measure(measured, options.arrival, options.schedule, options.percentiles, progress)
+                wall_s += time.perf_counter() - started
+            elif measured:
                 origin = measure(measured, options.schedule, progress, origin)  # one time origin for the whole run
                 wall_s += time.perf_counter() - started
             workloads += measured
@@ -195,7 +223,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             for clf in classifiers.values():
                 clf.close()
     peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
-    rows = _rows(configs, skipped, workloads, extras, peaks, options)
+    rows = _rows(configs, skipped, workloads, extras, peaks, options, loadgen_rows)
     peers = _throughput_peers(bundle, rows, options, progress) if options.throughput else []
     result = {
         "schema": SCHEMA,
@@ -215,9 +243,51 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         "best_throughput": best_throughput(rows),
         "throughput_peers": peers,
     }
+    if options.loadgen:
+        result["loadgen"] = _loadgen_summary(options, library)
+    if options.arrival:
+        a = options.arrival
+        result["open_loop"] = {"arrival": a.kind, "rate": a.rate, "seed": a.seed, "latency_from": "scheduled time"}
     samples = {w.config.id: list(w.latencies_ms) for w in workloads}
     times = {w.config.id: [(*t, w.phases[i] if w.phases else None) for i, t in enumerate(w.times)] for w in workloads}
     return result, samples, times
+
+
+def _server_pids(config, options: BenchOptions) -> tuple[int, ...]:
+    """The server's processes on this host, whose CPU use a server row counts too (bench/cpu_use.py)."""
+    if config.backend == configurations.TRITON:
+        return server_pids(options.triton_url)
+    if config.backend == configurations.RAY:
+        return server_pids(options.ray_url)
+    return ()
+
+
+def _loadgen_row(classifier, config, library, references, options: BenchOptions) -> tuple[dict, dict]:
+    """(the row's `loadgen` section, its CPU use): LoadGen's test of this configuration, logs in its own folder."""
+    from . import loadgen_accuracy, loadgen_scenarios
+
+    folder = loadgen_scenarios.row_folder(options.loadgen_dir, config.id)
+    section, cpu = loadgen_scenarios.run_configuration(
+        classifier, library, options.loadgen, config.batch, config.concurrency, folder, _server_pids(config, options)
+    )
+    if options.loadgen.mode == "accuracy":
+        section["accuracy"] = loadgen_accuracy.agreement(folder, references)
+    return section, cpu
+
+
+def _loadgen_summary(options: BenchOptions, library) -> dict:
+    from .loadgen_scenarios import MLPERF_MODEL, SCENARIOS
+
+    lg = options.loadgen
+    return {
+        "scenario": SCENARIOS[lg.scenario],
+        "mode": lg.mode,
+        "mlperf_defaults_of": MLPERF_MODEL,
+        "samples": len(library.images),
+        "sample_names": library.names,
+        "logs": options.loadgen_dir,
+        "requested": {k: v for k, v in lg.__dict__.items() if k != "scenario"},
+    }
 
 
 def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int = 1):
@@ -236,7 +306,7 @@ def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int 
 
 def best_throughput(rows: list[dict]) -> dict | None:
     """The measured configuration with the most images/s: overall, and per backend/precision."""
-    measured = [r for r in rows if r["status"] == "measured"]
+    measured = [r for r in rows if r["status"] == "measured" and r["throughput_ips"] is not None]
     if not measured:
         return None
 
@@ -311,6 +381,9 @@ def _settings(options: BenchOptions) -> dict:
         "triton_url": options.triton_url,
         "triton_model": options.triton_model,
         "ray_url": options.ray_url if configurations.RAY in options.backends else None,
+        "scenario": options.loadgen.scenario if options.loadgen else None,
+        "arrival": options.arrival.kind if options.arrival else None,
+        "rate": options.arrival.rate if options.arrival else None,
         # What a request includes, for comparing with trtexec (whose TensorRT 11 default leaves transfers out
         # and uses CUDA graphs): CPU backends read host memory, so there is no transfer to leave out.
         "transfers_included": "n/a on CPU backends; included on GPU backends (host arrays in, host logits out)",
@@ -348,7 +421,7 @@ def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) 
     return {key: {**peaks[key], "gflop_per_image": flops.get(key)} for key in peaks}
 
 
-def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> list[dict]:
+def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loadgen_rows=None) -> list[dict]:
     by_id = {w.config.id: w for w in workloads}
     threshold = GPU_CV_WARNING if gpu_host.has_gpu() else CPU_CV_WARNING
     rows = []
@@ -365,7 +438,26 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
             "skip_reason": skipped.get(config.id),
         }
         w = by_id.get(config.id)
-        if w is not None:
+        if config.id in (loadgen_rows or {}):
+            section, cpu = loadgen_rows[config.id]
+            row.update(
+                {
+                    "described": extras[config.engine_key]["described"],
+                    "compute": extras[config.engine_key]["compute"],
+                    "requests": cpu["requests"],
+                    "throughput_ips": section["samples_per_second"],
+                    "latency_ms": section["latency_ms"],
+                    "accuracy": extras[config.engine_key].get("accuracy"),
+                    "cpu": cpu,
+                    "loadgen": section,
+                    "warnings": (
+                        []
+                        if section["meets_mlperf_minimums"]
+                        else ["below MLPerf's minimums: " + "; ".join(section["below_mlperf_minimums"])]
+                    ),
+                }
+            )
+        elif w is not None:
             cv = coefficient_of_variation(w.latencies_ms)
             warnings = []
             if cv > threshold:
@@ -392,9 +484,14 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
                     "stable": w.stable,
                     "windows": [{k: round(v, 4) for k, v in win.items()} for win in w.windows],
                     "accuracy": extras[config.engine_key].get("accuracy"),
+                    "cpu": w.cpu.record(len(w.latencies_ms)),
                     "warnings": warnings,
                 }
             )
+            if w.open_loop is not None:
+                row["open_loop"] = w.open_loop
+                row["stable"] = None  # one schedule, not windows
+                warnings += w.open_loop["warnings"]
             if w.phases:
                 row["gpu_times_ms"] = {
                     key.removesuffix("_ms"): summarize([p[key] for p in w.phases], options.percentiles)
@@ -414,7 +511,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions) -> 
     bases = _baseline_rows(rows, options.baseline)
     for row in rows:
         base = bases.get((row["batch"], row["concurrency"]))
-        if row["status"] == "measured" and base is not None:
+        if row["status"] == "measured" and base is not None and row["throughput_ips"] and base["throughput_ips"]:
             row["vs_baseline"] = {
                 "baseline": base["id"],
                 "throughput": round(row["throughput_ips"] / base["throughput_ips"], 3),

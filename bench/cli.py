@@ -109,6 +109,43 @@ def build_parser() -> argparse.ArgumentParser:
         "OpenVINO's THROUGHPUT streams, ORT's threads split) and run OpenVINO's benchmark_app -hint throughput "
         "on the same files beside them",
     )
+    mlperf = p.add_argument_group("MLPerf LoadGen (bench/loadgen_scenarios.py, docs/bench.md)")
+    mlperf.add_argument(
+        "--scenario",
+        help="run MLPerf's LoadGen scenario instead of the windows: singlestream, multistream, offline or server; "
+        "each configuration is LoadGen's system under test (batch: samples per request, concurrency: its workers)",
+    )
+    mlperf.add_argument(
+        "--loadgen-mode",
+        default="performance",
+        help="performance (default), or accuracy: every sample once, its logits compared with a named reference",
+    )
+    mlperf.add_argument(
+        "--samples", type=int, help="query sample library size (default: all the crops and flips the images give)"
+    )
+    mlperf.add_argument(
+        "--min-duration", type=float, help="seconds, at least (default MLPerf's 600); shorter is marked in the rows"
+    )
+    mlperf.add_argument("--min-query-count", type=int, help="queries, at least (default MLPerf's for the scenario)")
+    mlperf.add_argument(
+        "--target-qps",
+        type=float,
+        help="server: queries/s LoadGen sends (default half the estimated capacity); offline: the expected rate",
+    )
+    mlperf.add_argument("--latency-bound-ms", type=float, help="server: p99 bound (default MLPerf's ResNet 15 ms)")
+    mlperf.add_argument(
+        "--find-peak", action="store_true", help="server: search the highest VALID target QPS (doubling, then halving)"
+    )
+    mlperf.add_argument("--peak-steps", type=int, default=8, help="--find-peak: LoadGen tests at most")
+    mlperf.add_argument("--peak-time", type=float, default=1800.0, help="--find-peak: seconds at most")
+    loop = p.add_argument_group("open loop (bench/open_loop.py)")
+    loop.add_argument(
+        "--arrival",
+        help="requests arrive on a schedule instead of back to back: poisson or constant (needs --rate); "
+        "latency counts from each request's scheduled time, --concurrency caps requests in flight",
+    )
+    loop.add_argument("--rate", type=float, help="requests per second of --arrival")
+    loop.add_argument("--arrival-seed", type=int, default=0, help="the Poisson schedule's seed (default: %(default)s)")
     p.add_argument("--no-accuracy", action="store_true", help="skip the agreement with TF on the parity set")
     p.add_argument("--no-roofline", action="store_true", help="skip the GEMM peak measurement")
     p.add_argument("--json", help=f"write the result (schema {SCHEMA}, docs/bench.md)")
@@ -119,7 +156,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _loadgen_settings(args):
+    """--scenario's settings, checked, with LoadGen importable and enough images: before anything loads."""
+    if args.scenario is None:
+        for flag in ("samples", "min_duration", "min_query_count", "target_qps", "latency_bound_ms"):
+            if getattr(args, flag) is not None:
+                raise BitError(f"--{flag.replace('_', '-')} sets up LoadGen: use it with --scenario")
+        if args.find_peak or args.loadgen_mode != "performance":
+            raise BitError("--find-peak and --loadgen-mode set up LoadGen: use them with --scenario")
+        return None
+    from . import loadgen_scenarios, query_samples
+
+    settings = loadgen_scenarios.LoadgenSettings(
+        scenario=args.scenario,
+        mode=args.loadgen_mode,
+        samples=args.samples,
+        min_duration_s=args.min_duration,
+        min_query_count=args.min_query_count,
+        target_qps=args.target_qps,
+        latency_bound_ms=args.latency_bound_ms,
+        find_peak=args.find_peak,
+        peak_steps=args.peak_steps,
+        peak_time_s=args.peak_time,
+    )
+    loadgen_scenarios.check(settings)
+    for flag, value in (("--arrival", args.arrival), ("--rate", args.rate), ("--throughput", args.throughput)):
+        if value:
+            raise BitError(f"--scenario is LoadGen's load; {flag} is bit-bench's own: use one or the other")
+    if args.mode != "model":
+        raise BitError("--scenario sends ready float batches (--mode model); end-to-end is not offered with LoadGen")
+    query_samples.check_count(args.images, args.samples)
+    loadgen_scenarios.loadgen()  # missing: the install hint, as for every optional dependency
+    return settings
+
+
+def _arrival(args):
+    if args.arrival is None and args.rate is None:
+        return None
+    from .open_loop import Arrival
+
+    if args.rate is None:
+        raise BitError(f"--arrival {args.arrival} needs --rate (requests per second)")
+    arrival = Arrival(args.arrival or "poisson", args.rate, args.arrival_seed)
+    arrival.check()
+    if args.throughput:
+        raise BitError("--arrival sets its own load; --throughput is the closed loop's search: use one or the other")
+    return arrival
+
+
 def options_from_args(args, argv) -> BenchOptions:
+    loadgen = _loadgen_settings(args)
+    arrival = _arrival(args)
     precisions = PRECISIONS if args.precision == "all" else args.precision
     if args.duration is not None and args.duration <= 0:
         raise BitError("--duration must be positive")
@@ -175,7 +262,16 @@ def options_from_args(args, argv) -> BenchOptions:
         triton_model=args.triton_model,
         ray_url=args.ray_url,
         throughput=args.throughput,
+        loadgen=loadgen,
+        loadgen_dir=_loadgen_dir(args.json) if loadgen else None,
+        arrival=arrival,
     )
+
+
+def _loadgen_dir(json_path):
+    from .loadgen_scenarios import log_folder
+
+    return log_folder(json_path)
 
 
 def _check_plot_dir(path: str | None) -> None:
@@ -219,6 +315,11 @@ class Progress:
             text = f"agreement with TF: {subject.backend}/{subject.precision}"
         elif event == "peer":
             text = f"throughput peer: {subject}"
+        elif event == "loadgen":
+            text = f"LoadGen {detail.scenario} ({detail.mode}): {subject.id}"
+        elif event == "open-loop":
+            lag = detail["schedule_lag_ms"]
+            text = f"open loop {subject.config.id}: {detail['achieved_rate']:.2f} req/s, lag max {lag['max']:.1f} ms"
         else:
             text = f"GEMM peak: {'/'.join(subject)}"
         if self.tty:
@@ -247,6 +348,8 @@ def main(argv=None) -> int:
             reasons = sorted({r["skip_reason"] for r in result["rows"]})
             raise BitError("nothing could be measured here:\n  " + "\n  ".join(reasons))
         print(report.table(result))
+        if options.loadgen:
+            print(f"LoadGen logs: {options.loadgen_dir}")
         if args.json:
             write_atomic(args.json, report.to_json(result), "JSON report")
         if args.csv:

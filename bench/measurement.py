@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from .configurations import Configuration
+from .cpu_use import CpuMeter
 from .latency_stats import STABLE_WINDOWS, windows_stable
 
 
@@ -48,6 +49,8 @@ class Workload:
     times: list = field(default_factory=list)  # per request: (window, thread, start_ms, end_ms)
     phases: list = field(default_factory=list)  # per request, where the backend reports them (trt)
     stable: bool = False
+    cpu: CpuMeter = field(default_factory=CpuMeter)  # over the recorded windows (bench/cpu_use.py)
+    open_loop: dict | None = None  # measured on a schedule instead (bench/open_loop.py): its figures
 
     def done(self, schedule: Schedule) -> bool:
         if len(self.windows) < schedule.min_windows:
@@ -95,10 +98,14 @@ def run_window(
             errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
+    if record:
+        workload.cpu.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if record:
+        workload.cpu.stop()
     if errors:
         raise errors[0]
     end = max(t1 for _, _, t1 in records)

@@ -110,12 +110,15 @@ def table(result: dict) -> str:
     """The terminal view: speed, its ratio to the baseline, latency percentiles, noise, and accuracy beside it."""
     pcts = [p for p in result["settings"]["percentiles"] if p != 50]
     head = ["configuration", "img/s", "x base", "median ms"] + [f"p{p:g} ms" for p in pcts]
-    head += ["CV %", "stable", "rel L2", "top-1", "gate", "% peak"]
-    lines, skipped = [], {}
+    head += ["CV %", "stable", "rel L2", "top-1", "gate", "% peak", "CPU ms/req", "host util %"]
+    lines, skipped, loadgen = [], {}, []
     for row in result["rows"]:
         if row["status"] != "measured":
             # one line per backend and reason, not one per batch and concurrency
             skipped.setdefault((row["backend"], row["skip_reason"]), []).append(row["precision"])
+            continue
+        if "loadgen" in row:
+            loadgen.append(row)
             continue
         lat = row["latency_ms"]
         acc = row.get("accuracy") or {}
@@ -128,23 +131,25 @@ def table(result: dict) -> str:
                 _fmt(lat["median"], 2),
                 *[_fmt(lat.get(f"p{p:g}".replace(".", "_")), 2) for p in pcts],
                 _fmt(100 * row["cv"], 1),
-                "yes" if row["stable"] else "NO",
+                {True: "yes", False: "NO", None: "n/a"}[row["stable"]],
                 _fmt(acc.get("rel_l2"), 4),
                 _fmt(acc.get("top1_agreement"), 3),
                 acc.get("gate") or "-",
                 _fmt(roof.get("percent_of_peak"), 0),
+                *_cpu_cells(row),
             ]
         )
-    widths = [max([len(head[i])] + [len(r[i]) for r in lines]) for i in range(len(head))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    for r in lines:
-        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    out = _columns(head, lines) if lines else []
+    out += _loadgen_lines(loadgen)
+    out += _open_loop_lines(result["rows"])
     for (backend, reason), precisions in skipped.items():
         out.append(f"{backend}/{','.join(dict.fromkeys(precisions))}: skipped: {reason}")
     warnings = [f"  {row['id']}: {w}" for row in result["rows"] for w in row.get("warnings", [])]
     if warnings:
         out += ["", "warnings:", *warnings]
     out += _throughput_lines(result)
+    if any(row.get("cpu", {}).get("server_cpu_s") is not None for row in result["rows"]):
+        out.append("CPU ms/req counts the server's process tree too where it runs on this host (the `cpu` field)")
     base = next((r["vs_baseline"]["baseline"].rsplit("/", 2)[0] for r in result["rows"] if "vs_baseline" in r), None)
     out += [
         "",
@@ -152,3 +157,76 @@ def table(result: dict) -> str:
         "rel L2 / top-1: agreement with TF on the bundle's parity set",
     ]
     return "\n".join(out)
+
+
+def _columns(head: list[str], lines: list[list[str]]) -> list[str]:
+    widths = [max([len(head[i])] + [len(r[i]) for r in lines]) for i in range(len(head))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    for r in lines:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return out
+
+
+def _cpu_cells(row: dict) -> list[str]:
+    """CPU milliseconds per request (this process, plus a local server's tree) and the host's utilization."""
+    cpu = row.get("cpu") or {}
+    per = cpu.get("process_cpu_s_per_request")
+    if per is not None and cpu.get("server_cpu_s_per_request") is not None:
+        per += cpu["server_cpu_s_per_request"]
+    util = cpu.get("system_utilization")
+    return [_fmt(None if per is None else 1000 * per, 2), _fmt(None if util is None else 100 * util, 0)]
+
+
+def _loadgen_lines(rows: list[dict]) -> list[str]:
+    """LoadGen's rows: its verdict as it gives it, the scenario's metric, and whether MLPerf's minimums were met."""
+    if not rows:
+        return []
+    head = ["configuration", "scenario", "result", "metric", "early stopping", "MLPerf minimums"]
+    head += ["CPU ms/req", "host util %"]
+    lines, why = [], []
+    for row in rows:
+        lg = row["loadgen"]
+        m = lg["metric"]
+        text = f"{m['name']} {_fmt(m['value'], 3)} {m['unit']}"
+        if "latency_bound_ms" in m:
+            pct = next(k for k in m if k.endswith("_latency_ms"))
+            text += f" ({pct.removesuffix('_latency_ms')} {_fmt(m[pct], 2)} ms, bound {_fmt(m['latency_bound_ms'], 1)})"
+        estimates = ", ".join(
+            f"{k.removesuffix('_ms')} {v:.2f} ms" for k, v in lg["early_stopping"]["estimates_ms"].items()
+        )
+        early = estimates or {True: "met", False: "NOT met", None: "-"}[lg["early_stopping"]["met"]]
+        lines.append(
+            [row["id"], lg["scenario"], lg["result"] or "-", text, early]
+            + ["met" if lg["meets_mlperf_minimums"] else "NOT met (quick run)", *_cpu_cells(row)]
+        )
+        why += [f"  {row['id']}: {line}" for line in lg["verdict"]]
+        if "find_peak" in lg:
+            fp = lg["find_peak"]
+            steps = ", ".join(f"{s['target_qps']:g} {s['result']}" for s in fp["steps"])
+            why.append(
+                f"  {row['id']}: --find-peak: highest VALID {fp['peak_qps']} qps ({steps}; stopped: {fp['stopped']})"
+            )
+        for figure in lg.get("accuracy") or []:
+            why.append(
+                f"  {row['id']}: accuracy on {figure['samples']} samples vs {figure['reference']}: "
+                f"rel L2 {figure['rel_l2']:.4g}, top-1 {figure['top1_agreement']:.3f}"
+            )
+    return ["", "MLPerf LoadGen:", *_columns(head, lines), "", "LoadGen's verdict:", *why]
+
+
+def _open_loop_lines(rows: list[dict]) -> list[str]:
+    """Open-loop rows: latency counted from the schedule, and how late the client started requests."""
+    loop = [r for r in rows if r.get("open_loop")]
+    if not loop:
+        return []
+    out = ["", "open loop (latency from each request's scheduled time):"]
+    for row in loop:
+        o = row["open_loop"]
+        lag = o["schedule_lag_ms"]
+        out.append(
+            f"  {row['id']}: {o['arrival']} {o['rate']:g} req/s asked, {o['achieved_rate']:.2f} achieved; "
+            f"schedule lag median {lag['median']:.2f} ms, max {lag['max']:.2f} ms, "
+            f"first tenth {lag['first_tenth_mean']:.2f} -> last tenth {lag['last_tenth_mean']:.2f} ms"
+            + (" (growing: the client fell behind)" if lag["growing"] and lag["max"] > 1 else "")
+        )
+    return out

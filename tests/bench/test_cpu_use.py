@@ -1,0 +1,60 @@
+"""bench/cpu_use.py: CPU seconds of this process, the host, and a server's process tree found by its port."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bit_trt.bench.cpu_use import CpuMeter, server_pids
+
+psutil = pytest.importorskip("psutil")
+
+
+def _busy(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_the_process_and_the_host_are_counted():
+    meter = CpuMeter()
+    with meter:
+        _busy(0.2)
+    record = meter.record(4)
+    # the busy loop's CPU time is this process's: a lower bound that no load on the host can break
+    assert record["process_cpu_s"] >= 0.19 and record["process_cpu_s_per_request"] >= 0.19 / 4
+    assert record["system_cpu_s"] is not None and record["server_cpu_s"] is None and record["server_pids"] == []
+
+
+def test_a_local_server_s_process_tree_is_found_by_its_port_and_counted():
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, time\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True)\n"
+            "end = time.process_time() + 0.3\n"
+            "input()\n"
+            "while time.process_time() < end: pass\n"
+            "print('done', flush=True)\n"
+            "input()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(server.stdout.readline())
+        pids = server_pids(f"grpc://127.0.0.1:{port}")
+        assert pids == (server.pid,)
+        assert server_pids(f"grpc://example.invalid:{port}") == ()  # elsewhere: nothing to count here
+        meter = CpuMeter(pids)
+        with meter:
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            assert server.stdout.readline().strip() == "done"
+        assert meter.record(1)["server_cpu_s"] >= 0.29  # its busy loop, seen from outside
+    finally:
+        server.kill()
+        server.wait()

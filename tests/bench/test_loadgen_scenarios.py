@@ -1,0 +1,163 @@
+"""bit-bench --scenario: MLPerf's real LoadGen driving a real tiny bundle; no timing asserts, only lower bounds that a
+busy host can't break (a request that sleeps D answers no earlier than D after it was issued)."""
+
+import json
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytest.importorskip("mlperf_loadgen")
+
+QUICK = ("--backend", "ort-cpu", "--no-roofline", "--samples", "16", "--min-duration", "0.2")
+QUICK += ("--min-query-count", "8", "--warmup", "0")
+
+
+@pytest.mark.parametrize("scenario", ["singlestream", "multistream", "offline", "server"])
+def test_every_scenario_runs_and_loadgen_s_summary_is_parsed(tiny_bundle, tmp_path, scenario):
+    out = tmp_path / "r.json"
+    extra = ("--target-qps", "50", "--latency-bound-ms", "1000") if scenario == "server" else ()
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *QUICK, "--scenario", scenario, *extra, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    lg = row["loadgen"]
+    names = {"singlestream": "SingleStream", "multistream": "MultiStream", "offline": "Offline", "server": "Server"}
+    assert result["loadgen"]["scenario"] == lg["scenario"] == names[scenario]
+    assert lg["result"] in ("VALID", "INVALID") and lg["verdict"][0] == f"Result is : {lg['result']}"
+    assert lg["metric"]["value"] > 0 and lg["queries"] >= 1 and row["throughput_ips"] > 0
+    # the logs are beside the JSON, and the summary says what the JSON says
+    folder = tmp_path / "r.loadgen" / "ort-cpu_fp32_b1_c1"
+    summary = (folder / "mlperf_log_summary.txt").read_text()
+    assert lg["logs"]["mlperf_log_summary.txt"] == str(folder / "mlperf_log_summary.txt")
+    assert f"Scenario : {names[scenario]}" in summary and f"Result is : {lg['result']}" in summary
+    assert (folder / "mlperf_log_detail.txt").read_text().startswith(":::MLLOG")
+    # a quick run is no MLPerf run, and says so in the JSON and the table
+    assert lg["meets_mlperf_minimums"] is False
+    assert any("min_duration_ms 200 < MLPerf's 600000" in m for m in lg["below_mlperf_minimums"])
+    assert "NOT met (quick run)" in proc.stdout and "below MLPerf's minimums" in proc.stdout
+    assert lg["settings"]["mlperf"]["performance_sample_count"] == 1024
+    assert row["cpu"]["process_cpu_s"] > 0 and row["cpu"]["process_cpu_s_per_request"] > 0
+    if scenario == "server":
+        assert lg["metric"]["latency_bound_ms"] == 1000 and lg["settings"]["target_qps_source"] == "--target-qps"
+
+
+class Delayed:
+    """A real Classifier whose every request answers no earlier than `delay_s` after it was sent."""
+
+    def __init__(self, classifier, delay_s):
+        self.classifier, self.delay_s, self.spec = classifier, delay_s, classifier.spec
+
+    def infer(self, batch):
+        time.sleep(self.delay_s)
+        return self.classifier.infer(batch)
+
+
+@pytest.fixture(scope="module")
+def delayed(tiny_bundle):
+    from bit_trt.bench import query_samples
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.classifier import Classifier
+
+    bundle = load_bundle(str(tiny_bundle))
+    with Classifier(bundle, backend="ort-cpu", precision="fp32") as clf:
+        yield bundle, Delayed(clf, 0.02), query_samples.build(bundle.input_spec, (), 8)
+
+
+def test_loadgen_s_latencies_are_no_shorter_than_the_system_s_delay(delayed, tmp_path):
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
+
+    _, slow, library = delayed
+    settings = LoadgenSettings("singlestream", min_duration_s=0.1, min_query_count=5)
+    section, cpu = run_configuration(slow, library, settings, 1, 1, str(tmp_path))
+    assert section["queries"] >= 5 and cpu["requests"] >= 5
+    assert section["latency_ms"]["min"] >= 20 and section["metric"]["value"] >= 20
+
+
+def test_an_overloaded_server_target_is_invalid_and_reported_so(delayed, tmp_path):
+    from bit_trt.bench import report
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
+
+    _, slow, library = delayed
+    # one worker answering in >= 20 ms serves at most 50 samples/s; 400/s queue up far past a 25 ms bound
+    settings = LoadgenSettings("server", min_duration_s=0.2, min_query_count=40, target_qps=400, latency_bound_ms=25)
+    section, cpu = run_configuration(slow, library, settings, 1, 1, str(tmp_path))
+    assert section["result"] == "INVALID" and section["metric"]["within_bound"] is False
+    assert "Performance constraints satisfied : NO" in [line.strip() for line in section["verdict"]]
+    assert section["metric"]["p99_latency_ms"] > 25
+    row = {"id": "slow/fp32/b1/c1", "loadgen": section, "cpu": cpu}
+    lines = "\n".join(report._loadgen_lines([row]))
+    assert "INVALID" in lines and "Performance constraints satisfied : NO" in lines
+
+
+def test_find_peak_stops_at_its_step_bound(delayed, tmp_path):
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
+
+    _, slow, library = delayed
+    settings = LoadgenSettings("server", min_duration_s=0.1, min_query_count=10, target_qps=20)
+    settings.latency_bound_ms, settings.find_peak, settings.peak_steps = 200, True, 2
+    section, _ = run_configuration(slow, library, settings, 1, 1, str(tmp_path))
+    peak = section["find_peak"]
+    assert len(peak["steps"]) <= 2 and peak["steps"][0]["target_qps"] == 20
+    assert peak["stopped"] in ("steps", "converged")
+    valid = [s["target_qps"] for s in peak["steps"] if s["result"] == "VALID"]
+    assert peak["peak_qps"] == (max(valid) if valid else None)
+    assert (tmp_path / "step_0" / "mlperf_log_summary.txt").exists()
+
+
+def test_accuracy_mode_compares_exactly_loadgen_s_samples_with_a_named_reference(tiny_bundle, tmp_path):
+    out = tmp_path / "r.json"
+    args = (*QUICK, "--scenario", "offline", "--loadgen-mode", "accuracy", "--json", out)
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *args)
+    assert proc.returncode == 0, proc.stderr
+    lg = json.loads(out.read_text())["rows"][0]["loadgen"]
+    figures = {f["reference"]: f for f in lg["accuracy"]}
+    logged = json.loads((tmp_path / "r.loadgen" / "ort-cpu_fp32_b1_c1" / "mlperf_log_accuracy.json").read_text())
+    chosen = sorted({r["qsl_idx"] for r in logged})
+    assert sorted(i for f in figures.values() for i in f["sample_indices"]) == chosen == list(range(16))
+    # the parity set's real photos are the library's first samples: those compare with TF's stored logits
+    from bit_trt.engine.parity_set import real_photo_paths
+
+    if real_photo_paths():
+        tf = figures["TF logits stored in the bundle's parity set"]
+        assert tf["sample_indices"] == list(range(len(real_photo_paths()))) and tf["rel_l2"] < 1e-4
+    ort = figures["the bundle's fp32 graph on ONNX Runtime CPU"]
+    assert ort["top1_agreement"] == 1.0 and ort["rel_l2"] < 1e-5  # ORT fp32 against itself
+    assert "vs the bundle's fp32 graph on ONNX Runtime CPU" in proc.stdout
+
+
+def test_loadgen_missing_gives_the_install_hint(tiny_bundle, tmp_path):
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "mlperf_loadgen.py").write_text("raise ImportError('hidden by the test')\n")
+    out = tmp_path / "r.json"
+    proc = run_cli(
+        "bit_trt.bench.cli", tiny_bundle, *QUICK, "--scenario", "offline", "--json", out, env={"PYTHONPATH": str(hide)}
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "bit-bench: error: mlperf_loadgen is not installed; install it with: pip install 'bit-trt[loadgen]'"
+    )
+    assert not out.exists() and not (tmp_path / "r.loadgen").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--scenario", "edge"), "unknown scenario 'edge'; choose from: singlestream, multistream, offline, server"),
+        (("--scenario", "server", "--target-qps", "0"), "--target-qps must be above 0, got 0"),
+        (("--scenario", "server", "--latency-bound-ms", "-5"), "--latency-bound-ms must be above 0, got -5"),
+        (("--scenario", "offline", "--samples", "100000"), "--samples 100000 is more than the"),
+        (("--target-qps", "5"), "sets up LoadGen: use it with --scenario"),
+        (("--scenario", "offline", "--find-peak"), "--find-peak searches the Server scenario's target QPS"),
+    ],
+)
+def test_bad_loadgen_input_is_one_clear_line_before_anything_runs(tiny_bundle, tmp_path, args, message):
+    out = tmp_path / "r.json"
+    base = [a for a in QUICK if a not in ("--samples", "16")]
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *base, *args, "--json", out)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists() and not (tmp_path / "r.loadgen").exists()
