@@ -6,8 +6,10 @@ stopped around each measured stretch (a window, a LoadGen test, an open-loop run
 
 - process: user + system CPU seconds of this process (every thread: the backend's pools, the client threads);
 - system: busy CPU seconds of the whole host (all processes; psutil's cpu_times, everything but idle and iowait);
-- server: for a server backend on this host, the CPU seconds of the server's process tree (the process listening
-  on the URL's port and its children), which the process figure cannot see.
+- server: for a server backend on this host, the CPU seconds of the server's process tree, which the process figure
+  cannot see. The tree's root is the process listening on the URL's port, or its topmost ancestor that is neither
+  a shell nor an ancestor of bit-bench: the listener is often not where the model runs (bit-serve's Python process
+  runs it and starts tritonserver as its child; Ray's HTTP proxy and its replicas are workers under one raylet).
 
 Utilization is CPU seconds over (wall seconds x logical CPUs): 1.0 is every core busy for the whole stretch.
 """
@@ -19,6 +21,9 @@ import time
 from urllib.parse import urlparse
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+# Where the climb from the listener stops: a login's or a container's processes are not the server's.
+NOT_SERVER = {"bash", "sh", "dash", "zsh", "fish", "ksh", "tcsh", "csh", "sshd", "systemd", "init", "login", "su"}
+NOT_SERVER |= {"sudo", "tmux", "tmux: server", "screen", "tini", "dumb-init", "docker-init", "containerd-shim"}
 
 
 def _psutil():
@@ -73,15 +78,26 @@ def server_pids(url: str | None) -> tuple[int, ...]:
         connections = psutil.net_connections(kind="inet")
     except (psutil.Error, OSError):
         return ()
-    return tuple(
-        sorted(
-            {
-                c.pid
-                for c in connections
-                if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parsed.port
-            }
-        )
-    )
+    listeners = {
+        c.pid
+        for c in connections
+        if c.pid and c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == parsed.port
+    }
+    return tuple(sorted({_server_root(psutil, pid) for pid in listeners}))
+
+
+def _server_root(psutil, pid: int) -> int:
+    """The listener's topmost ancestor that is still the server's (see the module docstring)."""
+    ours = {os.getpid()} | {p.pid for p in psutil.Process().parents()}
+    root = psutil.Process(pid)
+    try:
+        for parent in root.parents():
+            if parent.pid in ours or parent.pid == 1 or parent.name() in NOT_SERVER:
+                break
+            root = parent
+    except psutil.Error:  # a parent ended meanwhile: the climb so far stands
+        pass
+    return root.pid
 
 
 class CpuMeter:

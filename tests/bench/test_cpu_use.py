@@ -58,3 +58,35 @@ def test_a_local_server_s_process_tree_is_found_by_its_port_and_counted():
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_tree_is_rooted_where_the_server_runs_not_at_its_listener():
+    """A parent that works and a child that listens (bit-serve's Python and its tritonserver): both are counted."""
+    child = (
+        "import socket, sys; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+        "print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', {child!r}], stdin=subprocess.PIPE, text=True)\n"
+        "input()\n"
+        "end = time.process_time() + 0.3\n"
+        "while time.process_time() < end: pass\n"
+        "print('done', flush=True)\n"
+        "input()\n"
+        "c.stdin.close(); c.wait()\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())  # the child's line, on the stdout it shares with its parent
+        pids = server_pids(f"http://localhost:{port}")
+        assert pids == (server.pid,)
+        meter = CpuMeter(pids)
+        with meter:
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            assert server.stdout.readline().strip() == "done"
+        assert meter.record(1)["server_cpu_s"] >= 0.29
+    finally:
+        server.kill()
+        server.wait()

@@ -67,3 +67,35 @@ def test_a_server_that_is_not_there_is_reported_not_measured(tiny_bundle, tmp_pa
     assert f"127.0.0.1:{closed}" in proc.stderr and "nothing could be measured" in proc.stderr
     proc, _ = bit_bench(tmp_path / "r.json", tiny_bundle, "--backend", "triton")
     assert proc.returncode == 2 and "--backend triton needs --triton-url" in proc.stderr
+
+
+def test_loadgen_and_the_open_loop_drive_the_server_and_count_its_cpu(bit_serve, tiny_bundle, tmp_path):
+    """--scenario and --arrival through the triton client; the server's CPU is bit-serve's whole tree (its Python
+    process runs the model, tritonserver is its child), found by the port."""
+    pytest.importorskip("mlperf_loadgen")
+    url = f"grpc://{bit_serve.grpc_url}"
+    out = tmp_path / "lg.json"
+    proc = run_cli(
+        "bit_trt.bench.cli",
+        tiny_bundle,
+        *("--backend", "triton", "--triton-url", url, "--scenario", "server", "--target-qps", "20"),
+        *("--latency-bound-ms", "5000", "--min-duration", "0.3", "--min-query-count", "8", "--samples", "8"),
+        *("--no-roofline", "--quiet", "--json", out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["status"] == "measured" and row["loadgen"]["scenario"] == "Server"
+    assert row["loadgen"]["result"] in ("VALID", "INVALID") and row["loadgen"]["queries"] >= 8
+    assert (tmp_path / "lg.loadgen" / "triton_fp32_b1_c1" / "mlperf_log_summary.txt").exists()
+    assert row["cpu"]["server_pids"] == [bit_serve.proc.pid] and row["cpu"]["server_cpu_s"] > 0
+    out = tmp_path / "ol.json"
+    proc = run_cli(
+        "bit_trt.bench.cli",
+        tiny_bundle,
+        *("--backend", "triton", "--triton-url", url, "--arrival", "poisson", "--rate", "50", "--iterations", "20"),
+        *("--percentiles", "50,90", "--warmup", "0", "--no-roofline", "--quiet", "--json", out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["open_loop"]["requests"] == 20 and row["open_loop"]["schedule_lag_ms"]["min"] >= 0
+    assert row["cpu"]["server_pids"] == [bit_serve.proc.pid]
