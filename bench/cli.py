@@ -168,7 +168,7 @@ def _loadgen_settings(args):
     from . import loadgen_scenarios, query_samples
 
     settings = loadgen_scenarios.LoadgenSettings(
-        scenario=args.scenario,
+        scenario=args.scenario.lower(),  # LoadGen's own spelling (SingleStream) is taken too
         mode=args.loadgen_mode,
         samples=args.samples,
         min_duration_s=args.min_duration,
