@@ -91,6 +91,30 @@ def test_an_overloaded_server_target_is_invalid_and_reported_so(delayed, tmp_pat
     assert "INVALID" in lines and "Performance constraints satisfied : NO" in lines
 
 
+class Failing(Delayed):
+    """Answers the four requests of the estimate before the test, then fails every request of the test."""
+
+    calls = 0
+
+    def infer(self, batch):
+        from bit_trt.engine.errors import BitError
+
+        self.calls += 1
+        if self.calls > 4:
+            raise BitError("the backend fell over")
+        return self.classifier.infer(batch)
+
+
+def test_a_failing_system_is_one_line_not_a_hang(delayed, tmp_path):
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_test
+    from bit_trt.engine.errors import BitError
+
+    _, slow, library = delayed
+    settings = LoadgenSettings("offline", min_duration_s=0.05, min_query_count=4)
+    with pytest.raises(BitError, match="the system under test failed during LoadGen's test: the backend fell over"):
+        run_test(__import__("mlperf_loadgen"), Failing(slow.classifier, 0), library, settings, 1, 1, str(tmp_path))
+
+
 def test_find_peak_stops_at_its_step_bound(delayed, tmp_path):
     from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
 
