@@ -134,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mlperf.add_argument("--latency-bound-ms", type=float, help="server: p99 bound (default MLPerf's ResNet 15 ms)")
     mlperf.add_argument(
-        "--find-peak", action="store_true", help="server: search the highest VALID target QPS (doubling, then halving)"
+        "--find-peak",
+        action="store_true",
+        help="server: search the highest VALID target QPS (doubling, then bisecting)",
     )
     mlperf.add_argument("--peak-steps", type=int, default=8, help="--find-peak: LoadGen tests at most")
     mlperf.add_argument("--peak-time", type=float, default=1800.0, help="--find-peak: seconds at most")
