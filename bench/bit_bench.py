@@ -205,7 +205,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
                 Workload(
                     c,
                     request_for(classifiers[c.engine_key], c, decoded, encoded),
-                    cpu=CpuMeter(_server_pids(c, options)),
+                    cpu=_meter(c, options)(),
                 )
                 for c in planned
                 if c.id not in skipped
@@ -253,6 +253,12 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     return result, samples, times
 
 
+def _meter(config, options: BenchOptions):
+    """What makes a configuration's CpuMeter: with its server's pids, sampling the GPU for a GPU backend."""
+    server, gpu = _server_pids(config, options), config.backend in configurations.GPU_BACKENDS
+    return lambda: CpuMeter(server, gpu)
+
+
 def _server_pids(config, options: BenchOptions) -> tuple[int, ...]:
     """The server's processes on this host, whose CPU use a server row counts too (bench/cpu_use.py)."""
     if config.backend == configurations.TRITON:
@@ -268,7 +274,7 @@ def _loadgen_row(classifier, config, library, references, options: BenchOptions)
 
     folder = loadgen_scenarios.row_folder(options.loadgen_dir, config.id)
     section, cpu = loadgen_scenarios.run_configuration(
-        classifier, library, options.loadgen, config.batch, config.concurrency, folder, _server_pids(config, options)
+        classifier, library, options.loadgen, config.batch, config.concurrency, folder, _meter(config, options)
     )
     if options.loadgen.mode == "accuracy":
         section["accuracy"] = loadgen_accuracy.agreement(folder, references)

@@ -11,7 +11,8 @@ stopped around each measured stretch (a window, a LoadGen test, an open-loop run
   a shell nor an ancestor of bit-bench: the listener is often not where the model runs (bit-serve's Python process
   runs it and starts tritonserver as its child; Ray's HTTP proxy and its replicas are workers under one raylet).
 
-Utilization is CPU seconds over (wall seconds x logical CPUs): 1.0 is every core busy for the whole stretch.
+Utilization is CPU seconds over (wall seconds x logical CPUs): 1.0 is every core busy for the whole stretch. A GPU
+backend's meter also samples the GPU's utilization over the same stretches (bench/gpu_use.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from __future__ import annotations
 import os
 import time
 from urllib.parse import urlparse
+
+from .gpu_use import GpuSampler
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
 # Where the climb from the listener stops: a login's or a container's processes are not the server's.
@@ -103,8 +106,9 @@ def _server_root(psutil, pid: int) -> int:
 class CpuMeter:
     """Readings at start() and stop(); `add` keeps the sum over several stretches of one row."""
 
-    def __init__(self, server: tuple[int, ...] = ()):
+    def __init__(self, server: tuple[int, ...] = (), gpu: bool = False):
         self.server = server
+        self.gpu = GpuSampler() if gpu else None
         self.totals = {"wall_s": 0.0, "process_cpu_s": 0.0, "system_cpu_s": 0.0, "server_cpu_s": 0.0}
         self._start = None
 
@@ -112,10 +116,14 @@ class CpuMeter:
         return time.perf_counter(), _process_s(), _system_busy_s(), _tree_s(self.server)
 
     def start(self) -> None:
+        if self.gpu is not None:
+            self.gpu.start()
         self._start = self._read()
 
     def stop(self) -> None:
         end = self._read()
+        if self.gpu is not None:
+            self.gpu.stop()
         for key, a, b in zip(self.totals, self._start, end):
             if self.totals[key] is not None:
                 self.totals[key] = None if a is None or b is None else self.totals[key] + (b - a)
@@ -141,4 +149,5 @@ class CpuMeter:
             out[f"{name}_cpu_s_per_request"] = None if seconds is None or not requests else round(seconds / requests, 6)
             out[f"{name}_utilization"] = None if seconds is None else round(seconds / (wall * cores), 4)
         out["server_pids"] = list(self.server)
+        out["gpu"] = None if self.gpu is None else self.gpu.record()
         return out

@@ -255,9 +255,9 @@ def latency_ms(detail: dict) -> dict:
     return out
 
 
-def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, batch, workers, folder, server=()):
-    """One LoadGen test into `folder`: (parsed logs, the settings used, MLPerf minimums missed, CPU use); `server`:
-    the pids of a server on this host whose CPU use counts too (bench/cpu_use.py)."""
+def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, batch, workers, folder, meter=CpuMeter):
+    """One LoadGen test into `folder`: (parsed logs, the settings used, MLPerf minimums missed, CPU use); `meter`
+    makes the CpuMeter of the row (bench/cpu_use.py: with a local server's pids, or sampling the GPU)."""
     per_request_s = _estimate(classifier, samples, batch)
     test, used, missed = test_settings(lg, settings, len(samples.images), per_request_s, batch, workers)
     os.makedirs(folder, exist_ok=True)
@@ -268,7 +268,7 @@ def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, b
     sut_impl = ClassifierSUT(classifier, samples, batch, workers)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(len(samples.images), len(samples.images), sut_impl.load, sut_impl.unload)
-    meter = CpuMeter(server)
+    meter = meter()
     try:
         with meter:
             lg.StartTestWithLogSettings(sut, qsl, test, log)
@@ -282,13 +282,15 @@ def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, b
     return parsed, used, missed, meter.record(sut_impl.requests)
 
 
-def run_configuration(classifier, samples: QuerySamples, settings: LoadgenSettings, batch, workers, folder, server=()):
+def run_configuration(
+    classifier, samples: QuerySamples, settings: LoadgenSettings, batch, workers, folder, meter=CpuMeter
+):
     """The row's `loadgen` section (and its CPU use): one test, or --find-peak's search over Server targets."""
     lg = loadgen()
     if not settings.find_peak:
-        parsed, used, missed, cpu = run_test(lg, classifier, samples, settings, batch, workers, folder, server)
+        parsed, used, missed, cpu = run_test(lg, classifier, samples, settings, batch, workers, folder, meter)
         return _section(settings, parsed, used, missed, folder, cpu), cpu
-    return _find_peak(lg, classifier, samples, settings, batch, workers, folder, server)
+    return _find_peak(lg, classifier, samples, settings, batch, workers, folder, meter)
 
 
 def _section(settings: LoadgenSettings, parsed: dict, used: dict, missed: list, folder: str, cpu: dict) -> dict:
@@ -321,7 +323,7 @@ def _section(settings: LoadgenSettings, parsed: dict, used: dict, missed: list, 
     }
 
 
-def _find_peak(lg, classifier, samples, settings: LoadgenSettings, batch, workers, folder, server):
+def _find_peak(lg, classifier, samples, settings: LoadgenSettings, batch, workers, folder, meter):
     """Server targets doubled from the first until one is INVALID, then bisected; bounded by --peak-steps tests and
     --peak-time seconds (a test already started is finished). The row reports the highest VALID target's test."""
     started, steps = time.perf_counter(), []
@@ -335,9 +337,7 @@ def _find_peak(lg, classifier, samples, settings: LoadgenSettings, batch, worker
             break
         step_settings = LoadgenSettings(**{**settings.__dict__, "target_qps": target, "find_peak": False})
         step_folder = os.path.join(folder, f"step_{step}")
-        parsed, used, missed, cpu = run_test(
-            lg, classifier, samples, step_settings, batch, workers, step_folder, server
-        )
+        parsed, used, missed, cpu = run_test(lg, classifier, samples, step_settings, batch, workers, step_folder, meter)
         section = _section(step_settings, parsed, used, missed, step_folder, cpu)
         target = used["target_qps"]
         valid = section["result"] == "VALID"
