@@ -150,7 +150,7 @@ def _estimate(classifier, samples: QuerySamples, batch: int) -> float:
     return float(np.median(times))
 
 
-def test_settings(lg, settings: LoadgenSettings, samples: int, per_request_s: float, batch: int, workers: int):
+def settings_for(lg, settings: LoadgenSettings, samples: int, per_request_s: float, batch: int, workers: int):
     """(LoadGen's TestSettings, {what the run sets and where from}, [MLPerf minimums the run misses])."""
     s = mlperf_defaults(lg, settings.scenario)
     mlperf = {"min_duration_ms": s.min_duration_ms, "min_query_count": s.min_query_count}
@@ -259,7 +259,7 @@ def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, b
     """One LoadGen test into `folder`: (parsed logs, the settings used, MLPerf minimums missed, CPU use); `meter`
     makes the CpuMeter of the row (bench/cpu_use.py: with a local server's pids, or sampling the GPU)."""
     per_request_s = _estimate(classifier, samples, batch)
-    test, used, missed = test_settings(lg, settings, len(samples.images), per_request_s, batch, workers)
+    test, used, missed = settings_for(lg, settings, len(samples.images), per_request_s, batch, workers)
     os.makedirs(folder, exist_ok=True)
     out = lg.LogOutputSettings()
     out.outdir, out.copy_summary_to_stdout = folder, False
