@@ -92,10 +92,15 @@ def run(request, arrival: Arrival, count: int, senders: int, origin: float | Non
     return records
 
 
+def latencies_ms(records: list[tuple]) -> list[float]:
+    """Each request's latency counted from its scheduled time (not from its send: server#3113)."""
+    return [1000 * (end - sched) for _, sched, _, end in records]
+
+
 def summary(records: list[tuple], arrival: Arrival, batch: int, percentiles) -> dict:
     """The row's figures: latency from the schedule, service time from the send, and the schedule lag (with the
     mean lag of the first and last tenth of the requests, to show whether it grows)."""
-    latency = [1000 * (end - sched) for _, sched, _, end in records]
+    latency = latencies_ms(records)
     service = [1000 * (end - start) for _, _, start, end in records]
     lag = [1000 * (start - sched) for _, sched, start, _ in records]
     tenth = max(1, len(lag) // 10)
@@ -140,7 +145,7 @@ def measure(workloads, arrival: Arrival, schedule, percentiles, progress=None) -
             records = run(w.request, arrival, count, w.config.concurrency)
         origin = records[0][1] if origin is None else origin
         figures = summary(records, arrival, w.config.batch, percentiles)
-        w.latencies_ms = [1000 * (end - sched) for _, sched, _, end in records]
+        w.latencies_ms = latencies_ms(records)
         w.times = [(0, t, round(1000 * (s - origin), 4), round(1000 * (e - origin), 4)) for t, _, s, e in records]
         w.windows = [
             {
