@@ -190,7 +190,8 @@ def _loadgen_lines(rows: list[dict]) -> list[str]:
         text = f"{m['name']} {_fmt(m['value'], 3)} {m['unit']}"
         if "latency_bound_ms" in m:
             pct = next(k for k in m if k.endswith("_latency_ms"))
-            text += f" ({pct.removesuffix('_latency_ms')} {_fmt(m[pct], 2)} ms, bound {_fmt(m['latency_bound_ms'], 1)})"
+            text += f" (scheduled {_fmt(m['scheduled_samples_per_second'], 3)}; {pct.removesuffix('_latency_ms')} "
+            text += f"{_fmt(m[pct], 2)} ms, bound {_fmt(m['latency_bound_ms'], 1)})"
         estimates = ", ".join(
             f"{k.removesuffix('_ms')} {v:.2f} ms" for k, v in lg["early_stopping"]["estimates_ms"].items()
         )

@@ -33,6 +33,10 @@ def test_every_scenario_runs_and_loadgen_s_summary_is_parsed(tiny_bundle, tmp_pa
     assert lg["logs"]["mlperf_log_summary.txt"] == str(folder / "mlperf_log_summary.txt")
     assert f"Scenario : {names[scenario]}" in summary and f"Result is : {lg['result']}" in summary
     assert (folder / "mlperf_log_detail.txt").read_text().startswith(":::MLLOG")
+    # the metric is the one LoadGen's summary heads with (p90, p99 per query, samples/s, completed samples/s)
+    headline = summary.split("Mode     : PerformanceOnly\n", 1)[1].splitlines()[0]
+    figure = float(headline.rsplit(":", 1)[1])
+    assert lg["metric"]["value"] == pytest.approx(figure / 1e6 if "(ns)" in headline else figure, abs=0.01), headline
     # a quick run is no MLPerf run, and says so in the JSON and the table
     assert lg["meets_mlperf_minimums"] is False
     assert any("min_duration_ms 200 < MLPerf's 600000" in m for m in lg["below_mlperf_minimums"])
@@ -86,6 +90,8 @@ def test_an_overloaded_server_target_is_invalid_and_reported_so(delayed, tmp_pat
     assert section["result"] == "INVALID" and section["metric"]["within_bound"] is False
     assert "Performance constraints satisfied : NO" in [line.strip() for line in section["verdict"]]
     assert section["metric"]["p99_latency_ms"] > 25
+    # LoadGen kept to the asked target, past the system's 50/s (its schedule's rate, not the host's speed)
+    assert section["settings"]["target_qps"] == 400 and section["metric"]["scheduled_samples_per_second"] > 100
     row = {"id": "slow/fp32/b1/c1", "loadgen": section, "cpu": cpu}
     lines = "\n".join(report._loadgen_lines([row]))
     assert "INVALID" in lines and "Performance constraints satisfied : NO" in lines
@@ -172,6 +178,8 @@ def test_loadgen_missing_gives_the_install_hint(tiny_bundle, tmp_path):
         (("--scenario", "edge"), "unknown scenario 'edge'; choose from: singlestream, multistream, offline, server"),
         (("--scenario", "server", "--target-qps", "0"), "--target-qps must be above 0, got 0"),
         (("--scenario", "server", "--latency-bound-ms", "-5"), "--latency-bound-ms must be above 0, got -5"),
+        (("--scenario", "server", "--target-qps", "inf"), "--target-qps must be above 0, got inf"),
+        (("--scenario", "offline", "--min-duration", "nan"), "--min-duration must be 0 or more seconds, got nan"),
         (("--scenario", "offline", "--samples", "100000"), "--samples 100000 is more than the"),
         (("--target-qps", "5"), "sets up LoadGen: use it with --scenario"),
         (("--scenario", "offline", "--find-peak"), "--find-peak searches the Server scenario's target QPS"),
