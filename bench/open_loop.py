@@ -12,7 +12,10 @@ the run (Poisson arrivals at `rate` requests/s, seeded, or evenly spaced with `-
   client off as a fast server.
 
 `concurrency` is the most requests in flight at once (the sender threads); each sender takes the next
-scheduled request, waits for its time if it is early, and sends it.
+scheduled request, waits for its time if it is early, and sends it. The run is bounded in time as well as in
+requests: a request that would start more than `MAX_LAG_S` (or the schedule's whole length, if longer) after its
+time is not sent but counted, so a rate far above the backend's capacity ends about when its schedule does
+instead of taking (rate / capacity) times as long.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..engine.errors import BitError
 from .latency_stats import summarize
 
 ARRIVALS = ("poisson", "constant")
+MAX_LAG_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,11 @@ class Arrival:
 def run(request, arrival: Arrival, count: int, senders: int, origin: float | None = None) -> list[tuple]:
     """Send `count` requests on `arrival`'s schedule from `senders` threads. Returns per request, in schedule order:
     (sender, scheduled, start, end) as perf_counter instants; start >= scheduled always (a sender never starts
-    a request early)."""
+    a request early); None for a request not sent because it was already too late (see the module docstring)."""
     offsets = arrival.offsets(count)
     origin = (time.perf_counter() + 0.01) if origin is None else origin
     scheduled = origin + offsets
+    max_lag = max(MAX_LAG_S, float(offsets[-1]))
     records: list = [None] * count
     lock = threading.Lock()
     next_index = [0]
@@ -70,6 +75,8 @@ def run(request, arrival: Arrival, count: int, senders: int, origin: float | Non
                     return
                 next_index[0] += 1
             wait = scheduled[i] - time.perf_counter()
+            if wait < -max_lag:
+                continue
             if wait > 0:
                 time.sleep(wait)
             start = time.perf_counter()
@@ -92,14 +99,20 @@ def run(request, arrival: Arrival, count: int, senders: int, origin: float | Non
     return records
 
 
+def sent(records: list[tuple | None]) -> list[tuple]:
+    return [r for r in records if r is not None]
+
+
 def latencies_ms(records: list[tuple]) -> list[float]:
     """Each request's latency counted from its scheduled time (not from its send: server#3113)."""
     return [1000 * (end - sched) for _, sched, _, end in records]
 
 
-def summary(records: list[tuple], arrival: Arrival, batch: int, percentiles) -> dict:
+def summary(records: list[tuple | None], arrival: Arrival, batch: int, percentiles) -> dict:
     """The row's figures: latency from the schedule, service time from the send, and the schedule lag (with the
-    mean lag of the first and last tenth of the requests, to show whether it grows)."""
+    mean lag of the first and last tenth of the requests, to show whether it grows); run()'s records."""
+    asked, records = len(records), sent(records)
+    not_sent = asked - len(records)
     latency = latencies_ms(records)
     service = [1000 * (end - start) for _, _, start, end in records]
     lag = [1000 * (start - sched) for _, sched, start, _ in records]
@@ -111,6 +124,7 @@ def summary(records: list[tuple], arrival: Arrival, batch: int, percentiles) -> 
         "rate": arrival.rate,
         "seed": arrival.seed,
         "requests": len(records),
+        "not_sent": not_sent,
         "achieved_rate": round(len(records) / span, 3),
         "throughput_ips": round(len(records) * batch / span, 3),
         "latency_from_schedule_ms": summarize(latency, percentiles),
@@ -124,6 +138,14 @@ def summary(records: list[tuple], arrival: Arrival, batch: int, percentiles) -> 
         "warnings": (
             [f"the client fell behind the schedule: requests started up to {max(lag):.1f} ms late"]
             if last > first and max(lag) > 1
+            else []
+        )
+        + (
+            [
+                f"{not_sent} of {asked} requests were not sent: no sender was free within {MAX_LAG_S:g} s (or the "
+                "schedule's length) of their time"
+            ]
+            if not_sent
             else []
         ),
     }
@@ -143,13 +165,14 @@ def measure(workloads, arrival: Arrival, schedule, percentiles, progress=None) -
         count = schedule.iterations or max(1, round(arrival.rate * schedule.duration_s))
         with w.cpu:
             records = run(w.request, arrival, count, w.config.concurrency)
-        origin = records[0][1] if origin is None else origin
         figures = summary(records, arrival, w.config.batch, percentiles)
+        records = sent(records)
+        origin = records[0][1] if origin is None else origin
         w.latencies_ms = latencies_ms(records)
         w.times = [(0, t, round(1000 * (s - origin), 4), round(1000 * (e - origin), 4)) for t, _, s, e in records]
         w.windows = [
             {
-                "requests": count,
+                "requests": len(records),
                 "seconds": round(max(e for *_, e in records) - records[0][1], 4),
                 "throughput_ips": figures["throughput_ips"],
                 "median_ms": figures["latency_from_schedule_ms"]["median"],

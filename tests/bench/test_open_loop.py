@@ -52,6 +52,20 @@ def test_above_a_slow_backend_s_capacity_the_schedule_lag_is_positive_and_grows(
     assert figures["latency_from_schedule_ms"]["min"] >= 20
 
 
+def test_a_rate_far_above_capacity_ends_with_its_schedule_and_counts_what_it_did_not_send(slow_request):
+    from bit_trt.bench.open_loop import MAX_LAG_S, Arrival, run, summary
+
+    # 200 requests due within 0.2 s, one sender, each >= 20 ms: sending them all would put the last >= 3.7 s behind
+    # its time, past MAX_LAG_S, so some can't have been sent whatever the host's speed
+    assert MAX_LAG_S < 3.7
+    arrival = Arrival("constant", rate=1000)
+    records = run(slow_request, arrival, 200, senders=1)
+    figures = summary(records, arrival, 1, (50, 90))
+    assert figures["not_sent"] >= 1 and figures["requests"] + figures["not_sent"] == 200
+    assert records[0] is not None and sum(r is None for r in records) == figures["not_sent"]
+    assert any("requests were not sent" in w for w in figures["warnings"])
+
+
 def test_poisson_arrivals_are_seeded_and_start_at_zero():
     from bit_trt.bench.open_loop import Arrival
 
@@ -69,11 +83,12 @@ def test_the_cli_reports_the_open_loop_and_cpu_use(tiny_bundle, tmp_path):
     row = result["rows"][0]
     loop = row["open_loop"]
     assert result["open_loop"]["latency_from"] == "scheduled time" and result["settings"]["arrival"] == "poisson"
-    assert loop["requests"] == row["requests"] == 30 and loop["rate"] == 100 and row["stable"] is None
+    assert loop["requests"] + loop["not_sent"] == 30 and loop["requests"] == row["requests"] >= 1
+    assert loop["rate"] == 100 and row["stable"] is None
     assert loop["schedule_lag_ms"]["min"] >= 0
     assert loop["latency_from_schedule_ms"]["max"] >= loop["service_ms"]["max"]
     assert row["latency_ms"] == loop["latency_from_schedule_ms"]  # the row's latency, as the table shows it
-    assert row["cpu"]["requests"] == 30 and row["cpu"]["process_cpu_s_per_request"] > 0
+    assert row["cpu"]["requests"] == loop["requests"] and row["cpu"]["process_cpu_s_per_request"] > 0
     assert "open loop (latency from each request's scheduled time):" in proc.stdout
 
 
