@@ -51,8 +51,8 @@ def _system_busy_s() -> float | None:
 
 
 def _tree_s(pids: tuple[int, ...]) -> float | None:
-    """CPU seconds of each pid and its children (their live children; those that ended are counted by the kernel
-    in their parent's children_* times)."""
+    """CPU seconds of each pid and its children: the live ones' own, plus the children_* times in which the kernel
+    keeps what each one's ended (and waited-for) children used (a worker that came and went within the stretch)."""
     psutil = _psutil()
     if psutil is None or not pids:
         return None
@@ -62,7 +62,7 @@ def _tree_s(pids: tuple[int, ...]) -> float | None:
             root = psutil.Process(pid)
             for proc in [root, *root.children(recursive=True)]:
                 t = proc.cpu_times()
-                total += t.user + t.system
+                total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
         except psutil.Error:  # ended meanwhile: what it used is no longer readable
             continue
     return total

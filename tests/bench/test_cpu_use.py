@@ -90,3 +90,29 @@ def test_the_tree_is_rooted_where_the_server_runs_not_at_its_listener():
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_worker_that_came_and_went_within_the_stretch_is_counted():
+    """A server that runs a request in a short-lived child process: the child is never seen alive by the meter,
+    yet its CPU is the server's (the kernel adds it to its parent's children_* times once it is waited for)."""
+    busy = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    parent = (
+        "import socket, subprocess, sys\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); print(s.getsockname()[1], flush=True)\n"
+        "input()\n"
+        f"subprocess.run([sys.executable, '-c', {busy!r}], check=True)\n"
+        "print('done', flush=True)\n"
+        "input()\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        meter = CpuMeter(server_pids(f"grpc://127.0.0.1:{port}"))
+        with meter:
+            server.stdin.write("go\n")
+            server.stdin.flush()
+            assert server.stdout.readline().strip() == "done"
+        assert meter.record(1)["server_cpu_s"] >= 0.29
+    finally:
+        server.kill()
+        server.wait()
