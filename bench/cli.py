@@ -271,9 +271,13 @@ def options_from_args(args, argv) -> BenchOptions:
 
 
 def _loadgen_dir(json_path):
+    """Where LoadGen's logs go, refused before anything loads if a file is in the way."""
     from .loadgen_scenarios import log_folder
 
-    return log_folder(json_path)
+    folder = log_folder(json_path)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise BitError(f"LoadGen's logs go to {folder}, which is a file; move it or give another --json")
+    return folder
 
 
 def _check_plot_dir(path: str | None) -> None:

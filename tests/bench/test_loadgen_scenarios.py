@@ -193,3 +193,14 @@ def test_bad_loadgen_input_is_one_clear_line_before_anything_runs(tiny_bundle, t
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert not out.exists() and not (tmp_path / "r.loadgen").exists()
+
+
+def test_a_file_where_the_logs_go_is_one_line_before_anything_runs(tiny_bundle, tmp_path):
+    out, logs = tmp_path / "r.json", tmp_path / "r.loadgen"
+    logs.write_text("not a folder")
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *QUICK, "--scenario", "offline", "--json", out)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        f"bit-bench: error: LoadGen's logs go to {logs}, which is a file; move it or give another --json"
+    )
+    assert not out.exists() and logs.read_text() == "not a folder"
