@@ -228,6 +228,6 @@ def _open_loop_lines(rows: list[dict]) -> list[str]:
             f"  {row['id']}: {o['arrival']} {o['rate']:g} req/s asked, {o['achieved_rate']:.2f} achieved; "
             f"schedule lag median {lag['median']:.2f} ms, max {lag['max']:.2f} ms, "
             f"first tenth {lag['first_tenth_mean']:.2f} -> last tenth {lag['last_tenth_mean']:.2f} ms"
-            + (" (growing: the client fell behind)" if lag["growing"] and lag["max"] > 1 else "")
+            + (" (growing: the client fell behind)" if lag["growing"] else "")
         )
     return out
