@@ -249,7 +249,13 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         a = options.arrival
         result["open_loop"] = {"arrival": a.kind, "rate": a.rate, "seed": a.seed, "latency_from": "scheduled time"}
     samples = {w.config.id: list(w.latencies_ms) for w in workloads}
-    times = {w.config.id: [(*t, w.phases[i] if w.phases else None) for i, t in enumerate(w.times)] for w in workloads}
+    times = {
+        w.config.id: [
+            (*t, w.phases[i] if w.phases else None, w.scheduled_ms[i] if w.scheduled_ms else None)
+            for i, t in enumerate(w.times)
+        ]
+        for w in workloads
+    }
     return result, samples, times
 
 

@@ -51,6 +51,7 @@ class Workload:
     stable: bool = False
     cpu: CpuMeter = field(default_factory=CpuMeter)  # over the recorded windows (bench/cpu_use.py)
     open_loop: dict | None = None  # measured on a schedule instead (bench/open_loop.py): its figures
+    scheduled_ms: list = field(default_factory=list)  # and per request, its scheduled time (times' origin)
 
     def done(self, schedule: Schedule) -> bool:
         if len(self.windows) < schedule.min_windows:

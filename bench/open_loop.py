@@ -171,6 +171,7 @@ def measure(workloads, arrival: Arrival, schedule, percentiles, progress=None) -
         origin = records[0][1] if origin is None else origin
         w.latencies_ms = latencies_ms(records)
         w.times = [(0, t, round(1000 * (s - origin), 4), round(1000 * (e - origin), 4)) for t, _, s, e in records]
+        w.scheduled_ms = [round(1000 * (sched - origin), 4) for _, sched, _, _ in records]
         w.windows = [
             {
                 "requests": len(records),

@@ -65,10 +65,14 @@ TRTEXEC_PHASES = {"enqueue_ms": "enqueueMs", "h2d_ms": "h2dMs", "compute_ms": "c
 def to_times(result: dict, times: dict) -> str:
     """Per-request times, one list per configuration, in trtexec's --exportTimes field names: startMs and endMs
     from the measurement's start, latencyMs, and on the trt backend enqueueMs, h2dMs, computeMs and d2hMs
-    (CPU backends have no separate phases to report)."""
+    (CPU backends have no separate phases to report). An open-loop request adds its scheduledMs and
+    scheduleLagMs, and its latencyMs counts from the schedule, as its row's does."""
 
-    def record(window, thread, start, end, phases):
+    def record(window, thread, start, end, phases, scheduled):
         out = {"window": window, "thread": thread, "startMs": start, "endMs": end, "latencyMs": round(end - start, 4)}
+        if scheduled is not None:
+            out |= {"scheduledMs": scheduled, "scheduleLagMs": round(start - scheduled, 4)}
+            out["latencyMs"] = round(end - scheduled, 4)
         for key, name in TRTEXEC_PHASES.items():
             if phases and key in phases:
                 out[name] = round(phases[key], 4)

@@ -77,7 +77,7 @@ def test_poisson_arrivals_are_seeded_and_start_at_zero():
 def test_the_cli_reports_the_open_loop_and_cpu_use(tiny_bundle, tmp_path):
     out = tmp_path / "r.json"
     args = (*QUICK, "--arrival", "poisson", "--rate", "100", "--iterations", "30", "--concurrency", "2")
-    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *args, "--json", out)
+    proc = run_cli("bit_trt.bench.cli", tiny_bundle, *args, "--json", out, "--export-times", tmp_path / "t.json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     row = result["rows"][0]
@@ -90,6 +90,12 @@ def test_the_cli_reports_the_open_loop_and_cpu_use(tiny_bundle, tmp_path):
     assert row["latency_ms"] == loop["latency_from_schedule_ms"]  # the row's latency, as the table shows it
     assert row["cpu"]["requests"] == loop["requests"] and row["cpu"]["process_cpu_s_per_request"] > 0
     assert "open loop (latency from each request's scheduled time):" in proc.stdout
+    # every request's recorded scheduled time precedes its start, and its latency counts from it
+    (requests,) = json.loads((tmp_path / "t.json").read_text())["configurations"].values()
+    assert len(requests) == loop["requests"]
+    for r in requests:
+        assert r["scheduledMs"] <= r["startMs"] < r["endMs"] and r["scheduleLagMs"] >= 0
+        assert r["latencyMs"] == pytest.approx(r["endMs"] - r["scheduledMs"], abs=1e-3)
 
 
 @pytest.mark.parametrize(
