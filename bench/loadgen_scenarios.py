@@ -17,6 +17,7 @@ the same Classifier, or the same server client, that bit-bench times, and its ve
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -196,8 +197,6 @@ def settings_for(lg, settings: LoadgenSettings, samples: int, per_request_s: flo
 def parse_logs(folder: str) -> dict:
     """LoadGen's verdict from its logs: the detail log's result_* and early_stopping_* records, and the summary's
     "Result is" block as LoadGen wrote it."""
-    import json
-
     detail = {}
     with open(os.path.join(folder, "mlperf_log_detail.txt")) as f:
         for line in f:
