@@ -186,6 +186,8 @@ def settings_for(lg, settings: LoadgenSettings, samples: int, per_request_s: flo
         used["latency_percentile"] = s.server_target_latency_percentile
     used |= {"min_duration_ms": s.min_duration_ms, "min_query_count": s.min_query_count}
     used |= {"performance_sample_count": samples, "mlperf": mlperf}
+    if settings.mode == "accuracy":  # every sample once: duration and query minimums are performance rules
+        return s, used, [f"accuracy on this library's {samples} samples, not MLPerf's validation set"]
     missed = [
         f"{key} {used[key]} < MLPerf's {mlperf[key]}"
         for key in ("min_duration_ms", "min_query_count", "performance_sample_count")
@@ -274,15 +276,14 @@ def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, b
     out.outdir, out.copy_summary_to_stdout = folder, False
     log = lg.LogSettings()
     log.log_output, log.enable_trace = out, False
-    sut_impl = ClassifierSUT(classifier, samples, batch, workers)
+    meter, sut_impl = meter(), ClassifierSUT(classifier, samples, batch, workers)
     sut = lg.ConstructSUT(sut_impl.issue, sut_impl.flush)
     qsl = lg.ConstructQSL(len(samples.images), len(samples.images), sut_impl.load, sut_impl.unload)
-    meter = meter()
-    try:
+    try:  # nothing between the constructions and here that can fail: LoadGen's objects are always destroyed
         with meter:
             lg.StartTestWithLogSettings(sut, qsl, test, log)
     finally:
-        sut_impl.close()
+        sut_impl.close()  # every worker has answered before LoadGen's objects go
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
     if sut_impl.errors:
