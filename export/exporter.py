@@ -166,7 +166,9 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         "source": loaded.source,
         "trained": loaded.trained,
     }
-    onnx_model, graph = _convert_and_clean(loaded, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress)
+    onnx_model, graph, convert_child = _convert_and_clean(
+        loaded, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress
+    )
 
     with BundleWriter(o.out) as writer:
         # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a
@@ -269,13 +271,14 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
                 },
                 "tools": tool_versions(),
             }
-            # The reference child ran while this process held rss_before_child: their sum bounds that moment.
+            # Each child ran while this process held what it held then: their sums bound those moments.
             manifest["export"] = {
                 "steps_s": clock.steps,
                 "wall_s": clock.total(),
-                "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak),
+                "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak, sum(convert_child)),
                 "peak_rss_exporter_bytes": peak_rss_bytes(),
                 "peak_rss_tf_reference_bytes": child_peak,
+                "peak_rss_tf2onnx_bytes": convert_child[1],
                 "host": platform.node(),
                 "machine": platform.machine(),
             }
@@ -286,12 +289,14 @@ def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progre
     """tf2onnx, then the graph rewrites, each checked on the `probe` images against TF: the GroupNorm fusion here,
     with ORT's own optimizations off (so that what is measured is our graph) and the weights fed to ORT from the
     model rather than serialized; the constant folding by the parity step, on the file as written (FOLD_CHECK).
-    Returns the cleaned ModelProto and the graph record for the manifest."""
+    Returns the cleaned ModelProto, the graph record for the manifest, and (this process's RSS, the tf2onnx child's
+    peak RSS) while that child ran."""
 
     v = loaded.variant
     with clock.step("convert", f"converting {v.name} with tf2onnx (opset {o.opset}, weights as inputs)"):
-        onnx_model = tf2onnx_route.convert(
-            loaded.weights, v, None if o.dynamic_spatial else o.resolution, o.opset, consume=True
+        rss_before_child = current_rss_bytes()
+        onnx_model, child_peak = tf2onnx_route.convert_in_child(
+            loaded.weights, v, None if o.dynamic_spatial else o.resolution, o.opset
         )
         loaded.weights = None  # bound into the ONNX initializers now, array by array
         release_memory()
@@ -312,12 +317,16 @@ def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progre
         f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
         f"{fused} GroupNorms fused, {folded} constant nodes folded"
     )
-    return onnx_model, {
-        "before_cleanup": before,
-        "after_cleanup": after,
-        "group_norms_fused": fused,
-        "constants_folded": folded,
-    }
+    return (
+        onnx_model,
+        {
+            "before_cleanup": before,
+            "after_cleanup": after,
+            "group_norms_fused": fused,
+            "constants_folded": folded,
+        },
+        (rss_before_child, child_peak),  # the tf2onnx child ran while this process held rss_before_child
+    )
 
 
 def _graph_stats(model) -> dict:

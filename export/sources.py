@@ -140,13 +140,14 @@ def load_npz(path: str, variant: str | None = None) -> LoadedModel:
 
 
 def _with_tf_reference(weights, v: Variant, num_classes: int, source: dict) -> LoadedModel:
-    from .bit_tf import BiTModule
-
     module = None
 
     def build(consume: bool = False):
         nonlocal module
         if module is None:
+            # TF is imported here, not before: weights that need no TF to be read leave the exporter without it
+            from .bit_tf import BiTModule
+
             module = BiTModule(weights, v, consume=consume)
 
     def reference(images):

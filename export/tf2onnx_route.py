@@ -71,6 +71,24 @@ def convert(
     return model
 
 
+def convert_in_child(weights, variant: Variant, resolution: int | None, opset: int = DEFAULT_OPSET):
+    """convert(..., bind=True, consume=True) with TF's part in a child process (export/tf_reference.py): the child
+    traces and converts from the weights' shapes alone, and this process binds the weights, taking each array out
+    of `weights` as it is bound. So the exporter never imports TF for weights that need none to be read (synthetic,
+    .npz), and the memory TF keeps after converting goes with the child. Returns the model and the child's peak
+    RSS in bytes."""
+    import onnx
+
+    from .tf_reference import weightless_graph
+
+    if opset not in SUPPORTED_OPSETS:
+        raise BitError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
+    graph, child_peak = weightless_graph(variant.name, {k: a.shape for k, a in weights.items()}, resolution, opset)
+    model = onnx.load_from_string(graph)
+    bind_initializers(model, weights, consume=True)
+    return model, child_peak
+
+
 def _rename_tensor(graph, old: str, new: str) -> None:
     for node in graph.node:
         for i, name in enumerate(node.input):

@@ -1,11 +1,14 @@
-"""The TF reference logits, computed in a child process.
+"""TF's work, done in child processes: the reference logits, and the traced graph tf2onnx converts.
 
-A child, because TF keeps most of what it allocated (R50x3 at 480: over 3 GB) until the process exits;
-run in the exporting process it would sit under every later step's peak.
-The child ends when its parent dies, however it dies (SIGKILL included), so that it never holds that memory idle.
+A child, because TF keeps most of what it allocated until the process exits: the reference for R50x3 at 480 over
+3 GB; tracing and converting R50x3's graph, weights as inputs and no weight values at all, about 1 GB (measured: the
+converting process's RSS 1.64 -> 2.70 GB, none of it returned after the model and the weights were dropped). Run
+in the exporting process, either would sit under every later step's peak.
+Each child ends when its parent dies, however it dies (SIGKILL included), so that it never holds that memory idle.
 
-The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json,
-images.npy), and the child writes result.npz there: the logits and its own peak RSS, or a BitError's message.
+The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json, with
+its `job`: reference or graph; images.npy for the reference), and the child writes result.npz there: the logits or
+the serialized weightless graph, and its own peak RSS, or a BitError's message.
 """
 
 from __future__ import annotations
@@ -33,27 +36,30 @@ ORPHANED_EXIT = 125  # the child's exit status when it finds its parent gone; no
 def tf_reference_logits(
     model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray, batch: int = 2
 ) -> tuple[np.ndarray, int]:
-    """TF logits computed in a child process; returns them and the child's peak RSS in bytes.
+    """TF logits computed in a child process; returns them and the child's peak RSS in bytes."""
+    request = {"model": model, "handle": handle, "variant": variant, "num_classes": num_classes, "seed": seed}
+    result = _run_child({"job": "reference", **request, "batch": batch}, images_u8)
+    return result["logits"], int(result["peak_rss"])
 
-    A child, because TF keeps most of what it allocated (R50x3 at 480: over 3 GB) until the process exits;
-    run in the exporting process it would sit under every later step's peak.
-    """
+
+def weightless_graph(variant: str, shapes: dict[str, tuple[int, ...]], resolution: int | None, opset: int):
+    """tf2onnx's graph of `variant` with every weight a graph input named by its key (tf2onnx_route.convert with
+    bind=False), traced and converted in a child process from the weights' shapes alone; returns the serialized
+    ModelProto and the child's peak RSS in bytes."""
+    request = {"variant": variant, "shapes": {k: list(v) for k, v in shapes.items()}}
+    result = _run_child({"job": "graph", **request, "resolution": resolution, "opset": opset})
+    return result["graph"].tobytes(), int(result["peak_rss"])
+
+
+def _run_child(request: dict, images_u8: np.ndarray | None = None) -> dict:
+    """Run one job in a child process; return its result arrays (read before the job's folder goes)."""
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="bit-trt-tf-reference-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bit-trt-tf-child-") as tmp:
         with open(os.path.join(tmp, REQUEST), "w") as f:
-            json.dump(
-                {
-                    "model": model,
-                    "handle": handle,
-                    "variant": variant,
-                    "num_classes": num_classes,
-                    "seed": seed,
-                    "batch": batch,
-                },
-                f,
-            )
-        np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
+            json.dump(request, f)
+        if images_u8 is not None:
+            np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(os.path.join(tmp, LOG), "wb") as log:
@@ -73,10 +79,10 @@ def tf_reference_logits(
                     proc.kill()
                     proc.wait()
                 proc.stdin.close()
-        return _read_result(tmp, returncode)
+        return _read_result(tmp, returncode, "the TF reference" if request["job"] == "reference" else "tf2onnx")
 
 
-def _read_result(tmp: str, returncode: int):
+def _read_result(tmp: str, returncode: int, who: str) -> dict:
     import numpy as np
 
     path = os.path.join(tmp, RESULT)
@@ -85,16 +91,14 @@ def _read_result(tmp: str, returncode: int):
             if "error" in result:
                 raise BitError(str(result["error"]))
             if returncode == 0:
-                return result["logits"], int(result["peak_rss"])
+                return {name: result[name] for name in result.files}
     if returncode < 0:
         name = signal.Signals(-returncode).name
         how = f"killed by {name}" + (": out of memory?" if -returncode == signal.SIGKILL else "")
     else:
         how = f"exit code {returncode}"
     tail = _log_tail(os.path.join(tmp, LOG))
-    raise BitError(
-        f"the TF reference process died ({how}); nothing was written" + (f". Its last output: {tail}" if tail else "")
-    )
+    raise BitError(f"{who} process died ({how}); nothing was written" + (f". Its last output: {tail}" if tail else ""))
 
 
 def _log_tail(path: str) -> str:
@@ -153,25 +157,50 @@ def _child_main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
 
-    from . import sources
-    from .ort_logits import batched
     from .resources import peak_rss_bytes
 
     with open(os.path.join(tmp, REQUEST)) as f:
         req = json.load(f)
-    images_u8 = np.load(os.path.join(tmp, IMAGES), mmap_mode="r")  # read in batches, never a second whole copy
     try:
-        loaded = sources.load(
-            req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"], handle=req["handle"]
-        )
-        # TF's variables are made now, each numpy array let go as its variable is made: one copy of the weights
-        logits = batched(loaded.take_reference(), images_u8, req["batch"])
+        result = _graph_job(req) if req["job"] == "graph" else _reference_job(req, tmp)
     except BitError as exc:
         _write_atomically(tmp, error=np.array(str(exc)))
         return 1
     # this process's own peak: RUSAGE_CHILDREN in the parent would be the largest of every child ever reaped
-    _write_atomically(tmp, logits=logits, peak_rss=np.array(peak_rss_bytes(), np.int64))
+    _write_atomically(tmp, **result, peak_rss=np.array(peak_rss_bytes(), np.int64))
     return 0
+
+
+def _reference_job(req: dict, tmp: str) -> dict:
+    import numpy as np
+
+    from . import sources
+    from .ort_logits import batched
+
+    images_u8 = np.load(os.path.join(tmp, IMAGES), mmap_mode="r")  # read in batches, never a second whole copy
+    loaded = sources.load(
+        req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"], handle=req["handle"]
+    )
+    # TF's variables are made now, each numpy array let go as its variable is made: one copy of the weights
+    return {"logits": batched(loaded.take_reference(), images_u8, req["batch"])}
+
+
+class _Shape:
+    """What tf2onnx_route.convert reads of a weight it does not bind: its shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+def _graph_job(req: dict) -> dict:
+    import numpy as np
+
+    from .tf2onnx_route import convert
+    from .variants import get_variant
+
+    shapes = {key: _Shape(shape) for key, shape in req["shapes"].items()}
+    model = convert(shapes, get_variant(req["variant"]), req["resolution"], req["opset"], bind=False)
+    return {"graph": np.frombuffer(model.SerializeToString(), np.uint8)}
 
 
 if __name__ == "__main__":

@@ -214,3 +214,41 @@ def test_the_trace_splits_the_int8_and_engines_steps_where_their_progress_lines_
     ]
     assert list(parts)[-2:] == ["engines: fp32 native GroupNorm graph checked on ORT", "engines: fp32 parse and build"]
     assert substeps(lines[-3:], samples) == {k: v for k, v in parts.items() if k.startswith("engines")}
+
+
+def test_the_exporter_converts_without_importing_tf(tmp_path):
+    """tf2onnx's tracing runs in a child (TF keeps ~1 GB of it for R50x3): the exporting process reads synthetic
+    weights and binds them into the child's weightless graph without ever importing TF, and the model computes what
+    converting in-process gives (tf2onnx's generated constant names differ from one process to the next)."""
+    import subprocess
+    import sys
+
+    from bit_trt.export import sources, tf2onnx_route
+
+    script = (
+        "import sys\n"
+        "from bit_trt.export import sources, tf2onnx_route\n"
+        "loaded = sources.load('synthetic', 'tiny', num_classes=10, seed=3)\n"
+        f"model, peak = tf2onnx_route.convert_in_child(loaded.weights, loaded.variant, {TINY_RES}, 17)\n"
+        "assert loaded.weights == {} and peak > 0, (loaded.weights, peak)\n"
+        f"open({str(tmp_path / 'child.onnx')!r}, 'wb').write(model.SerializeToString())\n"
+        "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "no tensorflow"
+    loaded = sources.load("synthetic", "tiny", num_classes=10, seed=3)
+    in_process = tf2onnx_route.convert(loaded.weights, loaded.variant, TINY_RES, 17)
+    import numpy as np
+    import onnxruntime
+
+    child = onnx.load(str(tmp_path / "child.onnx"))
+    assert [n.op_type for n in child.graph.node] == [n.op_type for n in in_process.graph.node]
+    images = np.random.default_rng(0).random((2, TINY_RES, TINY_RES, 3), dtype=np.float32)
+    outputs = [
+        onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"images": images}
+        )[0]
+        for m in (child, in_process)
+    ]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
