@@ -81,8 +81,7 @@ def convert_in_child(weights, variant: Variant, resolution: int | None, opset: i
 
     from .tf_reference import weightless_graph
 
-    if opset not in SUPPORTED_OPSETS:
-        raise BitError(f"opset {opset} is not supported; use one of {SUPPORTED_OPSETS}")
+    # an unsupported opset is refused by convert() in the child, in the same line
     graph, child_peak = weightless_graph(variant.name, {k: a.shape for k, a in weights.items()}, resolution, opset)
     model = onnx.load_from_string(graph)
     bind_initializers(model, weights, consume=True)
