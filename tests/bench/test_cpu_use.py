@@ -76,20 +76,7 @@ def test_the_tree_is_rooted_where_the_server_runs_not_at_its_listener():
         "input()\n"
         "c.stdin.close(); c.wait()\n"
     )
-    server = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(server.stdout.readline())  # the child's line, on the stdout it shares with its parent
-        pids = server_pids(f"http://localhost:{port}")
-        assert pids == (server.pid,)
-        meter = CpuMeter(pids)
-        with meter:
-            server.stdin.write("go\n")
-            server.stdin.flush()
-            assert server.stdout.readline().strip() == "done"
-        assert meter.record(1)["server_cpu_s"] >= 0.29
-    finally:
-        server.kill()
-        server.wait()
+    assert _server_cpu_of_one_request(parent, "http://localhost:{port}", expect_pid=True) >= 0.29
 
 
 def test_a_worker_that_came_and_went_within_the_stretch_is_counted():
@@ -104,15 +91,24 @@ def test_a_worker_that_came_and_went_within_the_stretch_is_counted():
         "print('done', flush=True)\n"
         "input()\n"
     )
+    assert _server_cpu_of_one_request(parent, "grpc://127.0.0.1:{port}") >= 0.29
+
+
+def _server_cpu_of_one_request(parent: str, url: str, expect_pid: bool = False) -> float:
+    """Run `parent` (it prints its port, waits for a line, works, prints 'done', waits), find it by `url` (with
+    {port}) as bit-bench finds a server, and return the server CPU seconds the meter counted over the work."""
     server = subprocess.Popen([sys.executable, "-c", parent], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        port = int(server.stdout.readline())
-        meter = CpuMeter(server_pids(f"grpc://127.0.0.1:{port}"))
+        port = int(server.stdout.readline())  # a child's line too, on the stdout it shares with its parent
+        pids = server_pids(url.format(port=port))
+        if expect_pid:
+            assert pids == (server.pid,)
+        meter = CpuMeter(pids)
         with meter:
             server.stdin.write("go\n")
             server.stdin.flush()
             assert server.stdout.readline().strip() == "done"
-        assert meter.record(1)["server_cpu_s"] >= 0.29
+        return meter.record(1)["server_cpu_s"]
     finally:
         server.kill()
         server.wait()
