@@ -40,6 +40,9 @@ PEAK_RATIO = 1.05  # --find-peak stops when the highest VALID and lowest INVALID
 # LoadGen sizes Offline's one query as expected QPS x min duration (+10%): a system faster than expected ends early
 # and is INVALID ("Min duration satisfied : NO"), and three requests before the test underrate a warmed-up one.
 OFFLINE_HEADROOM = 1.5
+# LoadGen's early stopping passes a latency percentile only when, with this confidence, the true percentile is
+# within the bound (its summary: "Early stopping satisfied"), whatever --min-query-count says.
+EARLY_STOPPING_CONFIDENCE = 0.99
 
 
 @dataclass
@@ -54,6 +57,7 @@ class LoadgenSettings:
     find_peak: bool = False  # Server: the highest target QPS that is VALID
     peak_steps: int = 8
     peak_time_s: float = 1800.0
+    max_duration_s: float | None = None  # LoadGen stops issuing after this (--find-peak: the time its bound leaves)
 
 
 def check(settings: LoadgenSettings) -> None:
@@ -76,6 +80,20 @@ def check(settings: LoadgenSettings) -> None:
         raise BitError("--find-peak measures performance; it can't be combined with --loadgen-mode accuracy")
     if settings.peak_steps < 2 or not settings.peak_time_s > 0:
         raise BitError("--peak-steps must be at least 2 and --peak-time above 0")
+
+
+def early_stopping_queries(percentile: float, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int:
+    """The fewest queries with which LoadGen's early stopping can pass `percentile`, every one of them in bound.
+
+    If the true percentile missed the bound, all n queries would land under it with chance percentile**n; early
+    stopping passes once that chance is at most 1 - confidence. p99: 459, as LoadGen's own summary says after 64
+    queries ("Would need to run at least 395 more queries"). Each query over the bound raises it further."""
+    return math.ceil(math.log(1 - confidence) / math.log(percentile))
+
+
+def default_server_target(per_request_s: float, batch: int, workers: int) -> float:
+    """The Server target QPS when none is given: half the estimated capacity, every worker busy."""
+    return workers * batch / per_request_s / 2
 
 
 def loadgen():
@@ -177,13 +195,17 @@ def settings_for(lg, settings: LoadgenSettings, samples: int, per_request_s: flo
             "--target-qps" if settings.target_qps else f"{OFFLINE_HEADROOM:g} x the estimated capacity"
         )
     if settings.scenario == "server":
-        s.server_target_qps = settings.target_qps or capacity / 2
+        s.server_target_qps = settings.target_qps or default_server_target(per_request_s, batch, workers)
         used["target_qps"] = round(s.server_target_qps, 3)
         used["target_qps_source"] = "--target-qps" if settings.target_qps else "half the estimated capacity"
         if settings.latency_bound_ms is not None:
             s.server_target_latency_ns = round(1e6 * settings.latency_bound_ms)
         used["latency_bound_ms"] = s.server_target_latency_ns / 1e6
         used["latency_percentile"] = s.server_target_latency_percentile
+        used["early_stopping_min_queries"] = early_stopping_queries(s.server_target_latency_percentile)
+    if settings.max_duration_s is not None:
+        s.max_duration_ms = max(1, round(1000 * settings.max_duration_s))
+        used["max_duration_ms"] = s.max_duration_ms
     used |= {"min_duration_ms": s.min_duration_ms, "min_query_count": s.min_query_count}
     used |= {"performance_sample_count": samples, "mlperf": mlperf}
     if settings.mode == "accuracy":  # every sample once: duration and query minimums are performance rules
@@ -266,10 +288,22 @@ def latency_ms(detail: dict) -> dict:
     return out
 
 
-def run_test(lg, classifier, samples: QuerySamples, settings: LoadgenSettings, batch, workers, folder, meter=CpuMeter):
+def run_test(
+    lg,
+    classifier,
+    samples: QuerySamples,
+    settings: LoadgenSettings,
+    batch,
+    workers,
+    folder,
+    meter=CpuMeter,
+    per_request_s: float | None = None,
+):
     """One LoadGen test into `folder`: (parsed logs, the settings used, MLPerf minimums missed, CPU use); `meter`
-    makes the CpuMeter of the row (bench/cpu_use.py: with a local server's pids, or sampling the GPU)."""
-    per_request_s = _estimate(classifier, samples, batch)
+    makes the CpuMeter of the row (bench/cpu_use.py: with a local server's pids, or sampling the GPU).
+    per_request_s: one request's seconds, measured here when not given (_estimate)."""
+    if per_request_s is None:
+        per_request_s = _estimate(classifier, samples, batch)
     test, used, missed = settings_for(lg, settings, len(samples.images), per_request_s, batch, workers)
     os.makedirs(folder, exist_ok=True)
     out = lg.LogOutputSettings()
@@ -335,23 +369,57 @@ def _section(settings: LoadgenSettings, parsed: dict, used: dict, missed: list, 
 
 def _find_peak(lg, classifier, samples, settings: LoadgenSettings, batch, workers, folder, meter):
     """Server targets doubled from the first until one is INVALID, then bisected; bounded by --peak-steps tests and
-    --peak-time seconds (a test already started is finished). The row reports the highest VALID target's test."""
+    --peak-time seconds. The row reports the highest VALID target's test.
+
+    A step that can't be VALID tells nothing, so each runs at least the queries LoadGen's early stopping needs at
+    the Server percentile (early_stopping_queries), above a smaller --min-query-count. A step starts only if its
+    planned length (those queries at its target, or the minimum duration if longer) fits the time left, and
+    LoadGen is told to stop issuing when the time is up (max_duration), so a slower-than-planned step can't overrun
+    the bound by more than its queue takes to drain."""
     started, steps = time.perf_counter(), []
+    defaults = mlperf_defaults(lg, "server")
+    floor = early_stopping_queries(defaults.server_target_latency_percentile)
+    percentile = 100 * defaults.server_target_latency_percentile
+    queries = max(settings.min_query_count or defaults.min_query_count, floor)
+    min_duration_s = defaults.min_duration_ms / 1000 if settings.min_duration_s is None else settings.min_duration_s
+    per_request_s = _estimate(classifier, samples, batch)  # once: every step's target comes from the first
+    target = settings.target_qps or default_server_target(per_request_s, batch, workers)
     low = high = None  # highest VALID, lowest INVALID target
-    target = settings.target_qps
     best = last = None
-    stopped = "steps"
+    stopped, planned = "steps", None
     for step in range(settings.peak_steps):
-        if time.perf_counter() - started > settings.peak_time_s:
+        left = settings.peak_time_s - (time.perf_counter() - started)
+        need = max(min_duration_s, queries / target)
+        if need > left:
+            planned = {"target_qps": round(target, 3), "planned_s": round(need, 1), "seconds_left": round(left, 1)}
+            if not steps:
+                raise BitError(
+                    f"--peak-time {settings.peak_time_s:g} s is shorter than the first step: {queries} queries at "
+                    f"{target:.3g} QPS take {need:.0f} s (early stopping at p{percentile:g} needs at least "
+                    f"{floor}); raise --peak-time or --target-qps"
+                )
             stopped = "time"
             break
-        step_settings = LoadgenSettings(**{**settings.__dict__, "target_qps": target, "find_peak": False})
+        step_settings = LoadgenSettings(
+            **{**settings.__dict__, "target_qps": target, "find_peak": False, "min_query_count": queries}
+        )
+        step_settings.max_duration_s = left
         step_folder = os.path.join(folder, f"step_{step}")
-        parsed, used, missed, cpu = run_test(lg, classifier, samples, step_settings, batch, workers, step_folder, meter)
+        parsed, used, missed, cpu = run_test(
+            lg, classifier, samples, step_settings, batch, workers, step_folder, meter, per_request_s
+        )
         section = _section(step_settings, parsed, used, missed, step_folder, cpu)
-        target = used["target_qps"]
         valid = section["result"] == "VALID"
-        steps.append({"target_qps": target, "result": section["result"], "metric": section["metric"]})
+        steps.append(
+            {
+                "target_qps": round(target, 3),
+                "result": section["result"],
+                "queries": section["queries"],
+                "early_stopping_met": section["early_stopping"]["met"],
+                "seconds": round(cpu["wall_s"], 1),
+                "metric": section["metric"],
+            }
+        )
         last = (section, cpu)
         if valid:
             low, best = target, (section, cpu)
@@ -370,10 +438,19 @@ def _find_peak(lg, classifier, samples, settings: LoadgenSettings, batch, worker
     section = {
         **section,
         "find_peak": {
-            "peak_qps": low,
-            "lowest_invalid_qps": high,
+            "peak_qps": None if low is None else round(low, 3),
+            "lowest_invalid_qps": None if high is None else round(high, 3),
+            "step_queries": queries,
+            "step_queries_source": (
+                f"LoadGen's early stopping at p{percentile:g} needs {floor}"
+                if queries == floor and (settings.min_query_count or 0) < floor
+                else "--min-query-count"
+                if settings.min_query_count
+                else "MLPerf's min_query_count"
+            ),
             "steps": steps,
             "stopped": stopped,
+            "next_step_not_started": planned,
             "seconds": round(time.perf_counter() - started, 1),
         },
     }

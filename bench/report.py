@@ -205,6 +205,12 @@ def _loadgen_lines(rows: list[dict]) -> list[str]:
             + ["met" if lg["meets_mlperf_minimums"] else "NOT met (quick run)", *_cpu_cells(row)]
         )
         why += [f"  {row['id']}: {line}" for line in lg["verdict"]]
+        needed = lg["settings"].get("early_stopping_min_queries")
+        if needed and (lg["queries"] or 0) < needed and not lg["early_stopping"]["met"]:
+            why.append(
+                f"  {row['id']}: early stopping at p{100 * lg['settings']['latency_percentile']:g} needs at least "
+                f"{needed} queries in bound; this test ran {lg['queries']} (--min-query-count)"
+            )
         if "find_peak" in lg:
             fp = lg["find_peak"]
             steps = ", ".join(f"{s['target_qps']:g} {s['result']}" for s in fp["steps"])

@@ -95,6 +95,8 @@ def test_an_overloaded_server_target_is_invalid_and_reported_so(delayed, tmp_pat
     row = {"id": "slow/fp32/b1/c1", "loadgen": section, "cpu": cpu}
     lines = "\n".join(report._loadgen_lines([row]))
     assert "INVALID" in lines and "Performance constraints satisfied : NO" in lines
+    # 40 queries could never have passed early stopping either, and the table says why
+    assert "early stopping at p99 needs at least 459 queries in bound; this test ran" in lines
 
 
 class Failing(Delayed):
@@ -121,19 +123,48 @@ def test_a_failing_system_is_one_line_not_a_hang(delayed, tmp_path):
         run_test(__import__("mlperf_loadgen"), Failing(slow.classifier, 0), library, settings, 1, 1, str(tmp_path))
 
 
-def test_find_peak_stops_at_its_step_bound(delayed, tmp_path):
-    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
+def test_find_peak_steps_run_the_queries_early_stopping_needs(delayed, tmp_path):
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, early_stopping_queries, run_configuration
 
     _, slow, library = delayed
-    settings = LoadgenSettings("server", min_duration_s=0.1, min_query_count=10, target_qps=20)
+    # four workers answering in >= 20 ms serve up to ~200 samples/s: 100/s is within reach, 200/s at the edge
+    settings = LoadgenSettings("server", min_duration_s=0.1, min_query_count=10, target_qps=100)
     settings.latency_bound_ms, settings.find_peak, settings.peak_steps = 200, True, 2
-    section, _ = run_configuration(slow, library, settings, 1, 1, str(tmp_path))
+    section, _ = run_configuration(slow, library, settings, 1, 4, str(tmp_path))
     peak = section["find_peak"]
-    assert len(peak["steps"]) <= 2 and peak["steps"][0]["target_qps"] == 20
+    # a step of 10 queries can never pass LoadGen's early stopping at p99: each step runs at least 459
+    assert early_stopping_queries(0.99) == 459
+    assert peak["step_queries"] == 459 and "early stopping at p99 needs 459" in peak["step_queries_source"]
+    assert section["settings"]["min_query_count"] == 459 and section["settings"]["early_stopping_min_queries"] == 459
+    assert 1 <= len(peak["steps"]) <= 2 and peak["steps"][0]["target_qps"] == 100
+    assert all(step["queries"] >= 459 for step in peak["steps"])
     assert peak["stopped"] in ("steps", "converged")
     valid = [s["target_qps"] for s in peak["steps"] if s["result"] == "VALID"]
     assert peak["peak_qps"] == (max(valid) if valid else None)
     assert (tmp_path / "step_0" / "mlperf_log_summary.txt").exists()
+
+
+def test_find_peak_starts_no_step_that_its_time_bound_can_t_hold(delayed, tmp_path):
+    from bit_trt.bench.loadgen_scenarios import LoadgenSettings, run_configuration
+    from bit_trt.engine.errors import BitError
+
+    _, slow, library = delayed
+    settings = LoadgenSettings("server", min_duration_s=0.1, min_query_count=10, target_qps=100)
+    settings.latency_bound_ms, settings.find_peak, settings.peak_steps = 200, True, 4
+    # the first step is 459 queries at 100/s, >= 4.59 s: 5 s holds it, and whether it is VALID (next: 200/s,
+    # 2.3 s) or INVALID (next: 50/s, 9.2 s), what is left after it can hold no second step
+    settings.peak_time_s = 5.0
+    section, _ = run_configuration(slow, library, settings, 1, 4, str(tmp_path / "fits"))
+    peak = section["find_peak"]
+    assert len(peak["steps"]) == 1 and peak["stopped"] == "time"
+    planned = peak["next_step_not_started"]
+    assert planned["planned_s"] > planned["seconds_left"] and planned["target_qps"] in (50, 200)
+    assert section["settings"]["max_duration_ms"] <= 5000  # LoadGen itself was told when the time is up
+    # a bound that can't hold even the first step: one line, before any test runs
+    settings.peak_time_s = 1.0
+    with pytest.raises(BitError, match=r"^--peak-time 1 s is shorter than the first step: 459 queries at 100 QPS"):
+        run_configuration(slow, library, settings, 1, 4, str(tmp_path / "short"))
+    assert not (tmp_path / "short").exists()
 
 
 def test_accuracy_mode_compares_exactly_loadgen_s_samples_with_a_named_reference(tiny_bundle, tmp_path):
