@@ -27,14 +27,13 @@ from . import calibration, fp16, graph_cleanup, int8, sources, tf2onnx_route, tr
 from .bundle_writer import BundleWriter, check_target
 from .int8 import Int8Options
 from .ort_logits import ort_logits
-from .parity import judge
+from .parity import PROBE_IMAGES, judge
 from .parity_images import parity_inputs
 from .resources import current_rss_bytes, peak_rss_bytes, release_memory
 from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
-PROBE_IMAGES = 2  # the parity images each graph rewrite is checked on against TF
 FOLD_CHECK = "constant folding (weight standardization)"
 ONNX_FP32 = "model.fp32.onnx"
 ONNX_FP16 = "model.fp16.onnx"

@@ -9,7 +9,8 @@ wrong for BiT's per-channel gamma and beta; opset 21 takes them per channel, so 
 
 The rewrite happens in memory when a plan is built (`bit-export`'s engine step and `bit-engine`) rather than as
 more files in the bundle: R50x3's fp32 graph alone is 870 MB. Before the parser sees it, the rewritten graph runs
-on ONNX Runtime over the bundle's parity set and must meet the variant's own tolerance against TF's logits; the
+on ONNX Runtime over the first images of the bundle's parity set (export/parity.py's PROBE_IMAGES, as for every
+graph rewrite) and must meet the variant's own tolerance against TF's logits; the
 parser then reads it from a temporary file (a serialized copy in memory would sit beside the parser's own).
 `ort-trt` and bit-triton read the bundle's files as written (InstanceNormalization form).
 """
@@ -24,6 +25,7 @@ from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.precision import precision_of
 from .graph_cleanup import graph_index, remove_dead
+from .parity import PROBE_IMAGES
 
 FORMS = ("native", "instance-norm")
 NATIVE_OPSET = 21  # GroupNormalization-21: per-channel scale and bias (18's are per group)
@@ -92,9 +94,9 @@ def plan_graph(
     onnx_path: str, precision: str, parity, threads=None, progress=lambda msg: None, out_path: str | None = None
 ) -> tuple[bytes | str, dict]:
     """The native-form graph of the variant at `onnx_path`, serialized for the parser (or, with `out_path`, written
-    there and its path), and its record, after ONNX Runtime ran it on the parity set (`parity`: uint8 images, TF's
-    logits) within the variant's tolerance against TF (the one bit-check holds it to). Raises BitError, naming the
-    file, when it does not."""
+    there and its path), and its record, after ONNX Runtime ran it on the first PROBE_IMAGES of the parity set
+    (`parity`: uint8 images, TF's logits) within the variant's tolerance against TF (the one bit-check holds it
+    to). Raises BitError, naming the file, when it does not."""
     import onnx
 
     from .ort_logits import detach_weights, ort_logits
@@ -116,7 +118,7 @@ def plan_graph(
         _save(model, out_path)
         model = None
         release_memory()
-    images, tf_logits = parity
+    images, tf_logits = (part[:PROBE_IMAGES] for part in parity)  # a rewrite's check, as for the export's others
     try:
         logits = ort_logits(fed, images, threads=threads)
     except BitError as exc:

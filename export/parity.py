@@ -6,6 +6,10 @@ from __future__ import annotations
 from ..engine import compare
 from ..engine.errors import BitError
 
+# The parity images each graph rewrite (GroupNorm fusion, constant folding, the plans' native GroupNorm) is checked
+# on against TF: a rewrite that is wrong is wrong on any image. The variant itself meets its tolerance on them all.
+PROBE_IMAGES = 2
+
 
 def judge(test_logits, reference_logits, tolerance: compare.Tolerance, what: str) -> dict:
     """The metrics plus verdict; a BitError carrying the report when the tolerance is broken."""
