@@ -1,0 +1,76 @@
+"""OpenVINO runs the first batch shapes a runner sees on models compiled for that shape alone
+(engine/openvino_runner.py): the same answers as the dynamic model, bounded in number, other shapes on the dynamic
+model, and safe when several threads meet a new shape at once."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.classifier import Classifier
+from bit_trt.engine.errors import BitError
+from bit_trt.engine.parity_set import load_parity_set
+from bit_trt.engine.preprocess import scale_uint8
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_bundle):
+    bundle = load_bundle(str(tiny_bundle))
+    images, _, _ = load_parity_set(bundle)
+    return bundle, scale_uint8(images)
+
+
+def _close(got, want):
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_the_first_shapes_get_models_of_their_own_with_the_same_answers(setup):
+    from bit_trt.engine.openvino_runner import OpenVinoRunner
+
+    bundle, x = setup
+    path = bundle.artifact_path("fp32")
+    with OpenVinoRunner(path, static_shapes=2) as runner, OpenVinoRunner(path, static_shapes=0) as dynamic:
+        want = dynamic.infer(x)
+        _close(runner.infer(x[:1]), want[:1])
+        _close(runner.infer(x[:3]), want[:3])
+        _close(runner.infer(x[:1]), want[:1])  # again: the model compiled for it
+        _close(runner.infer(x), want)  # a third shape: the dynamic model
+        assert set(runner.static) == {x[:1].shape, x[:3].shape} and dynamic.static == {}
+        for shape, compiled in runner.static.items():
+            fixed = compiled.inputs[0].get_partial_shape()
+            assert fixed.is_static and tuple(fixed.to_shape()) == shape
+        assert not runner.compiled.inputs[0].get_partial_shape().is_static
+    assert runner.static == {}  # deactivated: the compiled models are gone
+
+
+def test_threads_meeting_a_new_shape_at_once_all_get_answers(setup):
+    bundle, x = setup
+    with Classifier(bundle, backend="openvino", static_shapes=0) as dynamic:
+        want = dynamic.infer(x[:2])
+    with Classifier(bundle, backend="openvino", concurrency=4) as clf:
+        out, errors = [None] * 4, []
+
+        def work(i):
+            try:
+                out[i] = clf.infer(x[:2])
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors and all(o is not None for o in out)
+        for o in out:
+            _close(o, want)
+        assert x[:2].shape in clf.runner.static  # one thread compiled it; the others ran meanwhile on the dynamic one
+
+
+def test_a_bad_static_shapes_is_one_line(setup):
+    bundle, _ = setup
+    with pytest.raises(BitError, match=r"^OpenVINO static_shapes must be a whole number 0 or more, got -1$"):
+        Classifier(bundle, backend="openvino", static_shapes=-1)
