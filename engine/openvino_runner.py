@@ -20,9 +20,11 @@ Static shapes (`static_shapes`): the bundle's ONNX has a dynamic batch dimension
 model compiled for one fixed shape faster (R50x1 at 480 on Zen 4, interleaved: INT8 THROUGHPUT 11.7-12.7 img/s
 static against 10.6-11.2 dynamic; bf16 and f32 LATENCY 4-7% per image at batch 1 and 8). That was the gap between
 bit-bench and benchmark_app, which compiles for the one shape it is given. So the first `static_shapes` batch
-shapes a runner sees get a model of their own, read from the file again and compiled for that shape (each holds its
-own weights: R50x3 fp32 ~1 GB apiece); any other shape, and any call while its model compiles, runs on the dynamic
-model compiled at activation. A shape OpenVINO can't compile statically stays on the dynamic model.
+shapes a runner is called with twice get a model of their own, read from the file again and compiled for that
+shape on the second call (a shape seen once, such as an accuracy check's, takes no slot). Each holds its own
+weights and buffers (R50x1 fp32 at 480: +0.28 GB for batch 1 and 8; R50x3 about 1 GB apiece), hence the bound.
+Any other shape, and any call while its model compiles, runs on the dynamic model compiled at activation; a shape
+OpenVINO can't compile statically stays there.
 
 Thread safety: one compiled model; each calling thread gets its own infer request (they are not
 thread-safe, the compiled model is), so many threads can call at once.
@@ -41,6 +43,7 @@ from .runner import Runner
 
 HINTS = ("LATENCY", "THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "bf16")
+SEEN_SHAPES = 64  # shapes remembered as seen once: a caller varying its batch size without end can't grow memory
 
 
 def import_openvino():
@@ -71,7 +74,8 @@ class OpenVinoRunner(Runner):
         inference_precision: f32 or bf16; None: f32, or for `half` bf16 where the CPU has it natively.
         gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse.
         requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams).
-        static_shapes: how many batch shapes get a model compiled for that shape alone (0: only the dynamic one)."""
+        static_shapes: how many batch shapes (each on its second call) get a model compiled for that shape alone
+        (0: only the dynamic one)."""
         super().__init__()
         if hint not in HINTS:
             raise BitError(f"OpenVINO performance hint must be LATENCY or THROUGHPUT, got {hint!r}")
@@ -90,6 +94,7 @@ class OpenVinoRunner(Runner):
         self.static_shapes = static_shapes
         self.static: dict[tuple, object] = {}  # batch shape -> the model compiled for it alone
         self._static_tried: set[tuple] = set()  # shapes compiling, compiled or refused: each is tried once
+        self._seen: set[tuple] = set()  # shapes called with once (at most SEEN_SHAPES of them are remembered)
         self._static_lock = threading.Lock()
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier run in f32: why
@@ -145,16 +150,20 @@ class OpenVinoRunner(Runner):
     def _deactivate(self):
         self.compiled = None
         with self._static_lock:
-            self.static, self._static_tried = {}, set()
+            self.static, self._static_tried, self._seen = {}, set(), set()
 
     def _compiled_for(self, shape: tuple):
-        """The model compiled for `shape` alone, compiled here on the first call that sees it while fewer than
+        """The model compiled for `shape` alone, compiled here on the second call with that shape while fewer than
         `static_shapes` shapes have one; else the dynamic model (also while another thread compiles it)."""
         compiled = self.static.get(shape)
         if compiled is not None:
             return compiled
         with self._static_lock:
             if shape in self._static_tried or len(self._static_tried) >= self.static_shapes:
+                return self.compiled
+            if shape not in self._seen:  # the first call: a one-off (a check) must not take a slot
+                if len(self._seen) < SEEN_SHAPES:
+                    self._seen.add(shape)
                 return self.compiled
             self._static_tried.add(shape)
             generation = self._generation
