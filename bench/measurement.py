@@ -60,10 +60,15 @@ class Workload:
 
 
 def run_window(
-    workload: Workload, origin: float, seconds: float | None = None, requests: int | None = None, record: bool = True
+    workload: Workload,
+    origin: float,
+    seconds: float | None = None,
+    requests: int | None = None,
+    record: bool = True,
+    at_least: int = 1,
 ) -> dict:
     """`concurrency` threads send requests until `seconds` have passed or `requests` were sent; each thread
-    sends at least one. Returns the window's throughput and median latency; with `record`, the window and
+    sends at least `at_least`. Returns the window's throughput and median latency; with `record`, the window and
     every request are added to the workload (a warm-up's are not)."""
     concurrency = workload.config.concurrency
     lock = threading.Lock()
@@ -86,7 +91,7 @@ def run_window(
     def client(thread: int) -> None:
         sent = 0
         try:
-            while (sent == 0 or time.perf_counter() < deadline) and take_ticket():
+            while (sent < at_least or time.perf_counter() < deadline) and take_ticket():
                 t0 = time.perf_counter()
                 reported = workload.request()
                 t1 = time.perf_counter()
@@ -130,8 +135,9 @@ def run_window(
 
 
 def warm_up(workload: Workload, seconds: float) -> None:
-    """Requests for `seconds` on every thread (at least one each): first-call allocations, JIT, caches."""
-    run_window(workload, time.perf_counter(), seconds=seconds, record=False)
+    """Requests for `seconds` on every thread, at least two each: first-call allocations, JIT, caches, and what a
+    runtime sets up on a shape's second call (the OpenVINO runner's model compiled for that shape)."""
+    run_window(workload, time.perf_counter(), seconds=seconds, record=False, at_least=2)
 
 
 def measure(workloads: list[Workload], schedule: Schedule, progress=None, origin: float | None = None) -> float:

@@ -3,10 +3,12 @@ and OpenVINO's own benchmark_app run beside it on the same files. No timing asse
 
 import json
 import os
+import statistics
 
 import pytest
 
 from bit_trt.bench import openvino_peer
+from bit_trt.bench.bit_bench import PEER_ROUNDS
 from bit_trt.bench.configurations import throughput_levels
 from bit_trt.engine.errors import BitError
 from tests.conftest import run_cli
@@ -65,7 +67,13 @@ def test_benchmark_app_runs_beside_on_the_same_files(result, tiny_bundle):
         assert f"-infer_precision {peer['inference_precision']}" in peer["command"]
         ours = [row for row in r["rows"] if row["id"] == peer["ours_best"]][0]
         assert ours["backend"] == "openvino" and ours["flavour"] == peer["flavour"]
-        assert peer["ours_over_peer"] == round(ours["throughput_ips"] / peer["throughput_ips"], 3)
+        # interleaved: PEER_ROUNDS windows of our best configuration, each followed by a benchmark_app run
+        rounds = peer["rounds"]
+        assert len(rounds) == PEER_ROUNDS and all(r["ours_ips"] > 0 and r["peer_ips"] > 0 for r in rounds)
+        assert peer["throughput_ips"] == statistics.median(r["peer_ips"] for r in rounds)
+        assert peer["ours_throughput_ips"] == round(statistics.median(r["ours_ips"] for r in rounds), 3)
+        assert peer["ours_over_peer"] == round(peer["ours_throughput_ips"] / peer["throughput_ips"], 3)
+        assert peer["ours_row_throughput_ips"] == ours["throughput_ips"]
     assert "best throughput: " in proc.stdout and "benchmark_app -hint throughput on fp32 b1" in proc.stdout
 
 
