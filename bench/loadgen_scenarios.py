@@ -17,6 +17,7 @@ the same Classifier, or the same server client, that bit-bench times, and its ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from .query_samples import QuerySamples
 SCENARIOS = {"singlestream": "SingleStream", "multistream": "MultiStream", "offline": "Offline", "server": "Server"}
 MLPERF_MODEL = "resnet50"  # the mlperf.conf entries whose defaults apply: MLPerf's ResNet image classifier
 LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+EXTRA_LOG_FILES = ("mlperf_log_accuracy.json", "mlperf_log_trace.json")  # written too, kept with a result
 PEAK_RATIO = 1.05  # --find-peak stops when the highest VALID and lowest INVALID target are this close
 # LoadGen sizes Offline's one query as expected QPS x min duration (+10%): a system faster than expected ends early
 # and is INVALID ("Min duration satisfied : NO"), and three requests before the test underrate a warmed-up one.
@@ -305,6 +307,7 @@ def run_test(
     if per_request_s is None:
         per_request_s = _estimate(classifier, samples, batch)
     test, used, missed = settings_for(lg, settings, len(samples.images), per_request_s, batch, workers)
+    made = _first_missing(folder)  # the highest folder this test creates: a failed test takes it away again
     os.makedirs(folder, exist_ok=True)
     out = lg.LogOutputSettings()
     out.outdir, out.copy_summary_to_stdout = folder, False
@@ -321,9 +324,32 @@ def run_test(
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
     if sut_impl.errors:
+        _discard_logs(folder, made)
         raise BitError(f"the system under test failed during LoadGen's test: {sut_impl.errors[0]}")
     parsed = parse_logs(folder)
     return parsed, used, missed, meter.record(sut_impl.requests)
+
+
+def _first_missing(folder: str) -> str | None:
+    """The highest folder on the way to `folder` that does not exist yet (None: it exists)."""
+    missing, path = None, os.path.abspath(folder)
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def _discard_logs(folder: str, made: str | None) -> None:
+    """A failed test's logs are no result: LoadGen's files go, and the folders this test made when left empty."""
+    for name in (*LOG_FILES, *EXTRA_LOG_FILES):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(folder, name))
+    path = os.path.abspath(folder)
+    while made is not None and path.startswith(made):
+        try:
+            os.rmdir(path)
+        except OSError:  # not empty: something else lives there
+            return
+        path = os.path.dirname(path)
 
 
 def run_configuration(

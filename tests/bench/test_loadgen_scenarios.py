@@ -119,8 +119,10 @@ def test_a_failing_system_is_one_line_not_a_hang(delayed, tmp_path):
 
     _, slow, library = delayed
     settings = LoadgenSettings("offline", min_duration_s=0.05, min_query_count=4)
+    folder = tmp_path / "logs" / "row"
     with pytest.raises(BitError, match="the system under test failed during LoadGen's test: the backend fell over"):
-        run_test(__import__("mlperf_loadgen"), Failing(slow.classifier, 0), library, settings, 1, 1, str(tmp_path))
+        run_test(__import__("mlperf_loadgen"), Failing(slow.classifier, 0), library, settings, 1, 1, str(folder))
+    assert not (tmp_path / "logs").exists()  # no half-written logs: the folders the test made are gone too
 
 
 def test_find_peak_steps_run_the_queries_early_stopping_needs(delayed, tmp_path):

@@ -50,3 +50,24 @@ def test_end_to_end_requests_go_to_the_classify_endpoint(one_replica, bundle, tm
     assert main([*args, "--quiet"]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert row["status"] == "measured" and row["mode"] == "end-to-end" and row["requests"] >= 10
+
+
+def test_loadgen_drives_the_application_in_both_modes(one_replica, bundle, tmp_path):
+    """--scenario through Ray Serve: LoadGen's verdict and logs for the performance mode, and for the accuracy mode
+    agreement figures on exactly LoadGen's samples, each naming its reference."""
+    from bit_trt.bench.cli import main
+
+    quick = ["--backend", "ray", "--ray-url", one_replica, "--scenario", "singlestream", "--samples", "16"]
+    quick += ["--min-duration", "0.2", "--min-query-count", "8", "--warmup", "0", "--no-roofline", "--quiet"]
+    out = tmp_path / "lg.json"
+    assert main([bundle, *quick, "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    lg = row["loadgen"]
+    assert row["status"] == "measured" and lg["scenario"] == "SingleStream" and lg["result"] in ("VALID", "INVALID")
+    assert lg["queries"] >= 8 and lg["verdict"][0] == f"Result is : {lg['result']}"
+    assert (tmp_path / "lg.loadgen" / "ray_fp32_b1_c1" / "mlperf_log_summary.txt").exists()
+    out = tmp_path / "acc.json"
+    assert main([bundle, *quick, "--loadgen-mode", "accuracy", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    figures = row["loadgen"]["accuracy"]
+    assert figures and sum(f["samples"] for f in figures) == 16 and all(f["reference"] for f in figures)
