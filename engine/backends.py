@@ -126,7 +126,8 @@ def create(
     path = bundle.artifact_path(flavour)
     if backend == "openvino":  # the fp16 tier computes in bf16 where the CPU has it, gated on this host
         gate = functools.partial(compute_gate.check, bundle, flavour)
-        return runner(path, threads=threads, half=flavour == "fp16", gate=gate, **options)
+        verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
+        return runner(path, threads=threads, half=flavour == "fp16", gate=gate, verify=verify, **options)
     cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
     return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
 
@@ -135,7 +136,7 @@ def _check_options(backend: str, runner, options: dict) -> None:
     """Options the backend's runner does not take are one line, not a TypeError from deep inside."""
     import inspect
 
-    given_here = {"threads", "backend", "device", "bundle_path", "trt_cache_dir", "half", "gate"}  # create's own
+    given_here = {"threads", "backend", "device", "bundle_path", "trt_cache_dir", "half", "gate", "verify"}
     params = inspect.signature(runner).parameters.values()
     taken = {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
     unknown = sorted(set(options) - taken)

@@ -20,8 +20,9 @@ Static shapes (`static_shapes`): the bundle's ONNX has a dynamic batch dimension
 model compiled for one fixed shape faster (R50x1 at 480 on Zen 4, interleaved: INT8 THROUGHPUT 11.7-12.7 img/s
 static against 10.6-11.2 dynamic; bf16 and f32 LATENCY 4-7% per image at batch 1 and 8). That was the gap between
 bit-bench and benchmark_app, which compiles for the one shape it is given. So the first `static_shapes` batch
-shapes a runner is called with twice get a model of their own, read from the file again and compiled for that
-shape on the second call (a shape seen once, such as an accuracy check's, takes no slot). Each holds its own
+shapes a runner is called with twice get a model of their own, read from the file again (after the bundle's
+checksum check, as at activation: the file must still be the one verified) and compiled for that shape on the
+second call (a shape seen once, such as an accuracy check's, takes no slot). Each holds its own
 weights and buffers (R50x1 fp32 at 480: +0.28 GB for batch 1 and 8; R50x3 about 1 GB apiece), hence the bound.
 Any other shape, and any call while its model compiles, runs on the dynamic model compiled at activation; a shape
 OpenVINO can't compile statically stays there.
@@ -69,13 +70,16 @@ class OpenVinoRunner(Runner):
         gate=None,
         requests: int | None = None,
         static_shapes: int = 2,
+        verify=None,
     ):
         """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads).
         inference_precision: f32 or bf16; None: f32, or for `half` bf16 where the CPU has it natively.
         gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse.
         requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams).
         static_shapes: how many batch shapes (each on its second call) get a model compiled for that shape alone
-        (0: only the dynamic one)."""
+        (0: only the dynamic one).
+        verify: called before the file is read again for a static model, to check it still matches what was
+        verified at activation (backends.create passes the bundle's checksum check); raises a BitError if not."""
         super().__init__()
         if hint not in HINTS:
             raise BitError(f"OpenVINO performance hint must be LATENCY or THROUGHPUT, got {hint!r}")
@@ -92,6 +96,7 @@ class OpenVinoRunner(Runner):
         self.requests = requests
         self.cache_dir = cache_dir
         self.static_shapes = static_shapes
+        self.verify = verify
         self.static: dict[tuple, object] = {}  # batch shape -> the model compiled for it alone
         self._static_tried: set[tuple] = set()  # shapes compiling, compiled or refused: each is tried once
         self._seen: set[tuple] = set()  # shapes called with once (at most SEEN_SHAPES of them are remembered)
@@ -168,6 +173,8 @@ class OpenVinoRunner(Runner):
             self._static_tried.add(shape)
             generation = self._generation
         ov = import_openvino()
+        if self.verify is not None:  # read again minutes after activation: the file must still be the one verified
+            self.verify()
         try:
             model = self._core.read_model(self.model_path)
             model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})

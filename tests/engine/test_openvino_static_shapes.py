@@ -79,3 +79,20 @@ def test_a_bad_static_shapes_is_one_line(setup):
     bundle, _ = setup
     with pytest.raises(BitError, match=r"^OpenVINO static_shapes must be a whole number 0 or more, got -1$"):
         Classifier(bundle, backend="openvino", static_shapes=-1)
+
+
+def test_a_model_file_changed_after_activation_is_not_read_again(setup, tmp_path):
+    """A static model reads the file again, maybe hours after activation: it is checked against the manifest
+    first, as at activation, so a file swapped meanwhile is refused in one line, not compiled."""
+    import shutil
+
+    bundle, x = setup
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle.path, copy)
+    with Classifier(str(copy), backend="openvino") as clf:
+        clf.infer(x[:1])  # seen once, on the model compiled at activation
+        with open(copy / "model.fp32.onnx", "ab") as f:
+            f.write(b"\0")
+        with pytest.raises(BitError, match=r"model\.fp32\.onnx does not match its manifest checksum"):
+            clf.infer(x[:1])
+        assert clf.runner.static == {}
