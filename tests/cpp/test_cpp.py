@@ -165,6 +165,27 @@ def test_eight_threads_give_the_serial_answers(cpp_build, tiny_full_bundle, pngs
     assert f"threads 8: {8 * 4 * (len(pngs) + 1)} calls, 0 differ from the serial logits, 0 errors" in done.stdout
 
 
+def test_static_shape_models_answer_like_the_dynamic_one(cpp_build, tiny_full_bundle, pngs, jpeg):
+    """ClassifierOptions::static_shapes, as the Python runner's: a batch size gets a model of its own on its second
+    call; its answers match the dynamic model's (a Classifier with static_shapes 0) on every call."""
+    images = [*pngs, jpeg]
+    done = run(cpp_build, "bit-cpp-probe", "shapes", tiny_full_bundle, *images)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls, rest = done.stdout.split("shapes: ", 1)[1].split(" calls, largest relative L2 difference ")
+    worst, models = rest.split(", ", 1)
+    assert int(calls) == 3 * (1 + len(images)) and float(worst) < 1e-5
+    assert models.strip() == "2 static models (dynamic only: 0)"  # batch 1 and batch len(images)
+
+
+def test_a_model_file_changed_after_construction_is_not_read_again(cpp_build, tiny_full_bundle, copy_bundle, jpeg):
+    """A static-shape model reads the file again after construction: the checksum is checked first, so a file
+    changed meanwhile is refused, not compiled."""
+    bundle = copy_bundle(tiny_full_bundle)
+    done = run(cpp_build, "bit-cpp-probe", "changed", bundle, jpeg)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("refused: ") and "model.fp32.onnx does not match its manifest checksum" in done.stdout
+
+
 def test_corrupt_image_is_one_clear_error(cpp_build, tiny_full_bundle, jpeg, tmp_path):
     bad = tmp_path / "truncated.jpg"
     bad.write_bytes(jpeg.read_bytes()[:300])

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <numeric>
+#include <set>
 #include <thread>
 
 #include <openvino/openvino.hpp>
@@ -33,74 +35,120 @@ struct Classifier::Impl {
   std::string hint;
   std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
   std::string version;
-  ov::Core core;
-  mutable ov::CompiledModel compiled;  // create_infer_request is non-const; made under pool_mutex
+  mutable ov::Core core;  // thread-safe; compile_model is non-const
   std::size_t classes = 0;
+  std::string model_path;
+  ov::AnyMap config;
 
-  // Infer requests are not thread-safe, the compiled model is: every call borrows a request from this pool
-  // (making one when all are in use) and gives it back, so concurrent callers never share one.
-  mutable std::mutex pool_mutex;
-  mutable std::vector<std::unique_ptr<ov::InferRequest>> pool;
+  // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
+  // every call borrows a request from the pool (making one when all are in use) and gives it back, so concurrent
+  // callers never share one.
+  struct Compiled {
+    ov::CompiledModel model;  // create_infer_request is non-const; made under pool_mutex
+    std::vector<std::unique_ptr<ov::InferRequest>> pool;
+  };
+  mutable std::mutex pool_mutex;      // guards every pool, and the three below
+  mutable Compiled dynamic;           // the bundle's dynamic batch
+  mutable std::map<std::size_t, Compiled> fixed;  // batch size -> the model compiled for it alone (nodes stay put)
+  mutable std::set<std::size_t> seen, tried;      // sizes called with once; sizes compiling, compiled or refused
+  std::size_t static_shapes = 0;
+  static constexpr std::size_t kSeenShapes = 64;  // sizes remembered as seen once: bounded whatever callers send
+
+  // The model for a batch of `batch`: its own on the size's second call while fewer than static_shapes sizes have
+  // one (compiled here, outside the lock); else the dynamic model, also while another thread compiles it.
+  Compiled& for_batch(std::size_t batch) const {
+    {
+      std::lock_guard<std::mutex> lock(pool_mutex);
+      auto found = fixed.find(batch);
+      if (found != fixed.end()) return found->second;
+      if (tried.count(batch) || tried.size() >= static_shapes) return dynamic;
+      if (!seen.count(batch)) {  // the first call: a one-off (a check) must not take a slot
+        if (seen.size() < kSeenShapes) seen.insert(batch);
+        return dynamic;
+      }
+      tried.insert(batch);
+    }
+    // Read again, maybe hours after construction: the file must still be the one verified then (throws bit::Error)
+    bundle.verified_path(artifact);
+    ov::CompiledModel model;
+    try {
+      std::shared_ptr<ov::Model> read = core.read_model(model_path);
+      ov::PartialShape shape = read->input().get_partial_shape();
+      shape[0] = static_cast<ov::Dimension::value_type>(batch);
+      read->reshape(shape);
+      model = core.compile_model(read, "CPU", config);
+    } catch (const std::exception&) {  // OpenVINO can't fix this size: the dynamic model serves it, as before
+      return dynamic;
+    }
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    Compiled& entry = fixed[batch];
+    entry.model = std::move(model);
+    return entry;
+  }
 
   Impl(Bundle b, const ClassifierOptions& options) : bundle(std::move(b)) {
     if (options.hint != "LATENCY" && options.hint != "THROUGHPUT")
       throw Error("OpenVINO performance hint must be LATENCY or THROUGHPUT, got '" + options.hint + "'");
     hint = options.hint;
+    if (options.static_shapes < 0)
+      throw Error("OpenVINO static_shapes must be a whole number 0 or more, got " +
+                  std::to_string(options.static_shapes));
+    static_shapes = static_cast<std::size_t>(options.static_shapes);
     if (options.max_image_pixels == 0) throw Error("max_image_pixels must be at least 1");
     max_image_pixels = options.max_image_pixels;
     artifact = bundle.artifact(bundle.flavour_for("openvino", options.precision));
-    const fs::path model_path = bundle.verified_path(artifact);
+    model_path = bundle.verified_path(artifact).string();
     labels = bundle.labels();
     const InputSpec& spec = bundle.input();
     try {
       version = ov::get_openvino_version().buildNumber;
       version = version.substr(0, version.find('-'));
-      std::shared_ptr<ov::Model> model = core.read_model(model_path.string());
+      std::shared_ptr<ov::Model> model = core.read_model(model_path);
       if (model->inputs().size() != 1 || model->outputs().size() != 1)
-        throw Error(model_path.string() + ": expected one input and one output");
+        throw Error(model_path + ": expected one input and one output");
       const auto names = model->input().get_names();
       if (names.find(spec.name) == names.end())
-        throw Error(model_path.string() + ": has no input named '" + spec.name + "' (manifest input.name)");
+        throw Error(model_path + ": has no input named '" + spec.name + "' (manifest input.name)");
       const ov::PartialShape in = model->input().get_partial_shape();
       const auto r = static_cast<ov::Dimension::value_type>(spec.resolution);
       if (in.rank().is_dynamic() || in.size() != 4 || !in[1].compatible(r) || !in[2].compatible(r) || !in[3].compatible(3))
-        throw Error(model_path.string() + ": input shape " + in.to_string() + " is not [batch, " +
+        throw Error(model_path + ": input shape " + in.to_string() + " is not [batch, " +
                     std::to_string(spec.resolution) + ", " + std::to_string(spec.resolution) + ", 3]");
       const ov::PartialShape out = model->output().get_partial_shape();
       if (out.rank().is_dynamic() || out.size() != 2 || !out[1].compatible(bundle.num_classes()))
-        throw Error(model_path.string() + ": output shape " + out.to_string() + " is not [batch, " +
+        throw Error(model_path + ": output shape " + out.to_string() + " is not [batch, " +
                     std::to_string(bundle.num_classes()) + "]");
       classes = static_cast<std::size_t>(bundle.num_classes());
       const int threads = options.threads > 0 ? options.threads
                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      compiled = core.compile_model(
-          model, "CPU",
+      config = {
           ov::hint::performance_mode(hint == "LATENCY" ? ov::hint::PerformanceMode::LATENCY
                                                        : ov::hint::PerformanceMode::THROUGHPUT),
           // f32: the CPU plugin would otherwise run FP32 models in bf16 where the CPU has it (openvino_runner.py).
-          ov::hint::inference_precision(ov::element::f32), ov::inference_num_threads(threads));
+          ov::hint::inference_precision(ov::element::f32), ov::inference_num_threads(threads)};
+      dynamic.model = core.compile_model(model, "CPU", config);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& exc) {
-      throw Error("OpenVINO cannot load " + model_path.string() + ": " + last_line(exc.what()));
+      throw Error("OpenVINO cannot load " + model_path + ": " + last_line(exc.what()));
     }
   }
 
   // RAII: a borrowed request goes back to the pool when the lease ends, exception or not.
   class Lease {
    public:
-    explicit Lease(const Impl& impl) : impl_(impl) {
+    Lease(const Impl& impl, std::size_t batch) : impl_(impl), compiled_(impl.for_batch(batch)) {
       std::lock_guard<std::mutex> lock(impl_.pool_mutex);
-      if (impl_.pool.empty()) {
-        request_ = std::make_unique<ov::InferRequest>(impl_.compiled.create_infer_request());
+      if (compiled_.pool.empty()) {
+        request_ = std::make_unique<ov::InferRequest>(compiled_.model.create_infer_request());
       } else {
-        request_ = std::move(impl_.pool.back());
-        impl_.pool.pop_back();
+        request_ = std::move(compiled_.pool.back());
+        compiled_.pool.pop_back();
       }
     }
     ~Lease() {
       std::lock_guard<std::mutex> lock(impl_.pool_mutex);
-      impl_.pool.push_back(std::move(request_));
+      compiled_.pool.push_back(std::move(request_));
     }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
@@ -108,6 +156,7 @@ struct Classifier::Impl {
 
    private:
     const Impl& impl_;
+    Compiled& compiled_;
     std::unique_ptr<ov::InferRequest> request_;
   };
 };
@@ -121,6 +170,10 @@ Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 const Bundle& Classifier::bundle() const { return impl_->bundle; }
 const Artifact& Classifier::artifact() const { return impl_->artifact; }
 int Classifier::num_classes() const { return static_cast<int>(impl_->classes); }
+std::size_t Classifier::static_models() const {
+  std::lock_guard<std::mutex> lock(impl_->pool_mutex);
+  return impl_->fixed.size();
+}
 
 std::string Classifier::describe() const {
   std::string h = impl_->hint;
@@ -132,7 +185,7 @@ std::vector<float> Classifier::infer(const float* nhwc, std::size_t batch) const
   if (batch == 0) throw Error("empty batch: pass at least one image");
   const auto r = static_cast<std::size_t>(bundle().input().resolution);
   try {
-    Impl::Lease lease(*impl_);
+    Impl::Lease lease(*impl_, batch);
     ov::InferRequest& request = *lease;
     // The tensor views the caller's memory; OpenVINO reads it, never writes it.
     ov::Tensor input(ov::element::f32, ov::Shape{batch, r, r, 3}, const_cast<float*>(nhwc));

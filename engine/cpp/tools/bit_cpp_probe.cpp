@@ -9,7 +9,14 @@
 //   bit-cpp-probe threads BUNDLE THREADS ROUNDS [--precision P] IMAGE...
 //       classifies every image once serially, then from THREADS threads on one bit::Classifier (ROUNDS passes
 //       each, in a rotated order) and checks each answer equals the serial logits bit for bit
+//   bit-cpp-probe shapes BUNDLE IMAGE...
+//       the images as one batch and as batches of 1, three calls each, on a Classifier with static-shape models and
+//       on one without (static_shapes 0): "shapes: N calls, largest relative L2 difference D, M static models"
+//   bit-cpp-probe changed BUNDLE IMAGE
+//       one call, then a byte appended to the model file, then a second call of the same size (when a static-shape
+//       model would read the file again): "refused: MESSAGE", or "compiled" when it was not refused
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -94,10 +101,11 @@ int threads_cmd(const std::vector<std::string>& args) {
   const auto& spec = clf.bundle().input();
   const std::size_t classes = static_cast<std::size_t>(clf.num_classes());
   std::vector<std::vector<float>> inputs, serial;
-  for (const auto& image : images) {
-    inputs.push_back(bit::preprocess({image}, spec));
-    serial.push_back(clf.infer(inputs.back().data(), 1));
-  }
+  for (const auto& image : images) inputs.push_back(bit::preprocess({image}, spec));
+  // A batch size gets a model of its own on its second call (ClassifierOptions::static_shapes): two calls first,
+  // so that the serial answers come from the model the threads use
+  for (int i = 0; i < 2 && !inputs.empty(); ++i) clf.infer(inputs[0].data(), 1);
+  for (const auto& input : inputs) serial.push_back(clf.infer(input.data(), 1));
   std::atomic<int> calls{0}, mismatches{0}, errors{0};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
@@ -124,6 +132,60 @@ int threads_cmd(const std::vector<std::string>& args) {
   return mismatches.load() || errors.load() ? 1 : 0;
 }
 
+double relative_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
+int shapes_cmd(const std::vector<std::string>& args) {
+  if (args.size() < 2) throw bit::Error("usage: shapes BUNDLE IMAGE...");
+  const std::vector<fs::path> images(args.begin() + 1, args.end());
+  bit::ClassifierOptions dynamic_only;
+  dynamic_only.static_shapes = 0;
+  const bit::Classifier fixed{bit::Bundle(args[0])};
+  const bit::Classifier dynamic{bit::Bundle(args[0]), dynamic_only};
+  const std::vector<float> batch = bit::preprocess(images, fixed.bundle().input());
+  const std::size_t per = batch.size() / images.size(), classes = static_cast<std::size_t>(fixed.num_classes());
+  double worst = 0;
+  int calls = 0;
+  for (int round = 0; round < 3; ++round) {  // the second call of each size compiles its model, the third uses it
+    worst = std::max(worst, relative_l2(fixed.infer(batch.data(), images.size()),
+                                        dynamic.infer(batch.data(), images.size())));
+    ++calls;
+    for (std::size_t i = 0; i < images.size(); ++i, ++calls) {
+      std::vector<float> one = fixed.infer(batch.data() + i * per, 1);
+      std::vector<float> want = dynamic.infer(batch.data() + i * per, 1);
+      if (one.size() != classes) throw bit::Error("wrong output size");
+      worst = std::max(worst, relative_l2(one, want));
+    }
+  }
+  std::cout << "shapes: " << calls << " calls, largest relative L2 difference " << worst << ", "
+            << fixed.static_models() << " static models (dynamic only: " << dynamic.static_models() << ")\n";
+  return 0;
+}
+
+int changed_cmd(const std::vector<std::string>& args) {
+  if (args.size() != 2) throw bit::Error("usage: changed BUNDLE IMAGE");
+  const bit::Classifier clf{bit::Bundle(args[0])};
+  const std::vector<float> input = bit::preprocess({fs::path(args[1])}, clf.bundle().input());
+  clf.infer(input.data(), 1);
+  {
+    std::ofstream model(clf.bundle().path() / clf.artifact().file, std::ios::binary | std::ios::app);
+    model.put('\0');
+  }
+  try {
+    clf.infer(input.data(), 1);
+    std::cout << "compiled\n";
+  } catch (const bit::Error& exc) {
+    std::cout << "refused: " << exc.what() << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +200,8 @@ int main(int argc, char** argv) {
     if (cmd == "threads") return threads_cmd(args);
     if (cmd == "artifacts") return artifacts_cmd(args);
     if (cmd == "sizes") return sizes_cmd(args);
+    if (cmd == "shapes") return shapes_cmd(args);
+    if (cmd == "changed") return changed_cmd(args);
     std::cerr << "bit-cpp-probe: unknown command " << cmd << "\n";
     return 2;
   } catch (const std::exception& exc) {

@@ -20,6 +20,10 @@ struct ClassifierOptions {
   std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
   // classify() refuses an image declaring more pixels, from its header (bit/preprocess.hpp)
   std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
+  // How many batch sizes get a model compiled for that size alone, on their second call (OpenVINO runs a fixed
+  // shape faster than the bundle's dynamic batch; each holds its own weights). 0: the dynamic model only.
+  // The same policy as the Python runner's static_shapes (engine/openvino_runner.py).
+  int static_shapes = 2;
 };
 
 struct TopClass {
@@ -43,6 +47,8 @@ class Classifier {
   const Artifact& artifact() const;
   std::string describe() const;  // "openvino 2026.4.1 CPU (latency, f32)"
   int num_classes() const;
+  // How many batch sizes run on a model compiled for that size alone (ClassifierOptions::static_shapes).
+  std::size_t static_models() const;
 
   // float32 NHWC [batch, R, R, 3] -> logits [batch, C]. Thread-safe.
   std::vector<float> infer(const float* nhwc, std::size_t batch) const;
