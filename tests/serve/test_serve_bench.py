@@ -74,43 +74,35 @@ def test_loadgen_and_the_open_loop_drive_the_server_and_count_its_cpu(bit_serve,
     process runs the model, tritonserver is its child), found by the port."""
     pytest.importorskip("mlperf_loadgen")
     url = f"grpc://{bit_serve.grpc_url}"
-    out = tmp_path / "lg.json"
-    proc = run_cli(
-        "bit_trt.bench.cli",
-        tiny_bundle,
-        *("--backend", "triton", "--triton-url", url, "--scenario", "server", "--target-qps", "20"),
-        *("--latency-bound-ms", "5000", "--min-duration", "0.3", "--min-query-count", "8", "--samples", "8"),
-        *("--no-roofline", "--quiet", "--json", out),
-    )
-    assert proc.returncode == 0, proc.stderr
-    row = json.loads(out.read_text())["rows"][0]
+
+    def row_of(name: str, *flags) -> dict:
+        out = tmp_path / f"{name}.json"
+        proc = run_cli(
+            "bit_trt.bench.cli", tiny_bundle, "--backend", "triton", "--triton-url", url, *flags,
+            "--no-roofline", "--quiet", "--json", out,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(out.read_text())["rows"][0]
+
+    row = row_of(
+        "lg", "--scenario", "server", "--target-qps", "20", "--latency-bound-ms", "5000",
+        "--min-duration", "0.3", "--min-query-count", "8", "--samples", "8",
+    )  # fmt: skip
     assert row["status"] == "measured" and row["loadgen"]["scenario"] == "Server"
     assert row["loadgen"]["result"] in ("VALID", "INVALID") and row["loadgen"]["queries"] >= 8
     assert (tmp_path / "lg.loadgen" / "triton_fp32_b1_c1" / "mlperf_log_summary.txt").exists()
     assert row["cpu"]["server_pids"] == [bit_serve.proc.pid] and row["cpu"]["server_cpu_s"] > 0
     # MultiStream: each query's 8 samples go to the server as requests of --batch samples
-    out = tmp_path / "ms.json"
-    proc = run_cli(
-        "bit_trt.bench.cli",
-        tiny_bundle,
-        *("--backend", "triton", "--triton-url", url, "--scenario", "multistream", "--batch", "4"),
-        *("--min-duration", "0.2", "--min-query-count", "4", "--samples", "8", "--no-roofline", "--quiet"),
-        *("--json", out),
-    )
-    assert proc.returncode == 0, proc.stderr
-    row = json.loads(out.read_text())["rows"][0]
+    row = row_of(
+        "ms", "--scenario", "multistream", "--batch", "4", "--min-duration", "0.2", "--min-query-count", "4",
+        "--samples", "8",
+    )  # fmt: skip
     assert row["loadgen"]["scenario"] == "MultiStream" and row["loadgen"]["queries"] >= 4
     assert row["loadgen"]["result"] in ("VALID", "INVALID") and row["loadgen"]["metric"]["value"] > 0
     assert row["cpu"]["requests"] >= 2 * row["loadgen"]["queries"]  # two requests of 4 per query of 8
-    out = tmp_path / "ol.json"
-    proc = run_cli(
-        "bit_trt.bench.cli",
-        tiny_bundle,
-        *("--backend", "triton", "--triton-url", url, "--arrival", "poisson", "--rate", "50", "--iterations", "20"),
-        *("--percentiles", "50,90", "--warmup", "0", "--no-roofline", "--quiet", "--json", out),
+    row = row_of(
+        "ol", "--arrival", "poisson", "--rate", "50", "--iterations", "20", "--percentiles", "50,90", "--warmup", "0"
     )
-    assert proc.returncode == 0, proc.stderr
-    row = json.loads(out.read_text())["rows"][0]
     assert row["open_loop"]["requests"] + row["open_loop"]["not_sent"] == 20
     assert row["open_loop"]["schedule_lag_ms"]["min"] >= 0
     assert row["cpu"]["server_pids"] == [bit_serve.proc.pid]
