@@ -27,8 +27,8 @@ weights and buffers (R50x1 fp32 at 480: +0.28 GB for batch 1 and 8; R50x3 about 
 Any other shape, and any call while its model compiles, runs on the dynamic model compiled at activation; a shape
 OpenVINO can't compile statically stays there.
 
-Thread safety: one compiled model; each calling thread gets its own infer request (they are not
-thread-safe, the compiled model is), so many threads can call at once.
+Thread safety: the compiled models are shared; each calling thread gets its own infer request on each (they are
+not thread-safe, the compiled models are), so many threads can call at once.
 """
 
 from __future__ import annotations
