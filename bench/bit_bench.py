@@ -364,8 +364,8 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
                 for _ in range(PEER_ROUNDS):
                     window = run_window(workload, time.perf_counter(), seconds=seconds, record=False)
                     measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], seconds)
-                    ours_ips = round(window["throughput_ips"], 3)
-                    rounds.append({"ours_ips": ours_ips, "peer_ips": measured["throughput_ips"]})
+                    turn = {"ours_ips": round(window["throughput_ips"], 3), "peer_ips": measured["throughput_ips"]}
+                    rounds.append(turn)
         except BitError as exc:
             peers.append(peer | {"error": str(exc).splitlines()[0]})
             continue

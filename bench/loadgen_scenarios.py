@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.atomic_write import missing_folders, remove_made_folders
 from ..engine.errors import BitError, require
 from ..engine.preprocess import preprocess
 from .cpu_use import CpuMeter
@@ -307,7 +308,7 @@ def run_test(
     if per_request_s is None:
         per_request_s = _estimate(classifier, samples, batch)
     test, used, missed = settings_for(lg, settings, len(samples.images), per_request_s, batch, workers)
-    made = _first_missing(folder)  # the highest folder this test creates: a failed test takes it away again
+    made = missing_folders(folder)  # what this test creates: a failed test takes it away again
     os.makedirs(folder, exist_ok=True)
     out = lg.LogOutputSettings()
     out.outdir, out.copy_summary_to_stdout = folder, False
@@ -330,26 +331,12 @@ def run_test(
     return parsed, used, missed, meter.record(sut_impl.requests)
 
 
-def _first_missing(folder: str) -> str | None:
-    """The highest folder on the way to `folder` that does not exist yet (None: it exists)."""
-    missing, path = None, os.path.abspath(folder)
-    while not os.path.exists(path):
-        missing, path = path, os.path.dirname(path)
-    return missing
-
-
-def _discard_logs(folder: str, made: str | None) -> None:
+def _discard_logs(folder: str, made: list[str]) -> None:
     """A failed test's logs are no result: LoadGen's files go, and the folders this test made when left empty."""
     for name in (*LOG_FILES, *EXTRA_LOG_FILES):
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(folder, name))
-    path = os.path.abspath(folder)
-    while made is not None and path.startswith(made):
-        try:
-            os.rmdir(path)
-        except OSError:  # not empty: something else lives there
-            return
-        path = os.path.dirname(path)
+    remove_made_folders(made)
 
 
 def run_configuration(

@@ -58,3 +58,22 @@ def write_atomic(path: str, data: str | bytes | bytearray | memoryview, what: st
 def write_json_atomic(path: str, obj, what: str = "file", indent: int | None = 1) -> str:
     """`obj` as JSON (with a final newline) to `path`, all or nothing."""
     return write_atomic(path, json.dumps(obj, indent=indent) + "\n", what)
+
+
+def missing_folders(path: str) -> list[str]:
+    """The folders os.makedirs(path) would create, deepest first: what a writer that fails takes away again
+    (remove_made_folders), so that a failure leaves no empty folders behind."""
+    missing, probe = [], os.path.abspath(path)
+    while not os.path.isdir(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    return missing
+
+
+def remove_made_folders(folders: list[str]) -> None:
+    """Remove `folders` (missing_folders' list, deepest first) while each is empty; one that is not stays."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            break

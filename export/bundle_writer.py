@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from ..engine.atomic_write import missing_folders, remove_made_folders
 from ..engine.bundle import FORMAT, FORMAT_VERSION, MANIFEST, file_record, give_mkdir_mode
 from ..engine.errors import BitError
 
@@ -38,11 +39,7 @@ class BundleWriter:
         check_target(out)
         self.out = os.path.abspath(out)
         parent = os.path.dirname(self.out)
-        self.created_parents = []
-        probe = parent
-        while not os.path.isdir(probe):
-            self.created_parents.append(probe)
-            probe = os.path.dirname(probe)
+        self.created_parents = missing_folders(parent)
         try:
             os.makedirs(parent, exist_ok=True)
             self.staging = tempfile.mkdtemp(prefix=f".{os.path.basename(self.out)}.partial-", dir=parent)
@@ -55,11 +52,7 @@ class BundleWriter:
         return self
 
     def _remove_created_parents(self):
-        for path in self.created_parents:  # deepest first; only the ones this writer made, only if empty
-            try:
-                os.rmdir(path)
-            except OSError:
-                break
+        remove_made_folders(self.created_parents)  # only the ones this writer made, only if empty
 
     def __exit__(self, exc_type, exc, tb):
         if os.path.isdir(self.staging):
