@@ -3,7 +3,7 @@
     python -m tools.gpu_proof --fetch     # once, where PyPI is reachable: pycuda + wheels into .gpu_proof/
     python -m tools.gpu_proof             # on the GPU host (.gpu_proof/ carried with the working tree)
 
-On the GPU host, bit-trt itself installs offline first: `pip install -q --no-deps --no-build-isolation
+On the GPU host, bit-trt itself installs offline first: `python -m pip install -q --no-deps --no-build-isolation
 --no-index -e .` (docs/tensorrt.md has the whole device command). In at most about 6 minutes it:
 
 1. builds pycuda from the carried source archive (tools/pycuda_build.py);
