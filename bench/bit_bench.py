@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..engine import gpu_host
+from ..engine import backends, gpu_host
 from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
 from ..engine.cpu_host import this_host
@@ -47,6 +47,7 @@ class BenchOptions:
     batches: tuple[int, ...] = (1,)
     concurrency: tuple[int, ...] = (1,)
     threads: int | None = None
+    static_shapes: int | None = None  # openvino rows only (its runner's bound); None: the runner's default
     mode: str = "model"
     schedule: Schedule = field(default_factory=Schedule)
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
@@ -317,8 +318,16 @@ def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int 
         from .ray_client import RayClassifier
 
         return RayClassifier(bundle, options.ray_url)
+    settings = {}
+    if options.static_shapes is not None and "static_shapes" in backends.settings_taken(config.backend):
+        settings["static_shapes"] = options.static_shapes
     return Classifier(
-        bundle, backend=config.backend, precision=config.precision, threads=options.threads, concurrency=concurrency
+        bundle,
+        backend=config.backend,
+        precision=config.precision,
+        threads=options.threads,
+        concurrency=concurrency,
+        **settings,
     )
 
 
@@ -404,6 +413,7 @@ def _settings(options: BenchOptions) -> dict:
         "concurrency": list(options.concurrency),
         "throughput": options.throughput,
         "threads": options.threads,
+        "static_shapes": options.static_shapes,
         "mode": options.mode,
         "warmup_s": s.warmup_s,
         "duration_s": s.duration_s if s.iterations is None else None,

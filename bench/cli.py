@@ -16,6 +16,7 @@ import sys
 
 from ..engine.atomic_write import write_atomic
 from ..engine.backends import THROUGHPUT_BACKENDS
+from ..engine.classify_cli import add_static_shapes_argument
 from ..engine.errors import BitError
 from ..engine.options import field_defaults
 from ..engine.precision import PRECISIONS
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=d["threads"], help="intra-op threads per backend (default: the backend's own)"
     )
+    add_static_shapes_argument(p)
     p.add_argument(
         "--mode",
         choices=configurations.MODES,
@@ -258,6 +260,7 @@ def options_from_args(args, argv) -> BenchOptions:
         batches=configurations.parse_list(args.batch, "batch", cast=int),
         concurrency=configurations.parse_list(args.concurrency, "concurrency", cast=int),
         threads=args.threads,
+        static_shapes=args.static_shapes,
         mode=args.mode,
         schedule=schedule,
         percentiles=percentiles,

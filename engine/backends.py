@@ -114,7 +114,7 @@ def create(
     options go to the runner: workers, cuda_graph (trt), hint, inference_precision (openvino)."""
     options = throughput_options(backend, check_concurrency(concurrency)) | options
     runner = runner_class(backend)
-    _check_options(backend, runner, options)
+    _check_options(backend, options)
     if backend == "tf":
         return runner(bundle.manifest)
     flavour = flavour_for(backend, precision)
@@ -132,13 +132,18 @@ def create(
     return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
 
 
-def _check_options(backend: str, runner, options: dict) -> None:
-    """Options the backend's runner does not take are one line, not a TypeError from deep inside."""
+def settings_taken(backend: str) -> set[str]:
+    """The settings a caller may give `backend`'s runner (those `create` gives itself left out)."""
     import inspect
 
     given_here = {"threads", "backend", "device", "bundle_path", "trt_cache_dir", "half", "gate", "verify"}
-    params = inspect.signature(runner).parameters.values()
-    taken = {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
+    params = inspect.signature(runner_class(backend)).parameters.values()
+    return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
+
+
+def _check_options(backend: str, options: dict) -> None:
+    """Options the backend's runner does not take are one line, not a TypeError from deep inside."""
+    taken = settings_taken(backend)
     unknown = sorted(set(options) - taken)
     if unknown:
         raise BitError(
@@ -169,16 +174,29 @@ def throughput_options(backend: str, concurrency: int) -> dict:
 
 
 def create_auto(
-    bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: int = 0, concurrency: int = 1
+    bundle: Bundle,
+    precision: str = "fp32",
+    threads: int | None = None,
+    device: int = 0,
+    concurrency: int = 1,
+    **options,
 ):
     """The first backend in AUTO_GPU/AUTO_CPU order that activates here.
 
+    options: settings for the backends that take them (static_shapes: openvino), each given only to those; one that
+    no backend in the order takes is one line.
     Returns (the active runner, why each backend before it was skipped)."""
     order = AUTO_GPU if gpu_host.has_gpu() else AUTO_CPU
+    taken = {backend: settings_taken(backend) for backend in order}
+    unknown = sorted(set(options) - set().union(*taken.values()))
+    if unknown:
+        tried = ", ".join(order)
+        raise BitError(f"no backend auto picks from has the setting {', '.join(unknown)} (auto tries: {tried})")
     skipped = []
     for backend in order:
+        mine = {k: v for k, v in options.items() if k in taken[backend]}
         try:
-            runner = create(bundle, backend, precision, threads=threads, device=device, concurrency=concurrency)
+            runner = create(bundle, backend, precision, threads=threads, device=device, concurrency=concurrency, **mine)
             runner.activate()
         except BitError as exc:
             skipped.append(f"{backend}: {exc}")

@@ -57,7 +57,8 @@ class Classifier:
         concurrency: how many requests callers keep in flight at once. Above 1 the backend is set up for throughput
         instead of one request's latency: OpenVINO's THROUGHPUT hint (streams, one per request it expects), ONNX
         Runtime's threads split between the concurrent requests (engine/backends.py says what each gets).
-        backend_options go to the runner: workers and cuda_graph (trt), hint and inference_precision (openvino).
+        backend_options go to the runner: workers and cuda_graph (trt), hint, inference_precision and static_shapes
+        (openvino); with auto, each to the backends that take it.
 
         With backend="auto" the runner is started here, to find one that works; otherwise on first use.
         """
@@ -69,10 +70,10 @@ class Classifier:
         self.labels = self.bundle.labels()
         self.skipped = []
         self.precision = precision
-        if backend == "auto":
-            if backend_options:
-                raise BitError("backend options need a named backend, not auto")
-            self.runner, self.skipped = backends.create_auto(self.bundle, precision, threads, device, concurrency)
+        if backend == "auto":  # each option goes to the backends that take it (static_shapes: openvino)
+            self.runner, self.skipped = backends.create_auto(
+                self.bundle, precision, threads, device, concurrency, **backend_options
+            )
         else:
             self.runner = backends.create(
                 self.bundle,

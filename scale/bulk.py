@@ -192,12 +192,27 @@ def write_shard(out: str, index: int, columns: dict[str, list]) -> str:
 class ShardWorker:
     """One Classifier per actor of Ray Data's pool; each call classifies whole shards and writes them."""
 
-    def __init__(self, job: BulkJob, out: str, threads: int | None, max_image_pixels: int, max_decode_mb: int):
+    def __init__(
+        self,
+        job: BulkJob,
+        out: str,
+        threads: int | None,
+        max_image_pixels: int,
+        max_decode_mb: int,
+        static_shapes: int | None = None,
+    ):
         from .verified_classifier import open_verified
 
         self.job, self.out = job, out
         self.clf = open_verified(
-            job.bundle, job.bundle_sha256, job.backend, job.precision, threads, max_image_pixels, max_decode_mb
+            job.bundle,
+            job.bundle_sha256,
+            job.backend,
+            job.precision,
+            threads,
+            max_image_pixels,
+            max_decode_mb,
+            static_shapes,
         )
 
     def __call__(self, batch: dict) -> dict:
@@ -247,6 +262,7 @@ def run(
     max_decode_mb: int,
     progress=None,
     start_timeout_s: float = 300.0,
+    static_shapes: int | None = None,
 ) -> dict:
     """The job on the connected Ray cluster: the shards not yet in OUT, through an actor pool of `workers`
     Classifiers. Returns counts; `progress(shards_done, shards_total)` is called as shards land."""
@@ -272,6 +288,7 @@ def run(
             "threads": threads,
             "max_image_pixels": max_image_pixels,
             "max_decode_mb": max_decode_mb,
+            "static_shapes": static_shapes,
         },
         batch_size=1,
         concurrency=workers,

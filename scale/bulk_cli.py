@@ -104,6 +104,7 @@ def main(argv=None) -> int:
             args.max_decode_mb,
             progress=Progress(),
             start_timeout_s=args.start_timeout_s,
+            static_shapes=args.static_shapes,
         )
     except BitError as exc:
         if args.debug:

@@ -57,6 +57,7 @@ class BitClassifier:
             options.threads,
             options.max_image_pixels,
             options.max_decode_mb,
+            options.static_shapes,
         )
         self.models = ClassifierModels(self.clf)
         self.sha256 = manifest_sha256(options.bundle)

@@ -36,7 +36,7 @@ nodes.
 
 def build_parser() -> argparse.ArgumentParser:
     from ..engine.backends import BACKEND_CHOICES
-    from ..engine.classify_cli import positive_int
+    from ..engine.classify_cli import add_static_shapes_argument, positive_int
 
     d = field_defaults(RayServeOptions)
     p = argparse.ArgumentParser(
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", required=True, metavar="ADDRESS", help=f"the Ray cluster: host:port, auto or {LOCAL}")
     p.add_argument("--backend", default=d["backend"], choices=BACKEND_CHOICES, help=f"default {d['backend']}")
     p.add_argument("--precision", default=d["precision"], help=f"default {d['precision']}")
+    add_static_shapes_argument(p)
     p.add_argument("--expected-sha256", default=d["expected_sha256"], help="the manifest's sha256 (default: read here)")
     p.add_argument("--host", default=d["host"], help=f"Ray Serve's HTTP address (default {d['host']})")
     p.add_argument("--http-port", type=int, default=d["http_port"], help=f"default {d['http_port']}")

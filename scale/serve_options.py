@@ -27,6 +27,7 @@ class RayServeOptions:
     expected_sha256: str = ""
     backend: str = _CLASSIFIER["backend"].default
     precision: str = _CLASSIFIER["precision"].default
+    static_shapes: int | None = None  # openvino's models compiled for one batch shape; None: the runner's default
     # Ray Serve's HTTP proxy. It has no authentication (docs/scaling.md, "Security"): loopback unless asked.
     host: str = "127.0.0.1"
     http_port: int = 8000

@@ -20,6 +20,7 @@ def open_verified(
     threads: int | None,
     max_image_pixels: int,
     max_decode_mb: int,
+    static_shapes: int | None = None,
 ) -> Classifier:
     if not os.path.isdir(bundle):
         raise BitError(f"bundle {bundle!r} is missing on this node; every node needs it at the same path")
@@ -30,8 +31,14 @@ def open_verified(
             f"expected {expected_sha256[:12]}...); refusing to use it"
         )
     set_decode_budget(max_decode_mb << 20)
+    options = {} if static_shapes is None else {"static_shapes": static_shapes}
     clf = Classifier(
-        load_bundle(bundle), backend=backend, precision=precision, threads=threads, max_image_pixels=max_image_pixels
+        load_bundle(bundle),
+        backend=backend,
+        precision=precision,
+        threads=threads,
+        max_image_pixels=max_image_pixels,
+        **options,
     )
     clf.backend  # noqa: B018 -- activates the runner: a model that can't run here fails at start, not on work
     return clf

@@ -27,6 +27,7 @@ class ServeOptions:
     backend: str = _CLASSIFIER["backend"].default
     precision: str = _CLASSIFIER["precision"].default
     threads: int | None = _CLASSIFIER["threads"].default
+    static_shapes: int | None = None  # openvino's models compiled for one batch shape; None: the runner's default
     host: str = "127.0.0.1"
     http_port: int = 8000
     http: bool = True  # False: gRPC and metrics only

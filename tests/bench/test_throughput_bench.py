@@ -88,3 +88,21 @@ def test_the_result_records_the_cpu_flags_that_decide_the_kernels(result):
     detail = result[1]["host"]["cpu_detail"]
     assert detail["kernel_flags"] == this_host().kernel_flags() and detail["bf16"] == this_host().bf16
     assert detail["int8_dot"] == this_host().int8_dot and detail["mhz_source"] == this_host().mhz_source
+
+
+def test_static_shapes_reach_the_openvino_rows_only(tiny_bundle):
+    """`bit-bench --static-shapes N` measures openvino with that bound; the other backends' rows run as before
+    (the setting is openvino's alone), and the result's settings record it."""
+    from bit_trt.bench.bit_bench import _classifier, _settings
+    from bit_trt.bench.cli import build_parser, options_from_args
+    from bit_trt.bench.configurations import Configuration
+    from bit_trt.engine.bundle import load_bundle
+
+    argv = [str(tiny_bundle), "--backend", "openvino,ort-cpu", "--static-shapes", "0"]
+    options = options_from_args(build_parser().parse_args(argv), argv)
+    assert options.static_shapes == 0 and _settings(options)["static_shapes"] == 0
+    bundle = load_bundle(str(tiny_bundle))
+    with _classifier(bundle, Configuration("openvino", "fp32", 1, 1, "model"), options) as clf:
+        assert clf.runner.static_shapes == 0
+    with _classifier(bundle, Configuration("ort-cpu", "fp32", 1, 1, "model"), options) as clf:
+        assert clf.runner.name == "ort-cpu"

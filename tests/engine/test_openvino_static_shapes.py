@@ -96,3 +96,78 @@ def test_a_model_file_changed_after_activation_is_not_read_again(setup, tmp_path
         with pytest.raises(BitError, match=r"model\.fp32\.onnx does not match its manifest checksum"):
             clf.infer(x[:1])
         assert clf.runner.static == {}
+
+
+def test_auto_gives_static_shapes_to_openvino_only(setup):
+    """A memory-tight server on `auto` can turn the static models off: the setting reaches openvino (auto's first
+    CPU backend) and no other; a setting no backend in auto's order takes is one line."""
+    bundle, x = setup
+    with Classifier(bundle, backend="auto", static_shapes=0) as clf:
+        assert clf.runner.name == "openvino" and clf.runner.static_shapes == 0
+        for _ in range(3):
+            clf.infer(x[:1])
+        assert clf.runner.static == {}
+    with pytest.raises(BitError, match=r"^no backend auto picks from has the setting bogus \(auto tries: "):
+        Classifier(bundle, backend="auto", bogus=1)
+
+
+def _parse(add_arguments, *argv):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="t")
+    add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_the_command_lines_pass_static_shapes_to_the_classifier(setup, capsys):
+    """bit-classify, bit-check and bit-serve (Triton) share --static-shapes; unset, the runner keeps its default."""
+    from bit_trt.engine.classify_cli import add_backend_arguments, open_classifier
+    from bit_trt.serve.serve_cli import build_parser, options_from_args
+
+    bundle, _ = setup
+
+    def bundle_arguments(p):
+        p.add_argument("bundle")
+        add_backend_arguments(p)
+
+    for given, want in ((["--static-shapes", "0"], 0), ([], 2)):
+        args = _parse(bundle_arguments, bundle.path, "--backend", "openvino", *given)
+        with open_classifier(args, "t") as clf:
+            assert clf.runner.static_shapes == want
+    args = _parse(bundle_arguments, bundle.path, "--backend", "ort-cpu", "--static-shapes", "1")
+    assert open_classifier(args, "t") is None
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "t: error: backend ort-cpu has no setting static_shapes (it takes: low_memory, optimization, streams)"
+        )
+    )
+    with pytest.raises(SystemExit):
+        _parse(bundle_arguments, bundle.path, "--static-shapes", "-1")
+    assert "expected a whole number, 0 or more, got '-1'" in capsys.readouterr().err
+    serve = options_from_args(build_parser().parse_args([bundle.path, "--static-shapes", "1"]))
+    assert serve.static_shapes == 1
+    assert options_from_args(build_parser().parse_args([bundle.path])).static_shapes is None
+
+
+def test_ray_replicas_and_bulk_workers_take_static_shapes(setup):
+    """bit-serve --ray and bit-classify --ray open their Classifiers through open_verified, which passes it on."""
+    pytest.importorskip("ray")
+    from bit_trt.engine.bundle import manifest_sha256
+    from bit_trt.engine.options import options_from
+    from bit_trt.scale.bulk_cli import build_parser as bulk_parser
+    from bit_trt.scale.serve_cli import build_parser
+    from bit_trt.scale.serve_options import RayServeOptions
+    from bit_trt.scale.verified_classifier import open_verified
+
+    bundle, _ = setup
+    args = build_parser().parse_args([bundle.path, "--ray", "local", "--static-shapes", "0"])
+    ray_options = options_from(RayServeOptions, args)
+    assert ray_options.static_shapes == 0
+    bulk = bulk_parser().parse_args([bundle.path, "x.jpg", "--ray", "local", "--out", "o", "--static-shapes", "0"])
+    assert bulk.static_shapes == 0
+    sha = manifest_sha256(bundle.path)
+    clf = open_verified(bundle.path, sha, "auto", "fp32", None, 10**8, 64, ray_options.static_shapes)
+    with clf:
+        assert clf.runner.name == "openvino" and clf.runner.static_shapes == 0
