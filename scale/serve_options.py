@@ -98,9 +98,10 @@ def options_from_mapping(args: dict) -> RayServeOptions:
     if "bundle" not in args:
         raise BitError("the application needs `bundle`: the bundle's path on every node")
     converted = {}
+    optional_ints = ("max_replicas_per_node", "static_shapes")  # None by default: no default to take the type from
     for name, value in args.items():
         default = fields[name].default
-        if name in ("max_replicas_per_node", "replica_gpus") and value in ("", None, "none", "None"):
+        if name in (*optional_ints, "replica_gpus") and value in ("", None, "none", "None"):
             value = None
         elif name == "replica_gpus":
             value = _number(name, value, float)
@@ -108,7 +109,7 @@ def options_from_mapping(args: dict) -> RayServeOptions:
             value = str(value).lower() in ("1", "true", "yes")
         elif isinstance(default, float):
             value = _number(name, value, float)
-        elif isinstance(default, int) or name == "max_replicas_per_node":
+        elif isinstance(default, int) or name in optional_ints:
             value = _number(name, value, int)
         converted[name] = value
     return check(RayServeOptions(**converted))
@@ -125,6 +126,8 @@ def check(options: RayServeOptions) -> RayServeOptions:
         if not isinstance(value, int) or value < (0 if name == "min_replicas" else 1):
             least = 0 if name == "min_replicas" else 1
             raise BitError(f"{flag(name)} must be an integer of at least {least}, got {value!r}")
+    if options.static_shapes is not None and (not isinstance(options.static_shapes, int) or options.static_shapes < 0):
+        raise BitError(f"--static-shapes must be an integer of at least 0, got {options.static_shapes!r}")
     if not isinstance(options.max_replicas, int) or options.max_replicas < max(1, options.min_replicas):
         raise BitError(
             f"--max-replicas must be at least 1 and at least --min-replicas ({options.min_replicas}), "

@@ -158,13 +158,17 @@ def test_ray_replicas_and_bulk_workers_take_static_shapes(setup):
     from bit_trt.engine.options import options_from
     from bit_trt.scale.bulk_cli import build_parser as bulk_parser
     from bit_trt.scale.serve_cli import build_parser
-    from bit_trt.scale.serve_options import RayServeOptions
+    from bit_trt.scale.serve_options import RayServeOptions, options_from_mapping
     from bit_trt.scale.verified_classifier import open_verified
 
     bundle, _ = setup
     args = build_parser().parse_args([bundle.path, "--ray", "local", "--static-shapes", "0"])
     ray_options = options_from(RayServeOptions, args)
     assert ray_options.static_shapes == 0
+    # KubeRay's serveConfigV2 and `serve run` give the application strings
+    assert options_from_mapping({"bundle": bundle.path, "static_shapes": "1"}).static_shapes == 1
+    with pytest.raises(BitError, match=r"^--static-shapes must be an integer of at least 0, got -1$"):
+        options_from_mapping({"bundle": bundle.path, "static_shapes": "-1"})
     bulk = bulk_parser().parse_args([bundle.path, "x.jpg", "--ray", "local", "--out", "o", "--static-shapes", "0"])
     assert bulk.static_shapes == 0
     sha = manifest_sha256(bundle.path)
