@@ -18,6 +18,7 @@ from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
 from ..engine.cpu_host import this_host
 from ..engine.errors import BitError
+from ..engine.memory import available_bytes, current_rss_bytes, gigabytes, release_memory
 from ..engine.preprocess import decode, preprocess
 from . import accuracy, configurations
 from .cpu_use import CpuMeter, server_pids
@@ -48,6 +49,7 @@ class BenchOptions:
     concurrency: tuple[int, ...] = (1,)
     threads: int | None = None
     static_shapes: int | None = None  # openvino rows only (its runner's bound); None: the runner's default
+    memory_budget_gb: float | None = None  # models held at once (each measured warm); None: what the host has
     mode: str = "model"
     schedule: Schedule = field(default_factory=Schedule)
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
@@ -169,17 +171,26 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         references = loadgen_accuracy.References(bundle, library)
     else:
         decoded, encoded = request_images(bundle, options.images)
-    load_errors, extras, workloads, wall_s, origin, loadgen_rows = {}, {}, [], 0.0, None, {}
+        library = references = None
+    load_errors, extras = {}, {}
+    sets = _EngineSets(options, skipped, progress, library, references)
     # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
     # freed before the next, so a run holds one model per backend and precision at a time, not two (docs/bench.md).
+    # Within a group, as many models as the host's memory holds at once: each is warmed up as it is loaded (what
+    # it holds once warm is measured), and one that would not fit beside those loaded starts a new set, measured
+    # after the set before it is freed.
     for group in (False, True):
         planned = [c for c in configs if c.throughput == group]
-        classifiers = {}
+        keys = list(dict.fromkeys(c.engine_key for c in planned if c.id not in skipped))
+        classifiers, warmed, largest, loaded = {}, {}, 0, 0
+
         try:
-            for config in planned:
-                key = config.engine_key
-                if config.id in skipped or key in classifiers or key in load_errors:
-                    continue
+            for key in keys:
+                if classifiers and not _room_for(loaded, largest, options.memory_budget_gb):
+                    sets.measure(group, planned, classifiers, warmed)
+                    loaded = 0
+                config = next(c for c in planned if c.engine_key == key)
+                before = current_rss_bytes()
                 try:
                     clf = _classifier(bundle, config, options, most if config.throughput else 1)
                     clf.__enter__()
@@ -194,40 +205,26 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
                 elif options.accuracy:
                     progress("accuracy", config, None)
                     extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
-            for config in planned:
-                if config.id not in skipped and config.engine_key in load_errors:
-                    skipped[config.id] = load_errors[config.engine_key]
-            started = time.perf_counter()
-            if options.loadgen:
-                for c in planned:
-                    if c.id not in skipped:
-                        progress("loadgen", c, options.loadgen)
-                        loadgen_rows[c.id] = _loadgen_row(classifiers[c.engine_key], c, library, references, options)
-                wall_s += time.perf_counter() - started
-                continue
-            measured = [
-                Workload(
-                    c,
-                    request_for(classifiers[c.engine_key], c, decoded, encoded),
-                    cpu=_meter(c, options)(),
-                )
-                for c in planned
-                if c.id not in skipped
-            ]
-            if measured and options.arrival:
-                from . import open_loop
-
-                open_loop.measure(measured, options.arrival, options.schedule, options.percentiles, progress)
-                wall_s += time.perf_counter() - started
-            elif measured:
-                origin = measure(measured, options.schedule, progress, origin)  # one time origin for the whole run
-                wall_s += time.perf_counter() - started
-            workloads += measured
+                warmed[key] = []
+                if not options.loadgen:
+                    for c in planned:
+                        if c.engine_key == key and c.id not in skipped:
+                            w = Workload(c, request_for(clf, c, decoded, encoded), cpu=_meter(c, options)())
+                            progress("warm-up", w, None)
+                            warm_up(w, options.schedule.warmup_s)
+                            warmed[key].append(w)
+                footprint = max(0, current_rss_bytes() - before)
+                largest, loaded = max(largest, footprint), loaded + footprint
+            sets.measure(group, planned, classifiers, warmed)
         finally:
             for clf in classifiers.values():
                 clf.close()
+        for config in planned:
+            if config.id not in skipped and config.engine_key in load_errors:
+                skipped[config.id] = load_errors[config.engine_key]
+    workloads, wall_s = sets.workloads, sets.wall_s
     peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
-    rows = _rows(configs, skipped, workloads, extras, peaks, options, loadgen_rows)
+    rows = _rows(configs, skipped, workloads, extras, peaks, options, sets.loadgen_rows)
     if options.throughput:
         peers = _throughput_peers(bundle, rows, configs, (decoded, encoded), most, options, progress)
     else:
@@ -249,6 +246,7 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         "rows": rows,
         "best_throughput": best_throughput(rows),
         "throughput_peers": peers,
+        "engine_sets": sets.sets,
     }
     if options.loadgen:
         result["loadgen"] = _loadgen_summary(options, library)
@@ -264,6 +262,64 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
         for w in workloads
     }
     return result, samples, times
+
+
+class _EngineSets:
+    """Measures the models loaded at once (one set), then frees them; keeps what every set measured."""
+
+    def __init__(self, options: BenchOptions, skipped: dict, progress, library=None, references=None):
+        self.options, self.skipped, self.progress = options, skipped, progress
+        self.library, self.references = library, references
+        self.workloads, self.loadgen_rows, self.sets = [], {}, []
+        self.wall_s, self.origin = 0.0, None  # one time origin for the whole run
+
+    def measure(self, throughput: bool, planned: list, classifiers: dict, warmed: dict) -> None:
+        if not classifiers:
+            return
+        options = self.options
+        configs = [c for c in planned if c.engine_key in classifiers and c.id not in self.skipped]
+        self.sets.append(
+            {
+                "throughput": throughput,
+                "configurations": [c.id for c in configs],
+                "rss_gb": gigabytes(current_rss_bytes()),
+            }
+        )
+        started = time.perf_counter()
+        if options.loadgen:
+            for c in configs:
+                self.progress("loadgen", c, options.loadgen)
+                self.loadgen_rows[c.id] = _loadgen_row(
+                    classifiers[c.engine_key], c, self.library, self.references, options
+                )
+        else:
+            measured = [w for key in classifiers for w in warmed[key]]
+            if measured and options.arrival:
+                from . import open_loop
+
+                open_loop.measure(measured, options.arrival, options.schedule, options.percentiles, self.progress)
+            elif measured:
+                self.origin = measure(measured, options.schedule, self.progress, self.origin, warm=False)
+            self.workloads.extend(measured)
+        self.wall_s += time.perf_counter() - started
+        for clf in classifiers.values():
+            clf.close()
+        classifiers.clear()
+        release_memory()
+
+
+# Room kept beside the largest loaded model's footprint when deciding whether the next fits: the footprint was
+# measured warm, but a model's first requests at a new concurrency can still allocate.
+MEMORY_HEADROOM = 1.25
+
+
+def _room_for(loaded: int, footprint: int, budget_gb: float | None) -> bool:
+    """Whether one more model of `footprint` bytes fits beside the `loaded` bytes of models: within the budget, if
+    one is given, and within what the host has available (where it can't say, assume it has)."""
+    if budget_gb is not None and loaded + footprint > budget_gb * 1e9:
+        return False
+    available = available_bytes()
+    return available is None or available >= MEMORY_HEADROOM * footprint + 512 * 2**20
 
 
 def _meter(config, options: BenchOptions):
@@ -414,6 +470,7 @@ def _settings(options: BenchOptions) -> dict:
         "throughput": options.throughput,
         "threads": options.threads,
         "static_shapes": options.static_shapes,
+        "memory_budget_gb": options.memory_budget_gb,
         "mode": options.mode,
         "warmup_s": s.warmup_s,
         "duration_s": s.duration_s if s.iterations is None else None,

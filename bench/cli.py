@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_static_shapes_argument(p)
     p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=d["memory_budget_gb"],
+        metavar="GB",
+        help="memory for the models held at once, each measured once warm; those that don't fit beside the others "
+        "are measured in a later set, interleaved among themselves (default: what the host has available)",
+    )
+    p.add_argument(
         "--mode",
         choices=configurations.MODES,
         default=d["mode"],
@@ -239,6 +247,8 @@ def options_from_args(args, argv) -> BenchOptions:
     )
     if args.threads is not None and args.threads < 1:
         raise BitError("--threads must be at least 1")
+    if args.memory_budget is not None and not args.memory_budget > 0:  # NaN too
+        raise BitError(f"--memory-budget is in GB and must be above 0, got {args.memory_budget}")
     backends = configurations.parse_list(args.backend, "backend", configurations.BENCH_BACKENDS)
     if args.throughput and not set(backends) & set(THROUGHPUT_BACKENDS):
         raise BitError(
@@ -261,6 +271,7 @@ def options_from_args(args, argv) -> BenchOptions:
         concurrency=configurations.parse_list(args.concurrency, "concurrency", cast=int),
         threads=args.threads,
         static_shapes=args.static_shapes,
+        memory_budget_gb=args.memory_budget,
         mode=args.mode,
         schedule=schedule,
         percentiles=percentiles,

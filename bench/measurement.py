@@ -140,14 +140,17 @@ def warm_up(workload: Workload, seconds: float) -> None:
     run_window(workload, time.perf_counter(), seconds=seconds, record=False, at_least=2)
 
 
-def measure(workloads: list[Workload], schedule: Schedule, progress=None, origin: float | None = None) -> float:
-    """Warm every workload up, then interleave their windows until each is done (see the module docstring).
+def measure(
+    workloads: list[Workload], schedule: Schedule, progress=None, origin: float | None = None, warm: bool = True
+) -> float:
+    """Warm every workload up (unless `warm` is False: the caller did), then interleave their windows until each is
+    done (see the module docstring).
 
     origin: the perf_counter instant recorded times count from (default: when the first window starts); a run
     measured in several calls passes the first call's (returned) origin to the others."""
     progress = progress or (lambda *_: None)
     progress("plan", workloads, schedule)
-    for w in workloads:
+    for w in workloads if warm else ():
         progress("warm-up", w, None)
         warm_up(w, schedule.warmup_s)
     origin = time.perf_counter() if origin is None else origin

@@ -110,6 +110,17 @@ def _throughput_lines(result: dict) -> list[str]:
     return out
 
 
+def _engine_set_lines(result: dict) -> list[str]:
+    """Where the models did not all fit in memory at once: which were measured together (interleaved)."""
+    sets = result.get("engine_sets") or []
+    split = [s for s in sets if sum(t["throughput"] == s["throughput"] for t in sets) > 1]
+    if not split:
+        return []
+    out = ["", "memory: not every model fit at once; each set below was measured interleaved, one set after another:"]
+    out += [f"  {', '.join(s['configurations'])} (RSS {s['rss_gb']} GB)" for s in split]
+    return out
+
+
 def table(result: dict) -> str:
     """The terminal view: speed, its ratio to the baseline, latency percentiles, noise, and accuracy beside it."""
     pcts = [p for p in result["settings"]["percentiles"] if p != 50]
@@ -152,6 +163,7 @@ def table(result: dict) -> str:
     if warnings:
         out += ["", "warnings:", *warnings]
     out += _throughput_lines(result)
+    out += _engine_set_lines(result)
     if any(row.get("cpu", {}).get("server_cpu_s") is not None for row in result["rows"]):
         out.append("CPU ms/req counts the server's process tree too where it runs on this host (the `cpu` field)")
     base = next((r["vs_baseline"]["baseline"].rsplit("/", 2)[0] for r in result["rows"] if "vs_baseline" in r), None)

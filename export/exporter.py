@@ -3,7 +3,7 @@
 `export()` is what `bit-export` runs. Every step reports progress through a callback and its numbers
 land in the manifest, so a bundle documents how it was made and why it was admitted. The steps' own
 questions live in their modules: the INT8 variants and their fallback in int8.py, the plans in
-trt_engine.py, memory and versions in resources.py.
+trt_engine.py; memory accounting in engine/memory.py.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .int8 import Int8Options
 from .ort_logits import ort_logits
 from .parity import PROBE_IMAGES, judge
 from .parity_images import parity_inputs
-from .resources import current_rss_bytes, peak_rss_bytes, release_memory
+from ..engine.memory import current_rss_bytes, peak_rss_bytes, release_memory
 from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 

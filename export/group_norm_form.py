@@ -100,7 +100,7 @@ def plan_graph(
     import onnx
 
     from .ort_logits import detach_weights, ort_logits
-    from .resources import release_memory
+    from ..engine.memory import release_memory
 
     name = os.path.basename(onnx_path)
     try:

@@ -49,7 +49,7 @@ from .qdq_placement import (
     quantize_residual_inputs,
     weighted_macs,
 )
-from .resources import release_memory
+from ..engine.memory import release_memory
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")

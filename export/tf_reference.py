@@ -157,7 +157,7 @@ def _child_main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import numpy as np
 
-    from .resources import peak_rss_bytes
+    from ..engine.memory import peak_rss_bytes
 
     with open(os.path.join(tmp, REQUEST)) as f:
         req = json.load(f)

@@ -13,7 +13,7 @@
   and nothing in the package imports `tools` or `tests`, which a wheel does not have. tools/ imports the
   package by its installed name (`bit_trt.`), and its own scripts as `tools.`.
 - Outside engine/, a Classifier is used through its public surface: nobody reaches through `.runner`.
-- Memory accounting has one owner (export/resources.py): ru_maxrss is KiB on Linux, and a second
+- Memory accounting has one owner (engine/memory.py): ru_maxrss is KiB on Linux, and a second
   reader is a second chance to get the unit wrong.
 """
 
@@ -190,7 +190,7 @@ def test_peak_memory_is_read_in_one_place():
         for path in _sources(folder):
             if "ru_maxrss" in open(path, encoding="utf-8").read():
                 readers.append(os.path.relpath(path, ROOT))
-    assert readers == [os.path.join("export", "resources.py")]
+    assert readers == [os.path.join("engine", "memory.py")]
 
 
 @pytest.mark.parametrize("folder", ("export", "bench", "serve", TOOLS))

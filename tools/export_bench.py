@@ -36,7 +36,7 @@ import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
 from bit_trt.engine.cpu_host import this_host
-from bit_trt.export.resources import gigabytes
+from bit_trt.engine.memory import gigabytes
 from tools import RESULTS
 from tools.child import child_main, run_child
 
@@ -227,7 +227,7 @@ def plain_route(variant: str, resolution: int, workdir: str) -> dict:
 
 def plain_route_child(variant: str, resolution: int, output: str) -> dict:
     """The child of plain_route (`--child VARIANT RESOLUTION OUTPUT`): convert, then time, graph and peak RSS."""
-    from bit_trt.export.resources import peak_rss_bytes
+    from bit_trt.engine.memory import peak_rss_bytes
     from bit_trt.export.tensorflow_import import import_tensorflow
 
     tf = import_tensorflow()

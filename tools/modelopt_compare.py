@@ -41,7 +41,7 @@ import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
 from bit_trt.engine.errors import BitError
-from bit_trt.export.resources import gigabytes
+from bit_trt.engine.memory import gigabytes
 from tools import REPO, RESULTS
 
 SCHEMA = "modelopt-compare/1"

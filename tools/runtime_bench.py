@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from bit_trt.engine.preprocess import read_image
-from bit_trt.export.resources import gigabytes
+from bit_trt.engine.memory import gigabytes
 from tools import RESULTS
 
 

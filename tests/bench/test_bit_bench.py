@@ -96,6 +96,33 @@ def test_windows_are_interleaved_and_concurrency_is_real(bench):
     assert len(two) == row["requests"] and all(t["endMs"] > t["startMs"] for t in two)
 
 
+def test_models_that_fit_at_once_are_one_set(bench):
+    _, result, _ = bench
+    sets = result["engine_sets"]
+    assert [s["throughput"] for s in sets] == [False, True]  # the host holds a group's tiny models at once
+    measured = {r["id"] for r in result["rows"] if r["status"] == "measured"}
+    assert {c for s in sets for c in s["configurations"]} == measured
+
+
+def test_models_that_do_not_fit_at_once_are_measured_set_after_set(tiny_bundle, tmp_path):
+    """Where a group's models don't fit in memory together (here a budget smaller than any one model; R50x3 with
+    every precision on a 24 GB host was killed for memory), each set is measured interleaved, then freed before the
+    next loads, and every configuration is still measured."""
+    args = ["--backend", "ort-cpu,openvino", "--precision", "fp32,fp16", "--memory-budget", "0.000001", *FAST]
+    proc = run_cli(
+        "bit_trt.bench.cli", tiny_bundle, *args, "--json", tmp_path / "r.json", "--export-times", tmp_path / "t.json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    sets = [s["configurations"] for s in result["engine_sets"]]
+    assert sorted(sets) == [[f"{b}/{p}/b1/c1"] for b in ("openvino", "ort-cpu") for p in ("fp16", "fp32")]
+    assert all(r["status"] == "measured" for r in result["rows"]) and result["settings"]["memory_budget_gb"] == 1e-6
+    times = json.loads((tmp_path / "t.json").read_text())["configurations"]
+    spans = [(min(t["startMs"] for t in times[s[0]]), max(t["endMs"] for t in times[s[0]])) for s in sets]
+    assert all(a[1] < b[0] for a, b in zip(spans, spans[1:]))  # one set after another, in the order measured
+    assert "memory: not every model fit at once" in proc.stdout
+
+
 def test_plots_are_written(bench):
     proc, _, out = bench
     names = sorted(p.name for p in (out / "plots").iterdir())
@@ -144,6 +171,7 @@ def test_end_to_end_mode_times_decoding_too(tiny_bundle, tmp_path):
         (("--baseline", "openvino/fp16"), "--baseline 'openvino/fp16' is not among"),
         (("--json", "/nonexistent/dir/r.json"), "does not exist"),
         (("--backend", "tf", "--throughput"), "--throughput: tf has no throughput settings"),
+        (("--memory-budget", "0"), "--memory-budget is in GB and must be above 0, got 0.0"),
     ],
 )
 def test_bad_input_is_one_clear_line(tiny_bundle, args, message):

@@ -1,5 +1,6 @@
-"""What a step cost: resident memory now and at peak, handing freed heap back to the OS, and the tool versions
-that produced a result. The exporter records these in the manifest; the bench scripts in their results."""
+"""Memory: this process's resident set now and at peak, what the host still has available, and handing freed heap
+back to the OS. The exporter records its steps' costs in the manifest; bit-bench sizes how many engines it holds at
+once by them; the tools record them in their results."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def current_rss_bytes() -> int:
             return int(f.read().split()[1]) * resource.getpagesize()
     except OSError:
         return 0
+
+
+def available_bytes() -> int | None:
+    """What the host can still give without swapping (Linux's MemAvailable); None where /proc/meminfo is absent."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # "MemAvailable:  123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def gigabytes(n_bytes: int) -> float:
