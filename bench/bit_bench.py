@@ -18,7 +18,7 @@ from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
 from ..engine.cpu_host import this_host
 from ..engine.errors import BitError
-from ..engine.memory import available_bytes, current_rss_bytes, gigabytes, release_memory
+from ..engine.memory import available_bytes, current_rss_bytes, gigabytes, release_memory, total_bytes
 from ..engine.preprocess import decode, preprocess
 from . import accuracy, configurations
 from .cpu_use import CpuMeter, server_pids
@@ -172,59 +172,29 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     else:
         decoded, encoded = request_images(bundle, options.images)
         library = references = None
-    load_errors, extras = {}, {}
-    sets = _EngineSets(options, skipped, progress, library, references)
+    sets = _EngineSets(bundle, options, skipped, progress, most, (decoded, encoded), library, references)
     # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
     # freed before the next, so a run holds one model per backend and precision at a time, not two (docs/bench.md).
-    # Within a group, as many models as the host's memory holds at once: each is warmed up as it is loaded (what
-    # it holds once warm is measured), and one that would not fit beside those loaded starts a new set, measured
-    # after the set before it is freed.
+    # Within a group, only the models that fit in memory together (_EngineSets).
     for group in (False, True):
         planned = [c for c in configs if c.throughput == group]
-        keys = list(dict.fromkeys(c.engine_key for c in planned if c.id not in skipped))
-        classifiers, warmed, largest, loaded = {}, {}, 0, 0
-
         try:
-            for key in keys:
-                if classifiers and not _room_for(loaded, largest, options.memory_budget_gb):
-                    sets.measure(group, planned, classifiers, warmed)
-                    loaded = 0
-                config = next(c for c in planned if c.engine_key == key)
-                before = current_rss_bytes()
-                try:
-                    clf = _classifier(bundle, config, options, most if config.throughput else 1)
-                    clf.__enter__()
-                except BitError as exc:
-                    load_errors[key] = str(exc).splitlines()[0]
-                    continue
-                classifiers[key] = clf
-                extras[key] = {"described": clf.backend, "compute": clf.compute}
-                latency_twin = extras.get(key[:2] + (False,), {})
-                if options.accuracy and "accuracy" in latency_twin:  # the same file in the same arithmetic
-                    extras[key]["accuracy"] = latency_twin["accuracy"]
-                elif options.accuracy:
-                    progress("accuracy", config, None)
-                    extras[key]["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
-                warmed[key] = []
-                if not options.loadgen:
-                    for c in planned:
-                        if c.engine_key == key and c.id not in skipped:
-                            w = Workload(c, request_for(clf, c, decoded, encoded), cpu=_meter(c, options)())
-                            progress("warm-up", w, None)
-                            warm_up(w, options.schedule.warmup_s)
-                            warmed[key].append(w)
-                footprint = max(0, current_rss_bytes() - before)
-                largest, loaded = max(largest, footprint), loaded + footprint
-            sets.measure(group, planned, classifiers, warmed)
+            for key in dict.fromkeys(c.engine_key for c in planned if c.id not in skipped):
+                if sets.loaded and not sets.room_for_another():
+                    sets.measure(group, planned)
+                if sets.load(planned, key) and len(sets.loaded) > 1 and not sets.host_has_room():
+                    sets.unload(key)  # it pushed the host too far: it goes first in the next set
+                    sets.measure(group, planned)
+                    sets.load(planned, key)
+            sets.measure(group, planned)
         finally:
-            for clf in classifiers.values():
-                clf.close()
+            sets.close()
         for config in planned:
-            if config.id not in skipped and config.engine_key in load_errors:
-                skipped[config.id] = load_errors[config.engine_key]
+            if config.id not in skipped and config.engine_key in sets.load_errors:
+                skipped[config.id] = sets.load_errors[config.engine_key]
     workloads, wall_s = sets.workloads, sets.wall_s
     peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
-    rows = _rows(configs, skipped, workloads, extras, peaks, options, sets.loadgen_rows)
+    rows = _rows(configs, skipped, workloads, sets.extras, peaks, options, sets.loadgen_rows)
     if options.throughput:
         peers = _throughput_peers(bundle, rows, configs, (decoded, encoded), most, options, progress)
     else:
@@ -265,35 +235,92 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
 
 
 class _EngineSets:
-    """Measures the models loaded at once (one set), then frees them; keeps what every set measured."""
+    """The models a group holds at once (a set): each loaded and warmed up on every batch and thread it will be
+    measured with, its footprint (what this process holds more once it is warm) recorded; a set measured interleaved,
+    then freed. A model loads beside the others only if the host's available memory holds MEMORY_HEADROOM times the
+    largest footprint so far plus MEMORY_SPARE (and within --memory-budget); one that leaves the host with less than
+    MEMORY_FLOOR of its memory is put back, to go first in the next set."""
 
-    def __init__(self, options: BenchOptions, skipped: dict, progress, library=None, references=None):
-        self.options, self.skipped, self.progress = options, skipped, progress
+    def __init__(self, bundle, options: BenchOptions, skipped: dict, progress, most: int, images, library, references):
+        self.bundle, self.options, self.skipped, self.progress, self.most = bundle, options, skipped, progress, most
+        self.decoded, self.encoded = images
         self.library, self.references = library, references
+        self.loaded, self.warmed, self.footprints = {}, {}, {}  # engine key -> Classifier, Workloads, bytes
+        self.extras, self.load_errors = {}, {}  # engine key -> what it runs and its accuracy; why it did not load
         self.workloads, self.loadgen_rows, self.sets = [], {}, []
         self.wall_s, self.origin = 0.0, None  # one time origin for the whole run
 
-    def measure(self, throughput: bool, planned: list, classifiers: dict, warmed: dict) -> None:
-        if not classifiers:
+    def load(self, planned: list, key) -> bool:
+        """Load and warm up the model of `key`; False (and why, in load_errors) if it can't run here."""
+        options = self.options
+        config = next(c for c in planned if c.engine_key == key)
+        before = current_rss_bytes()
+        try:
+            clf = _classifier(self.bundle, config, options, self.most if config.throughput else 1)
+            clf.__enter__()
+        except BitError as exc:
+            self.load_errors[key] = str(exc).splitlines()[0]
+            return False
+        self.loaded[key] = clf
+        extras = self.extras.setdefault(key, {"described": clf.backend, "compute": clf.compute})
+        latency_twin = self.extras.get(key[:2] + (False,), {})
+        if options.accuracy and "accuracy" not in extras:
+            if "accuracy" in latency_twin:  # the same file in the same arithmetic
+                extras["accuracy"] = latency_twin["accuracy"]
+            else:
+                self.progress("accuracy", config, None)
+                extras["accuracy"] = accuracy.agreement(self.bundle, clf, config.flavour)
+        self.warmed[key] = []
+        if not options.loadgen:
+            for c in planned:
+                if c.engine_key == key and c.id not in self.skipped:
+                    w = Workload(c, request_for(clf, c, self.decoded, self.encoded), cpu=_meter(c, options)())
+                    self.progress("warm-up", w, None)
+                    warm_up(w, options.schedule.warmup_s)
+                    self.warmed[key].append(w)
+        self.footprints[key] = max(0, current_rss_bytes() - before)
+        return True
+
+    def room_for_another(self) -> bool:
+        """Whether a model as large as the largest so far fits beside those loaded (where the host can't say how
+        much it has available: assume it has)."""
+        largest = max(self.footprints.values(), default=0)
+        budget = self.options.memory_budget_gb
+        if budget is not None and sum(self.footprints[k] for k in self.loaded) + largest > budget * 1e9:
+            return False
+        available = available_bytes()
+        return available is None or available >= MEMORY_HEADROOM * largest + MEMORY_SPARE
+
+    def host_has_room(self) -> bool:
+        """Whether the host still has MEMORY_FLOOR of its memory available with the models loaded (and the budget
+        holds them)."""
+        budget = self.options.memory_budget_gb
+        if budget is not None and sum(self.footprints[k] for k in self.loaded) > budget * 1e9:
+            return False
+        available, total = available_bytes(), total_bytes()
+        return available is None or total is None or available >= MEMORY_FLOOR * total
+
+    def unload(self, key) -> None:
+        self.loaded.pop(key).close()
+        del self.warmed[key]
+        release_memory()
+
+    def measure(self, throughput: bool, planned: list) -> None:
+        """Measure the loaded models interleaved, then free them."""
+        if not self.loaded:
             return
         options = self.options
-        configs = [c for c in planned if c.engine_key in classifiers and c.id not in self.skipped]
-        self.sets.append(
-            {
-                "throughput": throughput,
-                "configurations": [c.id for c in configs],
-                "rss_gb": gigabytes(current_rss_bytes()),
-            }
-        )
+        configs = [c for c in planned if c.engine_key in self.loaded and c.id not in self.skipped]
+        rss = gigabytes(current_rss_bytes())
+        self.sets.append({"throughput": throughput, "configurations": [c.id for c in configs], "rss_gb": rss})
         started = time.perf_counter()
         if options.loadgen:
             for c in configs:
                 self.progress("loadgen", c, options.loadgen)
-                self.loadgen_rows[c.id] = _loadgen_row(
-                    classifiers[c.engine_key], c, self.library, self.references, options
-                )
+                clf = self.loaded[c.engine_key]
+                self.loadgen_rows[c.id] = _loadgen_row(clf, c, self.library, self.references, options)
         else:
-            measured = [w for key in classifiers for w in warmed[key]]
+            measured = [w for key in self.loaded for w in self.warmed[key]]
             if measured and options.arrival:
                 from . import open_loop
 
@@ -302,24 +329,24 @@ class _EngineSets:
                 self.origin = measure(measured, options.schedule, self.progress, self.origin, warm=False)
             self.workloads.extend(measured)
         self.wall_s += time.perf_counter() - started
-        for clf in classifiers.values():
+        self.close()
+
+    def close(self) -> None:
+        for clf in self.loaded.values():
             clf.close()
-        classifiers.clear()
+        self.loaded.clear()
+        self.warmed.clear()
         release_memory()
 
 
-# Room kept beside the largest loaded model's footprint when deciding whether the next fits: the footprint was
-# measured warm, but a model's first requests at a new concurrency can still allocate.
+# How much memory a set leaves free. The footprint was measured warm, but a model's first requests at a new batch or
+# concurrency can still allocate: a model loads beside others only with MEMORY_HEADROOM times the largest footprint so
+# far, plus MEMORY_SPARE, available; and one that leaves less than MEMORY_FLOOR of the host's memory available goes to
+# the next set. R50x3's footprints differ by backend (an OpenVINO model with its per-shape models holds several ORT
+# sessions' worth), so the first rule alone let a set reach 1 GB free on a 24 GB host.
 MEMORY_HEADROOM = 1.25
-
-
-def _room_for(loaded: int, footprint: int, budget_gb: float | None) -> bool:
-    """Whether one more model of `footprint` bytes fits beside the `loaded` bytes of models: within the budget, if
-    one is given, and within what the host has available (where it can't say, assume it has)."""
-    if budget_gb is not None and loaded + footprint > budget_gb * 1e9:
-        return False
-    available = available_bytes()
-    return available is None or available >= MEMORY_HEADROOM * footprint + 512 * 2**20
+MEMORY_SPARE = 512 * 2**20
+MEMORY_FLOOR = 0.15
 
 
 def _meter(config, options: BenchOptions):

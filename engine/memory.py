@@ -36,10 +36,19 @@ def current_rss_bytes() -> int:
 
 def available_bytes() -> int | None:
     """What the host can still give without swapping (Linux's MemAvailable); None where /proc/meminfo is absent."""
+    return _meminfo("MemAvailable")
+
+
+def total_bytes() -> int | None:
+    """The host's memory (Linux's MemTotal); None where /proc/meminfo is absent."""
+    return _meminfo("MemTotal")
+
+
+def _meminfo(field: str) -> int | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024  # "MemAvailable:  123456 kB"
     except (OSError, ValueError, IndexError):
         pass
