@@ -18,6 +18,7 @@ import numpy as np
 from ..engine import compare
 from ..engine.errors import BitError
 from ..engine.labels import LABELS_FILE, default_labels, labels_from_file
+from ..engine.memory import current_rss_bytes, peak_rss_bytes, release_memory
 from ..engine.onnx_order import canonicalize
 from ..engine.parity_raw import write_parity_raw
 from ..engine.precision import check_precision, flavour_for, flavour_table
@@ -29,7 +30,6 @@ from .int8 import Int8Options
 from .ort_logits import ort_logits
 from .parity import PROBE_IMAGES, judge
 from .parity_images import parity_inputs
-from ..engine.memory import current_rss_bytes, peak_rss_bytes, release_memory
 from .tf_reference import tf_reference_logits
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 

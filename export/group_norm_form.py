@@ -99,8 +99,8 @@ def plan_graph(
     to). Raises BitError, naming the file, when it does not."""
     import onnx
 
-    from .ort_logits import detach_weights, ort_logits
     from ..engine.memory import release_memory
+    from .ort_logits import detach_weights, ort_logits
 
     name = os.path.basename(onnx_path)
     try:

@@ -35,6 +35,7 @@ import numpy as np
 from ..engine import compare
 from ..engine.atomic_write import write_json_atomic
 from ..engine.errors import BitError
+from ..engine.memory import release_memory
 from ..engine.precision import flavour_for
 from ..engine.preprocess import scale_uint8
 from ..engine.user_cache import cache_dir
@@ -49,7 +50,6 @@ from .qdq_placement import (
     quantize_residual_inputs,
     weighted_macs,
 )
-from ..engine.memory import release_memory
 
 METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("tensorrt", "onnxruntime")

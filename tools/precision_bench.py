@@ -28,8 +28,8 @@ from collections import defaultdict
 import numpy as np
 
 from bit_trt.engine.atomic_write import write_json_atomic
-from bit_trt.engine.precision import FLAVOURS, flavour_of
 from bit_trt.engine.memory import gigabytes
+from bit_trt.engine.precision import FLAVOURS, flavour_of
 from tools import RESULTS
 from tools.child import child_main, run_child
 
@@ -133,9 +133,9 @@ def _calibration_run(fp32_path: str, count: int, method: str, resolution: int, b
 def calibration_child(fp32_path: str, count: int, method: str, resolution: int, batch: int) -> dict:
     """The child of _calibration_run (`--child FP32_PATH COUNT METHOD RESOLUTION BATCH`): calibrate, then time,
     tensors and peak RSS."""
+    from bit_trt.engine.memory import peak_rss_bytes
     from bit_trt.engine.preprocess import InputSpec
     from bit_trt.export import calibration, int8
-    from bit_trt.engine.memory import peak_rss_bytes
 
     images, _ = calibration.synthetic(InputSpec(resolution=resolution), count)
     t0 = time.perf_counter()

@@ -22,8 +22,8 @@ import sys
 import tempfile
 import time
 
-from bit_trt.engine.preprocess import read_image
 from bit_trt.engine.memory import gigabytes
+from bit_trt.engine.preprocess import read_image
 from tools import RESULTS
 
 
