@@ -141,6 +141,16 @@ def settings_taken(backend: str) -> set[str]:
     return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
 
 
+def given_settings(backend: str | None = None, **settings) -> dict:
+    """The runner settings a caller set, without those left at None (the runner keeps its own default for them).
+    With `backend`, only those its runner takes: a bench row or a CLI that sets one for all backends."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    if backend is None:
+        return given
+    taken = settings_taken(backend)
+    return {name: value for name, value in given.items() if name in taken}
+
+
 def _check_options(backend: str, options: dict) -> None:
     """Options the backend's runner does not take are one line, not a TypeError from deep inside."""
     taken = settings_taken(backend)

@@ -58,8 +58,9 @@ def add_static_shapes_argument(p: argparse.ArgumentParser) -> None:
 
 def backend_options(args) -> dict:
     """The runner settings given on the command line (only those given: the rest keep the runner's defaults)."""
-    static_shapes = getattr(args, "static_shapes", None)
-    return {} if static_shapes is None else {"static_shapes": static_shapes}
+    from .backends import given_settings
+
+    return given_settings(static_shapes=getattr(args, "static_shapes", None))
 
 
 def positive_int(text: str) -> int:

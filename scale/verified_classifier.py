@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+from ..engine.backends import given_settings
 from ..engine.bundle import load_bundle, manifest_sha256
 from ..engine.classifier import Classifier
 from ..engine.errors import BitError
@@ -31,14 +32,13 @@ def open_verified(
             f"expected {expected_sha256[:12]}...); refusing to use it"
         )
     set_decode_budget(max_decode_mb << 20)
-    options = {} if static_shapes is None else {"static_shapes": static_shapes}
     clf = Classifier(
         load_bundle(bundle),
         backend=backend,
         precision=precision,
         threads=threads,
         max_image_pixels=max_image_pixels,
-        **options,
+        **given_settings(static_shapes=static_shapes),
     )
     clf.backend  # noqa: B018 -- activates the runner: a model that can't run here fails at start, not on work
     return clf
