@@ -401,16 +401,13 @@ def _classifier(bundle: Bundle, config, options: BenchOptions, concurrency: int 
         from .ray_client import RayClassifier
 
         return RayClassifier(bundle, options.ray_url)
-    settings = {}
-    if options.static_shapes is not None and "static_shapes" in backends.settings_taken(config.backend):
-        settings["static_shapes"] = options.static_shapes
     return Classifier(
         bundle,
         backend=config.backend,
         precision=config.precision,
         threads=options.threads,
         concurrency=concurrency,
-        **settings,
+        **backends.given_settings(config.backend, static_shapes=options.static_shapes),
     )
 
 
