@@ -285,8 +285,7 @@ class _EngineSets:
         """Whether a model as large as the largest so far fits beside those loaded (where the host can't say how
         much it has available: assume it has)."""
         largest = max(self.footprints.values(), default=0)
-        budget = self.options.memory_budget_gb
-        if budget is not None and sum(self.footprints[k] for k in self.loaded) + largest > budget * 1e9:
+        if not self._within_budget(largest):
             return False
         available = available_bytes()
         return available is None or available >= MEMORY_HEADROOM * largest + MEMORY_SPARE
@@ -294,11 +293,15 @@ class _EngineSets:
     def host_has_room(self) -> bool:
         """Whether the host still has MEMORY_FLOOR of its memory available with the models loaded (and the budget
         holds them)."""
-        budget = self.options.memory_budget_gb
-        if budget is not None and sum(self.footprints[k] for k in self.loaded) > budget * 1e9:
+        if not self._within_budget():
             return False
         available, total = available_bytes(), total_bytes()
         return available is None or total is None or available >= MEMORY_FLOOR * total
+
+    def _within_budget(self, more: int = 0) -> bool:
+        """Whether the loaded models' footprints, plus `more` bytes, stay within --memory-budget (if one was set)."""
+        budget = self.options.memory_budget_gb
+        return budget is None or sum(self.footprints[k] for k in self.loaded) + more <= budget * 1e9
 
     def unload(self, key) -> None:
         self.loaded.pop(key).close()
