@@ -135,13 +135,15 @@ def run_window(
 
 
 def warm_up(workload: Workload, seconds: float) -> None:
-    """Requests for `seconds` on every thread, at least three each: first-call allocations, JIT, caches, and what a
-    runtime sets up on a shape's second call. The OpenVINO runner compiles a model for that shape on one thread's
-    second call while the other threads keep the dynamic model, so each thread's first run of the new model (its
-    infer request, OpenVINO's first-inference setup) came in the first timed window with two: R50x3 at batch 8 ran
-    its first peer turn at half the second (bench/results/bench_r50x3_480.json). A third call takes it on every
-    thread."""
-    run_window(workload, time.perf_counter(), seconds=seconds, record=False, at_least=3)
+    """Requests for `seconds` on every thread, at least two each: first-call allocations, JIT, caches, and what a
+    runtime sets up on a shape's second call; then, once every thread is done, one more request on each.
+
+    The OpenVINO runner compiles a model for a shape on one thread's second call while the other threads keep the
+    dynamic model, so with the first pass alone a thread's first run of the new model (its infer request, OpenVINO's
+    first-inference setup) came in the first timed window: R50x3 at batch 8 ran its first peer turn at half the
+    second (bench/results/bench_r50x3_480.json). The second pass starts after the compiling call has returned."""
+    run_window(workload, time.perf_counter(), seconds=seconds, record=False, at_least=2)
+    run_window(workload, time.perf_counter(), seconds=0.0, record=False)
 
 
 def measure(
