@@ -6,6 +6,7 @@ latency per configuration (for plots), and every request's start and end (for --
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -36,8 +37,9 @@ from .ray_client import DEFAULT_URL as RAY_DEFAULT_URL
 # 2: each row names the artifact `flavour` it measured (null for servers and skipped rows). Version 1 rows had none.
 SCHEMA = "bit-bench/2"
 # benchmark_app and our best configuration on the same file alternate this many times (bit-bench --throughput),
-# so that a host whose speed drifts over minutes weighs on both sides of the ratio
-PEER_ROUNDS = 2
+# so that a host whose speed drifts over minutes weighs on both sides of the ratio; three, so that each median sets
+# aside one odd turn (R50x3's first turn after a warm-up ran 6% under its second)
+PEER_ROUNDS = 3
 
 
 @dataclass
@@ -433,9 +435,10 @@ def best_throughput(rows: list[dict]) -> dict | None:
 def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: int, options, progress) -> list[dict]:
     """benchmark_app -hint throughput on each OpenVINO file and batch measured, in the arithmetic our row ran
     (f32 or bf16), beside our best configuration on that file and batch, interleaved: that configuration is opened
-    again and warmed up, then PEER_ROUNDS times one window of ours (at least two requests per thread: R50x3 at batch
-    8 takes 13-30 s a request, where `seconds` asks for 9, and one request a turn moved its ratio by 10%) and one
-    benchmark_app run as long as that window took.
+    again and warmed up, then PEER_ROUNDS times one turn of ours and one benchmark_app run as long as that turn took.
+    Our turn is a number of requests, the same on every thread (peer_requests), not a time: a turn that ends at a
+    time leaves threads idle at its end whenever the deadline falls between their requests (R50x3 at batch 1 ran 11
+    requests on 2 threads, one thread idle for its last 1.8 s: 3-6% under benchmark_app, whose requests end together).
     ours_over_peer is the ratio of the two medians; the row's own figure stays in ours_row_throughput_ips."""
     from . import openvino_peer
 
@@ -456,7 +459,8 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
                 workload = Workload(config, request_for(clf, config, decoded, encoded))
                 warm_up(workload, options.schedule.warmup_s)
                 for _ in range(PEER_ROUNDS):
-                    window = run_window(workload, time.perf_counter(), seconds=seconds, record=False, at_least=2)
+                    turn_requests = peer_requests(ours["throughput_ips"], batch, config.concurrency, seconds)
+                    window = run_window(workload, time.perf_counter(), requests=turn_requests, record=False)
                     took = max(seconds, window["seconds"])
                     measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], took)
                     turn = {"ours_ips": round(window["throughput_ips"], 3), "peer_ips": measured["throughput_ips"]}
@@ -476,6 +480,13 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
         }
         peers.append(peer)
     return peers
+
+
+def peer_requests(throughput_ips: float, batch: int, concurrency: int, seconds: float) -> int:
+    """How many requests our peer turn sends: about `seconds` at the row's throughput, at least two per thread (an
+    R50x3 batch of 8 takes 13-30 s), and a whole number per thread."""
+    per_thread = max(2, math.ceil(seconds * throughput_ips / (batch * concurrency)))
+    return per_thread * concurrency
 
 
 def _openvino_groups(rows: list[dict]) -> dict:

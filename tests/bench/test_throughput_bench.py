@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 from bit_trt.bench import openvino_peer
-from bit_trt.bench.bit_bench import PEER_ROUNDS
+from bit_trt.bench.bit_bench import PEER_ROUNDS, peer_requests
 from bit_trt.bench.configurations import throughput_levels
 from bit_trt.engine.errors import BitError
 from tests.conftest import run_cli
@@ -74,6 +74,10 @@ def test_benchmark_app_runs_beside_on_the_same_files(result, tiny_bundle):
         assert peer["ours_throughput_ips"] == round(statistics.median(r["ours_ips"] for r in rounds), 3)
         assert peer["ours_over_peer"] == round(peer["ours_throughput_ips"] / peer["throughput_ips"], 3)
         assert peer["ours_row_throughput_ips"] == ours["throughput_ips"]
+        # our turn: the same number of requests on every thread, about the minimum windows' time at the row's speed
+        seconds = r["settings"]["duration_s"] * r["settings"]["min_windows"]
+        wanted = peer_requests(ours["throughput_ips"], ours["batch"], ours["concurrency"], seconds)
+        assert all(turn["ours_requests"] == wanted for turn in rounds) and wanted % ours["concurrency"] == 0
     assert "best throughput: " in proc.stdout and "benchmark_app -hint throughput on fp32 b1" in proc.stdout
 
 
