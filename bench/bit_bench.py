@@ -458,8 +458,8 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
             with _classifier(bundle, config, options, most if config.throughput else 1) as clf:
                 workload = Workload(config, request_for(clf, config, decoded, encoded))
                 warm_up(workload, options.schedule.warmup_s)
+                turn_requests = peer_requests(ours["throughput_ips"], batch, config.concurrency, seconds)
                 for _ in range(PEER_ROUNDS):
-                    turn_requests = peer_requests(ours["throughput_ips"], batch, config.concurrency, seconds)
                     window = run_window(workload, time.perf_counter(), requests=turn_requests, record=False)
                     took = max(seconds, window["seconds"])
                     measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], took)
