@@ -30,7 +30,7 @@ from .int8 import Int8Options
 from .ort_logits import ort_logits
 from .parity import PROBE_IMAGES, judge
 from .parity_images import parity_inputs
-from .tf_reference import tf_reference_logits
+from .tf_reference import tf_work
 from .variants import DEFAULT_CLASSES, DEFAULT_RESOLUTION
 
 PARITY_FILE = "parity_inputs.npz"
@@ -86,6 +86,7 @@ class _Clock:
         self.progress = progress
         self.start = time.perf_counter()
         self.steps: dict[str, float] = {}
+        self.moved: dict[str, float] = {}  # seconds booked to a step before it runs (move)
 
     def step(self, name: str, message: str):
         clock = self
@@ -96,15 +97,22 @@ class _Clock:
                 self.t0 = time.perf_counter()
 
             def __exit__(self, exc_type, *_):
-                clock.steps[name] = round(time.perf_counter() - self.t0, 2)
+                took = time.perf_counter() - self.t0
+                clock.steps[name] = round(took + clock.moved.pop(name, 0.0), 2)
                 if exc_type is None:
                     clock.progress(
-                        f"{message}: done in {clock.steps[name]:.1f} s "
+                        f"{message}: done in {took:.1f} s "
                         f"(RSS {current_rss_bytes() / 1e9:.2f} GB, peak {peak_rss_bytes() / 1e9:.2f} GB)"
                     )
                 return False
 
         return _Step()
+
+    def move(self, seconds: float, source: str, target: str) -> None:
+        """Book `seconds` of the timed step `source` to `target`, a step still ahead: a child did part of that
+        step's work during this one's wait. The steps still sum to the wall time, in the order they ran."""
+        self.steps[source] = round(self.steps[source] - seconds, 2)
+        self.moved[target] = self.moved.get(target, 0.0) + seconds
 
     def total(self) -> float:
         return round(time.perf_counter() - self.start, 2)
@@ -140,11 +148,16 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         )
     with clock.step(
         "reference",
-        f"TF reference logits on {len(images)} parity images "
-        f"({len(images) - o.parity_synthetic} photos), in a child process",
+        f"converting {o.variant or 'the model'} with tf2onnx (opset {o.opset}, weights as inputs), then TF "
+        f"reference logits on {len(images)} parity images ({len(images) - o.parity_synthetic} photos), in a child "
+        "process",
     ):
         rss_before_child = current_rss_bytes()
-        tf_logits, child_peak = tf_reference_logits(local, handle, o.variant, o.num_classes, o.seed, images)
+        resolution = None if o.dynamic_spatial else o.resolution
+        tf = tf_work(local, handle, o.variant, o.num_classes, o.seed, images, graph=(resolution, o.opset))
+    # the child's tracing and converting is the convert step's, not the reference's
+    clock.move(tf.graph_s, "reference", "convert")
+    tf_logits, child_peak = tf.logits, tf.peak_rss
 
     with clock.step("load", f"loading weights ({o.model})"):
         loaded = sources.load(local, o.variant, num_classes=o.num_classes, seed=o.seed, handle=handle)
@@ -165,9 +178,10 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         "source": loaded.source,
         "trained": loaded.trained,
     }
-    onnx_model, graph, convert_child = _convert_and_clean(
-        loaded, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress
+    onnx_model, graph = _convert_and_clean(
+        loaded, tf.graph, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress
     )
+    del tf
 
     with BundleWriter(o.out) as writer:
         # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a
@@ -274,29 +288,25 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
             manifest["export"] = {
                 "steps_s": clock.steps,
                 "wall_s": clock.total(),
-                "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak, sum(convert_child)),
+                "peak_rss_bytes": max(peak_rss_bytes(), rss_before_child + child_peak),
                 "peak_rss_exporter_bytes": peak_rss_bytes(),
-                "peak_rss_tf_reference_bytes": child_peak,
-                "peak_rss_tf2onnx_bytes": convert_child[1],
+                "peak_rss_tf_reference_bytes": child_peak,  # the TF child's: tf2onnx's graph and the reference
                 "host": platform.node(),
                 "machine": platform.machine(),
             }
             return writer.publish(manifest)
 
 
-def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progress):
-    """tf2onnx, then the graph rewrites, each checked on the `probe` images against TF: the GroupNorm fusion here,
-    with ORT's own optimizations off (so that what is measured is our graph) and the weights fed to ORT from the
-    model rather than serialized; the constant folding by the parity step, on the file as written (FOLD_CHECK).
-    Returns the cleaned ModelProto, the graph record for the manifest, and (this process's RSS, the tf2onnx child's
-    peak RSS) while that child ran."""
+def _convert_and_clean(loaded, weightless: bytes, o: ExportOptions, probe, probe_ref, clock, progress):
+    """The weights bound into tf2onnx's weightless graph (converted in the TF child), then the graph rewrites, each
+    checked on the `probe` images against TF: the GroupNorm fusion here, with ORT's own optimizations off (so that
+    what is measured is our graph) and the weights fed to ORT from the model rather than serialized; the constant
+    folding by the parity step, on the file as written (FOLD_CHECK). Returns the cleaned ModelProto and the graph
+    record for the manifest."""
 
     v = loaded.variant
-    with clock.step("convert", f"converting {v.name} with tf2onnx (opset {o.opset}, weights as inputs)"):
-        rss_before_child = current_rss_bytes()
-        onnx_model, child_peak = tf2onnx_route.convert_in_child(
-            loaded.weights, v, None if o.dynamic_spatial else o.resolution, o.opset
-        )
+    with clock.step("convert", f"binding {v.name}'s weights into tf2onnx's graph (converted in the child)"):
+        onnx_model = tf2onnx_route.bind_graph(weightless, loaded.weights)
         loaded.weights = None  # bound into the ONNX initializers now, array by array
         release_memory()
     before = _graph_stats(onnx_model)
@@ -316,16 +326,12 @@ def _convert_and_clean(loaded, o: ExportOptions, probe, probe_ref, clock, progre
         f"graph: {before['nodes']} -> {after['nodes']} nodes, {after['layout_transposes']} layout Transpose, "
         f"{fused} GroupNorms fused, {folded} constant nodes folded"
     )
-    return (
-        onnx_model,
-        {
-            "before_cleanup": before,
-            "after_cleanup": after,
-            "group_norms_fused": fused,
-            "constants_folded": folded,
-        },
-        (rss_before_child, child_peak),  # the tf2onnx child ran while this process held rss_before_child
-    )
+    return onnx_model, {
+        "before_cleanup": before,
+        "after_cleanup": after,
+        "group_norms_fused": fused,
+        "constants_folded": folded,
+    }
 
 
 def _graph_stats(model) -> dict:

@@ -1,18 +1,23 @@
-"""TF's work, done in child processes: the reference logits, and the traced graph tf2onnx converts.
+"""TF's work for an export, done in one child process: tf2onnx's traced graph, then the reference logits.
 
 A child, because TF keeps most of what it allocated until the process exits: the reference for R50x3 at 480 over
 3 GB; tracing and converting R50x3's graph, weights as inputs and no weight values at all, about 1 GB (measured: the
 converting process's RSS 1.64 -> 2.70 GB, none of it returned after the model and the weights were dropped). Run
 in the exporting process, either would sit under every later step's peak.
+One child for both: they need the same TF import and the same weights (the graph needs their shapes), and the
+reference's allocations reuse what tracing freed. R50x3's bit-export, measured twice each way, alternating: the
+convert step 15.5-18.8 s in its own child, 7.8-9.1 s here (the child's tracing plus the binding); the export's peak
+3.45-3.56 GB, and 3.51-3.62 GB here.
 Each child ends when its parent dies, however it dies (SIGKILL included), so that it never holds that memory idle.
 
-The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json, with
-its `job`: reference or graph; images.npy for the reference), and the child writes result.npz there: the logits or
-the serialized weightless graph, and its own peak RSS, or a BitError's message.
+The parent runs `python -m bit_trt.export.tf_reference DIR PARENT_PID`; DIR holds the request (request.json;
+images.npy), and the child writes result.npz there: the logits, the serialized weightless graph when asked for and
+the seconds it took, and its own peak RSS, or a BitError's message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from ..engine.atomic_write import atomic_path
@@ -33,33 +39,57 @@ LOG_TAIL_LINES = 5
 ORPHANED_EXIT = 125  # the child's exit status when it finds its parent gone; nobody is left to read it
 
 
+@dataclasses.dataclass
+class TFWork:
+    """What the TF child computed."""
+
+    logits: np.ndarray
+    peak_rss: int  # the child's own peak RSS, in bytes
+    graph: bytes | None = None  # tf2onnx's weightless graph (tf2onnx_route.convert, bind=False), when asked for
+    graph_s: float = 0.0  # of the child's time, the seconds spent tracing and converting that graph
+
+
+def tf_work(
+    model: str,
+    handle,
+    variant,
+    num_classes: int,
+    seed: int,
+    images_u8: np.ndarray,
+    graph: tuple[int | None, int] | None = None,
+    batch: int = 2,
+) -> TFWork:
+    """TF logits of `images_u8` computed in a child process; with `graph` ((resolution or None, opset)), first
+    tf2onnx's graph of the loaded weights' variant with every weight a graph input named by its key, traced and
+    converted from their shapes, for tf2onnx_route.bind_graph."""
+    request = {"model": model, "handle": handle, "variant": variant, "num_classes": num_classes, "seed": seed}
+    if graph is not None:
+        request["graph"] = {"resolution": graph[0], "opset": graph[1]}
+    result = _run_child({**request, "batch": batch}, images_u8)
+    return TFWork(
+        result["logits"],
+        int(result["peak_rss"]),
+        result["graph"].tobytes() if "graph" in result else None,
+        float(result["graph_s"]) if "graph_s" in result else 0.0,
+    )
+
+
 def tf_reference_logits(
     model: str, handle, variant, num_classes: int, seed: int, images_u8: np.ndarray, batch: int = 2
 ) -> tuple[np.ndarray, int]:
     """TF logits computed in a child process; returns them and the child's peak RSS in bytes."""
-    request = {"model": model, "handle": handle, "variant": variant, "num_classes": num_classes, "seed": seed}
-    result = _run_child({"job": "reference", **request, "batch": batch}, images_u8)
-    return result["logits"], int(result["peak_rss"])
+    work = tf_work(model, handle, variant, num_classes, seed, images_u8, batch=batch)
+    return work.logits, work.peak_rss
 
 
-def weightless_graph(variant: str, shapes: dict[str, tuple[int, ...]], resolution: int | None, opset: int):
-    """tf2onnx's graph of `variant` with every weight a graph input named by its key (tf2onnx_route.convert with
-    bind=False), traced and converted in a child process from the weights' shapes alone; returns the serialized
-    ModelProto and the child's peak RSS in bytes."""
-    request = {"variant": variant, "shapes": {k: list(v) for k, v in shapes.items()}}
-    result = _run_child({"job": "graph", **request, "resolution": resolution, "opset": opset})
-    return result["graph"].tobytes(), int(result["peak_rss"])
-
-
-def _run_child(request: dict, images_u8: np.ndarray | None = None) -> dict:
+def _run_child(request: dict, images_u8: np.ndarray) -> dict:
     """Run one job in a child process; return its result arrays (read before the job's folder goes)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="bit-trt-tf-child-") as tmp:
         with open(os.path.join(tmp, REQUEST), "w") as f:
             json.dump(request, f)
-        if images_u8 is not None:
-            np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
+        np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         with open(os.path.join(tmp, LOG), "wb") as log:
@@ -79,7 +109,7 @@ def _run_child(request: dict, images_u8: np.ndarray | None = None) -> dict:
                     proc.kill()
                     proc.wait()
                 proc.stdin.close()
-        return _read_result(tmp, returncode, "the TF reference" if request["job"] == "reference" else "tf2onnx")
+        return _read_result(tmp, returncode, "the TF reference")
 
 
 def _read_result(tmp: str, returncode: int, who: str) -> dict:
@@ -162,7 +192,7 @@ def _child_main(argv: list[str]) -> int:
     with open(os.path.join(tmp, REQUEST)) as f:
         req = json.load(f)
     try:
-        result = _graph_job(req) if req["job"] == "graph" else _reference_job(req, tmp)
+        result = _job(req, tmp)
     except BitError as exc:
         _write_atomically(tmp, error=np.array(str(exc)))
         return 1
@@ -171,18 +201,26 @@ def _child_main(argv: list[str]) -> int:
     return 0
 
 
-def _reference_job(req: dict, tmp: str) -> dict:
+def _job(req: dict, tmp: str) -> dict:
     import numpy as np
 
     from . import sources
     from .ort_logits import batched
+    from .tensorflow_import import import_tensorflow
 
+    import_tensorflow()  # the reference's in any case: not on the graph's clock (a synthetic load imports none)
     images_u8 = np.load(os.path.join(tmp, IMAGES), mmap_mode="r")  # read in batches, never a second whole copy
     loaded = sources.load(
         req["model"], req["variant"], num_classes=req["num_classes"], seed=req["seed"], handle=req["handle"]
     )
+    result = {}
+    if req.get("graph"):  # first: the reference's allocations then reuse what tracing freed
+        start = time.perf_counter()
+        result["graph"] = _weightless_graph(loaded, **req["graph"])
+        result["graph_s"] = np.array(time.perf_counter() - start)
     # TF's variables are made now, each numpy array let go as its variable is made: one copy of the weights
-    return {"logits": batched(loaded.take_reference(), images_u8, req["batch"])}
+    result["logits"] = batched(loaded.take_reference(), images_u8, req["batch"])
+    return result
 
 
 class _Shape:
@@ -192,15 +230,14 @@ class _Shape:
         self.shape = tuple(shape)
 
 
-def _graph_job(req: dict) -> dict:
+def _weightless_graph(loaded, resolution: int | None, opset: int):
     import numpy as np
 
     from .tf2onnx_route import convert
-    from .variants import get_variant
 
-    shapes = {key: _Shape(shape) for key, shape in req["shapes"].items()}
-    model = convert(shapes, get_variant(req["variant"]), req["resolution"], req["opset"], bind=False)
-    return {"graph": np.frombuffer(model.SerializeToString(), np.uint8)}
+    shapes = {key: _Shape(array.shape) for key, array in loaded.weights.items()}
+    model = convert(shapes, loaded.variant, resolution, opset, bind=False)
+    return np.frombuffer(model.SerializeToString(), np.uint8)
 
 
 if __name__ == "__main__":

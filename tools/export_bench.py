@@ -192,8 +192,9 @@ def traced_export(variant: str, resolution: int, workdir: str, extra: list[str])
     names = [*ex["steps_s"], *[f"bundle{i or ''}" for i in range(len(done) - len(ex["steps_s"]))]]
     steps = {}
     for name, (end, line) in zip(names, done):
-        seconds = ex["steps_s"].get(name, float(re.search(r"done in ([\d.]+) s", line).group(1)))
-        window = [s for s in samples if end - seconds - 0.1 <= s[0] <= end]
+        waited = float(re.search(r"done in ([\d.]+) s", line).group(1))  # the step's own window
+        seconds = ex["steps_s"].get(name, waited)  # with any work a child did for it in an earlier window
+        window = [s for s in samples if end - waited - 0.1 <= s[0] <= end]
         steps[name] = {
             "s": seconds,
             "peak_rss_tree_gb": gigabytes(max((s[1] for s in window), default=0)),

@@ -217,9 +217,10 @@ def test_the_trace_splits_the_int8_and_engines_steps_where_their_progress_lines_
 
 
 def test_the_exporter_converts_without_importing_tf(tmp_path):
-    """tf2onnx's tracing runs in a child (TF keeps ~1 GB of it for R50x3): the exporting process reads synthetic
-    weights and binds them into the child's weightless graph without ever importing TF, and the model computes what
-    converting in-process gives (tf2onnx's generated constant names differ from one process to the next)."""
+    """tf2onnx's tracing runs in the TF child (TF keeps ~1 GB of it for R50x3), before the reference: the exporting
+    process reads synthetic weights and binds them into the child's weightless graph without ever importing TF, and
+    the model computes what converting in-process gives (tf2onnx's generated constant names differ from one process
+    to the next)."""
     import subprocess
     import sys
 
@@ -227,10 +228,15 @@ def test_the_exporter_converts_without_importing_tf(tmp_path):
 
     script = (
         "import sys\n"
+        "import numpy as np\n"
         "from bit_trt.export import sources, tf2onnx_route\n"
+        "from bit_trt.export.tf_reference import tf_work\n"
+        f"images = np.zeros((1, {TINY_RES}, {TINY_RES}, 3), np.uint8)\n"
+        f"work = tf_work('synthetic', None, 'tiny', 10, 3, images, graph=({TINY_RES}, 17))\n"
+        "assert work.graph_s > 0 and work.peak_rss > 0 and work.logits.shape == (1, 10), work\n"
         "loaded = sources.load('synthetic', 'tiny', num_classes=10, seed=3)\n"
-        f"model, peak = tf2onnx_route.convert_in_child(loaded.weights, loaded.variant, {TINY_RES}, 17)\n"
-        "assert loaded.weights == {} and peak > 0, (loaded.weights, peak)\n"
+        "model = tf2onnx_route.bind_graph(work.graph, loaded.weights)\n"
+        "assert loaded.weights == {}, loaded.weights\n"
         f"open({str(tmp_path / 'child.onnx')!r}, 'wb').write(model.SerializeToString())\n"
         "print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow')\n"
     )

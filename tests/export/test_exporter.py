@@ -46,6 +46,10 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     g = art["graph"]
     assert g["after_cleanup"]["layout_transposes"] == 1 and g["before_cleanup"]["nodes"] > g["after_cleanup"]["nodes"]
     assert m["export"]["peak_rss_bytes"] > 0 and "tensorflow-cpu" in m["tools"] and "tf2onnx" in m["tools"]
+    steps = m["export"]["steps_s"]
+    # in the order they ran; tf2onnx's conversion, done in the TF child, is booked to convert, not to reference
+    assert list(steps)[:5] == ["reference", "load", "convert", "fuse", "fold"]
+    assert 0 < sum(steps.values()) <= m["export"]["wall_s"] + 0.05
 
 
 def test_returned_manifest_is_the_one_written(tiny_bundle):

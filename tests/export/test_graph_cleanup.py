@@ -46,6 +46,20 @@ def test_nhwc_trace_is_what_the_nchw_trace_avoids(tiny, tiny_weights):
     assert graph_cleanup.layout_transposes(nhwc) > 10  # tf2onnx's per-layer layout changes
 
 
+def test_converting_leaves_the_collector_and_the_tf2onnx_switch_as_it_found_them(tiny, tiny_weights, monkeypatch):
+    """tf2onnx converts with its per-pass graph copies off and the cyclic collector paused (tf2onnx_route): both
+    come back as they were, whether the caller had set the switch or not."""
+    import gc
+    import os
+
+    monkeypatch.setenv("TF2ONNX_CATCH_ERRORS", "the caller's")
+    tf2onnx_route.convert(tiny_weights, tiny, 64)
+    assert gc.isenabled() and os.environ["TF2ONNX_CATCH_ERRORS"] == "the caller's"
+    monkeypatch.delenv("TF2ONNX_CATCH_ERRORS")
+    tf2onnx_route.convert(tiny_weights, tiny, 64)
+    assert gc.isenabled() and "TF2ONNX_CATCH_ERRORS" not in os.environ
+
+
 def test_group_norm_fusion(raw, tiny, images64):
     model = _copy(raw)
     n_gn = GN_PER_UNIT * sum(tiny.units) + 1
