@@ -199,7 +199,7 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         with clock.step(
             "parity",
             "parity: ONNX Runtime (all optimizations, as deployed) against the TF logits; the constant folding "
-            f"checked on the first {PROBE_IMAGES} of them",
+            f"checked on {PROBE_IMAGES} of them (the first)",
         ):
             ort = ort_logits(writer.path(ONNX_FP32), images, threads=o.threads)
             # The folding's own check, from the same session: the folded graph is the file as written
@@ -343,10 +343,14 @@ def _graph_stats(model) -> dict:
 
 
 def _fp16_islands(writer, images, fp32_logits, threads, progress):
-    """(fp16 model, its FP32 islands, the search's table): fp16.search_islands on the first two parity images, each
-    trial converting the FP32 file as written (no FP32 model held beside the trial's)."""
+    """(fp16 model, its FP32 islands, the search's table): fp16.search_islands on the first fp16.SEARCH_IMAGES
+    parity images, each trial converting the FP32 file as written (no FP32 model held beside the trial's)."""
     return fp16.search_islands(
-        writer.path(ONNX_FP32), images[:PROBE_IMAGES], fp32_logits[:PROBE_IMAGES], threads=threads, progress=progress
+        writer.path(ONNX_FP32),
+        images[: fp16.SEARCH_IMAGES],
+        fp32_logits[: fp16.SEARCH_IMAGES],
+        threads=threads,
+        progress=progress,
     )
 
 

@@ -23,6 +23,9 @@ from .ort_logits import ort_logits
 
 # Reductions and normalization are the usual FP16 suspects; the head's MatMul accumulates 2048-6144 terms.
 CANDIDATE_ISLANDS = ("InstanceNormalization", "GlobalAveragePool", "MatMul", "Add", "Mul")
+# The parity images the island search measures each trial on (the first ones): a search weighs errors, which one
+# image would tell less well than it tells a broken rewrite (export/parity.py's PROBE_IMAGES).
+SEARCH_IMAGES = 2
 
 
 def to_fp16(fp32_model, keep_fp32: tuple[str, ...] = (), copy: bool = True):
