@@ -154,10 +154,10 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
     ):
         rss_before_child = current_rss_bytes()
         resolution = None if o.dynamic_spatial else o.resolution
-        tf = tf_work(local, handle, o.variant, o.num_classes, o.seed, images, graph=(resolution, o.opset))
+        tf_child = tf_work(local, handle, o.variant, o.num_classes, o.seed, images, graph=(resolution, o.opset))
     # the child's tracing and converting is the convert step's, not the reference's
-    clock.move(tf.graph_s, "reference", "convert")
-    tf_logits, child_peak = tf.logits, tf.peak_rss
+    clock.move(tf_child.graph_s, "reference", "convert")
+    tf_logits, child_peak = tf_child.logits, tf_child.peak_rss
 
     with clock.step("load", f"loading weights ({o.model})"):
         loaded = sources.load(local, o.variant, num_classes=o.num_classes, seed=o.seed, handle=handle)
@@ -179,9 +179,9 @@ def export(options: ExportOptions, progress=lambda msg: None) -> dict:
         "trained": loaded.trained,
     }
     onnx_model, graph = _convert_and_clean(
-        loaded, tf.graph, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress
+        loaded, tf_child.graph, o, images[:PROBE_IMAGES], tf_logits[:PROBE_IMAGES], clock, progress
     )
-    del tf
+    del tf_child  # the weightless graph: bound now
 
     with BundleWriter(o.out) as writer:
         # The ONNX is written first and the in-memory model dropped: parity then loads the file exactly as a
