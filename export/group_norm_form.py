@@ -11,13 +11,17 @@ The rewrite happens in memory when a plan is built (`bit-export`'s engine step a
 more files in the bundle: R50x3's fp32 graph alone is 870 MB. Before the parser sees it, the rewritten graph runs
 on ONNX Runtime over the first images of the bundle's parity set (export/parity.py's PROBE_IMAGES, as for every
 graph rewrite) and must meet the variant's own tolerance against TF's logits; the
-parser then reads it from a temporary file (a serialized copy in memory would sit beside the parser's own).
+parser then reads the same file. That file holds the graph alone: its weights are the variant's own bytes on
+disk, referred to as external data (export/weights_by_reference.py), so neither ORT's check nor the parser's
+file copies them.
 `ort-trt` and bit-triton read the bundle's files as written (InstanceNormalization form).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -53,10 +57,13 @@ def _instance_norm_regions(graph) -> list[tuple]:
     return regions
 
 
-def to_native(model) -> dict:
+def to_native(model, folder: str = "") -> dict:
     """Rewrite `model` in place: every InstanceNormalization-form GroupNorm becomes one GroupNormalization-21
-    (opset raised to 21). Returns how many became native and how many InstanceNormalizations are left."""
+    (opset raised to 21). Returns how many became native and how many InstanceNormalizations are left.
+    folder: where the model's external data is, if its gamma, beta or shapes are there."""
     from onnx import helper, numpy_helper
+
+    from .weights_by_reference import to_array
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -66,7 +73,7 @@ def to_native(model) -> dict:
         scope = norm.name.rsplit("/", 1)[0]
         params = []
         for node, what in ((mul, "scale"), (add, "bias")):
-            per_channel = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+            per_channel = to_array(inits[node.input[1]], folder).reshape(-1)
             graph.initializer.append(numpy_helper.from_array(per_channel, f"{scope}/native_{what}"))
             params.append(f"{scope}/native_{what}")
         native[id(add)] = helper.make_node(
@@ -75,7 +82,7 @@ def to_native(model) -> dict:
             [add.output[0]],
             name=f"{scope}/GroupNormalization",
             epsilon=next((a.f for a in norm.attribute if a.name == "epsilon"), 1e-5),
-            num_groups=int(numpy_helper.to_array(inits[reshape.input[1]])[1]),
+            num_groups=int(to_array(inits[reshape.input[1]], folder)[1]),
         )
         doomed |= {id(reshape), id(norm), id(back), id(mul)}
     # Each GroupNormalization stands where its chain's last node stood, so the order stays topological.
@@ -90,75 +97,50 @@ def to_native(model) -> dict:
     return {"native": len(regions), "instance_norm": sum(n.op_type == "InstanceNormalization" for n in graph.node)}
 
 
-def plan_graph(
-    onnx_path: str, precision: str, parity, threads=None, progress=lambda msg: None, out_path: str | None = None
-) -> tuple[bytes | str, dict]:
-    """The native-form graph of the variant at `onnx_path`, serialized for the parser (or, with `out_path`, written
-    there and its path), and its record, after ONNX Runtime ran it on the first PROBE_IMAGES of the parity set
-    (`parity`: uint8 images, TF's logits) within the variant's tolerance against TF (the one bit-check holds it
-    to). Raises BitError, naming the file, when it does not."""
-    import onnx
-
+@contextlib.contextmanager
+def native_graph(
+    onnx_path: str, precision: str, parity, threads=None, progress=lambda msg: None
+) -> Iterator[tuple[str, dict]]:
+    """Yields (path, record): the native-form graph of the variant at `onnx_path`, written for the parser, and its
+    record, after ONNX Runtime ran it on the first PROBE_IMAGES of the parity set (`parity`: uint8 images, TF's
+    logits) within the variant's tolerance against TF (the one bit-check holds it to). Raises BitError, naming
+    the file, when it does not. The graph refers to the variant's own bytes for its weights
+    (`weights_by_reference`): neither the check nor the file copies them; the file goes on exit."""
     from ..engine.memory import release_memory
-    from .ort_logits import detach_weights, ort_logits
+    from .ort_logits import ort_logits
+    from .weights_by_reference import graph_by_reference
 
     name = os.path.basename(onnx_path)
-    try:
-        model = onnx.load(onnx_path)
-    except Exception as exc:  # protobuf's DecodeError and friends: one line naming the file
-        raise BitError(f"{name} is not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
-    counts = to_native(model)
-    if not counts["native"]:
-        raise BitError(f"{name} has no GroupNorm in InstanceNormalization form to rewrite")
-    # ORT checks the graph with its weights fed as inputs (no serialized copy); once they are numpy arrays and the
-    # parser's file is written, the ModelProto goes: the weights are held once while ORT runs, not twice. The
-    # parser reads the file only after the check passes (the caller builds after this returns).
-    fed = detach_weights(model)  # before _save: above 2 GB it moves the weights out of the model into a file
-    if out_path is not None:  # a file for the parser: no serialized copy of the weights beside the model
-        _save(model, out_path)
-        model = None
+    with graph_by_reference(onnx_path) as (model, folder):
+        counts = to_native(model, folder)
+        if not counts["native"]:
+            raise BitError(f"{name} has no GroupNorm in InstanceNormalization form to rewrite")
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(model.SerializeToString())  # kilobytes: the weights stay where they are
+        del model
+        images, tf_logits = (part[:PROBE_IMAGES] for part in parity)  # a rewrite's check, as for the export's others
+        try:  # low_memory: for one image, packing the weights for ORT's kernels costs more than it saves
+            logits = ort_logits(path, images, threads=threads, low_memory=True)
+        except BitError as exc:
+            raise BitError(f"{name} with native GroupNormalization: {exc}") from exc
         release_memory()
-    images, tf_logits = (part[:PROBE_IMAGES] for part in parity)  # a rewrite's check, as for the export's others
-    try:
-        logits = ort_logits(fed, images, threads=threads)
-    except BitError as exc:
-        raise BitError(f"{name} with native GroupNormalization: {exc}") from exc
-    del fed
-    release_memory()
-    verdict = compare.report(logits, np.asarray(tf_logits), compare.tolerance_for(precision_of(precision)))
-    progress(
-        f"{name}: {counts['native']} GroupNorms native (opset {NATIVE_OPSET}), on ONNX Runtime "
-        f"rel L2 {verdict['rel_l2']:.2e} against TF -> {'ok' if verdict['passed'] else 'over tolerance'}"
-    )
-    if not verdict["passed"]:
-        raise BitError(
-            f"{name} with native GroupNormalization misses its tolerance against TF "
-            f"({'; '.join(verdict['failures'])}); build with --group-norm instance-norm"
+        verdict = compare.report(logits, np.asarray(tf_logits), compare.tolerance_for(precision_of(precision)))
+        progress(
+            f"{name}: {counts['native']} GroupNorms native (opset {NATIVE_OPSET}), on ONNX Runtime "
+            f"rel L2 {verdict['rel_l2']:.2e} against TF -> {'ok' if verdict['passed'] else 'over tolerance'}"
         )
-    record = {
-        "form": "native",
-        **counts,
-        "opset": NATIVE_OPSET,
-        "parity": {k: verdict[k] for k in ("samples", "rel_l2", "cosine_min", "top1_agreement", "passed")},
-    }
-    # for the parser, serialized once ORT's session and the fed weights are gone; or the file written above
-    return (model.SerializeToString() if out_path is None else out_path), record
-
-
-def _save(model, path: str) -> None:
-    from .bundle_writer import EXTERNAL_DATA_THRESHOLD
-    from .graph_cleanup import model_bytes, save_streamed
-
-    if model_bytes(model) <= EXTERNAL_DATA_THRESHOLD:
-        save_streamed(model, path)
-        return
-    import onnx
-
-    onnx.save_model(  # above protobuf's 2 GB: the weights beside it, as in the bundle
-        model,
-        path,
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=f"{os.path.basename(path)}.data",
-        size_threshold=1024,
-    )
+        if not verdict["passed"]:
+            raise BitError(
+                f"{name} with native GroupNormalization misses its tolerance against TF "
+                f"({'; '.join(verdict['failures'])}); build with --group-norm instance-norm"
+            )
+        yield (
+            path,
+            {
+                "form": "native",
+                **counts,
+                "opset": NATIVE_OPSET,
+                "parity": {k: verdict[k] for k in ("samples", "rel_l2", "cosine_min", "top1_agreement", "passed")},
+            },
+        )

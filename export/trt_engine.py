@@ -11,9 +11,9 @@ No precision flag is set.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
@@ -25,7 +25,7 @@ from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
 from .group_norm_form import FORMS as GROUP_NORM_FORMS
-from .group_norm_form import plan_graph
+from .group_norm_form import native_graph
 from .trt_layer_types import precision_mix
 
 if TYPE_CHECKING:  # annotations only: tests/tensorrt_api type-checks our calls against NVIDIA's bindings
@@ -134,12 +134,9 @@ def plan_name(flavour: str, library: str, version: str, target: str) -> str:
     return f"model.{flavour}.{lib}{version}.{target}.plan"
 
 
-def build(
-    onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt, model: bytes | None = None
-) -> tuple[memoryview, dict]:
+def build(onnx_path: str, input_name: str, resolution: int, options: BuildOptions, trt) -> tuple[memoryview, dict]:
     """Parse and build one plan; return its bytes (a view of the builder's own buffer: a copy would be the plan's
-    size again, R50x3's 870 MB, beside the parser's weights) and the manifest record (without file/sha).
-    `model`: the graph to parse, serialized, when it is not the file at `onnx_path` as written (a rewrite of it)."""
+    size again, R50x3's 870 MB, beside the parser's weights) and the manifest record (without file/sha)."""
     options.validate()
     library = trt.__name__
     log = ErrorLog(trt)
@@ -152,8 +149,7 @@ def build(
         # types would no longer be what runs.
         raise BitError(f"{library} {trt.__version__} made a weakly typed network; bit-trt needs strongly typed ones")
     parser: tensorrt.OnnxParser = trt.OnnxParser(network, log.logger)
-    parsed = parser.parse(model, os.path.dirname(onnx_path)) if model is not None else parser.parse_from_file(onnx_path)
-    if not parsed:
+    if not parser.parse_from_file(onnx_path):
         errors = []
         for i in range(parser.num_errors):
             err = parser.get_error(i)
@@ -304,17 +300,16 @@ def build_plans(
         flavour = flavour_of(art)
         progress(f"building a {library} {trt.__version__} engine from {art['file']} ...")
         start = time.perf_counter()
-        form = {"form": "instance-norm"}
         uses = ["float16 Q/DQ scales (opset 19)"] if art.get("opset", 0) >= 19 and art["precision"] == "int8" else []
         check_parser_reads(
             trt, art["file"], uses + (["GroupNormalization-21"] if options.group_norm == "native" else [])
         )
-        # The native rewrite goes to a file the parser reads, so that no serialized copy sits beside its weights
-        with tempfile.TemporaryDirectory(prefix="bit-trt-native-") as tmp:
-            graph_path = onnx_path(art)
-            if options.group_norm == "native":
-                graph_path = os.path.join(tmp, os.path.basename(onnx_path(art)))
-                _, form = plan_graph(onnx_path(art), art["precision"], parity, progress=progress, out_path=graph_path)
+        graph: contextlib.AbstractContextManager[tuple[str, dict]]
+        if options.group_norm == "native":  # a rewrite, checked against TF, in a file that goes after the build
+            graph = native_graph(onnx_path(art), art["precision"], parity, progress=progress)
+        else:
+            graph = contextlib.nullcontext((onnx_path(art), {"form": "instance-norm"}))
+        with graph as (graph_path, form):
             plan, record = build(graph_path, input_name, resolution, options, trt)
         record["group_norm"] = form
         name = plan_name(flavour, library, trt.__version__, target)

@@ -50,7 +50,9 @@ def test_the_rewrite_must_match_tf_before_the_parser_sees_it(tiny_bundle):
     images = np.load(tiny_bundle / "parity_inputs.npz")["images"]
     wrong = np.random.default_rng(0).normal(size=(len(images), 1000)).astype(np.float32)
     with pytest.raises(BitError, match=r"^model.fp32.onnx with native GroupNormalization misses its tolerance"):
-        group_norm_form.plan_graph(str(tiny_bundle / "model.fp32.onnx"), "fp32", (images, wrong))
+        with group_norm_form.native_graph(str(tiny_bundle / "model.fp32.onnx"), "fp32", (images, wrong)):
+            pass
+    assert not [p for p in tiny_bundle.iterdir() if p.name.startswith(".")]  # its temporary folder is gone
 
 
 def test_a_graph_without_the_instance_norm_form_is_refused(tiny_bundle, tmp_path):
@@ -58,13 +60,15 @@ def test_a_graph_without_the_instance_norm_form_is_refused(tiny_bundle, tmp_path
     group_norm_form.to_native(model)
     onnx.save(model, str(tmp_path / "model.fp32.onnx"))
     with pytest.raises(BitError, match="has no GroupNorm in InstanceNormalization form"):
-        group_norm_form.plan_graph(str(tmp_path / "model.fp32.onnx"), "fp32", (None, None))
+        with group_norm_form.native_graph(str(tmp_path / "model.fp32.onnx"), "fp32", (None, None)):
+            pass
 
 
 def test_an_unreadable_graph_is_one_line_naming_it(tmp_path):
     (tmp_path / "model.fp16.onnx").write_bytes(b"\x00not an onnx model" * 8)
     with pytest.raises(BitError, match=r"^model.fp16.onnx is not a readable ONNX model \(") as err:
-        group_norm_form.plan_graph(str(tmp_path / "model.fp16.onnx"), "fp16", (None, None))
+        with group_norm_form.native_graph(str(tmp_path / "model.fp16.onnx"), "fp16", (None, None)):
+            pass
     assert "\n" not in str(err.value)
 
 
