@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError, install_hint
 from ..engine.gpu_host import compute_capability as gpu_compute_capability
+from ..engine.memory import trimmed_meanwhile
 from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
 from ..engine.user_cache import cache_dir
@@ -309,7 +310,7 @@ def build_plans(
             graph = native_graph(onnx_path(art), art["precision"], parity, progress=progress)
         else:
             graph = contextlib.nullcontext((onnx_path(art), {"form": "instance-norm"}))
-        with graph as (graph_path, form):
+        with graph as (graph_path, form), trimmed_meanwhile():  # the builder's freed GBs go back as it runs
             plan, record = build(graph_path, input_name, resolution, options, trt)
         record["group_norm"] = form
         name = plan_name(flavour, library, trt.__version__, target)
