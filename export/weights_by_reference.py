@@ -172,9 +172,10 @@ def graph_by_reference(path: str, refer_from: int = REFER_FROM_BYTES) -> Iterato
     for location in theirs:  # onnx.load refuses these too: data outside the model's folder
         if os.path.isabs(location) or ".." in location.replace("\\", "/").split("/"):
             raise BitError(f"{name} keeps external data outside its folder ({location!r})")
-    sources = {weights: path, **{loc: os.path.join(os.path.dirname(os.path.abspath(path)), loc) for loc in theirs}}
+    here = os.path.dirname(os.path.abspath(path))
+    sources = {weights: path, **{location: os.path.join(here, location) for location in theirs}}
     try:
-        folder, link = tempfile.mkdtemp(prefix=".bit-trt-rewrite-", dir=os.path.dirname(os.path.abspath(path))), True
+        folder, link = tempfile.mkdtemp(prefix=".bit-trt-rewrite-", dir=here), True
     except OSError:  # a read-only bundle: a copy elsewhere costs a write of the file, as the rewrite's own did
         folder, link = tempfile.mkdtemp(prefix="bit-trt-rewrite-"), False
     try:
