@@ -37,9 +37,11 @@ from .ray_client import DEFAULT_URL as RAY_DEFAULT_URL
 # 2: each row names the artifact `flavour` it measured (null for servers and skipped rows). Version 1 rows had none.
 SCHEMA = "bit-bench/2"
 # benchmark_app and our best configuration on the same file alternate this many times (bit-bench --throughput),
-# so that a host whose speed drifts over minutes weighs on both sides of the ratio; three, so that each median sets
-# aside one odd turn (R50x3's first turn after a warm-up ran 6% under its second)
-PEER_ROUNDS = 3
+# so that a host whose speed drifts over minutes weighs on both sides of the ratio. Even, so that each side goes
+# first in half the rounds (ours, peer; peer, ours; ...): whatever the turn before does to the next (a process
+# exiting, caches, the clock) weighs on both sides alike. Four: three left R50x1's ratio 0.96-0.99 on a host whose
+# turns drift 5% from one to the next, a spread its median could not settle.
+PEER_ROUNDS = 4
 
 
 @dataclass
@@ -435,11 +437,13 @@ def best_throughput(rows: list[dict]) -> dict | None:
 def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: int, options, progress) -> list[dict]:
     """benchmark_app -hint throughput on each OpenVINO file and batch measured, in the arithmetic our row ran
     (f32 or bf16), beside our best configuration on that file and batch, interleaved: that configuration is opened
-    again and warmed up, then PEER_ROUNDS times one turn of ours and one benchmark_app run as long as that turn took.
-    Our turn is a number of requests, the same on every thread (peer_requests), not a time: a turn that ends at a
-    time leaves threads idle at its end whenever the deadline falls between their requests (R50x3 at batch 1 ran 11
-    requests on 2 threads, one thread idle for its last 1.8 s: 3-6% under benchmark_app, whose requests end together).
-    ours_over_peer is the ratio of the two medians; the row's own figure stays in ours_row_throughput_ips."""
+    again and warmed up, then PEER_ROUNDS rounds of one turn of ours and one benchmark_app run as long as our turn,
+    ours first in even rounds and benchmark_app first in odd ones. Our turn is a number of requests (peer_requests),
+    not a time: a turn that ends at a time leaves threads idle at its end whenever the deadline falls between their
+    requests (R50x3 at batch 1 ran 11 requests on 2 threads, one thread idle for its last 1.8 s: 3-6% under
+    benchmark_app, whose requests end together). ours_over_peer is the median of the rounds' ratios (each round's two
+    turns adjacent in time, so a drift over minutes cancels within it), ours_over_peer_range their least and
+    greatest; the row's own figure stays in ours_row_throughput_ips."""
     from . import openvino_peer
 
     decoded, encoded = images
@@ -459,24 +463,33 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
                 workload = Workload(config, request_for(clf, config, decoded, encoded))
                 warm_up(workload, options.schedule.warmup_s)
                 turn_requests = peer_requests(ours["throughput_ips"], batch, config.concurrency, seconds)
-                for _ in range(PEER_ROUNDS):
+                took = seconds
+                for index in range(PEER_ROUNDS):
+                    ours_first = index % 2 == 0
+                    if not ours_first:  # benchmark_app's turn is as long as our last (the first round's, at least)
+                        measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], took)
                     window = run_window(workload, time.perf_counter(), requests=turn_requests, record=False)
                     took = max(seconds, window["seconds"])
-                    measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], took)
-                    turn = {"ours_ips": round(window["throughput_ips"], 3), "peer_ips": measured["throughput_ips"]}
-                    turn |= {"seconds": round(took, 1), "ours_requests": window["requests"]}
+                    if ours_first:
+                        measured = openvino_peer.measure(path, batch, resolution, peer["inference_precision"], took)
+                    turn = {"first": "ours" if ours_first else "peer", "ours_ips": round(window["throughput_ips"], 3)}
+                    turn |= {"peer_ips": measured["throughput_ips"], "seconds": round(took, 1)}
+                    turn |= {"ours_requests": window["requests"]}
+                    turn["ours_over_peer"] = round(turn["ours_ips"] / turn["peer_ips"], 3)
                     rounds.append(turn)
         except BitError as exc:
             peers.append(peer | {"error": str(exc).splitlines()[0]})
             continue
         ours_ips = float(np.median([r["ours_ips"] for r in rounds]))
+        ratios = [r["ours_over_peer"] for r in rounds]
         peer |= measured | {"throughput_ips": float(np.median([r["peer_ips"] for r in rounds]))}
         peer |= {
             "ours_best": ours["id"],
             "ours_throughput_ips": round(ours_ips, 3),
             "ours_row_throughput_ips": ours["throughput_ips"],
             "rounds": rounds,
-            "ours_over_peer": round(ours_ips / peer["throughput_ips"], 3),
+            "ours_over_peer": round(float(np.median(ratios)), 3),
+            "ours_over_peer_range": [min(ratios), max(ratios)],
         }
         peers.append(peer)
     return peers

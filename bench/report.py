@@ -106,8 +106,15 @@ def _throughput_lines(result: dict) -> list[str]:
             out.append(
                 f"{what}: {peer['throughput_ips']:.2f} img/s with {peer.get('requests', '?')} requests; "
                 f"ours {peer['ours_throughput_ips']:.2f} ({peer['ours_best']}), {peer['ours_over_peer']:.2f}x"
+                + _peer_range(peer)
             )
     return out
+
+
+def _peer_range(peer: dict) -> str:
+    """The rounds' least and greatest ratio (results before bit-bench/2's paired rounds have none)."""
+    low_high = peer.get("ours_over_peer_range")
+    return f" (rounds {low_high[0]:.2f}-{low_high[1]:.2f})" if low_high else ""
 
 
 def _engine_set_lines(result: dict) -> list[str]:

@@ -3,6 +3,7 @@ and OpenVINO's own benchmark_app run beside it on the same files. No timing asse
 
 import json
 import os
+import re
 import statistics
 
 import pytest
@@ -67,18 +68,24 @@ def test_benchmark_app_runs_beside_on_the_same_files(result, tiny_bundle):
         assert f"-infer_precision {peer['inference_precision']}" in peer["command"]
         ours = [row for row in r["rows"] if row["id"] == peer["ours_best"]][0]
         assert ours["backend"] == "openvino" and ours["flavour"] == peer["flavour"]
-        # interleaved: PEER_ROUNDS windows of our best configuration, each followed by a benchmark_app run
+        # interleaved: PEER_ROUNDS rounds of a window of our best configuration and a benchmark_app run, each side
+        # first in half of them, alternating
         rounds = peer["rounds"]
         assert len(rounds) == PEER_ROUNDS and all(r["ours_ips"] > 0 and r["peer_ips"] > 0 for r in rounds)
+        assert [r["first"] for r in rounds] == ["ours", "peer"] * (PEER_ROUNDS // 2)
         assert peer["throughput_ips"] == statistics.median(r["peer_ips"] for r in rounds)
         assert peer["ours_throughput_ips"] == round(statistics.median(r["ours_ips"] for r in rounds), 3)
-        assert peer["ours_over_peer"] == round(peer["ours_throughput_ips"] / peer["throughput_ips"], 3)
+        ratios = [r["ours_over_peer"] for r in rounds]
+        assert ratios == [round(r["ours_ips"] / r["peer_ips"], 3) for r in rounds]
+        assert peer["ours_over_peer"] == round(statistics.median(ratios), 3)
+        assert peer["ours_over_peer_range"] == [min(ratios), max(ratios)]
         assert peer["ours_row_throughput_ips"] == ours["throughput_ips"]
         # our turn: the same number of requests on every thread, about the minimum windows' time at the row's speed
         seconds = r["settings"]["duration_s"] * r["settings"]["min_windows"]
         wanted = peer_requests(ours["throughput_ips"], ours["batch"], ours["concurrency"], seconds)
         assert all(turn["ours_requests"] == wanted for turn in rounds) and wanted % ours["concurrency"] == 0
     assert "best throughput: " in proc.stdout and "benchmark_app -hint throughput on fp32 b1" in proc.stdout
+    assert re.search(r"x \(rounds [0-9.]+-[0-9.]+\)", proc.stdout), proc.stdout
 
 
 def test_a_report_without_a_throughput_line_is_one_line():
