@@ -120,6 +120,32 @@ def _cpufreq_max_mhz() -> float | None:
         return None
 
 
+# How an idle core waits (Linux cpuidle), read from sysfs. On a VM whose guest runs the haltpoll driver with
+# guest_halt_poll_ns 0, every idle core exits to the hypervisor; a request split over two threads, which meet after
+# each layer, ran at one of two speeds a third apart there, switching every few seconds (docs/cpu.md, "Two speeds of
+# one request on two threads"). Results record it, so that such rows can be told from a bare-metal host's.
+IDLE_FILES = {
+    "driver": ("devices/system/cpu/cpuidle/current_driver",),
+    "governor": ("devices/system/cpu/cpuidle/current_governor", "devices/system/cpu/cpuidle/current_governor_ro"),
+    "guest_halt_poll_ns": ("module/haltpoll/parameters/guest_halt_poll_ns",),
+}
+
+
+def idle_record(sysfs: str = "/sys") -> dict:
+    """{driver, governor, guest_halt_poll_ns}: each as the kernel gives it, None where it has no such file."""
+    record: dict[str, str | None] = {}
+    for key, paths in IDLE_FILES.items():
+        record[key] = None
+        for path in paths:
+            try:
+                with open(os.path.join(sysfs, path)) as f:
+                    record[key] = f.read().strip()
+                break
+            except OSError:
+                continue
+    return record
+
+
 @functools.lru_cache(maxsize=1)
 def this_host() -> CpuHost:
     """This machine's CPU (a CpuHost with only the core count where /proc/cpuinfo is absent, e.g. macOS)."""

@@ -1,6 +1,6 @@
 """engine/cpu_host.py on cpuinfo texts of the CPUs users have: what it reads, what it concludes for bf16 and INT8."""
 
-from bit_trt.engine.cpu_host import parse, this_host
+from bit_trt.engine.cpu_host import idle_record, parse, this_host
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -70,3 +70,21 @@ def test_this_host_is_recorded_with_its_flags():
         "bf16",
         "int8_dot",
     }
+
+
+def test_how_an_idle_core_waits_is_read_from_sysfs(tmp_path):
+    """A VM guest with haltpoll and no guest polling (this project's CI host), as sysfs gives it; and a host without
+    those files (another driver, a container without /sys, macOS): None for each, no error."""
+    cpuidle = tmp_path / "devices/system/cpu/cpuidle"
+    cpuidle.mkdir(parents=True)
+    (cpuidle / "current_driver").write_text("haltpoll\n")
+    (cpuidle / "current_governor_ro").write_text("haltpoll\n")  # older kernels: the read-only file alone
+    params = tmp_path / "module/haltpoll/parameters"
+    params.mkdir(parents=True)
+    (params / "guest_halt_poll_ns").write_text("0\n")
+    assert idle_record(str(tmp_path)) == {"driver": "haltpoll", "governor": "haltpoll", "guest_halt_poll_ns": "0"}
+    (cpuidle / "current_governor").write_text("menu\n")  # the writable file, where present, is the one in force
+    assert idle_record(str(tmp_path))["governor"] == "menu"
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert idle_record(str(empty)) == {"driver": None, "governor": None, "guest_halt_poll_ns": None}
