@@ -1,0 +1,117 @@
+"""Does OpenVINO run a batch faster as one request or as one request per image? (issue 20, batch 8 on the CPU)
+
+For each file of a bundle, a model compiled for the whole batch and one compiled for a single image (both static
+shapes, LATENCY hint, the given threads, the file's arithmetic: bf16 for the fp16 file where the CPU has it), then
+`--rounds` paired rounds: the batch as one request, then the same images one request at a time, each round's two
+adjacent in time so that the host's drift over seconds falls on both. Reports milliseconds per image, each round's
+ratio (batch over split: above 1, splitting is faster) and their median, and how far the two ways' logits differ
+(relative to the largest logit: float sums in another order, nothing more).
+
+    python -m tools.openvino_batch_split BUNDLE [--flavours fp32,fp16,int8-ort] [--batch 8] [--rounds 6]
+        [--threads 2] [--json OUT]
+
+Maintainers' measurement, not part of the installed package: the answer decides whether the OpenVINO runner should
+split batches, and on which models and hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from bit_trt.bench.bit_bench import host
+from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+
+
+def _request(core, path: str, batch: int, resolution: int, precision: str, threads: int):
+    model = core.read_model(path)
+    model.reshape([batch, resolution, resolution, 3])
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+    return core.compile_model(model, "CPU", config).create_infer_request()
+
+
+def measure(bundle_path: str, flavour: str, batch: int, rounds: int, threads: int) -> dict:
+    ov = import_openvino()
+    core = ov.Core()
+    bundle = load_bundle(bundle_path)
+    resolution = bundle.input_spec.resolution
+    precision = "bf16" if flavour == "fp16" and native_bf16(core) else "f32"
+    path = bundle.artifact_path(flavour)
+    whole = _request(core, path, batch, resolution, precision, threads)
+    single = _request(core, path, 1, resolution, precision, threads)
+    images = np.random.default_rng(0).random((batch, resolution, resolution, 3), dtype=np.float32)
+
+    def one_request():
+        return whole.infer({0: images})[0]
+
+    def per_image():
+        return np.concatenate([single.infer({0: images[i : i + 1]})[0] for i in range(batch)])
+
+    for _ in range(2):  # first-inference setup of both
+        together, apart = one_request(), per_image()
+    # the same computation both ways: the logits may differ only in the order of float sums
+    difference = float(np.abs(together - apart).max() / max(float(np.abs(together).max()), 1e-12))
+    batched, split = [], []
+    for _ in range(rounds):
+        for run, into in ((one_request, batched), (per_image, split)):
+            start = time.perf_counter()
+            run()
+            into.append(round((time.perf_counter() - start) * 1000 / batch, 2))
+    ratios = [round(b / s, 3) for b, s in zip(batched, split)]
+    return {
+        "flavour": flavour,
+        "inference_precision": precision,
+        "batch": batch,
+        "threads": threads,
+        "ms_per_image_batched": batched,
+        "ms_per_image_split": split,
+        "median_batched": statistics.median(batched),
+        "median_split": statistics.median(split),
+        "batched_over_split": ratios,
+        "median_ratio": statistics.median(ratios),
+        "max_difference_over_max_logit": round(difference, 6),
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    rows = []
+    for flavour in args.flavours.split(","):
+        row = measure(args.bundle, flavour, args.batch, args.rounds, args.threads)
+        print(
+            f"{flavour} ({row['inference_precision']}) batch {args.batch}: {row['median_batched']:.1f} ms/image as one "
+            f"request, {row['median_split']:.1f} one image at a time; batch over split {row['median_ratio']:.2f} "
+            f"(rounds {min(row['batched_over_split']):.2f}-{max(row['batched_over_split']):.2f})",
+            flush=True,
+        )
+        rows.append(row)
+    result = {
+        "command": "python -m tools.openvino_batch_split " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bundle": args.bundle,
+        "variant": load_bundle(args.bundle).manifest["model"]["variant"],
+        "host": host(),
+        "openvino": import_openvino().__version__,
+        "rows": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
