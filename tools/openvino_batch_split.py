@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from bit_trt.bench.bit_bench import host
-from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.openvino_runner import import_openvino, native_bf16
 
 
@@ -37,10 +37,9 @@ def _request(core, path: str, batch: int, resolution: int, precision: str, threa
     return core.compile_model(model, "CPU", config).create_infer_request()
 
 
-def measure(bundle_path: str, flavour: str, batch: int, rounds: int, threads: int) -> dict:
+def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
     ov = import_openvino()
     core = ov.Core()
-    bundle = load_bundle(bundle_path)
     resolution = bundle.input_spec.resolution
     precision = "bf16" if flavour == "fp16" and native_bf16(core) else "f32"
     path = bundle.artifact_path(flavour)
@@ -89,9 +88,10 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    bundle = load_bundle(args.bundle)
     rows = []
     for flavour in args.flavours.split(","):
-        row = measure(args.bundle, flavour, args.batch, args.rounds, args.threads)
+        row = measure(bundle, flavour, args.batch, args.rounds, args.threads)
         print(
             f"{flavour} ({row['inference_precision']}) batch {args.batch}: {row['median_batched']:.1f} ms/image as one "
             f"request, {row['median_split']:.1f} one image at a time; batch over split {row['median_ratio']:.2f} "
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
         "command": "python -m tools.openvino_batch_split " + " ".join(argv if argv is not None else sys.argv[1:]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bundle": args.bundle,
-        "variant": load_bundle(args.bundle).manifest["model"]["variant"],
+        "variant": bundle.manifest["model"]["variant"],
         "host": host(),
         "openvino": import_openvino().__version__,
         "rows": rows,
