@@ -4,9 +4,10 @@ a backend dispatches for a data type.
 FLOP/cycle comes from a per-microarchitecture table, not from the CPU flags: the flags say which instructions
 exist, not how many execution ports run them, nor how wide (Zen 4 runs 512-bit AVX-512 on two 256-bit halves,
 client Ice Lake has one 512-bit FMA unit where the Xeon has two). The microarchitecture is identified by
-(vendor, family, model) as /proc/cpuinfo gives them (engine/cpu_host.py); the flags then pick, among the
-instruction sets the table lists for it, the one a backend dispatches (ONNX Runtime's MLAS and OpenVINO's
-oneDNN both take the widest the CPU has: AMX, then VNNI, then AVX-512BW/AVX2 for INT8).
+(vendor, family, model) as /proc/cpuinfo gives them (engine/cpu_host.py), checked against the flags (a VM's
+model number can be false: `identify`); the flags then pick, among the instruction sets the table lists for
+it, the one a backend dispatches (ONNX Runtime's MLAS and OpenVINO's oneDNN both take the widest the CPU has:
+AMX, then VNNI, then AVX-512BW/AVX2 for INT8).
 
 Counting: f32 is 2 FLOP per FMA lane. INT8 counts 2 ops per multiply-accumulate (MAC), so an INT8 figure and
 an FLOP count of the same graph (bench/roofline.py, 2 x MACs) compare directly. Figures per core per cycle:
@@ -122,6 +123,7 @@ class Uarch:
     name: str
     rates: dict  # cpuinfo flag of a path -> FLOP (INT8: ops) per cycle per core
     ceiling_mhz: float  # the highest maximum boost clock of the parts in this row
+    note: str = ""  # how it was identified, where not by its model number
 
 
 def _models(*ranges) -> frozenset[int]:
@@ -175,9 +177,20 @@ TABLE = (
 )
 
 
-def identify(host) -> Uarch | None:
-    """The table's row for a CpuHost's (vendor, family, model), or None where it has none."""
-    return next(
+def identify(host) -> tuple[Uarch | None, str]:
+    """(the table's row for a CpuHost's (vendor, family, model), "") or (None, why it has none).
+
+    A hypervisor may report a model number that is not the CPU's: one VM of ours said family 6 model 0xA7
+    (Rocket Lake) and showed AMX, avx512_bf16 and avx512_fp16, which no Rocket Lake has. So a row is taken only
+    if it rates every instruction path the flags show (a VM that masks some still matches). Where the flags
+    contradict the model's row, they decide alone, and only if every row of the vendor's family that rates
+    them all has the same rates: AMX, say, exists only on Xeon cores with one AMX rate (Sapphire, Emerald and
+    Granite Rapids), so its flags pin the FLOP/cycle the false model number could not. A model the table does
+    not list stays unknown: it may be a newer part with other rates.
+    """
+    paths = _paths(host.flags)
+    rows = [u for vendor, family, models, u in TABLE if (host.vendor, host.family) == (vendor, family)]
+    by_model = next(
         (
             u
             for vendor, family, models, u in TABLE
@@ -185,6 +198,29 @@ def identify(host) -> Uarch | None:
         ),
         None,
     )
+    described = f"{host.vendor or 'unknown vendor'} family {host.family} model {host.model}"
+    if by_model is None:
+        return None, f"{described} is not in bench/cpu_peak.py's table"
+    if paths <= by_model.rates.keys():
+        return by_model, ""
+    lacking = ", ".join(sorted(paths - by_model.rates.keys()))
+    candidates = [u for u in rows if paths <= u.rates.keys()]
+    if not candidates or any(u.rates != candidates[0].rates for u in candidates):
+        return None, (
+            f"{described} is {by_model.name}, which has no {lacking}, and the rows with those flags differ in "
+            "FLOP/cycle (a hypervisor's model number?)"
+        )
+    return Uarch(
+        "/".join(dict.fromkeys(u.name for u in candidates)),
+        candidates[0].rates,
+        max(u.ceiling_mhz for u in candidates),
+        note=f"by its flags: model {host.model:#x} is {by_model.name}, which has no {lacking}",
+    ), ""
+
+
+def _paths(flags) -> set[str]:
+    """The instruction-path flags (ISA_LABELS) among a host's cpuinfo flags."""
+    return {flag for flag in ISA_LABELS if flag in flags}
 
 
 def dispatched(uarch: Uarch, flags, dtype: str) -> tuple[str, str | None]:
@@ -211,10 +247,9 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
     ceiling boost clock (or the current clock, if higher), labelled. Returns {"known": False, "uarch":
     "unknown", "reason"} for a CPU the table has no row or no path for.
     """
-    uarch = identify(host)
-    described = f"{host.vendor or 'unknown vendor'} family {host.family} model {host.model}"
+    uarch, why = identify(host)
     if uarch is None:
-        return {"known": False, "uarch": "unknown", "reason": f"{described} is not in bench/cpu_peak.py's table"}
+        return {"known": False, "uarch": "unknown", "reason": why}
     computed, flag = dispatched(uarch, host.flags, dtype)
     if flag is None:
         paths = ", ".join(DISPATCH_ORDER[dtype])
@@ -233,7 +268,7 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
         isa += f" - no {dtype} path ({', '.join(DISPATCH_ORDER[dtype])}): the backend runs {computed}"
     return {
         "known": True,
-        "uarch": uarch.name,
+        "uarch": f"{uarch.name} ({uarch.note})" if uarch.note else uarch.name,
         "dtype": dtype,
         "computes": computed,
         "isa": isa,

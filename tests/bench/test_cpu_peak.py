@@ -35,6 +35,15 @@ ZEN4_GENOA = cpuinfo(
 ZEN3_MILAN = cpuinfo("AuthenticAMD", 25, 1, "fma f16c avx2", mhz=2445.406, name="AMD EPYC")  # this CI host
 ZEN5_TURIN = cpuinfo("AuthenticAMD", 26, 0x02, "fma avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni")
 ZEN5_STRIX = cpuinfo("AuthenticAMD", 26, 0x24, "fma avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx_vnni")
+# A KVM guest of ours: the hypervisor reports family 6 model 0xA7 (Rocket Lake), with AMX, which no Rocket Lake has.
+MASKED_MODEL_AMX = cpuinfo(
+    "GenuineIntel",
+    6,
+    0xA7,
+    "fma f16c avx2 avx_vnni avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_int8 amx_bf16",
+    mhz=2599.998,
+    name="Intel(R) Xeon(R) Processor",
+)
 UNKNOWN = cpuinfo("CentaurHauls", 7, 0x3B, "fma avx2", name="a CPU nobody tabled")
 
 
@@ -103,6 +112,30 @@ def test_an_unknown_cpu_is_unknown():
     peak = cpu_peak.physical_peak(cpu_host.parse(UNKNOWN, cores=4, max_mhz=2000.0), "f32")
     assert (peak["known"], peak["uarch"]) == (False, "unknown")
     assert "CentaurHauls family 7 model 59" in peak["reason"]
+
+
+def test_a_model_number_its_flags_contradict_is_identified_by_the_flags_where_they_pin_the_rates():
+    host = cpu_host.parse(MASKED_MODEL_AMX, cores=2)  # no cpufreq: the ceiling of the rows the flags fit
+    int8 = cpu_peak.physical_peak(host, "int8", threads=2)
+    assert (int8["isa_flag"], int8["flop_per_cycle"], int8["clock_mhz"]) == ("amx_int8", 2048, 4800)
+    assert int8["uarch"].startswith("Sapphire Rapids/Emerald Rapids/Granite Rapids (by its flags")
+    assert "Rocket Lake" in int8["uarch"] and "amx_int8" in int8["uarch"]
+    bf16 = cpu_peak.physical_peak(host, "bf16", threads=2)
+    assert (bf16["computes"], bf16["isa_flag"], bf16["flop_per_cycle"]) == ("bf16", "amx_bf16", 1024)
+    assert cpu_peak.physical_peak(host, "f32", threads=2)["flop_per_cycle"] == 64  # a Xeon's two FMA units
+
+
+def test_contradicting_flags_that_fit_rows_of_different_rates_are_unknown():
+    # Rocket Lake's model with avx512_bf16 but no AMX: Cooper Lake (128 bf16) or Sapphire Rapids with AMX masked
+    host = cpu_host.parse(cpuinfo("GenuineIntel", 6, 0xA7, "fma avx2 avx512f avx512bw avx512_vnni avx512_bf16"))
+    peak = cpu_peak.physical_peak(host, "bf16")
+    assert (peak["known"], peak["uarch"]) == (False, "unknown")
+    assert "Rocket Lake, which has no avx512_bf16" in peak["reason"]
+
+
+def test_an_untabled_model_stays_unknown_whatever_its_flags():
+    host = cpu_host.parse(cpuinfo("GenuineIntel", 6, 0xD7, "fma avx2 avx512f avx512bw avx512_vnni amx_int8 amx_bf16"))
+    assert cpu_peak.physical_peak(host, "int8")["known"] is False
 
 
 def test_a_known_cpu_without_any_tabled_path_is_not_guessed():
