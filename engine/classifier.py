@@ -2,7 +2,7 @@
 
     from bit_trt.engine import Classifier
     with Classifier("out/r50x3", backend="auto", precision="fp32") as clf:
-        print(clf.backend)                       # what auto picked, e.g. "openvino 2026.4.1 CPU (latency, f32)"
+        print(clf.backend)  # what auto picked: "openvino 2026.4.1 CPU (latency, 49 GroupNorms on ..., f32)"
         result = clf.predict(["cat.jpg", jpeg_bytes, uint8_array])
         result.top(5)[0]                         # [(label, probability), ...] for the first image
 

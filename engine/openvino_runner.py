@@ -13,6 +13,9 @@ there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 agai
 serves. Where the CPU has no bf16, fp16 runs in f32 and `describe()` says so and why. What OpenVINO compiled
 is read back from the compiled model, never assumed from what was asked.
 
+GroupNorm: each is rewritten in memory, after the file is read, to run on per-channel statistics without reshaping
+the activations (engine/openvino_group_norm.py): the grouped reshape cost a layout Reorder each way.
+
 Throughput (`hint`): LATENCY runs one request at a time on all cores; THROUGHPUT lets OpenVINO split the cores
 into streams, each running its own request, for callers that send several requests at once.
 
@@ -40,6 +43,7 @@ import numpy as np
 
 from .cpu_host import BF16_FLAGS, this_host
 from .errors import BitError, require
+from .openvino_group_norm import rewrite as rewrite_group_norms
 from .runner import Runner
 
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -103,6 +107,7 @@ class OpenVinoRunner(Runner):
         self._static_lock = threading.Lock()
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier run in f32: why
+        self.group_norms = 0  # GroupNorms rewritten to run without reshaping the activations
         self._local = threading.local()
 
     def _activate(self):
@@ -123,7 +128,7 @@ class OpenVinoRunner(Runner):
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.requests
         self._core, self._config = core, config
         try:
-            self.compiled = core.compile_model(self.model_path, "CPU", config)
+            self.compiled = core.compile_model(self._read(), "CPU", config)
         except RuntimeError as exc:
             raise BitError(
                 f"OpenVINO cannot load {self.model_path}: {str(exc).strip().splitlines()[-1][:300]}"
@@ -147,10 +152,17 @@ class OpenVinoRunner(Runner):
                 self.compiled = None
                 raise
 
+    def _read(self):
+        """The model as OpenVINO runs it: the file, its GroupNorms unreshaped (engine/openvino_group_norm.py)."""
+        model = self._core.read_model(self.model_path)
+        self.group_norms = rewrite_group_norms(model)
+        return model
+
     def describe(self) -> str:
         streams = f", {self.streams} streams" if self.hint == "THROUGHPUT" else ""
         why = f"; {self.why_f32}" if self.why_f32 else ""
-        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}, {self.compute}{why})"
+        norms = f", {self.group_norms} GroupNorms on channel statistics" if self.group_norms else ""
+        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{norms}, {self.compute}{why})"
 
     def _deactivate(self):
         self.compiled = None
@@ -176,7 +188,7 @@ class OpenVinoRunner(Runner):
         if self.verify is not None:  # read again minutes after activation: the file must still be the one verified
             self.verify()
         try:
-            model = self._core.read_model(self.model_path)
+            model = self._read()
             model.reshape({model.inputs[0]: ov.PartialShape(list(shape))})
             compiled = self._core.compile_model(model, "CPU", self._config)
         except RuntimeError:  # OpenVINO can't fix this shape: the dynamic model serves it, as before

@@ -1,0 +1,133 @@
+"""Which GroupNorm form OpenVINO runs: the bundle's grouped reshape, rewritten so the activations are never reshaped.
+
+The bundle writes each GroupNorm as Reshape [N,C,H,W] -> [N,G,C/G*H*W], InstanceNormalization, Reshape back,
+then the per-channel gamma and beta (export/graph_cleanup.py): one kernel on ONNX Runtime, and the form TF parity
+was checked in. OpenVINO reads the normalization as an MVN over the grouped tensor. Its convolutions keep
+activations in blocked or channels-last layouts, and a reshape that splits the channels into groups can't be done
+in those, so every GroupNorm costs a Reorder into the planar layout and one back: on a Xeon with AMX (R50x1 at
+480, batch 8, bf16) 98 Reorders took 44% of the time, more than all the convolutions (docs/cpu.md, "GroupNorm
+on OpenVINO").
+
+`rewrite` replaces each Reshape -> MVN -> (unit scale, zero bias) -> Reshape chain of an ov.Model, in memory
+after it is read, by the same arithmetic on the [N,C,H,W] tensor as it is: per-channel means (ReduceMean over H
+and W), averaged over each group's channels on the small [N,C,1,1] tensor, subtracted; the same for the variance
+of the difference (two passes, as MVN computes it, not E[x^2] - E[x]^2, which cancels in bf16); then multiplied
+by 1/sqrt(var + eps). Every op is elementwise or a reduction over H and W, which OpenVINO runs in any layout. The
+gamma and beta after it are untouched. The files on disk, their checksums and what ONNX Runtime and TensorRT
+read stay as exported; the rewritten model passes the same parity checks (bit-check, the bf16 gate).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The ops between the MVN and the Reshape back that InstanceNormalization's unit scale and zero bias become
+# (after constant folding), and the constant each must hold to be left out.
+_IDENTITY = {"Multiply": 1.0, "Add": 0.0}
+
+
+def rewrite(model) -> int:
+    """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many.
+
+    INT8 graphs are left as they are: OpenVINO's low-precision transformations, which run the quantized
+    convolutions in INT8, stopped doing so around the rewritten form (R50x1 int8-ort at 480 in f32 on a Xeon with
+    AMX: 186 ms against 64 ms per image at batch 1).
+    """
+    from openvino.passes import ConstantFolding, Manager
+
+    if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):  # ONNX's Q/DQ, as OpenVINO reads them
+        return 0
+
+    manager = Manager()
+    manager.register_pass(ConstantFolding())  # InstanceNormalization's scale/bias broadcasts become constants
+    manager.run_passes(model)
+    count = 0
+    for mvn in [op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"]:
+        chain = _chain(mvn)
+        if chain is not None:
+            _replace(*chain)
+            count += 1
+    if count:
+        model.validate_nodes_and_infer_types()
+    return count
+
+
+def _chain(mvn):
+    """(x, groups, eps, the Reshape back) where `mvn` normalizes a grouped reshape of a 4-D x with static
+    channels and its output, through identity ops only, is reshaped back to x's shape; else None."""
+    grouped = mvn.input_value(0).get_node()
+    if grouped.get_type_name() != "Reshape":
+        return None
+    x = grouped.input_value(0)
+    x_shape, g_shape = x.get_partial_shape(), grouped.get_output_partial_shape(0)
+    if x_shape.rank.is_dynamic or x_shape.rank.get_length() != 4 or g_shape.rank.get_length() != 3:
+        return None
+    channels, groups = x_shape[1], g_shape[1]
+    if channels.is_dynamic or groups.is_dynamic or channels.get_length() % groups.get_length():
+        return None
+    attrs = mvn.get_attributes()
+    axes = mvn.input_value(1).get_node()
+    if not attrs.get("normalize_variance") or axes.get_type_name() != "Constant":
+        return None
+    if sorted(int(a) % 3 for a in axes.get_data().reshape(-1)) != [2]:  # over each group, not across groups
+        return None
+    node = mvn
+    while True:
+        consumers = list(node.output(0).get_target_inputs())
+        if len(consumers) != 1:
+            return None
+        node = consumers[0].get_node()
+        kind = node.get_type_name()
+        if kind == "Reshape":
+            break
+        if kind not in _IDENTITY or not _constant_equal(node, _IDENTITY[kind]):
+            return None
+    if node.get_output_partial_shape(0) != x_shape and not _same_static(node.get_output_partial_shape(0), x_shape):
+        return None
+    return x, groups.get_length(), float(attrs["eps"]), attrs["eps_mode"].upper() == "INSIDE_SQRT", node
+
+
+def _constant_equal(node, value: float) -> bool:
+    """Whether one input of the elementwise `node` is a constant holding only `value`."""
+    for i in range(node.get_input_size()):
+        source = node.input_value(i).get_node()
+        if source.get_type_name() == "Constant":
+            return bool(np.all(source.get_data() == value))
+    return False
+
+
+def _same_static(a, b) -> bool:
+    """Whether two partial shapes agree on every dimension both know (the batch may be dynamic in one)."""
+    if a.rank.is_dynamic or b.rank.is_dynamic or a.rank.get_length() != b.rank.get_length():
+        return False
+    return all(p.is_dynamic or q.is_dynamic or p.get_length() == q.get_length() for p, q in zip(a, b))
+
+
+def _replace(x, groups: int, eps: float, inside_sqrt: bool, back) -> None:
+    """Put (x - group mean) / sqrt(group variance + eps), computed on x's own shape, where `back`'s output was."""
+    import openvino.opset13 as ops
+
+    channels = x.get_partial_shape()[1].get_length()
+    per_group = channels // groups
+    dtype = x.get_element_type().to_dtype()
+
+    def const(values, kind=np.int64):
+        return ops.constant(np.asarray(values, dtype=kind))
+
+    def group_mean(per_channel):  # [N,C,1,1] -> each channel's group mean, [N,C,1,1]
+        split = ops.reshape(per_channel, const([0, groups, per_group]), special_zero=True)
+        mean = ops.reduce_mean(split, const([2]), keep_dims=True)
+        spread = ops.tile(mean, const([1, 1, per_group]))
+        return ops.reshape(spread, const([0, channels, 1, 1]), special_zero=True)
+
+    hw = const([2, 3])
+    centred = ops.subtract(x, group_mean(ops.reduce_mean(x, hw, keep_dims=True)))
+    variance = group_mean(ops.reduce_mean(ops.multiply(centred, centred), hw, keep_dims=True))
+    epsilon = ops.constant(np.asarray(eps, dtype=dtype))
+    if inside_sqrt:
+        deviation = ops.sqrt(ops.add(variance, epsilon))
+    else:
+        deviation = ops.add(ops.sqrt(variance), epsilon)
+    normalized = ops.divide(centred, deviation)
+    normalized.set_friendly_name(back.get_friendly_name())
+    back.output(0).replace(normalized.output(0))
