@@ -13,8 +13,11 @@ after it is read, by the same arithmetic on the [N,C,H,W] tensor as it is: per-c
 and W), averaged over each group's channels on the small [N,C,1,1] tensor, subtracted; the same for the variance
 of the difference (two passes, as MVN computes it, not E[x^2] - E[x]^2, which cancels in bf16); then multiplied
 by 1/sqrt(var + eps). Every op is elementwise or a reduction over H and W, which OpenVINO runs in any layout. The
-gamma and beta after it are untouched. The files on disk, their checksums and what ONNX Runtime and TensorRT
-read stay as exported; the rewritten model passes the same parity checks (bit-check, the bf16 gate).
+gamma and beta after it are untouched. INT8 graphs too: OpenVINO's low-precision transformations still run their
+convolutions in INT8, because no constant is folded here (folding first turned the weights' dequantization into
+float weights, and every convolution ran in f32: 186 against 64 ms per image). The files on disk, their
+checksums and what ONNX Runtime and TensorRT read stay as exported; the rewritten model passes the same parity
+checks (bit-check, the bf16 gate).
 """
 
 from __future__ import annotations
@@ -24,23 +27,12 @@ import numpy as np
 # The ops between the MVN and the Reshape back that InstanceNormalization's unit scale and zero bias become
 # (after constant folding), and the constant each must hold to be left out.
 _IDENTITY = {"Multiply": 1.0, "Add": 0.0}
+# Ops that change a constant's shape, not its values.
+_RESHAPES = ("Reshape", "Unsqueeze", "Squeeze", "Broadcast")
 
 
 def rewrite(model) -> int:
-    """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many.
-
-    INT8 graphs are left as they are: OpenVINO's low-precision transformations, which run the quantized
-    convolutions in INT8, stopped doing so around the rewritten form (R50x1 int8-ort at 480 in f32 on a Xeon with
-    AMX: 186 ms against 64 ms per image at batch 1).
-    """
-    from openvino.passes import ConstantFolding, Manager
-
-    if any(op.get_type_name() == "FakeQuantize" for op in model.get_ops()):  # ONNX's Q/DQ, as OpenVINO reads them
-        return 0
-
-    manager = Manager()
-    manager.register_pass(ConstantFolding())  # InstanceNormalization's scale/bias broadcasts become constants
-    manager.run_passes(model)
+    """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many."""
     count = 0
     for mvn in [op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"]:
         chain = _chain(mvn)
@@ -73,7 +65,8 @@ def _chain(mvn):
         return None
     node = mvn
     while True:
-        consumers = list(node.output(0).get_target_inputs())
+        # ShapeOf only reads the shape, to broadcast InstanceNormalization's scale and bias: it goes with the chain
+        consumers = [c for c in node.output(0).get_target_inputs() if c.get_node().get_type_name() != "ShapeOf"]
         if len(consumers) != 1:
             return None
         node = consumers[0].get_node()
@@ -88,9 +81,12 @@ def _chain(mvn):
 
 
 def _constant_equal(node, value: float) -> bool:
-    """Whether one input of the elementwise `node` is a constant holding only `value`."""
+    """Whether one input of the elementwise `node` is a constant holding only `value`, maybe reshaped (constants
+    are not folded first: folding would also fold an INT8 graph's weight dequantization into float weights)."""
     for i in range(node.get_input_size()):
         source = node.input_value(i).get_node()
+        while source.get_type_name() in _RESHAPES:
+            source = source.input_value(0).get_node()
         if source.get_type_name() == "Constant":
             return bool(np.all(source.get_data() == value))
     return False

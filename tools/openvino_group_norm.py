@@ -1,6 +1,6 @@
 """Is OpenVINO faster on the GroupNorm rewritten to per-channel statistics than on the bundle's grouped reshape?
 
-For each float file of a bundle, and each batch, two models compiled for that static shape (LATENCY hint, the
+For each file of a bundle, and each batch, two models compiled for that static shape (LATENCY hint, the
 given threads, the runner's arithmetic: bf16 for the fp16 file where the CPU has it, else f32): the file as read,
 and the file with engine/openvino_group_norm.py's rewrite. Then `--rounds` paired rounds, alternating which goes
 first. Reports milliseconds per image, each round's ratio (as read over rewritten: above 1, the rewrite is faster)
@@ -8,7 +8,7 @@ and their median, the layout Reorders each compiled model executes and their sha
 performance counters, one extra profiled run per model), and each form's agreement with TF on the bundle's parity
 set.
 
-    python -m tools.openvino_group_norm BUNDLE [--flavours fp32,fp16] [--batches 1,8] [--rounds 6]
+    python -m tools.openvino_group_norm BUNDLE [--flavours fp32,fp16,int8-ort] [--batches 1,8] [--rounds 6]
         [--threads 2] [--json OUT]
 
 Maintainers' measurement, not part of the installed package: it is the evidence for the OpenVINO runner's rewrite
@@ -104,7 +104,7 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundle")
-    parser.add_argument("--flavours", default="fp32,fp16")
+    parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
