@@ -45,7 +45,7 @@ class Classifier {
 
   const Bundle& bundle() const;
   const Artifact& artifact() const;
-  std::string describe() const;  // "openvino 2026.4.1 CPU (latency, f32)"
+  std::string describe() const;  // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, f32)"
   int num_classes() const;
   // How many batch sizes run on a model compiled for that size alone (ClassifierOptions::static_shapes).
   std::size_t static_models() const;

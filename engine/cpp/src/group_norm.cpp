@@ -1,0 +1,132 @@
+// The C++ twin of engine/openvino_group_norm.py: why the rewrite exists, and what it gained, is said there and in
+// docs/cpu.md ("GroupNorm on OpenVINO"). Each step below mirrors a function of that module.
+#include "bit/group_norm.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include <openvino/op/ops.hpp>
+
+namespace bit {
+namespace {
+
+using ov::Node;
+using ov::Output;
+namespace op = ov::op;
+
+// Ops that change a constant's shape, not its values.
+bool reshapes(const std::shared_ptr<Node>& node) {
+  return ov::is_type<op::v1::Reshape>(node) || ov::is_type<op::v0::Unsqueeze>(node) ||
+         ov::is_type<op::v0::Squeeze>(node) || ov::is_type<op::v1::Broadcast>(node) ||
+         ov::is_type<op::v3::Broadcast>(node);
+}
+
+// Whether one input of the elementwise `node` is a constant holding only `value`, maybe reshaped (_constant_equal).
+bool constant_equal(const std::shared_ptr<Node>& node, float value) {
+  for (std::size_t i = 0; i < node->get_input_size(); ++i) {
+    std::shared_ptr<Node> source = node->get_input_node_shared_ptr(i);
+    while (reshapes(source)) source = source->get_input_node_shared_ptr(0);
+    if (auto constant = ov::as_type_ptr<op::v0::Constant>(source)) {
+      const std::vector<float> values = constant->cast_vector<float>();
+      return std::all_of(values.begin(), values.end(), [value](float v) { return v == value; });
+    }
+  }
+  return false;
+}
+
+struct Chain {
+  Output<Node> x;
+  std::int64_t groups = 0;
+  float eps = 0;
+  bool inside_sqrt = true;
+  std::shared_ptr<Node> back;
+};
+
+// The grouped reshape of a 4-D x with static channels, normalized over each group, whose output reaches a Reshape
+// back to x's shape through identity ops only (_chain); false where `mvn` is anything else.
+bool chain_of(const std::shared_ptr<op::v6::MVN>& mvn, Chain& chain) {
+  auto grouped = ov::as_type_ptr<op::v1::Reshape>(mvn->get_input_node_shared_ptr(0));
+  if (!grouped) return false;
+  chain.x = grouped->input_value(0);
+  const ov::PartialShape x_shape = chain.x.get_partial_shape();
+  const ov::PartialShape g_shape = grouped->get_output_partial_shape(0);
+  if (x_shape.rank().is_dynamic() || x_shape.size() != 4 || g_shape.rank().is_dynamic() || g_shape.size() != 3)
+    return false;
+  if (x_shape[1].is_dynamic() || g_shape[1].is_dynamic()) return false;
+  chain.groups = g_shape[1].get_length();
+  if (chain.groups < 1 || x_shape[1].get_length() % chain.groups) return false;
+  auto axes = ov::as_type_ptr<op::v0::Constant>(mvn->get_input_node_shared_ptr(1));
+  if (!mvn->get_normalize_variance() || !axes) return false;
+  const std::vector<std::int64_t> over = axes->cast_vector<std::int64_t>();
+  if (over.size() != 1 || (over[0] % 3 + 3) % 3 != 2) return false;  // over each group, not across groups
+  std::shared_ptr<Node> node = mvn;
+  while (true) {
+    // ShapeOf only reads the shape, to broadcast InstanceNormalization's scale and bias: it goes with the chain
+    std::vector<std::shared_ptr<Node>> consumers;
+    for (const auto& input : node->output(0).get_target_inputs()) {
+      std::shared_ptr<Node> consumer = input.get_node()->shared_from_this();
+      if (!ov::is_type<op::v0::ShapeOf>(consumer) && !ov::is_type<op::v3::ShapeOf>(consumer))
+        consumers.push_back(consumer);
+    }
+    if (consumers.size() != 1) return false;
+    node = consumers[0];
+    if (ov::is_type<op::v1::Reshape>(node)) break;
+    const bool identity = (ov::is_type<op::v1::Multiply>(node) && constant_equal(node, 1.0f)) ||
+                          (ov::is_type<op::v1::Add>(node) && constant_equal(node, 0.0f));
+    if (!identity) return false;
+  }
+  if (!node->get_output_partial_shape(0).compatible(x_shape)) return false;
+  chain.eps = mvn->get_eps();
+  chain.inside_sqrt = mvn->get_eps_mode() == op::MVNEpsMode::INSIDE_SQRT;
+  chain.back = node;
+  return true;
+}
+
+std::shared_ptr<op::v0::Constant> i64(const std::vector<std::int64_t>& values) {
+  return op::v0::Constant::create(ov::element::i64, ov::Shape{values.size()}, values);
+}
+
+// (x - group mean) / sqrt(group variance + eps), on x's own shape, where the chain's Reshape back was (_replace).
+void replace(const Chain& chain) {
+  const std::int64_t channels = chain.x.get_partial_shape()[1].get_length();
+  const std::int64_t per_group = channels / chain.groups;
+  const auto group_mean = [&](const Output<Node>& per_channel) -> Output<Node> {  // [N,C,1,1] -> [N,C,1,1]
+    auto split = std::make_shared<op::v1::Reshape>(per_channel, i64({0, chain.groups, per_group}), true);
+    auto mean = std::make_shared<op::v1::ReduceMean>(split, i64({2}), true);
+    auto spread = std::make_shared<op::v0::Tile>(mean, i64({1, 1, per_group}));
+    return std::make_shared<op::v1::Reshape>(spread, i64({0, channels, 1, 1}), true);
+  };
+  const auto hw = i64({2, 3});
+  auto centred = std::make_shared<op::v1::Subtract>(
+      chain.x, group_mean(std::make_shared<op::v1::ReduceMean>(chain.x, hw, true)));
+  auto variance = group_mean(std::make_shared<op::v1::ReduceMean>(
+      std::make_shared<op::v1::Multiply>(centred, centred), hw, true));
+  auto epsilon = op::v0::Constant::create(chain.x.get_element_type(), ov::Shape{}, std::vector<float>{chain.eps});
+  Output<Node> deviation;
+  if (chain.inside_sqrt)
+    deviation = std::make_shared<op::v0::Sqrt>(std::make_shared<op::v1::Add>(variance, epsilon));
+  else
+    deviation = std::make_shared<op::v1::Add>(std::make_shared<op::v0::Sqrt>(variance), epsilon);
+  auto normalized = std::make_shared<op::v1::Divide>(centred, deviation);
+  normalized->set_friendly_name(chain.back->get_friendly_name());
+  chain.back->output(0).replace(normalized->output(0));
+}
+
+}  // namespace
+
+int rewrite_group_norms(const std::shared_ptr<ov::Model>& model) {
+  int count = 0;
+  for (const auto& node : model->get_ordered_ops()) {
+    auto mvn = ov::as_type_ptr<op::v6::MVN>(node);
+    Chain chain;
+    if (mvn && chain_of(mvn, chain)) {
+      replace(chain);
+      ++count;
+    }
+  }
+  if (count) model->validate_nodes_and_infer_types();
+  return count;
+}
+
+}  // namespace bit
