@@ -17,24 +17,15 @@ split batches, and on which models and hosts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-from bit_trt.bench.bit_bench import host
 from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.openvino_runner import import_openvino, native_bf16
-
-
-def _request(core, path: str, batch: int, resolution: int, precision: str, threads: int):
-    model = core.read_model(path)
-    model.reshape([batch, resolution, resolution, 3])
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
-    return core.compile_model(model, "CPU", config).create_infer_request()
+from tools.openvino_study import compiled, write_result
 
 
 def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
@@ -43,8 +34,8 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
     resolution = bundle.input_spec.resolution
     precision = "bf16" if flavour == "fp16" and native_bf16(core) else "f32"
     path = bundle.artifact_path(flavour)
-    whole = _request(core, path, batch, resolution, precision, threads)
-    single = _request(core, path, 1, resolution, precision, threads)
+    whole = compiled(core, path, [batch, resolution, resolution, 3], precision, threads).create_infer_request()
+    single = compiled(core, path, [1, resolution, resolution, 3], precision, threads).create_infer_request()
     images = np.random.default_rng(0).random((batch, resolution, resolution, 3), dtype=np.float32)
 
     def one_request():
@@ -99,18 +90,7 @@ def main(argv=None) -> None:
             flush=True,
         )
         rows.append(row)
-    result = {
-        "command": "python -m tools.openvino_batch_split " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": args.bundle,
-        "variant": bundle.manifest["model"]["variant"],
-        "host": host(),
-        "openvino": import_openvino().__version__,
-        "rows": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    write_result("openvino_batch_split", argv, args.bundle, bundle, rows, args.json)
 
 
 if __name__ == "__main__":

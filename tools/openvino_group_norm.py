@@ -18,33 +18,21 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-from bit_trt.bench.bit_bench import host
 from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.compare import measure as agreement
 from bit_trt.engine.openvino_group_norm import rewrite
 from bit_trt.engine.openvino_runner import import_openvino, native_bf16
 from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import scale_uint8
+from tools.openvino_study import compiled, write_result
 
 FORMS = ("as_read", "rewritten")
-
-
-def _compiled(core, path: str, form: str, shape: list[int], precision: str, threads: int, profile: bool = False):
-    model = core.read_model(path)
-    norms = rewrite(model) if form == "rewritten" else 0
-    model.reshape(shape)
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
-    if profile:
-        config["PERF_COUNT"] = True
-    return core.compile_model(model, "CPU", config), norms
 
 
 def _reorders(compiled, images) -> dict:
@@ -70,17 +58,17 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
     row: dict = {"flavour": flavour, "inference_precision": precision, "batch": batch, "threads": threads}
     requests = {}
     for form in FORMS:
-        compiled, norms = _compiled(core, path, form, shape, precision, threads)
-        requests[form] = compiled.create_infer_request()
+        edit = rewrite if form == "rewritten" else None
+        requests[form] = compiled(core, path, shape, precision, threads, edit).create_infer_request()
         for _ in range(2):  # first-inference setup
             requests[form].infer({0: images})
-        profiled, _ = _compiled(core, path, form, shape, precision, threads, profile=True)
+        profiled = compiled(core, path, shape, precision, threads, edit, profile=True)
         # the parity set on the dynamic model: its size is not the timed batch
-        dynamic, _ = _compiled(core, path, form, [-1, resolution, resolution, 3], precision, threads)
+        dynamic = compiled(core, path, [-1, resolution, resolution, 3], precision, threads, edit)
         logits = dynamic.create_infer_request().infer({0: scale_uint8(parity)})[0]
         vs_tf = agreement(logits, tf_logits)
         row[form] = {
-            "group_norms_rewritten": norms,
+            "group_norms_rewritten": rewrite(core.read_model(path)) if edit else 0,
             **_reorders(profiled, images),
             "vs_tf": {k: round(float(vs_tf[k]), 6) for k in ("rel_l2", "cosine_min", "top1_agreement")},
             "ms_per_image": [],
@@ -127,18 +115,7 @@ def main(argv=None) -> None:
                 flush=True,
             )
             rows.append(row)
-    result = {
-        "command": "python -m tools.openvino_group_norm " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": args.bundle,
-        "variant": bundle.manifest["model"]["variant"],
-        "host": host(),
-        "openvino": import_openvino().__version__,
-        "rows": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    write_result("openvino_group_norm", argv, args.bundle, bundle, rows, args.json)
 
 
 if __name__ == "__main__":
