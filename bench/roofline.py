@@ -359,17 +359,19 @@ def _input(node, index: int) -> str:
 
 
 def _openvino_gemm(model_path: str, precision: str, activation: np.ndarray, threads: int, workdir: str):
-    """(run, kernel) for OpenVINO's CPU plugin, with OpenVinoRunner's settings (LATENCY, f32 precision).
+    """(run, kernel) for OpenVINO's CPU plugin, with OpenVinoRunner's settings (LATENCY; the arithmetic it picks).
 
-    f32 as the runner pins it: otherwise the plugin runs float graphs in bf16 where the CPU has it (so an fp16
-    graph runs in f32 too, as it does in the benchmark). `precision` and `workdir` are unused: the signature is
+    As the runner: f32 for fp32 and INT8 graphs, and for the fp16 tier bf16 where the plugin computes bf16
+    natively, else f32 (so the GEMM beside a bf16 row is a bf16 GEMM). `workdir` is unused: the signature is
     _ort_gemm's.
     """
-    from ..engine.openvino_runner import import_openvino
+    from ..engine.openvino_runner import import_openvino, native_bf16
 
     ov = import_openvino()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-    compiled = ov.Core().compile_model(model_path, "CPU", config)
+    core = ov.Core()
+    arithmetic = "bf16" if precision == "fp16" and native_bf16(core) else "f32"
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": arithmetic, "INFERENCE_NUM_THREADS": threads}
+    compiled = core.compile_model(model_path, "CPU", config)
     request = compiled.create_infer_request()
     request.infer({0: activation})  # a primitive may be chosen on the first inference
     version = ov.__version__.split("-")[0]

@@ -137,6 +137,15 @@ def test_gemm_peak_measures_a_named_kernel(backend, precision, kernel_op):
     assert isinstance(peak["cpu_flags"], list)
 
 
+def test_openvinos_fp16_gemm_runs_the_arithmetic_its_runner_picks():
+    """bf16 where OpenVINO computes it natively, as the fp16 tier's rows do; f32 elsewhere."""
+    from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+
+    pytest.importorskip("openvino")
+    kernel = gemm_peak("openvino", "fp16", threads=1, size=256, seconds=0.2)["kernel"]
+    assert kernel.endswith("(bf16)" if native_bf16(import_openvino().Core()) else "(f32)"), kernel
+
+
 def test_a_missing_backend_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     with pytest.raises(BitError, match=r"pip install 'bit-trt\[openvino\]'"):
