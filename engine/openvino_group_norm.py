@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# The ops between the MVN and the Reshape back that InstanceNormalization's unit scale and zero bias become
-# (after constant folding), and the constant each must hold to be left out.
+# The ops between the MVN and the Reshape back that InstanceNormalization's unit scale and zero bias become (each
+# with a constant, maybe reshaped: nothing is folded), and the value that constant must hold to be left out.
 _IDENTITY = {"Multiply": 1.0, "Add": 0.0}
 # Ops that change a constant's shape, not its values.
 _RESHAPES = ("Reshape", "Unsqueeze", "Squeeze", "Broadcast")
@@ -45,17 +45,27 @@ def rewrite(model) -> int:
 
 
 def _chain(mvn):
-    """(x, groups, eps, the Reshape back) where `mvn` normalizes a grouped reshape of a 4-D x with static
-    channels and its output, through identity ops only, is reshaped back to x's shape; else None."""
+    """(x, groups, eps, whether eps is inside the square root, the Reshape back) where `mvn` normalizes a grouped
+    reshape of a 4-D x with static channels and its output, through identity ops only, is reshaped back to x's
+    shape; else None."""
     grouped = mvn.input_value(0).get_node()
     if grouped.get_type_name() != "Reshape":
         return None
     x = grouped.input_value(0)
     x_shape, g_shape = x.get_partial_shape(), grouped.get_output_partial_shape(0)
-    if x_shape.rank.is_dynamic or x_shape.rank.get_length() != 4 or g_shape.rank.get_length() != 3:
+    if (
+        x_shape.rank.is_dynamic
+        or g_shape.rank.is_dynamic
+        or (x_shape.rank.get_length(), g_shape.rank.get_length()) != (4, 3)
+    ):
         return None
     channels, groups = x_shape[1], g_shape[1]
-    if channels.is_dynamic or groups.is_dynamic or channels.get_length() % groups.get_length():
+    if (
+        channels.is_dynamic
+        or groups.is_dynamic
+        or groups.get_length() < 1
+        or channels.get_length() % groups.get_length()
+    ):
         return None
     attrs = mvn.get_attributes()
     axes = mvn.input_value(1).get_node()
