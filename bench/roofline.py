@@ -365,11 +365,11 @@ def _openvino_gemm(model_path: str, precision: str, activation: np.ndarray, thre
     natively, else f32 (so the GEMM beside a bf16 row is a bf16 GEMM). `workdir` is unused: the signature is
     _ort_gemm's.
     """
-    from ..engine.openvino_runner import import_openvino, native_bf16
+    from ..engine.openvino_runner import arithmetic_for, import_openvino
 
     ov = import_openvino()
     core = ov.Core()
-    arithmetic = "bf16" if precision == "fp16" and native_bf16(core) else "f32"
+    arithmetic = arithmetic_for(core, precision == "fp16")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": arithmetic, "INFERENCE_NUM_THREADS": threads}
     compiled = core.compile_model(model_path, "CPU", config)
     request = compiled.create_infer_request()

@@ -60,6 +60,11 @@ def native_bf16(core) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def arithmetic_for(core, half: bool) -> str:
+    """The inference precision the runner asks for: bf16 for the fp16 tier where the CPU has it natively, else f32."""
+    return "bf16" if half and native_bf16(core) else "f32"
+
+
 class OpenVinoRunner(Runner):
     name = "openvino"
 
@@ -118,7 +123,7 @@ class OpenVinoRunner(Runner):
             core.set_property({"CACHE_DIR": self.cache_dir})
         asked = self.inference_precision
         if asked is None:
-            asked = "bf16" if self.half and native_bf16(core) else "f32"
+            asked = arithmetic_for(core, self.half)
         config = {
             "PERFORMANCE_HINT": self.hint,
             "INFERENCE_PRECISION_HINT": asked,

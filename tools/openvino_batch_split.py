@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from bit_trt.engine.bundle import Bundle, load_bundle
-from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
 from tools.openvino_study import compiled, write_result
 
 
@@ -32,7 +32,7 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
     ov = import_openvino()
     core = ov.Core()
     resolution = bundle.input_spec.resolution
-    precision = "bf16" if flavour == "fp16" and native_bf16(core) else "f32"
+    precision = arithmetic_for(core, flavour == "fp16")
     path = bundle.artifact_path(flavour)
     whole = compiled(core, path, [batch, resolution, resolution, 3], precision, threads).create_infer_request()
     single = compiled(core, path, [1, resolution, resolution, 3], precision, threads).create_infer_request()
