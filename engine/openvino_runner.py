@@ -43,7 +43,7 @@ import numpy as np
 
 from .cpu_host import BF16_FLAGS, this_host
 from .errors import BitError, require
-from .openvino_group_norm import rewrite as rewrite_group_norms
+from .openvino_group_norm import read as read_rewritten
 from .runner import Runner
 
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -159,8 +159,7 @@ class OpenVinoRunner(Runner):
 
     def _read(self):
         """The model as OpenVINO runs it: the file, its GroupNorms unreshaped (engine/openvino_group_norm.py)."""
-        model = self._core.read_model(self.model_path)
-        self.group_norms = rewrite_group_norms(model)
+        model, self.group_norms = read_rewritten(self._core, self.model_path)
         return model
 
     def describe(self) -> str:

@@ -105,7 +105,7 @@ def classifier(
     openvino_hint: str = "LATENCY",
 ) -> dict:
     """config.pbtxt of a classifier. model_files: for tensorrt, compute capability ("9.0") -> plan file name;
-    otherwise {"": "model.onnx"}."""
+    otherwise {"": "model.onnx"} (OpenVINO: "model.xml")."""
     config: dict = {"name": name}
     if backend == "tensorrt":
         files = sorted(model_files.items())

@@ -1,6 +1,6 @@
 """A Triton model repository from a bundle: which models, their files, and an atomic write to disk.
 
-    OUT/<name>_<backend>_<precision>/config.pbtxt, labels.txt, 1/model.onnx | 1/model_sm90.plan ...
+    OUT/<name>_<backend>_<precision>/config.pbtxt, labels.txt, 1/model.onnx | 1/model.xml | 1/model_sm90.plan ...
     OUT/<name>_<backend>_<precision>_image/config.pbtxt, labels.txt, 1/      (ensemble: bytes -> logits)
     OUT/<name>_preprocess/config.pbtxt, 1/model.py, warmup/image.bin       (Python backend)
     OUT/README.md                                                           (what is here, how to serve it)
@@ -22,6 +22,8 @@ import numpy as np
 from ..engine import backends
 from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
+from ..engine.openvino_group_norm import read as read_rewritten
+from ..engine.openvino_runner import import_openvino
 from ..engine.precision import PRECISIONS, check_precision, flavour_for
 from . import pbtxt, triton_models
 from .batching import DEFAULT_MAX_BATCH, TRITON_MAX_QUEUE_DELAY_US, check_max_batch
@@ -183,10 +185,47 @@ def _model_files(bundle: Bundle, model: ModelPlan, version_dir: str) -> dict[str
             _place(bundle.file_path(art), os.path.join(version_dir, names[_triton_cc(cc)]))
         return names
     art = model.records[0]
+    if model.backend == "openvino":
+        return _openvino_model(bundle.file_path(art), version_dir, model)
     _place(bundle.file_path(art), os.path.join(version_dir, "model.onnx"))
     for data in art.get("data_files", []):  # external weights keep the name the ONNX refers to them by
         _place(os.path.join(bundle.path, data["file"]), os.path.join(version_dir, os.path.basename(data["file"])))
     return {"": "model.onnx"}
+
+
+# What Triton's OpenVINO backend computes in: it passes OpenVINO no inference precision but bf16 (HINT_BF16), so
+# OpenVINO's default decides, and that is bf16 on a CPU with native bf16 (AMX-BF16, AVX512-BF16), f32 elsewhere.
+OPENVINO_ARITHMETIC = {
+    "fp16": "bf16 where the CPU has native bf16, else f32 (as bit-serve's openvino runner)",
+    "other": "float parts in bf16 where the CPU has native bf16, as OpenVINO defaults to there (Triton's OpenVINO "
+    "backend cannot ask for f32: serve onnxruntime, or bit-serve's openvino, where f32 must hold)",
+}
+
+
+def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[str, str]:
+    """OpenVINO's IR of the bundle's ONNX with its GroupNorms rewritten (engine/openvino_group_norm.py), the form
+    bit-serve's openvino runner computes and the faster one (docs/cpu.md, "GroupNorm on OpenVINO"); Triton's
+    backend compiles what it reads. Weights stay f32, the bundle's own (compress_to_fp16=False). Without OpenVINO
+    here, the ONNX as exported, and the note says so."""
+    arithmetic = OPENVINO_ARITHMETIC["fp16" if model.precision == "fp16" else "other"]
+    try:
+        ov = import_openvino()
+    except BitError:
+        _place(onnx_path, os.path.join(version_dir, "model.onnx"))
+        model.notes += [
+            f"{os.path.basename(onnx_path)} as exported: OpenVINO is not installed where bit-triton ran "
+            "(pip install 'bit-trt[openvino]' writes OpenVINO's IR with the GroupNorms on channel statistics, "
+            "the faster form)",
+            arithmetic,
+        ]
+        return {"": "model.onnx"}
+    ir, count = read_rewritten(ov.Core(), onnx_path)
+    ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
+    model.notes += [
+        f"OpenVINO IR of {os.path.basename(onnx_path)}, {count} GroupNorms on channel statistics",
+        arithmetic,
+    ]
+    return {"": "model.xml"}
 
 
 def _warmup_image(resolution: int) -> bytes:

@@ -51,7 +51,8 @@ def test_every_config_parses_with_tritons_schema_and_says_what_the_manifest_says
         config = configs[name]
         assert config.name == name
         assert (config.platform, config.backend) in {("onnxruntime_onnx", ""), ("", "openvino")}
-        assert config.default_model_filename == "model.onnx"
+        # OpenVINO reads its IR with the GroupNorms rewritten (test_openvino_models_are_the_rewritten_ir)
+        assert config.default_model_filename == ("model.xml" if config.backend == "openvino" else "model.onnx")
         assert config.max_batch_size == 8
         (inp,) = config.input
         assert (inp.name, list(inp.dims), inp.data_type) == (
@@ -106,10 +107,9 @@ def test_ensembles_wire_preprocessing_to_each_classifier_by_names_that_exist(rep
 def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(repository, tiny_full_bundle):
     bundle = load_bundle(str(tiny_full_bundle))
     onnx = bundle.artifacts("onnx")
-    for backend in ("onnxruntime", "openvino"):
-        for precision, variant in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")):
-            placed = repository / f"bit_tiny_{backend}_{precision}" / "1" / "model.onnx"
-            assert sha256_file(placed) == onnx[variant]["sha256"]
+    for precision, variant in (("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")):
+        placed = repository / f"bit_tiny_onnxruntime_{precision}" / "1" / "model.onnx"
+        assert sha256_file(placed) == onnx[variant]["sha256"]
     lines = (repository / "bit_tiny_onnxruntime_fp32" / "labels.txt").read_text(encoding="utf-8").splitlines()
     assert lines == [entry["name"] for entry in bundle.labels()]
     umask = os.umask(0)
@@ -117,6 +117,40 @@ def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(reposi
     assert repository.stat().st_mode & 0o777 == 0o777 & ~umask  # readable by a server's own user
     readme = (repository / "README.md").read_text(encoding="utf-8")
     assert "tritonserver --model-repository=/models" in readme and "bit_tiny_openvino_int8_image" in readme
+
+
+@pytest.mark.parametrize(("precision", "variant"), [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")])
+def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, precision, variant):
+    """Triton's OpenVINO backend compiles the IR as it reads it: the IR must be the bundle's file with the runner's
+    GroupNorm rewrite, computing what the runner computes from that file, and naming what it does in the README."""
+    import onnx as onnx_lib
+    import openvino as ov
+
+    from bit_trt.engine.compare import measure
+    from bit_trt.engine.openvino_group_norm import read
+    from bit_trt.engine.parity_set import load_parity_set
+    from bit_trt.engine.preprocess import scale_uint8
+
+    bundle = load_bundle(str(tiny_full_bundle))
+    version = repository / f"bit_tiny_openvino_{precision}" / "1"
+    assert sorted(os.listdir(version)) == ["model.bin", "model.xml"]
+    norms = sum(n.op_type == "InstanceNormalization" for n in onnx_lib.load(bundle.artifact_path(variant)).graph.node)
+    core = ov.Core()
+    ir = core.read_model(str(version / "model.xml"))
+    kinds = {op.get_type_name() for op in ir.get_ops()}
+    assert norms > 0 and "MVN" not in kinds and "ReduceMean" in kinds
+    images, _, tf_logits = load_parity_set(bundle)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
+    logits = core.compile_model(ir, "CPU", f32).create_infer_request().infer({0: scale_uint8(images)})[0]
+    runner_model, _ = read(core, bundle.artifact_path(variant))
+    expected = core.compile_model(runner_model, "CPU", f32).create_infer_request().infer({0: scale_uint8(images)})[0]
+    assert (logits == expected).all()
+    if precision == "fp32":
+        assert measure(logits, tf_logits)["rel_l2"] < 1e-4
+    readme = (repository / "README.md").read_text(encoding="utf-8")
+    (line,) = [x for x in readme.splitlines() if x.startswith(f"- `bit_tiny_openvino_{precision}`:")]
+    assert f"OpenVINO IR of {os.path.basename(bundle.artifact_path(variant))}, {norms} GroupNorms" in line
+    assert "bf16" in line  # what Triton's OpenVINO computes in is said, since its backend can't pin f32
 
 
 def _add_tensorrt_plans(bundle_dir, ccs):
