@@ -4,9 +4,9 @@ For each file of a bundle, and each batch, two models compiled for that static s
 given threads, the runner's arithmetic: bf16 for the fp16 file where the CPU has it, else f32): the file as read,
 and the file with engine/openvino_group_norm.py's rewrite. Then `--rounds` paired rounds, alternating which goes
 first. Reports milliseconds per image, each round's ratio (as read over rewritten: above 1, the rewrite is faster)
-and their median, the layout Reorders each compiled model executes and their share of its time (OpenVINO's
-performance counters, one extra profiled run per model), and each form's agreement with TF on the bundle's parity
-set.
+and their median, the layout Reorders each compiled model executes and their share of its time, its time split by
+layer type and the precision each ran in (OpenVINO's performance counters, one extra profiled run per model), and
+each form's agreement with TF on the bundle's parity set.
 
     python -m tools.openvino_group_norm BUNDLE [--flavours fp32,fp16,int8-ort] [--batches 1,8] [--rounds 6]
         [--threads 2] [--json OUT]
@@ -35,8 +35,10 @@ from tools.openvino_study import compiled, write_result
 FORMS = ("as_read", "rewritten")
 
 
-def _reorders(compiled, images) -> dict:
-    """The layout Reorders one profiled inference executes, and their share of its time."""
+def _profile(compiled, images) -> dict:
+    """The layout Reorders one profiled inference executes and their share of its time, and the time's split by
+    layer type and the precision each ran in (OpenVINO's names: "Convolution I8", "Subgraph f32", ...; shares of
+    at least 0.5%), which says what an INT8 or bf16 model spends its time on besides its convolutions."""
     request = compiled.create_infer_request()
     for _ in range(2):
         request.infer({0: images})
@@ -44,7 +46,16 @@ def _reorders(compiled, images) -> dict:
     total = sum(p.real_time.total_seconds() for p in executed)
     reorders = [p for p in executed if p.node_type == "Reorder"]
     share = sum(p.real_time.total_seconds() for p in reorders) / total if total else 0.0
-    return {"reorders": len(reorders), "reorder_share_of_time": round(share, 3)}
+    by_type: dict[str, float] = {}
+    for p in executed:
+        key = f"{p.node_type} {p.exec_type.rsplit('_', 1)[-1]}"
+        by_type[key] = by_type.get(key, 0.0) + p.real_time.total_seconds()
+    shares = {
+        k: round(t / total, 3)
+        for k, t in sorted(by_type.items(), key=lambda kv: -kv[1])
+        if total and t >= 0.005 * total
+    }
+    return {"reorders": len(reorders), "reorder_share_of_time": round(share, 3), "share_by_layer_type": shares}
 
 
 def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
@@ -73,7 +84,7 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
         vs_tf = agreement(logits, tf_logits)
         row[form] = {
             "group_norms_rewritten": rewritten[0] if edit else 0,
-            **_reorders(profiled, images),
+            **_profile(profiled, images),
             "vs_tf": {k: round(float(vs_tf[k]), 6) for k in ("rel_l2", "cosine_min", "top1_agreement")},
             "ms_per_image": [],
         }

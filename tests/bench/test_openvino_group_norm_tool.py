@@ -26,3 +26,8 @@ def test_both_forms_in_alternating_rounds_with_their_reorders_and_accuracy(tiny_
         assert form["vs_tf"]["rel_l2"] < 1e-4 and form["vs_tf"]["top1_agreement"] == 1.0
     ratios = [round(a / b, 3) for a, b in zip(before["ms_per_image"], after["ms_per_image"], strict=True)]
     assert row["as_read_over_rewritten"] == ratios and row["median_ratio"] == statistics.median(ratios)
+    for form in (before, after):  # where the time went, by layer type and precision, from the same profiled run
+        shares = form["share_by_layer_type"]
+        assert any(k.startswith("Convolution ") for k in shares) and 0.5 < sum(shares.values()) <= 1.01
+        reorders = sum(v for k, v in shares.items() if k.startswith("Reorder "))
+        assert reorders <= form["reorder_share_of_time"] + 0.01
