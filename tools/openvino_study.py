@@ -4,12 +4,15 @@ compiled for one static shape on latency settings, and the result record each wr
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 from bit_trt.bench.bit_bench import host
 from bit_trt.engine.bundle import Bundle
 from bit_trt.engine.openvino_runner import import_openvino
+
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 def compiled(core, path: str, shape: list[int], precision: str, threads: int, edit=None, profile: bool = False):
@@ -28,13 +31,19 @@ def compiled(core, path: str, shape: list[int], precision: str, threads: int, ed
 def write_result(tool: str, argv, bundle_path: str, bundle: Bundle, rows: list, json_path: str | None) -> dict:
     """The record of one run of `tool` (its command, time, bundle, host, OpenVINO version, rows), written to
     `json_path` if one is given."""
+    # oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, say) makes this host run as one without AMX or bf16
+    # would: the record says so, since the host's flags do not
+    env = {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
     result = {
-        "command": f"python -m tools.{tool} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "".join(f"{k}={v} " for k, v in env.items())
+        + f"python -m tools.{tool} "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "bundle": bundle_path,
         "variant": bundle.manifest["model"]["variant"],
         "host": host(),
         "openvino": import_openvino().__version__,
+        **({"isa_cap": env} if env else {}),
         "rows": rows,
     }
     if json_path:

@@ -31,3 +31,20 @@ def test_both_forms_in_alternating_rounds_with_their_reorders_and_accuracy(tiny_
         assert any(k.startswith("Convolution ") for k in shares) and 0.5 < sum(shares.values()) <= 1.01
         reorders = sum(v for k, v in shares.items() if k.startswith("Reorder "))
         assert reorders <= form["reorder_share_of_time"] + 0.01
+
+
+def test_a_run_under_onednns_isa_cap_says_so(tiny_bundle, tmp_path, monkeypatch):
+    """ONEDNN_MAX_CPU_ISA makes OpenVINO's kernels those of a CPU without AMX (or bf16) while the host's flags still
+    show them: the record carries the cap and the command repeats it."""
+    from bit_trt.engine.bundle import load_bundle
+    from tools.openvino_study import write_result
+
+    bundle = load_bundle(str(tiny_bundle))
+    plain = write_result("openvino_group_norm", [str(tiny_bundle)], str(tiny_bundle), bundle, [], None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    out = tmp_path / "capped.json"
+    capped = write_result("openvino_group_norm", [str(tiny_bundle)], str(tiny_bundle), bundle, [], str(out))
+    assert "isa_cap" not in plain and plain["command"].startswith("python -m tools.openvino_group_norm ")
+    assert capped["isa_cap"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
+    assert capped["command"] == f"ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python -m tools.openvino_group_norm {tiny_bundle}"
+    assert json.loads(out.read_text())["isa_cap"] == capped["isa_cap"]
