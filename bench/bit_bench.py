@@ -46,7 +46,9 @@ PEER_ROUNDS = 4
 
 @dataclass
 class BenchOptions:
-    bundle: str
+    # One bundle's path, or several: their configurations are measured in one run, interleaved, each row naming
+    # its bundle (configurations.model_names) and its ratios to the baseline on the same bundle.
+    bundle: str | tuple[str, ...]
     backends: tuple[str, ...] = configurations.DEFAULT_BACKENDS
     precisions: tuple[str, ...] = ("fp32",)
     batches: tuple[int, ...] = (1,)
@@ -121,17 +123,24 @@ def request_for(classifier: Classifier, config, decoded, encoded):
 
 
 def _baseline_rows(rows: list[dict], baseline: str | None) -> dict:
-    """(batch, concurrency) -> the baseline row measured at the same batch and concurrency."""
+    """(model, batch, concurrency) -> the baseline row measured on the same bundle at the same batch and
+    concurrency (a full configuration id names one row, the baseline of every row)."""
     measured = [r for r in rows if r["status"] == "measured"]
     if not measured:
         return {}
     if baseline is None:
         first = next((r for r in measured if (r["backend"], r["precision"]) == ("ort-cpu", "fp32")), measured[0])
         baseline = f"{first['backend']}/{first['precision']}"
-    if baseline.count("/") >= 2:
-        chosen = [r for r in measured if r["id"] == baseline]
-        return {(r["batch"], r["concurrency"]): chosen[0] for r in measured} if chosen else {}
-    return {(r["batch"], r["concurrency"]): r for r in measured if f"{r['backend']}/{r['precision']}" == baseline}
+    if baseline in {r["id"] for r in measured}:
+        chosen = next(r for r in measured if r["id"] == baseline)
+        return {(r.get("model", ""), r["batch"], r["concurrency"]): chosen for r in measured}
+    if baseline.count("/") >= 2:  # a configuration id that was not measured
+        return {}
+    return {
+        (r.get("model", ""), r["batch"], r["concurrency"]): r
+        for r in measured
+        if f"{r['backend']}/{r['precision']}" == baseline
+    }
 
 
 def _verify_artifacts(bundle: Bundle, configs) -> None:
@@ -152,18 +161,51 @@ def validate_baseline(baseline: str | None, configs) -> None:
         )
 
 
+def bundle_paths(options: BenchOptions) -> tuple[str, ...]:
+    return (options.bundle,) if isinstance(options.bundle, str) else tuple(options.bundle)
+
+
+def _bundle_record(bundle: Bundle) -> dict:
+    return {
+        "path": bundle.path,
+        "variant": bundle.manifest["model"]["variant"],
+        "resolution": bundle.input_spec.resolution,
+        "weights": bundle.manifest["model"].get("source", {}).get("kind"),
+    }
+
+
+def _one_bundle_only(options: BenchOptions, configs, count: int) -> None:
+    """What a run of several bundles refuses: a server serves one model, and LoadGen's sample library is one
+    bundle's."""
+    if count < 2:
+        return
+    servers = sorted({c.backend for c in configs if c.backend in configurations.SERVERS})
+    if servers:
+        raise BitError(f"--backend {','.join(servers)} measures the one model its server runs: give one bundle")
+    if options.loadgen:
+        raise BitError("--scenario runs LoadGen on one bundle's sample library: give one bundle")
+
+
 def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     progress = progress or (lambda *_: None)
-    bundle = load_bundle(options.bundle)
+    loaded = [load_bundle(path) for path in bundle_paths(options)]
+    bundles = dict(zip(configurations.model_names(loaded), loaded))
     concurrency = options.concurrency
     if options.throughput:
         concurrency = configurations.throughput_levels(concurrency, options.threads or os.cpu_count() or 1)
-    configs, skipped = configurations.plan(
-        bundle, options.backends, options.precisions, options.batches, concurrency, options.mode
-    )
+    configs, skipped = [], {}
+    for model, bundle in bundles.items():
+        planned, why = configurations.plan(
+            bundle, options.backends, options.precisions, options.batches, concurrency, options.mode, model
+        )
+        configs += planned
+        skipped |= why
+    _one_bundle_only(options, configs, len(bundles))
     most = max(concurrency)  # what a throughput Classifier is sized for
     validate_baseline(options.baseline, configs)
-    _verify_artifacts(bundle, [c for c in configs if c.id not in skipped])
+    for model, bundle in bundles.items():
+        _verify_artifacts(bundle, [c for c in configs if c.model == model and c.id not in skipped])
+    bundle = loaded[0]  # LoadGen and the servers measure one bundle (_one_bundle_only)
     if any(c.backend == configurations.RAY for c in configs):  # bad input, before anything loads: one line
         from .ray_client import server_ready
 
@@ -171,13 +213,13 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
     if options.loadgen:  # LoadGen's query sample library: real photos with crops and flips (bench/query_samples.py)
         from . import loadgen_accuracy, query_samples
 
-        decoded, encoded = [], []
+        images = {"": ([], [])}
         library = query_samples.build(bundle.input_spec, options.images, options.loadgen.samples)
         references = loadgen_accuracy.References(bundle, library)
     else:
-        decoded, encoded = request_images(bundle, options.images)
+        images = {model: request_images(b, options.images) for model, b in bundles.items()}
         library = references = None
-    sets = _EngineSets(bundle, options, skipped, progress, most, (decoded, encoded), library, references)
+    sets = _EngineSets(bundles, options, skipped, progress, most, images, library, references)
     # Latency settings first, then throughput settings: each group's models are loaded, measured interleaved and
     # freed before the next, so a run holds one model per backend and precision at a time, not two (docs/bench.md).
     # Within a group, only the models that fit in memory together (_EngineSets).
@@ -198,22 +240,22 @@ def run(options: BenchOptions, progress=None) -> tuple[dict, dict, dict]:
             if config.id not in skipped and config.engine_key in sets.load_errors:
                 skipped[config.id] = sets.load_errors[config.engine_key]
     workloads, wall_s = sets.workloads, sets.wall_s
-    peaks = _roofline_peaks(bundle, workloads, options, progress) if options.roofline else {}
+    peaks = _roofline_peaks(bundles, workloads, options, progress) if options.roofline else {}
     rows = _rows(configs, skipped, workloads, sets.extras, peaks, options, sets.loadgen_rows)
     if options.throughput:
-        peers = _throughput_peers(bundle, rows, configs, (decoded, encoded), most, options, progress)
+        peers = _throughput_peers(bundles, rows, configs, images, most, options, progress)
     else:
         peers = []
     result = {
         "schema": SCHEMA,
         "command": options.command,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "bundle": {
-            "path": bundle.path,
-            "variant": bundle.manifest["model"]["variant"],
-            "resolution": bundle.input_spec.resolution,
-            "weights": bundle.manifest["model"].get("source", {}).get("kind"),
-        },
+        # a run of several bundles: "bundles", one record per model name, and each row's "model" names its own
+        **(
+            {"bundle": _bundle_record(bundle)}
+            if len(bundles) == 1
+            else {"bundles": {model: _bundle_record(b) for model, b in bundles.items()}}
+        ),
         "host": host(),
         "versions": _versions(),
         "settings": _settings(options),
@@ -246,9 +288,9 @@ class _EngineSets:
     largest footprint so far plus MEMORY_SPARE (and within --memory-budget); one that leaves the host with less than
     MEMORY_FLOOR of its memory is put back, to go first in the next set."""
 
-    def __init__(self, bundle, options: BenchOptions, skipped: dict, progress, most: int, images, library, references):
-        self.bundle, self.options, self.skipped, self.progress, self.most = bundle, options, skipped, progress, most
-        self.decoded, self.encoded = images
+    def __init__(self, bundles, options: BenchOptions, skipped: dict, progress, most: int, images, library, references):
+        self.bundles, self.options, self.skipped, self.progress, self.most = bundles, options, skipped, progress, most
+        self.images = images  # model name -> (decoded, encoded) request images
         self.library, self.references = library, references
         self.loaded, self.warmed, self.footprints = {}, {}, {}  # engine key -> Classifier, Workloads, bytes
         self.extras, self.load_errors = {}, {}  # engine key -> what it runs and its accuracy; why it did not load
@@ -260,26 +302,27 @@ class _EngineSets:
         options = self.options
         config = next(c for c in planned if c.engine_key == key)
         before = current_rss_bytes()
+        bundle = self.bundles[config.model]
         try:
-            clf = _classifier(self.bundle, config, options, self.most if config.throughput else 1)
+            clf = _classifier(bundle, config, options, self.most if config.throughput else 1)
             clf.__enter__()
         except BitError as exc:
             self.load_errors[key] = str(exc).splitlines()[0]
             return False
         self.loaded[key] = clf
         extras = self.extras.setdefault(key, {"described": clf.backend, "compute": clf.compute})
-        latency_twin = self.extras.get(key[:2] + (False,), {})
+        latency_twin = self.extras.get((config.backend, config.precision, False, config.model), {})
         if options.accuracy and "accuracy" not in extras:
             if "accuracy" in latency_twin:  # the same file in the same arithmetic
                 extras["accuracy"] = latency_twin["accuracy"]
             else:
                 self.progress("accuracy", config, None)
-                extras["accuracy"] = accuracy.agreement(self.bundle, clf, config.flavour)
+                extras["accuracy"] = accuracy.agreement(bundle, clf, config.flavour)
         self.warmed[key] = []
         if not options.loadgen:
             for c in planned:
                 if c.engine_key == key and c.id not in self.skipped:
-                    w = Workload(c, request_for(clf, c, self.decoded, self.encoded), cpu=_meter(c, options)())
+                    w = Workload(c, request_for(clf, c, *self.images[c.model]), cpu=_meter(c, options)())
                     self.progress("warm-up", w, None)
                     warm_up(w, options.schedule.warmup_s)
                     self.warmed[key].append(w)
@@ -431,11 +474,14 @@ def best_throughput(rows: list[dict]) -> dict | None:
 
     per = {}
     for row in measured:
-        per.setdefault(f"{row['backend']}/{row['precision']}", []).append(row)
+        model = f"{row['model']}/" if row.get("model") else ""
+        per.setdefault(f"{model}{row['backend']}/{row['precision']}", []).append(row)
     return {**pick(measured), "per_backend_precision": {key: pick(group) for key, group in per.items()}}
 
 
-def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: int, options, progress) -> list[dict]:
+def _throughput_peers(
+    bundles: dict, rows: list[dict], configs, images: dict, most: int, options, progress
+) -> list[dict]:
     """benchmark_app -hint throughput on each OpenVINO file and batch measured, in the arithmetic our row ran
     (f32 or bf16), beside our best configuration on that file and batch, interleaved: that configuration is opened
     again and warmed up, then PEER_ROUNDS rounds of one turn of ours and one benchmark_app run as long as our turn,
@@ -447,15 +493,16 @@ def _throughput_peers(bundle: Bundle, rows: list[dict], configs, images, most: i
     greatest; the row's own figure stays in ours_row_throughput_ips."""
     from . import openvino_peer
 
-    decoded, encoded = images
     by_id = {c.id: c for c in configs}
     peers = []
     seconds = options.schedule.duration_s * options.schedule.min_windows
-    for (precision, batch), group in _openvino_groups(rows).items():
+    for (model, precision, batch), group in _openvino_groups(rows).items():
         ours = peer_row(group)
         config = by_id[ours["id"]]
-        progress("peer", f"benchmark_app {precision} b{batch}", None)
-        peer = {"tool": "benchmark_app -hint throughput", "precision": precision, "batch": batch}
+        bundle, (decoded, encoded) = bundles[model], images[model]
+        progress("peer", f"benchmark_app {model + ' ' if model else ''}{precision} b{batch}", None)
+        peer = {"model": model} if model else {}
+        peer |= {"tool": "benchmark_app -hint throughput", "precision": precision, "batch": batch}
         peer |= {"flavour": ours["flavour"], "inference_precision": _ov_precision(ours["compute"])}
         rounds = []
         try:
@@ -517,7 +564,7 @@ def _openvino_groups(rows: list[dict]) -> dict:
     groups = {}
     for row in rows:
         if row["status"] == "measured" and row["backend"] == "openvino" and row["mode"] == "model":
-            groups.setdefault((row["precision"], row["batch"]), []).append(row)
+            groups.setdefault((row.get("model", ""), row["precision"], row["batch"]), []).append(row)
     return groups
 
 
@@ -565,28 +612,31 @@ def _versions() -> dict:
     return tool_versions()
 
 
-def _roofline_peaks(bundle: Bundle, workloads, options: BenchOptions, progress) -> dict:
-    """The GEMM peak per (backend, precision) measured, in this run, with the benchmark's threads."""
+def _roofline_peaks(bundles: dict[str, Bundle], workloads, options: BenchOptions, progress) -> dict:
+    """(backend, precision, model) -> the GEMM peak measured in this run with the benchmark's threads (once per
+    backend and precision), and that bundle's model's GFLOP per image."""
     from . import roofline
 
-    peaks = {}
-    flavours = {w.config.engine_key[:2]: w.config.flavour for w in workloads}
-    for key in flavours:
-        backend, precision = key
+    gemms, peaks = {}, {}
+    flavours = {(w.config.backend, w.config.precision, w.config.model): w.config.flavour for w in workloads}
+    for backend, precision, model in flavours:
         if backend not in ("ort-cpu", "openvino"):
             continue
-        progress("peak", key, None)
-        try:
-            peaks[key] = roofline.gemm_peak(backend, precision, options.threads or os.cpu_count())
-        except BitError as exc:
-            peaks[key] = {"error": str(exc).splitlines()[0]}
-    flops = {}
-    for key in peaks:
-        try:
-            flops[key] = roofline.graph_flops(bundle.artifact_path(flavours[key]))["gflop_per_image"]
-        except BitError as exc:
-            peaks[key] = {"error": str(exc).splitlines()[0]}
-    return {key: {**peaks[key], "gflop_per_image": flops.get(key)} for key in peaks}
+        if (backend, precision) not in gemms:
+            progress("peak", (backend, precision), None)
+            try:
+                gemms[backend, precision] = roofline.gemm_peak(backend, precision, options.threads or os.cpu_count())
+            except BitError as exc:
+                gemms[backend, precision] = {"error": str(exc).splitlines()[0]}
+        peak = gemms[backend, precision]
+        if "error" not in peak:
+            try:
+                path = bundles[model].artifact_path(flavours[backend, precision, model])
+                peak = {**peak, "gflop_per_image": roofline.graph_flops(path)["gflop_per_image"]}
+            except BitError as exc:
+                peak = {"error": str(exc).splitlines()[0]}
+        peaks[backend, precision, model] = {"gflop_per_image": None, **peak}
+    return peaks
 
 
 def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loadgen_rows=None) -> list[dict]:
@@ -605,6 +655,8 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
             "status": "skipped" if config.id in skipped else "measured",
             "skip_reason": skipped.get(config.id),
         }
+        if config.model:  # a run of several bundles
+            row = {"model": config.model, **row}
         w = by_id.get(config.id)
         if config.id in (loadgen_rows or {}):
             section, cpu = loadgen_rows[config.id]
@@ -665,7 +717,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
                     key.removesuffix("_ms"): summarize([p[key] for p in w.phases], options.percentiles)
                     for key in w.phases[0]
                 }
-            peak = peaks.get(config.engine_key[:2])
+            peak = peaks.get((config.backend, config.precision, config.model))
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 from . import roofline  # the physical peak (bench/cpu_peak.py), the measured GEMM beside it
 
@@ -678,7 +730,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
         rows.append(row)
     bases = _baseline_rows(rows, options.baseline)
     for row in rows:
-        base = bases.get((row["batch"], row["concurrency"]))
+        base = bases.get((row.get("model", ""), row["batch"], row["concurrency"]))
         if row["status"] == "measured" and base is not None and row["throughput_ips"] and base["throughput_ips"]:
             row["vs_baseline"] = {
                 "baseline": base["id"],

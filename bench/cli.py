@@ -1,6 +1,7 @@
 """`bit-bench BUNDLE`: latency and throughput of every backend and precision side by side, with accuracy beside speed.
 
     bit-bench out/r50x3 --backend ort-cpu,openvino --precision fp32,int8 --batch 1,8 --json bench.json --plot plots/
+    bit-bench out/r50x1 out/r50x3 --backend ort-cpu,openvino --precision all --batch 1,8    # two models, one run
 
 trtexec's and perf_analyzer's metrics (throughput; latency min, mean, median, percentiles, max; CV;
 stability over windows), measured interleaved in one run and shown as ratios to a baseline, each row
@@ -34,7 +35,12 @@ def _csv(values) -> str:
 def build_parser() -> argparse.ArgumentParser:
     d, s = field_defaults(BenchOptions), field_defaults(Schedule)
     p = argparse.ArgumentParser(prog="bit-bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("bundle", help="bundle directory written by bit-export")
+    p.add_argument(
+        "bundle",
+        nargs="+",
+        help="bundle directory written by bit-export; several (R50x1 and R50x3, say) are measured in one run, "
+        "interleaved, each row named by its bundle's variant and its ratios to the baseline on that bundle",
+    )
     p.add_argument(
         "--backend",
         default=_csv(d["backends"]),
@@ -262,7 +268,7 @@ def options_from_args(args, argv) -> BenchOptions:
 
         parse_url(args.ray_url)
     return BenchOptions(
-        bundle=args.bundle,
+        bundle=args.bundle[0] if len(args.bundle) == 1 else tuple(args.bundle),
         backends=backends,
         precisions=configurations.parse_list(
             precisions if isinstance(precisions, str) else ",".join(precisions), "precision", PRECISIONS

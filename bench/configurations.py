@@ -37,10 +37,14 @@ class Configuration:
     # The artifact flavour the backend loads for `precision` (engine/precision.py), resolved once when planned;
     # None where a server decides (SERVERS) or the backend has no such precision.
     flavour: str | None = None
+    # Which bundle, where a run measures several (bit-bench R50X1 R50X3): its short name (model_names), the first
+    # part of the id. Empty for a run of one bundle, whose ids stay backend/precision/batch/concurrency.
+    model: str = ""
 
     @property
     def id(self) -> str:
-        return f"{self.backend}/{self.precision}/b{self.batch}/c{self.concurrency}"
+        prefix = f"{self.model}/" if self.model else ""
+        return f"{prefix}{self.backend}/{self.precision}/b{self.batch}/c{self.concurrency}"
 
     @property
     def throughput(self) -> bool:
@@ -48,10 +52,23 @@ class Configuration:
         return self.concurrency > 1
 
     @property
-    def engine_key(self) -> tuple[str, str, bool]:
+    def engine_key(self) -> tuple[str, str, bool, str]:
         """Configurations that share one Classifier (one loaded model), as a server would: one set up for latency,
-        one for throughput (sized for the plan's highest concurrency)."""
-        return self.backend, self.precision, self.throughput
+        one for throughput (sized for the plan's highest concurrency), per bundle."""
+        return self.backend, self.precision, self.throughput, self.model
+
+
+def model_names(bundles: list[Bundle]) -> list[str]:
+    """The short name of each bundle of a run: "" for a run of one; else its variant, with its resolution where two
+    share a variant (r50x1@480), and its place in the command where they share both (r50x1@480#2)."""
+    if len(bundles) < 2:
+        return [""]
+    names = [b.manifest["model"]["variant"] for b in bundles]
+    if len(set(names)) < len(names):
+        names = [f"{n}@{b.input_spec.resolution}" for n, b in zip(names, bundles)]
+    if len(set(names)) < len(names):
+        names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
+    return names
 
 
 def throughput_levels(concurrencies: tuple[int, ...], cores: int) -> tuple[int, ...]:
@@ -115,8 +132,10 @@ def plan(
     batches: tuple[int, ...],
     concurrencies: tuple[int, ...],
     mode: str,
+    model: str = "",
 ) -> tuple[list[Configuration], dict[str, str]]:
-    """(the configurations to try, {configuration id: why it is skipped}) in a stable, readable order."""
+    """(the configurations to try, {configuration id: why it is skipped}) in a stable, readable order; `model`:
+    the bundle's short name in a run of several (model_names)."""
     for precision in precisions:
         if all(artifact_missing(bundle, b, precision) for b in backends.BACKENDS if b != "tf"):
             have = ", ".join(bundle.artifacts("onnx")) or "none"
@@ -131,7 +150,7 @@ def plan(
             resolved = None if reason else flavour(backend, precision)
             for batch in batches:
                 for concurrency in concurrencies:
-                    config = Configuration(backend, precision, batch, concurrency, mode, resolved)
+                    config = Configuration(backend, precision, batch, concurrency, mode, resolved, model)
                     configs.append(config)
                     if reason:
                         skipped[config.id] = reason

@@ -75,8 +75,9 @@ def _save(figure, path: str) -> str:
 
 def _context(result: dict) -> str:
     """Model, resolution, mode and host: what a plot's numbers depend on, for its title."""
-    bundle, host = result.get("bundle", {}), result.get("host", {})
-    model = f"BiT {bundle.get('variant', '?')} at {bundle.get('resolution', '?')} px"
+    host = result.get("host", {})
+    bundles = list(result["bundles"].values()) if "bundles" in result else [result.get("bundle", {})]
+    model = "BiT " + " and ".join(f"{b.get('variant', '?')} at {b.get('resolution', '?')} px" for b in bundles)
     mode = f"{result.get('settings', {}).get('mode', '?')} mode"
     machine = str(host.get("cpu") or "unknown CPU")
     if host.get("cores"):
@@ -91,7 +92,9 @@ def _title(figure, what: str, result: dict) -> None:
 
 
 def _engine(row: dict) -> tuple[str, str]:
-    return row["backend"], row["precision"]
+    """A line of the plots: one backend and precision, on one bundle where the run measured several."""
+    model = f"{row['model']} " if row.get("model") else ""
+    return model + row["backend"], row["precision"]
 
 
 def _group(rows: list[dict], key) -> dict:

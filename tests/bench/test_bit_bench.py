@@ -209,3 +209,46 @@ def test_a_damaged_bundle_is_refused(tiny_bundle, tmp_path):
     proc = run_cli("bit_trt.bench.cli", damaged, "--backend", "ort-cpu", *FAST)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "model.fp32.onnx" in proc.stderr and "checksum" in proc.stderr.lower()
+
+
+def test_several_bundles_in_one_interleaved_run_each_row_with_its_own_baseline(tiny_bundle, tiny_full_bundle, tmp_path):
+    """bit-bench R50X1 R50X3: one run over both bundles, their models measured in the same windows (one engine set
+    here), each row naming its bundle, its ratio taken to the baseline on the same bundle, its accuracy that
+    bundle's. Two bundles of one variant and resolution are told apart by their place in the command."""
+    out = tmp_path / "two.json"
+    args = [tiny_bundle, tiny_full_bundle, "--backend", "ort-cpu,openvino", "--precision", "fp32", "--batch", "1"]
+    proc = run_cli("bit_trt.bench.cli", *args, *FAST, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    names = ["tiny@64#1", "tiny@64#2"]
+    assert "bundle" not in result and list(result["bundles"]) == names
+    assert [result["bundles"][n]["path"] for n in names] == [str(tiny_bundle), str(tiny_full_bundle)]
+    rows = {r["id"]: r for r in result["rows"]}
+    expected = {f"{n}/{b}/fp32/b1/c1" for n in names for b in ("ort-cpu", "openvino")}
+    assert set(rows) == expected and all(r["status"] == "measured" for r in rows.values())
+    for row in rows.values():
+        assert row["id"].startswith(row["model"] + "/")
+        assert row["vs_baseline"]["baseline"] == f"{row['model']}/ort-cpu/fp32/b1/c1"
+        assert row["accuracy"]["rel_l2"] < 1e-4
+    (latency_set,) = [s for s in result["engine_sets"] if not s["throughput"]]
+    assert set(latency_set["configurations"]) == expected  # both bundles' models in the same windows
+    assert set(result["best_throughput"]["per_backend_precision"]) == {
+        f"{n}/{b}/fp32" for n in names for b in ("ort-cpu", "openvino")
+    }
+    assert all(f"{n}/openvino/fp32/b1/c1" in proc.stdout for n in names)
+
+
+def test_several_bundles_refuse_what_measures_one_model(tiny_bundle, tiny_full_bundle):
+    proc = run_cli(
+        "bit_trt.bench.cli",
+        tiny_bundle,
+        tiny_full_bundle,
+        "--backend",
+        "ort-cpu,triton",
+        "--triton-url",
+        "grpc://127.0.0.1:9",
+        *FAST,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert lines[0] == "bit-bench: error: --backend triton measures the one model its server runs: give one bundle"
