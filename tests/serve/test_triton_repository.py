@@ -153,6 +153,28 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
     assert "bf16" in line  # what Triton's OpenVINO computes in is said, since its backend can't pin f32
 
 
+def test_without_openvino_the_openvino_models_are_the_onnx_and_the_readme_says_why(tiny_full_bundle, tmp_path):
+    """Where bit-triton runs without OpenVINO installed (a serving venv of '.[serve]'), it can't write the IR: the
+    model is the bundle's verified ONNX, and the README says what that costs. OpenVINO is made unimportable for
+    that one process by a package of its name, first on the path, whose import fails as a missing one would."""
+    blocker = tmp_path / "no-openvino" / "openvino"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'openvino'\", name='openvino')\n")
+    out = tmp_path / "models"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")]))}
+    result = run_cli(
+        "bit_trt.serve.triton_cli", tiny_full_bundle, out, "--backend", "openvino", "--precision", "fp32", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    version = out / "bit_tiny_openvino_fp32" / "1"
+    assert os.listdir(version) == ["model.onnx"]
+    bundle = load_bundle(str(tiny_full_bundle))
+    assert sha256_file(version / "model.onnx") == bundle.artifacts("onnx")["fp32"]["sha256"]
+    assert read_config(out / "bit_tiny_openvino_fp32" / "config.pbtxt").default_model_filename == "model.onnx"
+    readme = (out / "README.md").read_text(encoding="utf-8")
+    assert "model.fp32.onnx as exported: OpenVINO is not installed where bit-triton ran" in readme
+
+
 def _add_tensorrt_plans(bundle_dir, ccs):
     """Give a bundle copy fp16 TensorRT plan records as bit-engine writes them, one per GPU architecture.
     bit-triton places plan files without reading them, so their bytes here are a labelled stand-in."""
