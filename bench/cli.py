@@ -344,7 +344,7 @@ class Progress:
         elif event == "warm-up":
             text = f"warming up {subject.config.id}"
         elif event == "accuracy":
-            text = f"agreement with TF: {subject.backend}/{subject.precision}"
+            text = f"agreement with TF: {subject.id.rsplit('/', 2)[0]}"  # [bundle/]backend/precision
         elif event == "peer":
             text = f"throughput peer: {subject}"
         elif event == "loadgen":

@@ -277,7 +277,7 @@ def _tail_key(latency_ms: dict) -> str:
 
 
 def _latency_vs_throughput(plt, result: dict, rows: list[dict], engines: _Engines):
-    by_config = _group(rows, lambda row: (row["backend"], row["precision"], row["batch"]))
+    by_config = _group(rows, lambda row: (*_engine(row), row["batch"]))
     # A line needs two concurrency levels to show anything; single points would only repeat the batch plot.
     lines = {key: members for key, members in by_config.items() if len({row["concurrency"] for row in members}) > 1}
     if not lines:

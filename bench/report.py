@@ -173,7 +173,10 @@ def table(result: dict) -> str:
     out += _engine_set_lines(result)
     if any(row.get("cpu", {}).get("server_cpu_s") is not None for row in result["rows"]):
         out.append("CPU ms/req counts the server's process tree too where it runs on this host (the `cpu` field)")
-    base = next((r["vs_baseline"]["baseline"].rsplit("/", 2)[0] for r in result["rows"] if "vs_baseline" in r), None)
+    based = next((r for r in result["rows"] if "vs_baseline" in r), None)
+    base = based["vs_baseline"]["baseline"].rsplit("/", 2)[0] if based else None
+    if base and based.get("model") and base.startswith(based["model"] + "/"):  # several bundles: each its own
+        base = base.removeprefix(based["model"] + "/") + " on the row's own bundle"
     out += [
         "",
         f"x base: throughput over {base or 'no baseline'} at the same batch and concurrency; "

@@ -217,25 +217,30 @@ def test_several_bundles_in_one_interleaved_run_each_row_with_its_own_baseline(t
     bundle's. Two bundles of one variant and resolution are told apart by their place in the command."""
     out = tmp_path / "two.json"
     args = [tiny_bundle, tiny_full_bundle, "--backend", "ort-cpu,openvino", "--precision", "fp32", "--batch", "1"]
-    proc = run_cli("bit_trt.bench.cli", *args, *FAST, "--json", out)
+    args += ["--concurrency", "1,2"]  # two levels: the latency-throughput plot draws a line per bundle and engine
+    proc = run_cli("bit_trt.bench.cli", *args, *FAST, "--json", out, "--plot", tmp_path / "plots")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     names = ["tiny@64#1", "tiny@64#2"]
     assert "bundle" not in result and list(result["bundles"]) == names
     assert [result["bundles"][n]["path"] for n in names] == [str(tiny_bundle), str(tiny_full_bundle)]
     rows = {r["id"]: r for r in result["rows"]}
-    expected = {f"{n}/{b}/fp32/b1/c1" for n in names for b in ("ort-cpu", "openvino")}
+    expected = {f"{n}/{b}/fp32/b1/c{c}" for n in names for b in ("ort-cpu", "openvino") for c in (1, 2)}
     assert set(rows) == expected and all(r["status"] == "measured" for r in rows.values())
     for row in rows.values():
         assert row["id"].startswith(row["model"] + "/")
-        assert row["vs_baseline"]["baseline"] == f"{row['model']}/ort-cpu/fp32/b1/c1"
+        assert row["vs_baseline"]["baseline"] == f"{row['model']}/ort-cpu/fp32/b1/c{row['concurrency']}"
         assert row["accuracy"]["rel_l2"] < 1e-4
     (latency_set,) = [s for s in result["engine_sets"] if not s["throughput"]]
-    assert set(latency_set["configurations"]) == expected  # both bundles' models in the same windows
+    assert set(latency_set["configurations"]) == {i for i in expected if i.endswith("/c1")}  # the same windows
+    plots = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert plots == ["latency_cdf.png", "latency_vs_throughput.png"]  # one batch: no throughput-vs-batch plot
     assert set(result["best_throughput"]["per_backend_precision"]) == {
         f"{n}/{b}/fp32" for n in names for b in ("ort-cpu", "openvino")
     }
-    assert all(f"{n}/openvino/fp32/b1/c1" in proc.stdout for n in names)
+    assert all(f"{n}/openvino/fp32/b1/c2" in proc.stdout for n in names)
+    assert "x base: throughput over ort-cpu/fp32 on the row's own bundle at the same batch" in proc.stdout
+    assert all(f"agreement with TF: {n}/ort-cpu/fp32" in proc.stderr for n in names)
 
 
 def test_several_bundles_refuse_what_measures_one_model(tiny_bundle, tiny_full_bundle):
