@@ -219,8 +219,13 @@ def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[
             arithmetic,
         ]
         return {"": "model.onnx"}
-    ir, count = read_rewritten(ov.Core(), onnx_path)
-    ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
+    try:
+        ir, count = read_rewritten(ov.Core(), onnx_path)
+        ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
+    except RuntimeError as exc:  # OpenVINO's own errors: a file it can't read, a disk that fills
+        # its message is a stack of "Exception from <source>:<line>:" lines, then what went wrong
+        said = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from ")]
+        raise BitError(f"OpenVINO could not write its IR of {onnx_path}: {(said or ['?'])[0]}") from exc
     model.notes += [
         f"OpenVINO IR of {os.path.basename(onnx_path)}, {count} GroupNorms on channel statistics",
         arithmetic,

@@ -175,6 +175,25 @@ def test_without_openvino_the_openvino_models_are_the_onnx_and_the_readme_says_w
     assert "model.fp32.onnx as exported: OpenVINO is not installed where bit-triton ran" in readme
 
 
+def test_an_onnx_openvino_cannot_read_is_one_line_and_leaves_nothing(tiny_full_bundle, copy_bundle, tmp_path):
+    """A bundle whose fp32 file (its checksum recorded as is) OpenVINO can't read: one line, no repository."""
+    bundle = copy_bundle(tiny_full_bundle)
+    manifest_path = bundle / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    (record,) = [a for a in manifest["artifacts"] if a.get("file") == "model.fp32.onnx"]
+    (bundle / "model.fp32.onnx").write_bytes(b"not an ONNX model")
+    record.update(file_record(str(bundle), "model.fp32.onnx"))
+    manifest_path.write_text(json.dumps(manifest))
+    out = tmp_path / "models"
+    result = bit_triton(bundle, out, "--backend", "openvino", "--precision", "fp32")
+    # OpenVINO tries every frontend on a file it can't read, and TensorFlow's logs its attempt to stderr first
+    ours = [x for x in result.stderr.splitlines() if x.startswith("bit-triton:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr and len(ours) == 1
+    assert ours[0].startswith("bit-triton: error: OpenVINO could not write its IR of ") and "model.fp32.onnx" in ours[0]
+    assert "Unable to read the model" in ours[0]
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".models.partial-")]
+
+
 def _add_tensorrt_plans(bundle_dir, ccs):
     """Give a bundle copy fp16 TensorRT plan records as bit-engine writes them, one per GPU architecture.
     bit-triton places plan files without reading them, so their bytes here are a labelled stand-in."""
