@@ -207,30 +207,28 @@ def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[
     bit-serve's openvino runner computes and the faster one (docs/cpu.md, "GroupNorm on OpenVINO"); Triton's
     backend compiles what it reads. Weights stay f32, the bundle's own (compress_to_fp16=False). Without OpenVINO
     here, the ONNX as exported, and the note says so."""
-    arithmetic = OPENVINO_ARITHMETIC["fp16" if model.precision == "fp16" else "other"]
     try:
         ov = import_openvino()
     except BitError:
         _place(onnx_path, os.path.join(version_dir, "model.onnx"))
-        model.notes += [
+        name = "model.onnx"
+        what = (
             f"{os.path.basename(onnx_path)} as exported: OpenVINO is not installed where bit-triton ran "
             "(pip install 'bit-trt[openvino]' writes OpenVINO's IR with the GroupNorms on channel statistics, "
-            "the faster form)",
-            arithmetic,
-        ]
-        return {"": "model.onnx"}
-    try:
-        ir, count = read_rewritten(ov.Core(), onnx_path)
-        ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
-    except RuntimeError as exc:  # OpenVINO's own errors: a file it can't read, a disk that fills
-        # its message is a stack of "Exception from <source>:<line>:" lines, then what went wrong
-        said = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from ")]
-        raise BitError(f"OpenVINO could not write its IR of {onnx_path}: {(said or ['?'])[0]}") from exc
-    model.notes += [
-        f"OpenVINO IR of {os.path.basename(onnx_path)}, {count} GroupNorms on channel statistics",
-        arithmetic,
-    ]
-    return {"": "model.xml"}
+            "the faster form)"
+        )
+    else:
+        try:
+            ir, count = read_rewritten(ov.Core(), onnx_path)
+            ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
+        except RuntimeError as exc:  # OpenVINO's own errors: a file it can't read, a disk that fills
+            # its message is a stack of "Exception from <source>:<line>:" lines, then what went wrong
+            said = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from ")]
+            raise BitError(f"OpenVINO could not write its IR of {onnx_path}: {(said or ['?'])[0]}") from exc
+        name = "model.xml"
+        what = f"OpenVINO IR of {os.path.basename(onnx_path)}, {count} GroupNorms on channel statistics"
+    model.notes += [what, OPENVINO_ARITHMETIC["fp16" if model.precision == "fp16" else "other"]]
+    return {"": name}
 
 
 def _warmup_image(resolution: int) -> bytes:
