@@ -31,13 +31,6 @@ _IDENTITY = {"Multiply": 1.0, "Add": 0.0}
 _RESHAPES = ("Reshape", "Unsqueeze", "Squeeze", "Broadcast")
 
 
-def read(core, path: str):
-    """The file at `path` as bit-trt's OpenVINO models run it: read by `core` (an ov.Core), its GroupNorms rewritten.
-    Returns the ov.Model and how many were rewritten. The OpenVINO runner and bit-triton's OpenVINO IR both use it."""
-    model = core.read_model(path)
-    return model, rewrite(model)
-
-
 def rewrite(model) -> int:
     """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many."""
     count = 0

@@ -13,8 +13,9 @@ there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 agai
 serves. Where the CPU has no bf16, fp16 runs in f32 and `describe()` says so and why. What OpenVINO compiled
 is read back from the compiled model, never assumed from what was asked.
 
-GroupNorm: each is rewritten in memory, after the file is read, to run on per-channel statistics without reshaping
-the activations (engine/openvino_group_norm.py): the grouped reshape cost a layout Reorder each way.
+The graph: the file is rewritten in memory after it is read (engine/openvino_graph.py): each GroupNorm on
+per-channel statistics without reshaping the activations (the grouped reshape cost a layout Reorder each way), and
+the stem's zero Pad folded into its MaxPool (OpenVINO ran the Pad with its reference kernel).
 
 Throughput (`hint`): LATENCY runs one request at a time on all cores; THROUGHPUT lets OpenVINO split the cores
 into streams, each running its own request, for callers that send several requests at once.
@@ -43,7 +44,8 @@ import numpy as np
 
 from .cpu_host import BF16_FLAGS, this_host
 from .errors import BitError, require
-from .openvino_group_norm import read as read_rewritten
+from .openvino_graph import Rewrites
+from .openvino_graph import read as read_rewritten
 from .runner import Runner
 
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -112,7 +114,7 @@ class OpenVinoRunner(Runner):
         self._static_lock = threading.Lock()
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier run in f32: why
-        self.group_norms = 0  # GroupNorms rewritten to run without reshaping the activations
+        self.rewrites = Rewrites()  # what runs differently from the file (engine/openvino_graph.py)
         self._local = threading.local()
 
     def _activate(self):
@@ -158,14 +160,14 @@ class OpenVinoRunner(Runner):
                 raise
 
     def _read(self):
-        """The model as OpenVINO runs it: the file, its GroupNorms unreshaped (engine/openvino_group_norm.py)."""
-        model, self.group_norms = read_rewritten(self._core, self.model_path)
+        """The model as OpenVINO runs it: the file, rewritten (engine/openvino_graph.py)."""
+        model, self.rewrites = read_rewritten(self._core, self.model_path)
         return model
 
     def describe(self) -> str:
         streams = f", {self.streams} streams" if self.hint == "THROUGHPUT" else ""
         why = f"; {self.why_f32}" if self.why_f32 else ""
-        norms = f", {self.group_norms} GroupNorms on channel statistics" if self.group_norms else ""
+        norms = f", {self.rewrites.describe()}" if self.rewrites.describe() else ""
         return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{norms}, {self.compute}{why})"
 
     def _deactivate(self):

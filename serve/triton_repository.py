@@ -22,7 +22,7 @@ import numpy as np
 from ..engine import backends
 from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
-from ..engine.openvino_group_norm import read as read_rewritten
+from ..engine.openvino_graph import read as read_rewritten
 from ..engine.openvino_runner import import_openvino
 from ..engine.precision import PRECISIONS, check_precision, flavour_for
 from . import pbtxt, triton_models
@@ -203,8 +203,8 @@ OPENVINO_ARITHMETIC = {
 
 
 def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[str, str]:
-    """OpenVINO's IR of the bundle's ONNX with its GroupNorms rewritten (engine/openvino_group_norm.py), the form
-    bit-serve's openvino runner computes and the faster one (docs/cpu.md, "GroupNorm on OpenVINO"); Triton's
+    """OpenVINO's IR of the bundle's ONNX rewritten as bit-serve's openvino runner runs it (engine/openvino_graph.py:
+    the GroupNorms on channel statistics, the stem's Pad in its MaxPool), the faster form (docs/cpu.md); Triton's
     backend compiles what it reads. Weights stay f32, the bundle's own (compress_to_fp16=False). Without OpenVINO
     here, the ONNX as exported, and the note says so."""
     try:
@@ -214,19 +214,19 @@ def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[
         name = "model.onnx"
         what = (
             f"{os.path.basename(onnx_path)} as exported: OpenVINO is not installed where bit-triton ran "
-            "(pip install 'bit-trt[openvino]' writes OpenVINO's IR with the GroupNorms on channel statistics, "
-            "the faster form)"
+            "(pip install 'bit-trt[openvino]' writes OpenVINO's IR with the GroupNorms on channel statistics and the "
+            "stem's Pad in its MaxPool, the faster form)"
         )
     else:
         try:
-            ir, count = read_rewritten(ov.Core(), onnx_path)
+            ir, rewrites = read_rewritten(ov.Core(), onnx_path)
             ov.save_model(ir, os.path.join(version_dir, "model.xml"), compress_to_fp16=False)
         except RuntimeError as exc:  # OpenVINO's own errors: a file it can't read, a disk that fills
             # its message is a stack of "Exception from <source>:<line>:" lines, then what went wrong
             said = [x.strip() for x in str(exc).splitlines() if x.strip() and not x.startswith("Exception from ")]
             raise BitError(f"OpenVINO could not write its IR of {onnx_path}: {(said or ['?'])[0]}") from exc
         name = "model.xml"
-        what = f"OpenVINO IR of {os.path.basename(onnx_path)}, {count} GroupNorms on channel statistics"
+        what = f"OpenVINO IR of {os.path.basename(onnx_path)}, {rewrites.describe() or 'as exported'}"
     model.notes += [what, OPENVINO_ARITHMETIC["fp16" if model.precision == "fp16" else "other"]]
     return {"": name}
 

@@ -102,7 +102,7 @@ def test_the_runner_runs_the_bundles_float_graph_unreshaped_and_matches_tf(tiny)
     norms = sum(n.op_type == "InstanceNormalization" for n in onnx.load(bundle.artifact_path("fp32")).graph.node)
     with OpenVinoRunner(bundle.artifact_path("fp32"), static_shapes=0) as runner:
         logits = runner.infer(x)
-        assert runner.group_norms == norms > 0
+        assert runner.rewrites.group_norms == norms > 0
         assert f"{norms} GroupNorms on channel statistics" in runner.describe()
         assert not any(op.get_type_name() == "MVN" for op in runner.compiled.get_runtime_model().get_ordered_ops())
     assert report(logits, tf_logits, FP32_PARITY)["passed"]
@@ -116,7 +116,7 @@ def test_int8_graphs_are_rewritten_and_keep_their_int8_convolutions(tiny_full_bu
     images, _, tf_logits = load_parity_set(bundle)
     with OpenVinoRunner(bundle.artifact_path("int8-ort"), static_shapes=0) as runner:
         logits = runner.infer(scale_uint8(images))
-        assert runner.group_norms > 0
+        assert runner.rewrites.group_norms > 0
         # folding constants first would have turned the weights' dequantization into float weights
         info = [op.get_rt_info() for op in runner.compiled.get_runtime_model().get_ordered_ops()]
         convolutions = {str(i["runtimePrecision"].value).lower() for i in info if i["layerType"].value == "Convolution"}

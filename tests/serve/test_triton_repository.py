@@ -122,12 +122,12 @@ def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(reposi
 @pytest.mark.parametrize(("precision", "variant"), [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")])
 def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, precision, variant):
     """Triton's OpenVINO backend compiles the IR as it reads it: the IR must be the bundle's file with the runner's
-    GroupNorm rewrite, computing what the runner computes from that file, and naming what it does in the README."""
+    rewrites (engine/openvino_graph.py), computing what the runner computes from that file, and naming what it does in the README."""
     import onnx as onnx_lib
     import openvino as ov
 
     from bit_trt.engine.compare import measure
-    from bit_trt.engine.openvino_group_norm import read
+    from bit_trt.engine.openvino_graph import read
     from bit_trt.engine.parity_set import load_parity_set
     from bit_trt.engine.preprocess import scale_uint8
 
@@ -138,7 +138,7 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
     core = ov.Core()
     ir = core.read_model(str(version / "model.xml"))
     kinds = {op.get_type_name() for op in ir.get_ops()}
-    assert norms > 0 and "MVN" not in kinds and "ReduceMean" in kinds
+    assert norms > 0 and "MVN" not in kinds and "ReduceMean" in kinds and "Pad" not in kinds
     images, _, tf_logits = load_parity_set(bundle)
     f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
     logits = core.compile_model(ir, "CPU", f32).create_infer_request().infer({0: scale_uint8(images)})[0]
@@ -149,7 +149,8 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
         assert measure(logits, tf_logits)["rel_l2"] < 1e-4
     readme = (repository / "README.md").read_text(encoding="utf-8")
     (line,) = [x for x in readme.splitlines() if x.startswith(f"- `bit_tiny_openvino_{precision}`:")]
-    assert f"OpenVINO IR of {os.path.basename(bundle.artifact_path(variant))}, {norms} GroupNorms" in line
+    rewritten = f"{norms} GroupNorms on channel statistics, 1 zero Pad in its MaxPool"
+    assert f"OpenVINO IR of {os.path.basename(bundle.artifact_path(variant))}, {rewritten}" in line
     assert "bf16" in line  # what Triton's OpenVINO computes in is said, since its backend can't pin f32
 
 
