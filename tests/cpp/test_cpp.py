@@ -119,10 +119,11 @@ def test_bit_check_cpp_matches_python_bit_check(cpp_build, tiny_full_bundle):
     images, tf_logits = read_parity_raw(bundle)
     with OpenVinoRunner(bundle.artifact_path("fp32")) as runner:
         metrics = measure(runner.infer(scale_uint8(images)), tf_logits)
-        norms = runner.group_norms
+        rewritten = runner.rewrites.describe()
     done = run(cpp_build, "bit-check-cpp", tiny_full_bundle)
-    # the same GroupNorm rewrite as the Python runner's (engine/openvino_group_norm.py, bit/group_norm.hpp)
-    assert norms > 0 and f"{norms} GroupNorms on channel statistics" in done.stdout, done.stdout
+    # the same rewrites as the Python runner's (engine/openvino_graph.py, bit/openvino_graph.hpp)
+    assert "GroupNorms on channel statistics, 1 zero Pad in its MaxPool" in rewritten, rewritten
+    assert f", {rewritten}, " in done.stdout, done.stdout
     assert f"rel L2 {metrics['rel_l2']:.3g} " in done.stdout, done.stdout
     assert f"max abs {metrics['max_abs']:.3g} " in done.stdout, done.stdout
 

@@ -11,7 +11,7 @@
 
 #include <openvino/openvino.hpp>
 
-#include "bit/group_norm.hpp"
+#include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
 
 namespace bit {
@@ -40,7 +40,7 @@ struct Classifier::Impl {
   std::size_t classes = 0;
   std::string model_path;
   ov::AnyMap config;
-  int group_norms = 0;  // GroupNorms run on channel statistics (bit/group_norm.hpp)
+  Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
 
   // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
   // every call borrows a request from the pool (making one when all are in use) and gives it back, so concurrent
@@ -74,8 +74,7 @@ struct Classifier::Impl {
     bundle.verified_path(artifact);
     ov::CompiledModel model;
     try {
-      std::shared_ptr<ov::Model> read = core.read_model(model_path);
-      rewrite_group_norms(read);
+      std::shared_ptr<ov::Model> read = read_rewritten(core, model_path);
       ov::PartialShape shape = read->input().get_partial_shape();
       shape[0] = static_cast<ov::Dimension::value_type>(batch);
       read->reshape(shape);
@@ -106,8 +105,7 @@ struct Classifier::Impl {
     try {
       version = ov::get_openvino_version().buildNumber;
       version = version.substr(0, version.find('-'));
-      std::shared_ptr<ov::Model> model = core.read_model(model_path);
-      group_norms = rewrite_group_norms(model);
+      std::shared_ptr<ov::Model> model = read_rewritten(core, model_path, &rewrites);
       if (model->inputs().size() != 1 || model->outputs().size() != 1)
         throw Error(model_path + ": expected one input and one output");
       const auto names = model->input().get_names();
@@ -182,8 +180,8 @@ std::size_t Classifier::static_models() const {
 std::string Classifier::describe() const {
   std::string h = impl_->hint;
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  const std::string norms =
-      impl_->group_norms ? ", " + std::to_string(impl_->group_norms) + " GroupNorms on channel statistics" : "";
+  const std::string rewritten = impl_->rewrites.describe();
+  const std::string norms = rewritten.empty() ? "" : ", " + rewritten;
   return "openvino " + impl_->version + " CPU (" + h + norms + ", f32)";
 }
 

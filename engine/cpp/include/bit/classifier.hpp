@@ -45,7 +45,8 @@ class Classifier {
 
   const Bundle& bundle() const;
   const Artifact& artifact() const;
-  std::string describe() const;  // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, f32)"
+  // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool, f32)"
+  std::string describe() const;
   int num_classes() const;
   // How many batch sizes run on a model compiled for that size alone (ClassifierOptions::static_shapes).
   std::size_t static_models() const;

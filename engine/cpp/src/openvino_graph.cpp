@@ -1,0 +1,29 @@
+// The C++ twin of engine/openvino_graph.py.
+#include "bit/openvino_graph.hpp"
+
+#include "bit/group_norm.hpp"
+#include "bit/pad_pool.hpp"
+
+namespace bit {
+
+std::string Rewrites::describe() const {
+  std::string text;
+  if (group_norms) text = std::to_string(group_norms) + " GroupNorms on channel statistics";
+  if (pad_pools) {
+    if (!text.empty()) text += ", ";
+    text += pad_pools == 1 ? std::string("1 zero Pad in its MaxPool")
+                           : std::to_string(pad_pools) + " zero Pads in their MaxPools";
+  }
+  return text;
+}
+
+std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, Rewrites* rewrites) {
+  std::shared_ptr<ov::Model> model = core.read_model(path);
+  Rewrites done;
+  done.group_norms = rewrite_group_norms(model);
+  done.pad_pools = rewrite_pad_pools(model);
+  if (rewrites) *rewrites = done;
+  return model;
+}
+
+}  // namespace bit
