@@ -1,16 +1,23 @@
-"""What the OpenVINO study tools share (tools/openvino_batch_split.py, tools/openvino_group_norm.py): a bundle file
-compiled for one static shape on latency settings, and the result record each writes."""
+"""What the OpenVINO study tools share (tools/openvino_batch_split.py, tools/openvino_group_norm.py,
+tools/openvino_pad_pool.py): a bundle file compiled for one static shape on latency settings, two forms of one
+file timed in alternating rounds, and the result record each writes."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 import time
 
+import numpy as np
+
 from bit_trt.bench.bit_bench import host
 from bit_trt.engine.bundle import Bundle
-from bit_trt.engine.openvino_runner import import_openvino
+from bit_trt.engine.compare import measure as agreement
+from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
+from bit_trt.engine.parity_set import load_parity_set
+from bit_trt.engine.preprocess import scale_uint8
 
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
@@ -26,6 +33,83 @@ def compiled(core, path: str, shape: list[int], precision: str, threads: int, ed
     if profile:
         config["PERF_COUNT"] = True
     return core.compile_model(model, "CPU", config)
+
+
+def profile(compiled, images) -> dict:
+    """The layout Reorders one profiled inference executes and their share of its time, and the time's split by
+    layer type and the precision each ran in (OpenVINO's names: "Convolution I8", "Subgraph f32", ...; shares of
+    at least 0.5%), which says what an INT8 or bf16 model spends its time on besides its convolutions."""
+    request = compiled.create_infer_request()
+    for _ in range(2):
+        request.infer({0: images})
+    executed = [p for p in request.profiling_info if p.status == p.Status.EXECUTED]
+    total = sum(p.real_time.total_seconds() for p in executed)
+    reorders = [p for p in executed if p.node_type == "Reorder"]
+    share = sum(p.real_time.total_seconds() for p in reorders) / total if total else 0.0
+    by_type: dict[str, float] = {}
+    for p in executed:
+        key = f"{p.node_type} {p.exec_type.rsplit('_', 1)[-1]}"
+        by_type[key] = by_type.get(key, 0.0) + p.real_time.total_seconds()
+    shares = {
+        k: round(t / total, 3)
+        for k, t in sorted(by_type.items(), key=lambda kv: -kv[1])
+        if total and t >= 0.005 * total
+    }
+    return {"reorders": len(reorders), "reorder_share_of_time": round(share, 3), "share_by_layer_type": shares}
+
+
+def paired_forms(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int, forms, count_key: str) -> dict:
+    """Two forms of one bundle file, `forms` = ((name, edit or None), (name, edit)), each compiled for [batch, R, R,
+    3] (LATENCY hint, `threads`, the runner's arithmetic: bf16 for the fp16 file where the CPU has it, else f32),
+    timed in `rounds` paired rounds that alternate which goes first. Each form's record: `count_key`, what its edit
+    returned (an int: how many it rewrote), its profile (above), its agreement with TF on the bundle's parity set,
+    and its milliseconds per image; then each round's ratio (first over second: above 1, the second is faster)
+    and their median."""
+    core = import_openvino().Core()
+    resolution = bundle.input_spec.resolution
+    precision = arithmetic_for(core, flavour == "fp16")
+    path = bundle.artifact_path(flavour)
+    shape = [batch, resolution, resolution, 3]
+    images = np.random.default_rng(0).random(shape, dtype=np.float32)
+    parity, _, tf_logits = load_parity_set(bundle)
+    row: dict = {"flavour": flavour, "inference_precision": precision, "batch": batch, "threads": threads}
+    names = [name for name, _ in forms]
+    requests = {}
+    for name, edit in forms:
+        counts = []
+
+        def edit_counted(model, edit=edit, counts=counts):  # the first call's count: the file is not read to count
+            counts.append(edit(model))
+
+        counted = edit_counted if edit is not None else None
+        requests[name] = compiled(core, path, shape, precision, threads, counted).create_infer_request()
+        for _ in range(2):  # first-inference setup
+            requests[name].infer({0: images})
+        profiled = compiled(core, path, shape, precision, threads, counted, profile=True)
+        # the parity set on the dynamic model: its size is not the timed batch
+        dynamic = compiled(core, path, [-1, resolution, resolution, 3], precision, threads, counted)
+        logits = dynamic.create_infer_request().infer({0: scale_uint8(parity)})[0]
+        vs_tf = agreement(logits, tf_logits)
+        row[name] = {
+            count_key: counts[0] if counts else 0,
+            **profile(profiled, images),
+            "vs_tf": {k: round(float(vs_tf[k]), 6) for k in ("rel_l2", "cosine_min", "top1_agreement")},
+            "ms_per_image": [],
+        }
+        del profiled, dynamic
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            requests[name].infer({0: images})
+            row[name]["ms_per_image"].append(round((time.perf_counter() - start) * 1000 / batch, 2))
+    times = [row[name]["ms_per_image"] for name in names]
+    ratios = [round(a / b, 3) for a, b in zip(*times)]
+    row |= {
+        "median_ms_per_image": {name: statistics.median(t) for name, t in zip(names, times)},
+        f"{names[0]}_over_{names[1]}": ratios,
+        "median_ratio": statistics.median(ratios),
+    }
+    return row
 
 
 def write_result(tool: str, argv, bundle_path: str, bundle: Bundle, rows: list, json_path: str | None) -> dict:
