@@ -3,9 +3,9 @@
 BiT's stem pads the 7x7 convolution's output with one row and column of zeros on each side, then max-pools 3x3
 with stride 2 and no padding of its own (TF's `tf.pad` then a VALID pool), and the bundle keeps that Pad.
 OpenVINO 2026.4 runs the Pad with its reference kernel (`ref_f32` in its performance counters) over the model's
-largest activation, and in an INT8 graph in f32, after the dequantization it does not move through a Pad: on a
-Xeon with AMX at 480, batch 8, 25 ms per image of R50x3's 233 in bf16 and 40 of 253 in INT8 (docs/cpu.md, "The
-stem's Pad on OpenVINO").
+largest activation, and in an INT8 graph in f32, after the dequantization it does not move through a Pad. Folded,
+INT8 runs 1.02-1.08x faster on a Xeon with AMX (R50x1 and R50x3 at 480) and the float graphs the same within the
+rounds' noise (docs/cpu.md, "The stem's Pad on OpenVINO").
 
 `rewrite` replaces each Pad (constant mode, zero value, spatial axes only) whose one consumer is a floor-rounded
 MaxPool without padding of its own by that MaxPool padded by the same amounts, which OpenVINO pads with -inf inside
