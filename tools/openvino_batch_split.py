@@ -16,8 +16,6 @@ split batches, and on which models and hosts.
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 
@@ -25,7 +23,7 @@ import numpy as np
 
 from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
-from tools.openvino_study import compiled, write_result
+from tools.openvino_study import arguments, compiled, write_result
 
 
 def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
@@ -71,14 +69,7 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle")
-    parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv, ("--batch", 8))
     bundle = load_bundle(args.bundle)
     rows = []
     for flavour in args.flavours.split(","):

@@ -17,12 +17,9 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 
 from __future__ import annotations
 
-import argparse
-import os
-
-from bit_trt.engine.bundle import Bundle, load_bundle
+from bit_trt.engine.bundle import Bundle
 from bit_trt.engine.openvino_group_norm import rewrite
-from tools.openvino_study import paired_forms, write_result
+from tools.openvino_study import paired_forms, paired_main
 
 FORMS = (("as_read", None), ("rewritten", rewrite))
 
@@ -31,33 +28,16 @@ def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int)
     return paired_forms(bundle, flavour, batch, rounds, threads, FORMS, "group_norms_rewritten")
 
 
+def _reorders(row: dict) -> str:
+    before, after = row["as_read"], row["rewritten"]
+    return (
+        f"Reorders {before['reorders']} ({before['reorder_share_of_time']:.0%} of the time) as read, "
+        f"{after['reorders']} ({after['reorder_share_of_time']:.0%}) rewritten"
+    )
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bundle")
-    parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
-    parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--json")
-    args = parser.parse_args(argv)
-    bundle = load_bundle(args.bundle)
-    rows = []
-    for flavour in args.flavours.split(","):
-        for batch in (int(b) for b in args.batches.split(",")):
-            row = measure(bundle, flavour, batch, args.rounds, args.threads)
-            before, after = row["as_read"], row["rewritten"]
-            print(
-                f"{flavour} ({row['inference_precision']}) batch {batch}: "
-                f"{row['median_ms_per_image']['as_read']:.1f} ms/image as read ({before['reorders']} Reorders, "
-                f"{before['reorder_share_of_time']:.0%} of its time), {row['median_ms_per_image']['rewritten']:.1f} "
-                f"rewritten ({after['reorders']}, {after['reorder_share_of_time']:.0%}); as read over rewritten "
-                f"{row['median_ratio']:.2f} (rounds {min(row['as_read_over_rewritten']):.2f}-"
-                f"{max(row['as_read_over_rewritten']):.2f}); rel L2 vs TF {before['vs_tf']['rel_l2']:.2e} / "
-                f"{after['vs_tf']['rel_l2']:.2e}",
-                flush=True,
-            )
-            rows.append(row)
-    write_result("openvino_group_norm", argv, args.bundle, bundle, rows, args.json)
+    paired_main("openvino_group_norm", __doc__, argv, FORMS, "group_norms_rewritten", _reorders)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ file timed in alternating rounds, and the result record each writes."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -13,7 +14,7 @@ import time
 import numpy as np
 
 from bit_trt.bench.bit_bench import host
-from bit_trt.engine.bundle import Bundle
+from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.compare import measure as agreement
 from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
 from bit_trt.engine.parity_set import load_parity_set
@@ -110,6 +111,44 @@ def paired_forms(bundle: Bundle, flavour: str, batch: int, rounds: int, threads:
         "median_ratio": statistics.median(ratios),
     }
     return row
+
+
+def arguments(doc: str, argv, batches: tuple[str, object]):
+    """The study tools' command line: BUNDLE, --flavours, the batch option `batches` ("--batches" with "1,8", or
+    "--batch" with 8), --rounds, --threads, --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("bundle")
+    parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
+    option, default = batches
+    parser.add_argument(option, default=default, type=type(default))
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--json")
+    return parser.parse_args(argv)
+
+
+def paired_main(tool: str, doc: str, argv, forms, count_key: str, extra) -> None:
+    """A paired-forms tool's run: every --flavours file at every --batches size through paired_forms, one line
+    printed for each (both forms' times, the ratio and its rounds' range, both forms' rel L2 against TF, then what
+    `extra(row)` adds), then the record written."""
+    args = arguments(doc, argv, ("--batches", "1,8"))
+    bundle = load_bundle(args.bundle)
+    rows = []
+    for flavour in args.flavours.split(","):
+        for batch in (int(b) for b in args.batches.split(",")):
+            row = paired_forms(bundle, flavour, batch, args.rounds, args.threads, forms, count_key)
+            (first, _), (second, _) = forms
+            ratios = row[f"{first}_over_{second}"]
+            print(
+                f"{flavour} ({row['inference_precision']}) batch {batch}: ms/image {first} "
+                f"{row['median_ms_per_image'][first]:.1f}, {second} {row['median_ms_per_image'][second]:.1f}; "
+                f"{first} over {second} {row['median_ratio']:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+                f"rel L2 vs TF {row[first]['vs_tf']['rel_l2']:.2e} / {row[second]['vs_tf']['rel_l2']:.2e}; "
+                f"{extra(row)}",
+                flush=True,
+            )
+            rows.append(row)
+    write_result(tool, argv, args.bundle, bundle, rows, args.json)
 
 
 def write_result(tool: str, argv, bundle_path: str, bundle: Bundle, rows: list, json_path: str | None) -> dict:
