@@ -98,8 +98,10 @@ def _throughput_lines(result: dict) -> list[str]:
     if not best:
         return []
     out = ["", f"best throughput: {best['id']} {best['throughput_ips']:.2f} img/s ({best['described']})"]
+    several = len(result.get("bundles") or {}) > 1  # then each peer says whose file it ran
     for peer in result.get("throughput_peers") or []:
-        what = f"  {peer['tool']} on {peer['flavour']} b{peer['batch']} ({peer['inference_precision']})"
+        model = f"{peer['model']}'s " if several and peer.get("model") else ""
+        what = f"  {peer['tool']} on {model}{peer['flavour']} b{peer['batch']} ({peer['inference_precision']})"
         if "error" in peer:
             out.append(f"{what}: {peer['error']}")
         else:

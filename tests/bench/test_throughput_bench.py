@@ -131,3 +131,36 @@ def test_static_shapes_reach_the_openvino_rows_only(tiny_bundle):
         assert clf.runner.static_shapes == 0
     with _classifier(bundle, Configuration("ort-cpu", "fp32", 1, 1, "model"), options) as clf:
         assert clf.runner.name == "ort-cpu"
+
+
+def test_with_several_bundles_each_benchmark_app_line_names_its_model():
+    """bit-bench R50X1 R50X3 --throughput runs benchmark_app on each bundle's files: its lines must say whose file
+    ran, since both models have a model.fp32.onnx at batch 1. One bundle keeps the short line."""
+    from bit_trt.bench.report import _throughput_lines
+
+    peer = {
+        "tool": "benchmark_app -hint throughput",
+        "flavour": "fp32",
+        "batch": 1,
+        "inference_precision": "f32",
+        "throughput_ips": 6.0,
+        "requests": 2,
+        "ours_throughput_ips": 6.6,
+        "ours_over_peer": 1.1,
+    }
+    best = {"id": "r50x1/openvino/fp32/b1/c2", "throughput_ips": 6.6, "described": "openvino"}
+    two = {
+        "bundles": {"r50x1": {}, "r50x3": {}},
+        "best_throughput": best,
+        "throughput_peers": [
+            {**peer, "model": "r50x1", "ours_best": "r50x1/openvino/fp32/b1/c2"},
+            {**peer, "model": "r50x3", "ours_best": "r50x3/openvino/fp32/b1/c2"},
+        ],
+    }
+    lines = _throughput_lines(two)
+    assert [line.split(":")[0].strip() for line in lines[2:]] == [
+        "benchmark_app -hint throughput on r50x1's fp32 b1 (f32)",
+        "benchmark_app -hint throughput on r50x3's fp32 b1 (f32)",
+    ]
+    one = {"bundle": {}, "best_throughput": best, "throughput_peers": [{**peer, "ours_best": best["id"]}]}
+    assert _throughput_lines(one)[2].startswith("  benchmark_app -hint throughput on fp32 b1 (f32): 6.00 img/s")
