@@ -167,8 +167,8 @@ class OpenVinoRunner(Runner):
     def describe(self) -> str:
         streams = f", {self.streams} streams" if self.hint == "THROUGHPUT" else ""
         why = f"; {self.why_f32}" if self.why_f32 else ""
-        norms = f", {self.rewrites.describe()}" if self.rewrites.describe() else ""
-        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{norms}, {self.compute}{why})"
+        rewritten = f", {self.rewrites.describe()}" if self.rewrites.describe() else ""
+        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{rewritten}, {self.compute}{why})"
 
     def _deactivate(self):
         self.compiled = None

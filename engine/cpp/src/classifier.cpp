@@ -181,8 +181,7 @@ std::string Classifier::describe() const {
   std::string h = impl_->hint;
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const std::string rewritten = impl_->rewrites.describe();
-  const std::string norms = rewritten.empty() ? "" : ", " + rewritten;
-  return "openvino " + impl_->version + " CPU (" + h + norms + ", f32)";
+  return "openvino " + impl_->version + " CPU (" + h + (rewritten.empty() ? "" : ", " + rewritten) + ", f32)";
 }
 
 std::vector<float> Classifier::infer(const float* nhwc, std::size_t batch) const {
