@@ -174,6 +174,11 @@ class OpenVinoRunner(Runner):
         self.compiled = None
         with self._static_lock:
             self.static, self._static_tried, self._seen = {}, set(), set()
+        # Each thread that ran a request holds its infer requests, and through them the compiled models: a fresh
+        # local lets them go for every thread at once. Kept, a closed runner of R50x3 held its GBs for as long as
+        # the caller's thread lived (bit-bench's main thread warms every model up: its R50x1 + R50x3 --throughput
+        # run reached 21.5 GB with every model closed, and the kernel killed it beside benchmark_app).
+        self._local = threading.local()
 
     def _compiled_for(self, shape: tuple):
         """The model compiled for `shape` alone, compiled here on the second call with that shape while fewer than
