@@ -122,7 +122,8 @@ def test_model_files_are_the_bundles_verified_files_and_labels_its_labels(reposi
 @pytest.mark.parametrize(("precision", "variant"), [("fp32", "fp32"), ("fp16", "fp16"), ("int8", "int8-ort")])
 def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, precision, variant):
     """Triton's OpenVINO backend compiles the IR as it reads it: the IR must be the bundle's file with the runner's
-    rewrites (engine/openvino_graph.py), computing what the runner computes from that file, and naming what it does in the README."""
+    rewrites (engine/openvino_graph.py), computing what the runner computes from that file, and naming what it does
+    in the README."""
     import onnx as onnx_lib
     import openvino as ov
 
