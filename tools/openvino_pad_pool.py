@@ -3,10 +3,10 @@
 For each file of a bundle, and each batch, two models compiled for that static shape (tools/openvino_study.py's
 paired_forms: LATENCY hint, the given threads, the runner's arithmetic), both with the GroupNorms rewritten as the
 runner runs them (engine/openvino_group_norm.py): the Pad as read, and the Pad folded into its MaxPool
-(engine/openvino_pad_pool.py). Then `--rounds` paired rounds, alternating which goes first. Reports milliseconds
-per image, each round's ratio (as read over folded: above 1, the fold is faster) and their median, each form's time
-by layer type and precision, and its agreement with TF on the bundle's parity set (the fold is exact: the same
-logits).
+(engine/openvino_pad_pool.py), as engine/openvino_graph.py does it. Then `--rounds` paired rounds, alternating
+which goes first. Reports milliseconds per image, each round's ratio (as read over folded: above 1, the fold is
+faster) and their median, each form's time by layer type and precision, and its agreement with TF on the bundle's
+parity set (the fold is exact: the same logits).
 
     python -m tools.openvino_pad_pool BUNDLE [--flavours fp32,fp16,int8-ort] [--batches 1,8] [--rounds 6]
         [--threads 2] [--json OUT]
@@ -17,7 +17,7 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 
 from __future__ import annotations
 
-from bit_trt.engine import openvino_group_norm, openvino_pad_pool
+from bit_trt.engine import openvino_graph, openvino_group_norm
 from tools.openvino_study import paired_main
 
 
@@ -26,9 +26,8 @@ def _as_read(model) -> int:  # the runner's graph before the fold: the GroupNorm
     return 0
 
 
-def _folded(model) -> int:
-    openvino_group_norm.rewrite(model)
-    return openvino_pad_pool.rewrite(model)
+def _folded(model) -> int:  # the graph the runner runs (engine/openvino_graph.py)
+    return openvino_graph.rewrite(model).pad_pools
 
 
 FORMS = (("pad_as_read", _as_read), ("pad_folded", _folded))
