@@ -719,7 +719,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
                 }
             peak = peaks.get((config.backend, config.precision, config.model))
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
-                from . import roofline  # the physical peak (bench/cpu_peak.py), the measured GEMM beside it
+                from . import roofline  # the physical peak (engine/cpu_peak.py), the measured GEMM beside it
 
                 roof = roofline.roofline(peak["gflop_per_image"], row["throughput_ips"], peak, compute=row["compute"])
                 row["roofline"] = roofline.bench_columns(roof)

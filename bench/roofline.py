@@ -3,7 +3,7 @@
 Four parts, each answering one question:
 - `graph_flops`: how much arithmetic is one image? Counted from the ONNX graph's Conv and MatMul/Gemm shapes,
   the same number for every precision variant of a model (Q/DQ and quantized ops count as the float op).
-- `cpu_peak.physical_peak` (bench/cpu_peak.py): what can this CPU do at most? Cores x maximum boost clock x
+- `cpu_peak.physical_peak` (engine/cpu_peak.py): what can this CPU do at most? Cores x maximum boost clock x
   FLOP/cycle/core of the instruction set a backend dispatches for the data type (AMX, VNNI, FMA, ...).
 - `gemm_peak`: how fast does this backend's library do a large square GEMM here, in the same precision, with
   the same threads and session settings as our runners? Reported beside the peak; it is the peak only on a CPU
@@ -26,11 +26,11 @@ import time
 
 import numpy as np
 
+from ..engine import cpu_peak
 from ..engine.cpu_host import this_host
 from ..engine.errors import BitError, require
 from ..engine.onnx_order import canonicalize
 from ..engine.precision import check_precision
-from . import cpu_peak
 
 # The backends whose GEMM peak this module can measure (CPU libraries called directly).
 ROOFLINE_BACKENDS = ("ort-cpu", "openvino")
@@ -405,7 +405,7 @@ def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None,
     `gemm` is a gemm_peak result (its `precision` and `threads` choose the peak; its GFLOP/s is reported beside
     it); `compute`, the arithmetic the row ran in (Classifier.compute: bf16 on OpenVINO's fp16 tier where the CPU
     has it), overrides the precision's. `host`: an engine.cpu_host.CpuHost, this machine's by default. The peak
-    is cores x maximum boost clock x FLOP/cycle/core of the instruction set dispatched (bench/cpu_peak.py); for
+    is cores x maximum boost clock x FLOP/cycle/core of the instruction set dispatched (engine/cpu_peak.py); for
     a CPU its table does not know, the measured GEMM, labelled so. A throughput above the peak means the peak is
     wrong: the percentage is clamped to 100 and `peak_warning` says so.
     """

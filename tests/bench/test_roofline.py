@@ -8,7 +8,7 @@ import pytest
 from bit_trt.bench.roofline import bench_columns, gemm_peak, graph_flops, roofline
 from bit_trt.engine.errors import BitError
 
-from .test_cpu_peak import SAPPHIRE_RAPIDS, UNKNOWN, ZEN3_MILAN, ZEN4_GENOA
+from ..engine.test_cpu_peak import SAPPHIRE_RAPIDS, UNKNOWN, ZEN3_MILAN, ZEN4_GENOA
 
 # The hand-built graph below, multiply-accumulates per image worked out by hand:
 # Conv 3->4, 3x3, stride 2, pad 1 on 8x8: 4x4x4 outputs x 3x3x3 each

@@ -1,10 +1,9 @@
-"""bench/cpu_peak.py: the physical peak (cores x max boost clock x FLOP/cycle/core of the dispatched ISA) of
+"""engine/cpu_peak.py: the physical peak (cores x max boost clock x FLOP/cycle/core of the dispatched ISA) of
 CPUs described by their cpuinfo text, as engine/cpu_host.py parses it."""
 
 import pytest
 
-from bit_trt.bench import cpu_peak
-from bit_trt.engine import cpu_host
+from bit_trt.engine import cpu_host, cpu_peak
 
 BASE_FLAGS = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov sse sse2 ssse3 sse4_1 sse4_2 popcnt"
 

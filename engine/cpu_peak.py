@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.cpu_host import BF16_FLAGS, INT8_DOT_FLAGS
+from .cpu_host import BF16_FLAGS, INT8_DOT_FLAGS
 
 # Labels of the instruction paths, by the cpuinfo flag that enables them.
 ISA_LABELS = {
@@ -200,7 +200,7 @@ def identify(host) -> tuple[Uarch | None, str]:
     )
     described = f"{host.vendor or 'unknown vendor'} family {host.family} model {host.model}"
     if by_model is None:
-        return None, f"{described} is not in bench/cpu_peak.py's table"
+        return None, f"{described} is not in engine/cpu_peak.py's table"
     if paths <= by_model.rates.keys():
         return by_model, ""
     lacking = ", ".join(sorted(paths - by_model.rates.keys()))
