@@ -17,7 +17,7 @@ import numpy as np
 from ..engine import backends, gpu_host
 from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
-from ..engine.cpu_host import idle_record, this_host
+from ..engine.cpu_host import idle_record, onednn_host, this_host
 from ..engine.errors import BitError
 from ..engine.memory import available_bytes, current_rss_bytes, gigabytes, release_memory, total_bytes
 from ..engine.preprocess import decode, preprocess
@@ -84,7 +84,7 @@ def host() -> dict:
         "cores": os.cpu_count(),
         "gpu": gpu_host.gpu_name(),
         "os": platform.platform(),
-        "cpu_detail": cpu.to_record(),
+        "cpu_detail": cpu.to_record() | {"isa_cap": onednn_host().isa_cap},  # a cap is OpenVINO's rows' alone
         "cpu_idle": idle_record(),
     }
 
@@ -721,7 +721,11 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 from . import roofline  # the physical peak (engine/cpu_peak.py), the measured GEMM beside it
 
-                roof = roofline.roofline(peak["gflop_per_image"], row["throughput_ips"], peak, compute=row["compute"])
+                # OpenVINO's oneDNN dispatches under ONEDNN_MAX_CPU_ISA where one is set; ORT's MLAS does not read it
+                cpu = onednn_host() if config.backend == "openvino" else this_host()
+                roof = roofline.roofline(
+                    peak["gflop_per_image"], row["throughput_ips"], peak, host=cpu, compute=row["compute"]
+                )
                 row["roofline"] = roofline.bench_columns(roof)
                 if roof["peak_warning"]:
                     warnings.append(roof["peak_warning"])

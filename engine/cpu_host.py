@@ -4,13 +4,18 @@ The one reader of /proc/cpuinfo. The OpenVINO runner asks it whether the CPU com
 and the roofline record it beside every result, because absolute times only compare on the same CPU and the
 kernels a backend dispatches depend on these flags. `parse` takes the text of a cpuinfo file, so a test (or a
 result file from another host) can describe any CPU.
+
+oneDNN, under OpenVINO's CPU plugin, may be told to dispatch nothing wider than an instruction set
+(ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, say: the CPU then runs OpenVINO as one without AMX or bf16 would).
+`onednn_host()` is the CPU as oneDNN sees it then: the same CPU (`flags`, which identify it), with the kernel
+flags above the cap out of `dispatch_flags`. ONNX Runtime's MLAS does not read the cap.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Flags that decide which GEMM/convolution kernels a CPU backend can dispatch (names as /proc/cpuinfo spells them).
 KERNEL_FLAGS = (
@@ -33,6 +38,31 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # Native INT8 dot products, best first. Without one, INT8 runs through AVX2's 16-bit multiply-adds.
 INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
+# oneDNN's dispatcher cap: the environment variables it reads (the first set wins) and, for each value it accepts,
+# the KERNEL_FLAGS it may still dispatch (oneDNN's "CPU Dispatcher Control"; each level includes those below it).
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+_AVX2 = ("fma", "f16c", "avx2")
+_AVX512_CORE = _AVX2 + ("avx512f", "avx512bw")
+_AVX512_BF16 = _AVX512_CORE + ("avx512_vnni", "avx512_bf16")
+_AVX512_FP16 = _AVX512_BF16 + ("avx512_fp16",)
+_AVX512_AMX = _AVX512_FP16 + ("amx_tile", "amx_int8", "amx_bf16")
+ISA_CAPS = {
+    "SSE41": (),
+    "AVX": (),
+    "AVX2": _AVX2,
+    "AVX2_VNNI": _AVX2 + ("avx_vnni",),
+    "AVX2_VNNI_2": _AVX2 + ("avx_vnni",),
+    "AVX512_CORE": _AVX512_CORE,
+    "AVX512_CORE_VNNI": _AVX512_CORE + ("avx512_vnni",),
+    "AVX512_CORE_BF16": _AVX512_BF16,
+    "AVX512_CORE_FP16": _AVX512_FP16,
+    "AVX10_1_512": _AVX512_FP16,
+    "AVX512_CORE_AMX": _AVX512_AMX,
+    "AVX10_1_512_AMX": _AVX512_AMX,
+    "AVX512_CORE_AMX_FP16": _AVX512_AMX + ("amx_fp16",),
+    "AVX10_1_512_AMX_FP16": _AVX512_AMX + ("amx_fp16",),
+}
+
 
 @dataclass(frozen=True)
 class CpuHost:
@@ -44,25 +74,46 @@ class CpuHost:
     max_mhz: float | None = None
     mhz_source: str = "unknown"  # where max_mhz came from: cpufreq's maximum, or cpuinfo's current clock
     flags: frozenset[str] = field(default_factory=frozenset)
+    isa_cap: str | None = None  # "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI": the dispatcher cap this view obeys
+
+    @property
+    def dispatch_flags(self) -> frozenset[str]:
+        """The flags a kernel may use: all of them, or under `isa_cap` the kernel flags it allows and no other."""
+        if self.isa_cap is None:
+            return self.flags
+        allowed = ISA_CAPS[self.isa_cap.partition("=")[2]]
+        return frozenset(f for f in self.flags if f not in KERNEL_FLAGS or f in allowed)
 
     @property
     def bf16(self) -> str | None:
-        """The flag that gives native bf16 arithmetic, or None."""
-        return next((f for f in BF16_FLAGS if f in self.flags), None)
+        """The flag that gives native bf16 arithmetic (within the cap), or None."""
+        return next((f for f in BF16_FLAGS if f in self.dispatch_flags), None)
 
     @property
     def int8_dot(self) -> str | None:
-        """The flag that gives native INT8 dot products (VNNI or AMX), or None."""
-        return next((f for f in INT8_DOT_FLAGS if f in self.flags), None)
+        """The flag that gives native INT8 dot products (VNNI or AMX; within the cap), or None."""
+        return next((f for f in INT8_DOT_FLAGS if f in self.dispatch_flags), None)
 
     def kernel_flags(self) -> list[str]:
+        """The CPU's kernel flags (those above a cap included: they identify the CPU)."""
         return [f for f in KERNEL_FLAGS if f in self.flags]
 
     def features(self) -> str:
-        """One phrase for messages: what this CPU has for bf16 and INT8."""
+        """One phrase for messages: what this CPU has for bf16 and INT8 (and the cap it runs under)."""
         bf16 = self.bf16 or f"no bf16 ({' or '.join(BF16_FLAGS)})"
         int8 = self.int8_dot or f"no INT8 dot product ({', '.join(INT8_DOT_FLAGS)})"
-        return f"{bf16}, {int8}"
+        cap = f", under {self.isa_cap}" if self.isa_cap else ""
+        return f"{bf16}, {int8}{cap}"
+
+    def under_isa_cap(self, environ=None) -> CpuHost:
+        """This CPU as oneDNN sees it under the dispatcher cap `environ` sets (os.environ by default), if any.
+        A value oneDNN does not accept caps nothing."""
+        environ = os.environ if environ is None else environ
+        for name in ISA_CAP_VARIABLES:
+            value = environ.get(name, "").strip().upper()
+            if value:
+                return replace(self, isa_cap=f"{name}={value}") if value in ISA_CAPS else self
+        return self
 
     def to_record(self) -> dict:
         return {
@@ -74,6 +125,7 @@ class CpuHost:
             "max_mhz": self.max_mhz,
             "mhz_source": self.mhz_source,
             "kernel_flags": self.kernel_flags(),
+            "isa_cap": self.isa_cap,
             "bf16": self.bf16,
             "int8_dot": self.int8_dot,
         }
@@ -158,3 +210,8 @@ def this_host() -> CpuHost:
             return parse(f.read(), cores, _cpufreq_max_mhz())
     except OSError:
         return CpuHost(cores=cores)
+
+
+def onednn_host() -> CpuHost:
+    """This machine's CPU as oneDNN (OpenVINO's CPU plugin) dispatches on it: under ONEDNN_MAX_CPU_ISA if set."""
+    return this_host().under_isa_cap()

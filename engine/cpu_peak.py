@@ -21,7 +21,8 @@ an FLOP count of the same graph (bench/roofline.py, 2 x MACs) compare directly. 
   Assumed: the two multiplies are bound by the vector integer-multiply ports, and the vpaddd goes to another
   port where one is free (ymm on every core here; zmm on a Xeon shares ports 0 and 5 with the multiplies, so
   three uops on two ports: Intel's "1.33x fp32" for AVX-512BW). Saturation of vpmaddubsw is ignored.
-- bf16 (vdpbf16ps, AVX-512 BF16): 2 MACs per 32-bit lane per instruction, x instructions per cycle x 2.
+- bf16 (vdpbf16ps, AVX-512 BF16): 2 MACs per 32-bit lane per instruction, x instructions per cycle x 2. On
+  Sapphire Rapids and later one per two cycles: measured (tools/isa_throughput), not from a manual.
 - AMX (Sapphire Rapids and later): the TMUL does 1024 INT8 MACs (2048 ops) or 512 BF16 MACs (1024 FLOP)
   per cycle per core.
 
@@ -73,8 +74,11 @@ _XEON = {
     "avx512bw": 2 * 16 * 4 * 2 // 3,  # 85: three zmm uops on ports 0 and 5 per 64 MACs (Intel: 1.33x fp32)
     "avx2": 2 * 8 * 4,  # 64: vpmadd* ymm on ports 0 and 1, vpaddd on 5
 }
-_XEON_BF16 = {**_XEON, "avx512_bf16": 2 * 16 * 2 * 2}  # 128: two vdpbf16ps zmm per cycle (Cooper Lake, SPR+)
-_XEON_AMX = {**_XEON_BF16, "amx_int8": 1024 * 2, "amx_bf16": 512 * 2}  # 2048, 1024 (Intel, AMX chapter)
+_XEON_BF16 = {**_XEON, "avx512_bf16": 2 * 16 * 2 * 2}  # 128: two vdpbf16ps zmm per cycle (Cooper Lake)
+# Sapphire Rapids and later: AMX tiles; and vdpbf16ps at a quarter of vfmadd231ps's rate, one per two cycles
+# (measured on an AMX Xeon by tools/isa_throughput: bench/results/isa_throughput_amx_xeon.json), so AVX-512 BF16
+# computes half f32's FLOPs there.
+_XEON_AMX = {**_XEON, "avx512_bf16": 16 * 2 * 2 // 2, "amx_int8": 1024 * 2, "amx_bf16": 512 * 2}  # 32, 2048, 1024
 # Intel client cores with AVX-512 (Ice Lake, Tiger Lake, Rocket Lake): one 512-bit FMA (ports 0+1 fused).
 _CLIENT_AVX512 = {
     "avx512f": 1 * 16 * 2,  # 32
@@ -250,7 +254,7 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
     uarch, why = identify(host)
     if uarch is None:
         return {"known": False, "uarch": "unknown", "reason": why}
-    computed, flag = dispatched(uarch, host.flags, dtype)
+    computed, flag = dispatched(uarch, host.dispatch_flags, dtype)
     if flag is None:
         paths = ", ".join(DISPATCH_ORDER[dtype])
         return {"known": False, "uarch": uarch.name, "reason": f"{uarch.name} without any of: {paths} for {dtype}"}
@@ -266,6 +270,8 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
     isa = ISA_LABELS[flag]
     if computed != dtype:
         isa += f" - no {dtype} path ({', '.join(DISPATCH_ORDER[dtype])}): the backend runs {computed}"
+    if host.isa_cap:
+        isa += f" (under {host.isa_cap})"
     return {
         "known": True,
         "uarch": f"{uarch.name} ({uarch.note})" if uarch.note else uarch.name,
@@ -279,3 +285,29 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
         "clock_source": clock_source,
         "gflops": cores * mhz * per_cycle / 1000,
     }
+
+
+def bf16_pays(host) -> tuple[bool, str]:
+    """(whether bf16 arithmetic computes faster than f32 on `host`, why): what OpenVINO's fp16 tier runs in.
+
+    `host` as its dispatcher sees it (engine/cpu_host.onednn_host: under oneDNN's ISA cap, if one is set). True
+    where the bf16 path dispatched (AMX-BF16, AVX-512 BF16) has more FLOP per cycle than the f32 one on this
+    microarchitecture, or where the CPU has a native bf16 path and the table does not know it (a bf16 run is
+    gated against TF either way). False where the CPU has no native bf16 (OpenVINO accepts bf16 on any AVX-512
+    CPU and emulates it: 3.9x slower than f32 under an AVX512_CORE_VNNI cap here, docs/cpu.md), or where its bf16
+    path computes no more than f32 (AVX-512 BF16 on Sapphire Rapids and later: half).
+    """
+    flag = host.bf16
+    cap = f", under {host.isa_cap}" if host.isa_cap else ""
+    if flag is None:
+        return False, f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)}{cap})"
+    uarch, why = identify(host)
+    if uarch is None or flag not in uarch.rates:
+        return True, f"{ISA_LABELS[flag]}{cap}; its FLOP/cycle are not known ({why or 'not in the table'})"
+    _, f32 = dispatched(uarch, host.dispatch_flags, "f32")
+    bf16_rate, f32_rate = uarch.rates[flag], uarch.rates.get(f32, 0)
+    compared = (
+        f"{ISA_LABELS[flag]} computes {bf16_rate} FLOP/cycle on {uarch.name}{cap}, "
+        f"f32's {ISA_LABELS.get(f32, 'FMA')} {f32_rate}"
+    )
+    return bf16_rate > f32_rate, compared

@@ -48,6 +48,27 @@ def test_native_bf16_and_int8_dot_products_best_first():
     assert zen3.features() == "no bf16 (amx_bf16 or avx512_bf16), no INT8 dot product (amx_int8, avx512_vnni, avx_vnni)"
 
 
+def test_onednns_isa_cap_takes_the_flags_above_it_out_of_dispatch_and_says_so():
+    host = parse(SAPPHIRE_RAPIDS)
+    vnni = host.under_isa_cap({"ONEDNN_MAX_CPU_ISA": "avx512_core_vnni"})
+    assert vnni.isa_cap == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI"
+    assert (vnni.bf16, vnni.int8_dot) == (None, "avx512_vnni")
+    assert (
+        vnni.features() == "no bf16 (amx_bf16 or avx512_bf16), avx512_vnni, under ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI"
+    )
+    assert vnni.kernel_flags() == host.kernel_flags()  # the CPU is the same: its flags still identify it
+    assert "amx_bf16" not in vnni.dispatch_flags and "fpu" in vnni.dispatch_flags  # only kernel flags are capped
+    assert vnni.to_record()["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI"
+    bf16 = host.under_isa_cap({"DNNL_MAX_CPU_ISA": "AVX512_CORE_BF16"})
+    assert (bf16.bf16, bf16.int8_dot) == ("avx512_bf16", "avx512_vnni")
+    # ONEDNN_ wins over the older DNNL_ name; ALL, DEFAULT and a value oneDNN does not know cap nothing
+    both = host.under_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    assert (both.isa_cap, both.bf16, both.int8_dot) == ("ONEDNN_MAX_CPU_ISA=AVX2", None, None)
+    for value in ("ALL", "DEFAULT", "AVX9000", ""):
+        assert host.under_isa_cap({"ONEDNN_MAX_CPU_ISA": value}) is host
+    assert host.under_isa_cap({}) is host and host.to_record()["isa_cap"] is None
+
+
 def test_without_cpufreq_the_clock_is_the_current_one_and_says_so():
     zen3 = parse(ZEN3, cores=2)
     assert zen3.max_mhz == 2445.406 and zen3.mhz_source.startswith("cpuinfo cpu MHz (the current clock")
@@ -67,6 +88,7 @@ def test_this_host_is_recorded_with_its_flags():
         "max_mhz",
         "mhz_source",
         "kernel_flags",
+        "isa_cap",
         "bf16",
         "int8_dot",
     }

@@ -60,11 +60,65 @@ def test_sapphire_rapids_int8_and_bf16_dispatch_to_amx():
     assert f32["gflops"] == pytest.approx(56 * 3800 * 64 / 1000)
 
 
-def test_without_the_amx_flags_int8_is_vnni_and_bf16_is_avx512_bf16():
+def test_without_the_amx_flags_int8_is_vnni_and_bf16_is_avx512_bf16_at_half_the_f32_rate():
     host = cpu_host.parse(SAPPHIRE_RAPIDS_NO_AMX, cores=8, max_mhz=3800.0)
     int8 = cpu_peak.physical_peak(host, "int8")
     assert (int8["isa_flag"], int8["flop_per_cycle"]) == ("avx512_vnni", 256)
-    assert cpu_peak.physical_peak(host, "bf16")["flop_per_cycle"] == 128
+    # one vdpbf16ps zmm (64 FLOP) per two cycles on Sapphire Rapids (tools/isa_throughput), f32 two FMAs (32 each)
+    assert cpu_peak.physical_peak(host, "bf16")["flop_per_cycle"] == 32
+    assert cpu_peak.physical_peak(host, "f32")["flop_per_cycle"] == 64
+
+
+def test_an_isa_cap_picks_the_path_but_not_the_microarchitecture():
+    environ = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+    host = cpu_host.parse(MASKED_MODEL_AMX, cores=2).under_isa_cap(environ)
+    bf16 = cpu_peak.physical_peak(host, "bf16", threads=2)
+    assert bf16["uarch"].startswith("Sapphire Rapids/Emerald Rapids/Granite Rapids (by its flags")  # the AMX flags
+    assert (bf16["isa_flag"], bf16["flop_per_cycle"]) == ("avx512_bf16", 32)
+    assert bf16["isa"] == "AVX-512 BF16 (vdpbf16ps) (under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16)"
+    assert cpu_peak.physical_peak(host, "int8", threads=2)["isa_flag"] == "avx512_vnni"
+    vnni = cpu_host.parse(MASKED_MODEL_AMX, cores=2).under_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
+    assert cpu_peak.physical_peak(vnni, "bf16", threads=2)["computes"] == "f32"
+
+
+CASCADE_LAKE = cpuinfo("GenuineIntel", 6, 0x55, "fma f16c avx2 avx512f avx512bw avx512_vnni")
+COOPER_LAKE = cpuinfo("GenuineIntel", 6, 0x55, "fma f16c avx2 avx512f avx512bw avx512_vnni avx512_bf16")
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "pays", "why"),
+    [
+        (SAPPHIRE_RAPIDS, {}, True, "AMX-BF16 tiles (tdpbf16ps) computes 1024 FLOP/cycle on Sapphire Rapids, f32's"),
+        (
+            SAPPHIRE_RAPIDS,
+            {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},
+            False,
+            "AVX-512 BF16 (vdpbf16ps) computes 32 FLOP/cycle on Sapphire Rapids, under ONEDNN_MAX_CPU_ISA="
+            "AVX512_CORE_BF16, f32's AVX-512F FMA (zmm) 64",
+        ),
+        (
+            SAPPHIRE_RAPIDS,
+            {"DNNL_MAX_CPU_ISA": "avx512_core_vnni"},
+            False,
+            "this CPU has no native bf16 (amx_bf16 or avx512_bf16, under DNNL_MAX_CPU_ISA=AVX512_CORE_VNNI)",
+        ),
+        (SAPPHIRE_RAPIDS_NO_AMX, {}, False, "AVX-512 BF16 (vdpbf16ps) computes 32 FLOP/cycle"),
+        (ZEN4_GENOA, {}, True, "AVX-512 BF16 (vdpbf16ps) computes 64 FLOP/cycle on Zen 4 (EPYC Genoa), f32's"),
+        (COOPER_LAKE, {}, True, "AVX-512 BF16 (vdpbf16ps) computes 128 FLOP/cycle"),
+        (CASCADE_LAKE, {}, False, "this CPU has no native bf16 (amx_bf16 or avx512_bf16)"),
+        (ZEN3_MILAN, {}, False, "this CPU has no native bf16"),
+        (
+            cpuinfo("GenuineIntel", 6, 0xD7, "fma avx2 avx512f avx512bw avx512_bf16"),
+            {},
+            True,
+            "AVX-512 BF16 (vdpbf16ps); its FLOP/cycle are not known (GenuineIntel family 6 model 215 is not in",
+        ),
+    ],
+)
+def test_bf16_pays_where_its_path_computes_more_than_f32s(text, environ, pays, why):
+    """What OpenVINO's fp16 tier runs in: bf16 only where it out-computes f32 as the dispatcher sees the CPU."""
+    verdict, reason = cpu_peak.bf16_pays(cpu_host.parse(text).under_isa_cap(environ))
+    assert verdict is pays and reason.startswith(why), reason
 
 
 def test_zen4_runs_avx512_at_the_256_bit_rate_and_uses_the_ceiling_clock_without_cpufreq():
