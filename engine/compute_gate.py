@@ -18,7 +18,7 @@ import os
 
 from .atomic_write import write_json_atomic
 from .compare import BF16_PARITY, Tolerance, report
-from .cpu_host import this_host
+from .cpu_host import onednn_host
 from .errors import BitError
 from .parity_set import load_parity_set
 from .preprocess import scale_uint8
@@ -29,9 +29,9 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
     """The parity set through `infer` (float NHWC batch -> logits) against TF; returns the verdict, or raises a
     one-line BitError naming the measured error when it fails."""
     art = bundle.artifacts("onnx")[flavour]
-    cpu = this_host()
+    cpu = onednn_host()  # the gate is OpenVINO's: a dispatcher cap changes its kernels, so it is part of the key
     key = hashlib.sha256(
-        json.dumps([art["sha256"], described, cpu.name, cpu.kernel_flags(), tolerance.to_dict()]).encode()
+        json.dumps([art["sha256"], described, cpu.name, cpu.kernel_flags(), cpu.isa_cap, tolerance.to_dict()]).encode()
     ).hexdigest()[:32]
     path = cache_dir("compute-gate", f"{key}.json")
     verdict = _cached(path)

@@ -6,12 +6,15 @@ and Q/DQ as separate passes; at FP32 the two are equal. So `auto` prefers it on 
 
 Arithmetic (`inference_precision`): fp32 and INT8 graphs run in f32 (the INT8 graph's quantized layers in
 INT8), so that their parity holds as exported. The fp16 tier (`half=True`, what backends.create asks for the
-fp16 flavour) runs in bf16 where the CPU computes bf16 natively (AVX-512 BF16 or AMX; OpenVINO says so in its
-CPU plugin's OPTIMIZATION_CAPABILITIES): 1.8x the f32 speed on R50x1 at 480 on an AVX-512 BF16 EPYC
-(issue 20's benchmark_app figures). bf16 is chosen on the host that runs it, not at export, so it is gated
-there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 against TF before the runner
-serves. Where the CPU has no bf16, fp16 runs in f32 and `describe()` says so and why. What OpenVINO compiled
-is read back from the compiled model, never assumed from what was asked.
+fp16 flavour) runs in bf16 where the CPU's native bf16 path computes faster than its f32 one (`fp16_arithmetic`:
+AMX-BF16, and AVX-512 BF16 on AMD Zen 4 and later and Cooper Lake; engine/cpu_peak.bf16_pays): 1.8x the f32 speed
+on R50x1 at 480 on an AVX-512 BF16 EPYC (issue 20's benchmark_app figures), 3.5-5.1x with AMX. Not where bf16
+would be emulated (AVX-512 without a bf16 flag: 3.9x slower), nor on AVX-512 BF16 without AMX on Sapphire Rapids
+and later, where vdpbf16ps computes half f32's FLOPs (0.72-0.84x f32's speed on R50x1 and R50x3 under an
+AVX512_CORE_BF16 cap; docs/cpu.md, "bf16 without AMX"). bf16 is chosen on the host that runs it, not at export,
+so it is gated there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 against TF before the
+runner serves. Where fp16 runs in f32, `describe()` says so and why. What OpenVINO compiled is read back from the
+compiled model, never assumed from what was asked.
 
 The graph: the file is rewritten in memory after it is read (engine/openvino_graph.py): each GroupNorm on
 per-channel statistics without reshaping the activations (the grouped reshape cost a layout Reorder each way), and
@@ -42,7 +45,8 @@ import threading
 
 import numpy as np
 
-from .cpu_host import BF16_FLAGS, this_host
+from .cpu_host import onednn_host
+from .cpu_peak import bf16_pays
 from .errors import BitError, require
 from .openvino_graph import Rewrites
 from .openvino_graph import read as read_rewritten
@@ -57,14 +61,24 @@ def import_openvino():
     return require("openvino")
 
 
-def native_bf16(core) -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively on this CPU (its own capability list)."""
-    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+def fp16_arithmetic(core) -> tuple[str, str]:
+    """(what the fp16 tier computes in on this CPU, why): bf16 where OpenVINO offers it and it computes faster than
+    f32 here (engine/cpu_peak.bf16_pays, on the CPU as oneDNN dispatches on it), else f32.
+
+    OpenVINO's own capability list is not enough: it says BF16 on any AVX-512 CPU, with or without a native bf16
+    path, and compiles bf16 there by emulating it (3.9x slower than f32 on R50x1 under an AVX512_CORE_VNNI cap)."""
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    pays, why = bf16_pays(onednn_host())
+    if pays and "BF16" not in capabilities:
+        pays, why = False, f"OpenVINO offers no bf16 here ({why})"
+    if not pays:
+        why += f"; OpenVINO's CPU capabilities: {', '.join(capabilities)}"
+    return ("bf16" if pays else "f32"), why
 
 
 def arithmetic_for(core, half: bool) -> str:
-    """The inference precision the runner asks for: bf16 for the fp16 tier where the CPU has it natively, else f32."""
-    return "bf16" if half and native_bf16(core) else "f32"
+    """The inference precision the runner asks for unless told: the fp16 tier's (fp16_arithmetic), else f32."""
+    return fp16_arithmetic(core)[0] if half else "f32"
 
 
 class OpenVinoRunner(Runner):
@@ -123,9 +137,9 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         if self.cache_dir:
             core.set_property({"CACHE_DIR": self.cache_dir})
-        asked = self.inference_precision
+        asked, why = self.inference_precision, ""
         if asked is None:
-            asked = arithmetic_for(core, self.half)
+            asked, why = fp16_arithmetic(core) if self.half else ("f32", "")
         config = {
             "PERFORMANCE_HINT": self.hint,
             "INFERENCE_PRECISION_HINT": asked,
@@ -144,13 +158,11 @@ class OpenVinoRunner(Runner):
         compiled_type = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.compute = "bf16" if getattr(compiled_type, "to_string", compiled_type.__str__)() == "bf16" else "f32"
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
-        if self.compute == "f32" and (self.half or asked == "bf16"):
+        if self.compute == "f32" and asked == "bf16":
             capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-            flags = this_host().bf16 or f"no {' or '.join(BF16_FLAGS)} flag"
-            self.why_f32 = (
-                f"{'fp16' if self.half else 'bf16'} runs as f32: this CPU has no native bf16 "
-                f"({flags}; OpenVINO's CPU capabilities: {capabilities})"
-            )
+            self.why_f32 = f"bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: {capabilities})"
+        elif self.compute == "f32" and self.half:
+            self.why_f32 = f"fp16 runs as f32: {why or 'f32 was asked for'}"
         self._generation = object()  # requests made before a deactivate are never reused after it
         if self.compute == "bf16" and self.gate is not None:
             try:

@@ -195,8 +195,11 @@ def _model_files(bundle: Bundle, model: ModelPlan, version_dir: str) -> dict[str
 
 # What Triton's OpenVINO backend computes in: it passes OpenVINO no inference precision but bf16 (HINT_BF16), so
 # OpenVINO's default decides, and that is bf16 on a CPU with native bf16 (AMX-BF16, AVX512-BF16), f32 elsewhere.
+# bit-serve's openvino runner takes bf16 only where it computes faster than f32 (engine/cpu_peak.bf16_pays), which
+# differs on AVX-512 BF16 without AMX on Sapphire Rapids and later (docs/cpu.md, "bf16 without AMX").
 OPENVINO_ARITHMETIC = {
-    "fp16": "bf16 where the CPU has native bf16, else f32 (as bit-serve's openvino runner)",
+    "fp16": "bf16 where the CPU has native bf16, else f32 (OpenVINO's default; bit-serve's openvino runner takes "
+    "bf16 only where it computes faster than f32)",
     "other": "float parts in bf16 where the CPU has native bf16, as OpenVINO defaults to there (Triton's OpenVINO "
     "backend cannot ask for f32: serve onnxruntime, or bit-serve's openvino, where f32 must hold)",
 }

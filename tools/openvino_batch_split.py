@@ -22,15 +22,15 @@ import time
 import numpy as np
 
 from bit_trt.engine.bundle import Bundle, load_bundle
-from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
-from tools.openvino_study import arguments, compiled, write_result
+from bit_trt.engine.openvino_runner import import_openvino
+from tools.openvino_study import arguments, arithmetic, compiled, write_result
 
 
-def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
+def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int, fp16_in=None) -> dict:
     ov = import_openvino()
     core = ov.Core()
     resolution = bundle.input_spec.resolution
-    precision = arithmetic_for(core, flavour == "fp16")
+    precision = arithmetic(core, flavour, fp16_in)
     path = bundle.artifact_path(flavour)
     whole = compiled(core, path, [batch, resolution, resolution, 3], precision, threads).create_infer_request()
     single = compiled(core, path, [1, resolution, resolution, 3], precision, threads).create_infer_request()
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     bundle = load_bundle(args.bundle)
     rows = []
     for flavour in args.flavours.split(","):
-        row = measure(bundle, flavour, args.batch, args.rounds, args.threads)
+        row = measure(bundle, flavour, args.batch, args.rounds, args.threads, args.fp16_in)
         print(
             f"{flavour} ({row['inference_precision']}) batch {args.batch}: {row['median_batched']:.1f} ms/image as one "
             f"request, {row['median_split']:.1f} one image at a time; batch over split {row['median_ratio']:.2f} "

@@ -24,8 +24,8 @@ from tools.openvino_study import paired_forms, paired_main
 FORMS = (("as_read", None), ("rewritten", rewrite))
 
 
-def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int) -> dict:
-    return paired_forms(bundle, flavour, batch, rounds, threads, FORMS, "group_norms_rewritten")
+def measure(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int, fp16_in=None) -> dict:
+    return paired_forms(bundle, flavour, batch, rounds, threads, FORMS, "group_norms_rewritten", fp16_in)
 
 
 def _reorders(row: dict) -> str:

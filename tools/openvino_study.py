@@ -16,11 +16,10 @@ import numpy as np
 from bit_trt.bench.bit_bench import host
 from bit_trt.engine.bundle import Bundle, load_bundle
 from bit_trt.engine.compare import measure as agreement
+from bit_trt.engine.cpu_host import onednn_host
 from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
 from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import scale_uint8
-
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 
 
 def compiled(core, path: str, shape: list[int], precision: str, threads: int, edit=None, profile: bool = False):
@@ -59,16 +58,24 @@ def profile(compiled, images) -> dict:
     return {"reorders": len(reorders), "reorder_share_of_time": round(share, 3), "share_by_layer_type": shares}
 
 
-def paired_forms(bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int, forms, count_key: str) -> dict:
+def arithmetic(core, flavour: str, fp16_in: str | None = None) -> str:
+    """The inference precision a study compiles `flavour`'s file in: the runner's (bf16 for the fp16 file where it
+    computes faster than f32 here, else f32), or `fp16_in` for the fp16 file where one is given (--fp16-in)."""
+    return fp16_in if flavour == "fp16" and fp16_in else arithmetic_for(core, flavour == "fp16")
+
+
+def paired_forms(
+    bundle: Bundle, flavour: str, batch: int, rounds: int, threads: int, forms, count_key: str, fp16_in=None
+) -> dict:
     """Two forms of one bundle file, `forms` = ((name, edit or None), (name, edit)), each compiled for [batch, R, R,
-    3] (LATENCY hint, `threads`, the runner's arithmetic: bf16 for the fp16 file where the CPU has it, else f32),
+    3] (LATENCY hint, `threads`, `arithmetic`),
     timed in `rounds` paired rounds that alternate which goes first. Each form's record: `count_key`, what its edit
     returned (an int: how many it rewrote), its profile (above), its agreement with TF on the bundle's parity set,
     and its milliseconds per image; then each round's ratio (first over second: above 1, the second is faster)
     and their median."""
     core = import_openvino().Core()
     resolution = bundle.input_spec.resolution
-    precision = arithmetic_for(core, flavour == "fp16")
+    precision = arithmetic(core, flavour, fp16_in)
     path = bundle.artifact_path(flavour)
     shape = [batch, resolution, resolution, 3]
     images = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -115,7 +122,7 @@ def paired_forms(bundle: Bundle, flavour: str, batch: int, rounds: int, threads:
 
 def arguments(doc: str, argv, batches: tuple[str, object]):
     """The study tools' command line: BUNDLE, --flavours, the batch option `batches` ("--batches" with "1,8", or
-    "--batch" with 8), --rounds, --threads, --json."""
+    "--batch" with 8), --rounds, --threads, --fp16-in, --json."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("bundle")
     parser.add_argument("--flavours", default="fp32,fp16,int8-ort")
@@ -123,6 +130,9 @@ def arguments(doc: str, argv, batches: tuple[str, object]):
     parser.add_argument(option, default=default, type=type(default))
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--fp16-in", choices=("bf16", "f32"), help="the fp16 file's arithmetic (default: the runner's choice here)"
+    )
     parser.add_argument("--json")
     return parser.parse_args(argv)
 
@@ -136,7 +146,7 @@ def paired_main(tool: str, doc: str, argv, forms, count_key: str, extra) -> None
     rows = []
     for flavour in args.flavours.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            row = paired_forms(bundle, flavour, batch, args.rounds, args.threads, forms, count_key)
+            row = paired_forms(bundle, flavour, batch, args.rounds, args.threads, forms, count_key, args.fp16_in)
             (first, _), (second, _) = forms
             ratios = row[f"{first}_over_{second}"]
             print(
@@ -156,9 +166,10 @@ def write_result(tool: str, argv, bundle_path: str, bundle: Bundle, rows: list, 
     `json_path` if one is given."""
     # oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, say) makes this host run as one without AMX or bf16
     # would: the record says so, since the host's flags do not
-    env = {name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}
+    cap = onednn_host().isa_cap
+    env = dict([cap.split("=", 1)]) if cap else {}
     result = {
-        "command": "".join(f"{k}={v} " for k, v in env.items())
+        "command": (f"{cap} " if cap else "")
         + f"python -m tools.{tool} "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

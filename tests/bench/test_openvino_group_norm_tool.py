@@ -48,3 +48,14 @@ def test_a_run_under_onednns_isa_cap_says_so(tiny_bundle, tmp_path, monkeypatch)
     assert capped["isa_cap"] == {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
     assert capped["command"] == f"ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI python -m tools.openvino_group_norm {tiny_bundle}"
     assert json.loads(out.read_text())["isa_cap"] == capped["isa_cap"]
+
+
+def test_fp16_in_sets_the_fp16_files_arithmetic_and_leaves_the_others(tiny_bundle, tmp_path):
+    """--fp16-in f32 / bf16: what a study compiles the fp16 file in, whatever the runner would choose here (bf16
+    without AMX is measured by forcing it where the runner runs f32: docs/cpu.md, "bf16 without AMX")."""
+    for forced in ("f32", "bf16"):
+        out = tmp_path / f"{forced}.json"
+        argv = [str(tiny_bundle), "--flavours", "fp32,fp16", "--batches", "1", "--rounds", "1", "--threads", "1"]
+        main([*argv, "--fp16-in", forced, "--json", str(out)])
+        rows = json.loads(out.read_text())["rows"]
+        assert [(r["flavour"], r["inference_precision"]) for r in rows] == [("fp32", "f32"), ("fp16", forced)]

@@ -139,11 +139,11 @@ def test_gemm_peak_measures_a_named_kernel(backend, precision, kernel_op):
 
 def test_openvinos_fp16_gemm_runs_the_arithmetic_its_runner_picks():
     """bf16 where OpenVINO computes it natively, as the fp16 tier's rows do; f32 elsewhere."""
-    from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+    from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
 
     pytest.importorskip("openvino")
     kernel = gemm_peak("openvino", "fp16", threads=1, size=256, seconds=0.2)["kernel"]
-    assert kernel.endswith("(bf16)" if native_bf16(import_openvino().Core()) else "(f32)"), kernel
+    assert kernel.endswith("(bf16)" if arithmetic_for(import_openvino().Core(), True) == "bf16" else "(f32)"), kernel
 
 
 def test_a_missing_backend_says_how_to_install_it(monkeypatch):

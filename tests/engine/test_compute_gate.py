@@ -9,7 +9,7 @@ from bit_trt.engine import backends, compare, compute_gate
 from bit_trt.engine.bundle import load_bundle
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
-from bit_trt.engine.openvino_runner import import_openvino, native_bf16
+from bit_trt.engine.openvino_runner import arithmetic_for, fp16_arithmetic, import_openvino
 
 
 @pytest.fixture
@@ -76,12 +76,58 @@ def test_a_damaged_verdict_is_measured_again(tiny_bundle, own_cache):
 
 def test_the_fp16_tier_on_openvino_runs_bf16_only_where_the_cpu_has_it(tiny_bundle, own_cache):
     with Classifier(str(tiny_bundle), backend="openvino", precision="fp16") as clf:
-        if native_bf16(import_openvino().Core()):
+        if arithmetic_for(import_openvino().Core(), True) == "bf16":
             assert clf.compute == "bf16" and clf.backend.endswith(", bf16)")
             assert len(os.listdir(own_cache)) == 1  # gated before it served
         else:
             assert clf.compute == "f32"
-            assert "fp16 runs as f32: this CPU has no native bf16" in clf.backend
+            assert f"fp16 runs as f32: {fp16_arithmetic(import_openvino().Core())[1]}" in clf.backend
             assert not own_cache.exists()  # f32 is the arithmetic the export checked: no gate to run
     with Classifier(str(tiny_bundle), backend="openvino", precision="fp32") as clf:
         assert clf.compute == "f32" and "runs as f32" not in clf.backend
+
+
+_FP16_UNDER_CAP = """
+import json, sys
+from bit_trt.engine.classifier import Classifier
+from bit_trt.engine.openvino_runner import import_openvino
+with Classifier(sys.argv[1], backend="openvino", precision="fp16") as clf:
+    offered = "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    print(json.dumps([clf.compute, clf.backend, offered]))
+"""
+
+
+@pytest.mark.parametrize("cap", ["AVX512_CORE_VNNI", "AVX512_CORE_BF16"])
+def test_under_an_isa_cap_the_fp16_tier_runs_what_the_capped_cpu_computes_faster(tiny_bundle, own_cache, cap):
+    """oneDNN's cap makes OpenVINO dispatch as a CPU without AMX (and, at AVX512_CORE_VNNI, without bf16: a Cascade
+    Lake or Ice Lake Xeon). OpenVINO still offers bf16 there, and emulates it (R50x1: 3.9x slower than f32): the
+    fp16 tier must run f32 on such a CPU, and say why; and bf16 only where the capped CPU's bf16 path out-computes
+    its f32 one (engine/cpu_peak.bf16_pays)."""
+    import subprocess
+    import sys
+
+    from bit_trt.engine.cpu_host import this_host
+    from bit_trt.engine.cpu_peak import bf16_pays
+
+    if "avx512f" not in this_host().flags:
+        pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
+    environ = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
+    done = subprocess.run(
+        [sys.executable, "-c", _FP16_UNDER_CAP, str(tiny_bundle)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    compute, described, offered = json.loads(done.stdout.splitlines()[-1])
+    pays, why = bf16_pays(this_host().under_isa_cap(environ))
+    assert compute == ("bf16" if pays else "f32"), described
+    if cap == "AVX512_CORE_VNNI":
+        assert offered and not pays  # OpenVINO would have compiled bf16: the runner chose f32
+        assert (
+            f"fp16 runs as f32: this CPU has no native bf16 (amx_bf16 or avx512_bf16, under ONEDNN_MAX_CPU_ISA={cap})"
+            in (described)
+        )
+    elif not pays:
+        assert f"fp16 runs as f32: {why}" in described
