@@ -23,6 +23,7 @@ import numpy as np
 from . import backends
 from .bundle import Bundle, load_bundle
 from .compare import softmax
+from .cpu_host import onednn_host, this_host
 from .errors import BitError
 from .precision import precision_of
 from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess, scale_uint8
@@ -37,6 +38,10 @@ class Prediction:
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         order = np.argsort(-self.probabilities, axis=1)[:, :k]
         return [[(self.labels[j]["name"], float(p[j])) for j in row] for row, p in zip(order, self.probabilities)]
+
+
+# The CPU each CPU backend's kernels see: OpenVINO's oneDNN obeys ONEDNN_MAX_CPU_ISA, ONNX Runtime's MLAS does not.
+CPU_DISPATCH = {"openvino": onednn_host, "ort-cpu": this_host}
 
 
 class Classifier:
@@ -87,9 +92,13 @@ class Classifier:
 
     @property
     def backend(self) -> str:
-        """Which library and device run the model, in one line (activates the runner)."""
+        """Which library and device run the model, in one line (activates the runner); for INT8 on a CPU backend,
+        whether the CPU its kernels dispatch on lacks an INT8 dot product (cpu_host.CpuHost.int8_note)."""
         self.runner.activate()
-        return self.runner.describe()
+        described = self.runner.describe()
+        host = CPU_DISPATCH.get(self.runner.name)
+        note = host().int8_note() if host and self.precision and precision_of(self.precision) == "int8" else ""
+        return f"{described}; {note}" if note else described
 
     @property
     def compute(self) -> str | None:

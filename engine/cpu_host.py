@@ -105,6 +105,17 @@ class CpuHost:
         cap = f", under {self.isa_cap}" if self.isa_cap else ""
         return f"{bf16}, {int8}{cap}"
 
+    def int8_note(self) -> str:
+        """For INT8 on a CPU without an INT8 dot product (within the cap): how its convolutions multiply there, in
+        one phrase; "" where it has one."""
+        if self.int8_dot:
+            return ""
+        cap = f", under {self.isa_cap}" if self.isa_cap else ""
+        return (
+            f"int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product ({', '.join(INT8_DOT_FLAGS)}{cap}), "
+            "so INT8 gains less over f32 (docs/cpu.md)"
+        )
+
     def under_isa_cap(self, environ=None) -> CpuHost:
         """This CPU as oneDNN sees it under the dispatcher cap `environ` sets (os.environ by default), if any.
         A value oneDNN does not accept caps nothing."""

@@ -90,3 +90,43 @@ def test_openvino_bf16_is_opt_in_and_reported_as_compiled(tiny_full_bundle):
     assert metrics["cosine_min"] > 0.99  # bf16 still computes the same model
     with pytest.raises(BitError, match="inference precision must be f32 or bf16"):
         backends.create(bundle, "openvino", "fp32", inference_precision="int4")
+
+
+_INT8_DESCRIBED = """
+import json, sys
+from bit_trt.engine.classifier import Classifier
+print(json.dumps({b: Classifier(sys.argv[1], backend=b, precision="int8").backend for b in ("openvino", "ort-cpu")}))
+"""
+
+
+def test_int8_on_a_cpu_without_an_int8_dot_product_says_so(tiny_full_bundle):
+    """oneDNN's AVX512_CORE cap makes OpenVINO dispatch as an AVX-512 CPU without VNNI (a Skylake-SP): its INT8
+    line says the convolutions run on 16-bit multiply-adds there. ONNX Runtime's MLAS ignores the cap: its line
+    says so only where this CPU itself has no INT8 dot product."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from bit_trt.engine.cpu_host import this_host
+
+    if "avx512f" not in this_host().flags:
+        pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
+    environ = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    done = subprocess.run(
+        [sys.executable, "-c", _INT8_DESCRIBED, str(tiny_full_bundle)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    described = json.loads(done.stdout.splitlines()[-1])
+    assert described["openvino"].endswith(
+        "; int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product (amx_int8, avx512_vnni, avx_vnni, "
+        "under ONEDNN_MAX_CPU_ISA=AVX512_CORE), so INT8 gains less over f32 (docs/cpu.md)"
+    ), described["openvino"]
+    note = this_host().int8_note()
+    assert described["ort-cpu"].endswith(f"; {note}") if note else "int8 runs on" not in described["ort-cpu"]
+    with Classifier(str(tiny_full_bundle), backend="openvino", precision="fp32") as clf:
+        assert "int8 runs on" not in clf.backend  # only INT8 is said to

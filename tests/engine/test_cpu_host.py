@@ -69,6 +69,16 @@ def test_onednns_isa_cap_takes_the_flags_above_it_out_of_dispatch_and_says_so():
     assert host.under_isa_cap({}) is host and host.to_record()["isa_cap"] is None
 
 
+def test_int8_without_a_dot_product_is_said_and_with_one_it_is_not():
+    assert parse(SAPPHIRE_RAPIDS).int8_note() == "" and parse(ALDER_LAKE).int8_note() == ""  # AMX; AVX-VNNI
+    assert parse(ZEN3).int8_note() == (
+        "int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product (amx_int8, avx512_vnni, avx_vnni), "
+        "so INT8 gains less over f32 (docs/cpu.md)"
+    )
+    capped = parse(SAPPHIRE_RAPIDS).under_isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"})
+    assert "(amx_int8, avx512_vnni, avx_vnni, under ONEDNN_MAX_CPU_ISA=AVX512_CORE)" in capped.int8_note()
+
+
 def test_without_cpufreq_the_clock_is_the_current_one_and_says_so():
     zen3 = parse(ZEN3, cores=2)
     assert zen3.max_mhz == 2445.406 and zen3.mhz_source.startswith("cpuinfo cpu MHz (the current clock")
