@@ -10,6 +10,8 @@ from bit_trt.engine.errors import BitError
 from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import scale_uint8
 
+from .capped_process import run_capped
+
 CPU_BACKENDS = ("ort-cpu", "openvino", "tf")
 
 
@@ -103,25 +105,9 @@ def test_int8_on_a_cpu_without_an_int8_dot_product_says_so(tiny_full_bundle):
     """oneDNN's AVX512_CORE cap makes OpenVINO dispatch as an AVX-512 CPU without VNNI (a Skylake-SP): its INT8
     line says the convolutions run on 16-bit multiply-adds there. ONNX Runtime's MLAS ignores the cap: its line
     says so only where this CPU itself has no INT8 dot product."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from bit_trt.engine.cpu_host import this_host
 
-    if "avx512f" not in this_host().flags:
-        pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
-    environ = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
-    done = subprocess.run(
-        [sys.executable, "-c", _INT8_DESCRIBED, str(tiny_full_bundle)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    described = json.loads(done.stdout.splitlines()[-1])
+    described, _ = run_capped(_INT8_DESCRIBED, "AVX512_CORE", tiny_full_bundle)
     assert described["openvino"].endswith(
         "; int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product (amx_int8, avx512_vnni, avx_vnni, "
         "under ONEDNN_MAX_CPU_ISA=AVX512_CORE), so INT8 gains less over f32 (docs/cpu.md)"

@@ -11,6 +11,8 @@ from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.openvino_runner import arithmetic_for, fp16_arithmetic, import_openvino
 
+from .capped_process import run_capped
+
 
 @pytest.fixture
 def own_cache(tmp_path, monkeypatch):
@@ -103,24 +105,10 @@ def test_under_an_isa_cap_the_fp16_tier_runs_what_the_capped_cpu_computes_faster
     Lake or Ice Lake Xeon). OpenVINO still offers bf16 there, and emulates it (R50x1: 3.9x slower than f32): the
     fp16 tier must run f32 on such a CPU, and say why; and bf16 only where the capped CPU's bf16 path out-computes
     its f32 one (engine/cpu_peak.bf16_pays)."""
-    import subprocess
-    import sys
-
     from bit_trt.engine.cpu_host import this_host
     from bit_trt.engine.cpu_peak import bf16_pays
 
-    if "avx512f" not in this_host().flags:
-        pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
-    environ = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap}
-    done = subprocess.run(
-        [sys.executable, "-c", _FP16_UNDER_CAP, str(tiny_bundle)],
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    compute, described, offered = json.loads(done.stdout.splitlines()[-1])
+    (compute, described, offered), environ = run_capped(_FP16_UNDER_CAP, cap, tiny_bundle)
     pays, why = bf16_pays(this_host().under_isa_cap(environ))
     assert compute == ("bf16" if pays else "f32"), described
     if cap == "AVX512_CORE_VNNI":
