@@ -17,7 +17,7 @@ import numpy as np
 from ..engine import backends, gpu_host
 from ..engine.bundle import Bundle, load_bundle
 from ..engine.classifier import Classifier
-from ..engine.cpu_host import idle_record, onednn_host, this_host
+from ..engine.cpu_host import dispatch_host, idle_record, onednn_host, this_host
 from ..engine.errors import BitError
 from ..engine.memory import available_bytes, current_rss_bytes, gigabytes, release_memory, total_bytes
 from ..engine.preprocess import decode, preprocess
@@ -721,8 +721,7 @@ def _rows(configs, skipped, workloads, extras, peaks, options: BenchOptions, loa
             if peak and "gflops" in peak and peak.get("gflop_per_image"):
                 from . import roofline  # the physical peak (engine/cpu_peak.py), the measured GEMM beside it
 
-                # OpenVINO's oneDNN dispatches under ONEDNN_MAX_CPU_ISA where one is set; ORT's MLAS does not read it
-                cpu = onednn_host() if config.backend == "openvino" else this_host()
+                cpu = dispatch_host(config.backend)  # OpenVINO's under ONEDNN_MAX_CPU_ISA where one is set
                 roof = roofline.roofline(
                     peak["gflop_per_image"], row["throughput_ips"], peak, host=cpu, compute=row["compute"]
                 )

@@ -23,7 +23,7 @@ import numpy as np
 from . import backends
 from .bundle import Bundle, load_bundle
 from .compare import softmax
-from .cpu_host import onednn_host, this_host
+from .cpu_host import dispatch_host
 from .errors import BitError
 from .precision import precision_of
 from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, check_max_pixels, full_size, preprocess, scale_uint8
@@ -38,10 +38,6 @@ class Prediction:
     def top(self, k: int = 5) -> list[list[tuple[str, float]]]:
         order = np.argsort(-self.probabilities, axis=1)[:, :k]
         return [[(self.labels[j]["name"], float(p[j])) for j in row] for row, p in zip(order, self.probabilities)]
-
-
-# The CPU each CPU backend's kernels see: OpenVINO's oneDNN obeys ONEDNN_MAX_CPU_ISA, ONNX Runtime's MLAS does not.
-CPU_DISPATCH = {"openvino": onednn_host, "ort-cpu": this_host}
 
 
 class Classifier:
@@ -96,8 +92,9 @@ class Classifier:
         whether the CPU its kernels dispatch on lacks an INT8 dot product (cpu_host.CpuHost.int8_note)."""
         self.runner.activate()
         described = self.runner.describe()
-        host = CPU_DISPATCH.get(self.runner.name)
-        note = host().int8_note() if host and self.precision and precision_of(self.precision) == "int8" else ""
+        cpu_backend = self.runner.name in ("openvino", "ort-cpu")
+        int8 = bool(self.precision) and precision_of(self.precision) == "int8"
+        note = dispatch_host(self.runner.name).int8_note() if cpu_backend and int8 else ""
         return f"{described}; {note}" if note else described
 
     @property

@@ -226,3 +226,9 @@ def this_host() -> CpuHost:
 def onednn_host() -> CpuHost:
     """This machine's CPU as oneDNN (OpenVINO's CPU plugin) dispatches on it: under ONEDNN_MAX_CPU_ISA if set."""
     return this_host().under_isa_cap()
+
+
+def dispatch_host(backend: str) -> CpuHost:
+    """This machine's CPU as `backend`'s kernels see it: OpenVINO's oneDNN obeys ONEDNN_MAX_CPU_ISA, ONNX Runtime's
+    MLAS (and everything else) does not."""
+    return onednn_host() if backend == "openvino" else this_host()
