@@ -85,6 +85,11 @@ class CpuHost:
         return frozenset(f for f in self.flags if f not in KERNEL_FLAGS or f in allowed)
 
     @property
+    def under_cap(self) -> str:
+        """ ", under ONEDNN_MAX_CPU_ISA=...", for a message about this view's flags; "" where nothing caps it."""
+        return f", under {self.isa_cap}" if self.isa_cap else ""
+
+    @property
     def bf16(self) -> str | None:
         """The flag that gives native bf16 arithmetic (within the cap), or None."""
         return next((f for f in BF16_FLAGS if f in self.dispatch_flags), None)
@@ -102,17 +107,16 @@ class CpuHost:
         """One phrase for messages: what this CPU has for bf16 and INT8 (and the cap it runs under)."""
         bf16 = self.bf16 or f"no bf16 ({' or '.join(BF16_FLAGS)})"
         int8 = self.int8_dot or f"no INT8 dot product ({', '.join(INT8_DOT_FLAGS)})"
-        cap = f", under {self.isa_cap}" if self.isa_cap else ""
-        return f"{bf16}, {int8}{cap}"
+        return f"{bf16}, {int8}{self.under_cap}"
 
     def int8_note(self) -> str:
         """For INT8 on a CPU without an INT8 dot product (within the cap): how its convolutions multiply there, in
         one phrase; "" where it has one."""
         if self.int8_dot:
             return ""
-        cap = f", under {self.isa_cap}" if self.isa_cap else ""
         return (
-            f"int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product ({', '.join(INT8_DOT_FLAGS)}{cap}), "
+            f"int8 runs on 16-bit multiply-adds: this CPU has no INT8 dot product ({', '.join(INT8_DOT_FLAGS)}"
+            f"{self.under_cap}), "
             "so INT8 gains less over f32 (docs/cpu.md)"
         )
 

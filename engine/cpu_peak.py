@@ -298,7 +298,7 @@ def bf16_pays(host) -> tuple[bool, str]:
     path computes no more than f32 (AVX-512 BF16 on Sapphire Rapids and later: half).
     """
     flag = host.bf16
-    cap = f", under {host.isa_cap}" if host.isa_cap else ""
+    cap = host.under_cap
     if flag is None:
         return False, f"this CPU has no native bf16 ({' or '.join(BF16_FLAGS)}{cap})"
     uarch, why = identify(host)
