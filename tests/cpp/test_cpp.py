@@ -128,6 +128,68 @@ def test_bit_check_cpp_matches_python_bit_check(cpp_build, tiny_full_bundle):
     assert f"max abs {metrics['max_abs']:.3g} " in done.stdout, done.stdout
 
 
+def _openvino_compiles(model_path, asked: str | None) -> str:
+    """What OpenVINO's CPU plugin compiles the file in here: with `asked` as its inference precision, or its own
+    choice (None); "bf16" or "f32"."""
+    import openvino as ov
+
+    config = {} if asked is None else {"INFERENCE_PRECISION_HINT": asked}
+    compiled = ov.Core().compile_model(str(model_path), "CPU", config).get_property("INFERENCE_PRECISION_HINT")
+    return "bf16" if compiled.to_string() == "bf16" else "f32"
+
+
+def test_bit_check_cpp_runs_fp16_in_what_openvino_chooses_gated(cpp_build, tiny_full_bundle):
+    """The fp16 variant in OpenVINO's own choice on this CPU (bf16 where it has native bf16), held to the
+    manifest's bf16_tolerance when bf16; f32 when asked, held to the fp16 parity tolerance."""
+    chosen = _openvino_compiles(tiny_full_bundle / "model.fp16.onnx", None)
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16")
+    assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    if chosen == "bf16":
+        assert "MaxPool, bf16), fp16 (model.fp16.onnx)" in first, first
+        assert "tolerance (model.fp16.onnx's manifest record, bf16_tolerance): rel L2 <= 0.1," in done.stdout
+    else:
+        assert ", f32; fp16 runs as f32: OpenVINO chose f32 on this CPU (its CPU capabilities: " in first, first
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16", "--inference-precision", "f32")
+    assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
+    assert ", f32; fp16 runs as f32: f32 was asked for), fp16 (model.fp16.onnx)" in done.stdout.splitlines()[0]
+    assert "tolerance (model.fp16.onnx's manifest record): rel L2 <= 0.02," in done.stdout
+
+
+def test_a_bundle_without_bf16_tolerance_runs_fp16_in_f32(cpp_build, tiny_full_bundle, copy_bundle):
+    bundle = copy_bundle(tiny_full_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fp16 = next(a for a in manifest["artifacts"] if a["file"] == "model.fp16.onnx")
+    assert fp16.pop("bf16_tolerance")["rel_l2"] == 0.1
+    path.write_text(json.dumps(manifest))
+    done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "fp16")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "f32; fp16 runs as f32: model.fp16.onnx records no bf16_tolerance" in done.stdout.splitlines()[0]
+    done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "fp16", "--inference-precision", "bf16")
+    assert done.returncode == 2
+    assert "model.fp16.onnx records no bf16_tolerance, the gate a bf16 run is held to" in one_error_line(
+        done, "bit-check-cpp"
+    )
+
+
+def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, copy_bundle):
+    if _openvino_compiles(tiny_full_bundle / "model.fp16.onnx", "bf16") != "bf16":
+        pytest.skip("OpenVINO compiles no bf16 on this CPU")
+    bundle = copy_bundle(tiny_full_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fp16 = next(a for a in manifest["artifacts"] if a["file"] == "model.fp16.onnx")
+    fp16["bf16_tolerance"]["rel_l2"] = 1e-9  # no bf16 run meets it
+    path.write_text(json.dumps(manifest))
+    done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "fp16", "--inference-precision", "bf16")
+    assert done.returncode == 2
+    line = one_error_line(done, "bit-check-cpp")
+    assert "bf16): the fp16 model in bf16 fails the accuracy gate against TF on the bundle's parity set " in line
+    assert "(relative L2 " in line
+    assert "so it is refused here; use precision fp32 or int8, or inference precision f32" in line
+
+
 # OpenCV 4.6 (Debian, C++) and 5.0 (the opencv-python-headless wheel): decode, bilinear (the manifests' resize),
 # area and nearest give the same uint8 pixels, so the float tensors are equal bit for bit; bicubic is not
 # bit-exact across the two versions and differs by at most one uint8 step (1/255) on some pixels.
@@ -259,6 +321,9 @@ def test_usage_errors_exit_2(cpp_build, tiny_full_bundle, tmp_path):
     assert done.returncode == 2 and "unknown precision 'int4'; choose fp16, fp32, int8 (or an exact" in line
     done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, "x.png", "--precision", "int4")
     assert done.returncode == 2 and "unknown precision 'int4'" in one_error_line(done, "bit-classify-cpp")
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--inference-precision", "fp16")
+    assert done.returncode == 2
+    assert "OpenVINO inference precision must be f32 or bf16, got 'fp16'" in one_error_line(done, "bit-check-cpp")
     done = run(cpp_build, "bit-check-cpp", tmp_path / "nothing")
     assert done.returncode == 2 and "does not exist" in one_error_line(done, "bit-check-cpp")
     done = run(cpp_build, "bit-check-cpp", tmp_path)

@@ -24,6 +24,9 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     m = json.loads((tiny_bundle / "manifest.json").read_text())
     assert m["format"] == "bit-trt-bundle" and m["format_version"] == 2
     assert [(a["precision"], a["flavour"]) for a in m["artifacts"]] == [("fp32", "fp32"), ("fp16", "fp16")]
+    # the gate a host running the fp16 file in bf16 holds it to, for readers in any language (bit::Classifier)
+    assert m["artifacts"][1]["bf16_tolerance"] == compare.BF16_PARITY.to_dict()
+    assert "bf16_tolerance" not in m["artifacts"][0]
     assert m["flavours"]["openvino"] == {"fp32": "fp32", "fp16": "fp16", "int8": "int8-ort"}
     assert m["flavours"]["trt"]["int8"] == "int8-trt"
     assert m["model"]["variant"] == "tiny" and m["model"]["num_classes"] == 1000

@@ -178,15 +178,17 @@ struct Bundle::Impl {
       found = &a.at("check_tolerance");
       tp = p + ".check_tolerance";
     }
-    if (found != nullptr) {
-      const json& t = *found;
+    const auto read_tolerance = [&](const json& t, const std::string& tp) {
       Tolerance tol;
       tol.rel_l2 = reader.get<double>(t, "rel_l2", tp + ".rel_l2");
       tol.cosine_min = reader.get<double>(t, "cosine_min", tp + ".cosine_min");
       tol.max_abs_over_scale = reader.get<double>(t, "max_abs_over_scale", tp + ".max_abs_over_scale");
       tol.top1_decisive = reader.get_or<double>(t, "top1_decisive", tp + ".top1_decisive", 1.0);
-      art.tolerance = tol;
-    }
+      return tol;
+    };
+    if (found != nullptr) art.tolerance = read_tolerance(*found, tp);
+    // The fp16 variant: what a host running it in bf16 holds it to (engine/compute_gate.py's BF16_PARITY)
+    if (a.contains("bf16_tolerance")) art.bf16_tolerance = read_tolerance(a.at("bf16_tolerance"), p + ".bf16_tolerance");
     if (art.kind == "engine") {
       art.library = reader.get_or<std::string>(a, "library", p + ".library", "tensorrt");
       art.library_version = reader.get_or<std::string>(a, "library_version", p + ".library_version", "");

@@ -11,6 +11,7 @@
 
 #include <openvino/openvino.hpp>
 
+#include "bit/compare.hpp"
 #include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
 
@@ -27,6 +28,12 @@ std::string last_line(const std::string& text) {
   return line.substr(0, 300);
 }
 
+std::string capabilities(const ov::Core& core) {
+  std::string out;
+  for (const std::string& c : core.get_property("CPU", ov::device::capabilities)) out += (out.empty() ? "" : ", ") + c;
+  return out;
+}
+
 }  // namespace
 
 struct Classifier::Impl {
@@ -40,6 +47,8 @@ struct Classifier::Impl {
   std::size_t classes = 0;
   std::string model_path;
   ov::AnyMap config;
+  std::string compute = "f32";  // what OpenVINO compiled: f32 or bf16 (read back, never assumed)
+  std::string why_f32;          // for the fp16 tier run in f32: why
   Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
 
   // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
@@ -98,7 +107,14 @@ struct Classifier::Impl {
     static_shapes = static_cast<std::size_t>(options.static_shapes);
     if (options.max_image_pixels == 0) throw Error("max_image_pixels must be at least 1");
     max_image_pixels = options.max_image_pixels;
+    if (!options.inference_precision.empty() && options.inference_precision != "f32" &&
+        options.inference_precision != "bf16")
+      throw Error("OpenVINO inference precision must be f32 or bf16, got '" + options.inference_precision + "'");
     artifact = bundle.artifact(bundle.flavour_for("openvino", options.precision));
+    const bool half = artifact.precision == "fp16";
+    if (options.inference_precision == "bf16" && !artifact.bf16_tolerance)
+      throw Error(artifact.file + " records no bf16_tolerance, the gate a bf16 run is held to; re-export the bundle "
+                  "or use inference precision f32");
     model_path = bundle.verified_path(artifact).string();
     labels = bundle.labels();
     const InputSpec& spec = bundle.input();
@@ -123,12 +139,32 @@ struct Classifier::Impl {
       classes = static_cast<std::size_t>(bundle.num_classes());
       const int threads = options.threads > 0 ? options.threads
                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-      config = {
-          ov::hint::performance_mode(hint == "LATENCY" ? ov::hint::PerformanceMode::LATENCY
-                                                       : ov::hint::PerformanceMode::THROUGHPUT),
-          // f32: the CPU plugin would otherwise run FP32 models in bf16 where the CPU has it (openvino_runner.py).
-          ov::hint::inference_precision(ov::element::f32), ov::inference_num_threads(threads)};
+      config = {ov::hint::performance_mode(hint == "LATENCY" ? ov::hint::PerformanceMode::LATENCY
+                                                             : ov::hint::PerformanceMode::THROUGHPUT),
+                ov::inference_num_threads(threads)};
+      // fp32 and INT8 graphs in f32, as exported: the CPU plugin would otherwise run them in bf16 where the CPU has
+      // it. The fp16 tier, unless told: OpenVINO's own choice (bf16 where the CPU has native bf16), gated below.
+      std::string why;
+      if (options.inference_precision == "bf16") {
+        config.emplace(ov::hint::inference_precision(ov::element::bf16));
+      } else if (!half || options.inference_precision == "f32") {
+        config.emplace(ov::hint::inference_precision(ov::element::f32));
+        why = "f32 was asked for";
+      } else if (!artifact.bf16_tolerance) {
+        config.emplace(ov::hint::inference_precision(ov::element::f32));
+        why = artifact.file + " records no bf16_tolerance (exported before bf16 runs were gated; re-export it)";
+      }
       dynamic.model = core.compile_model(model, "CPU", config);
+      // What was compiled, for the static-shape models too: they must run what the gate checked
+      const ov::element::Type compiled = dynamic.model.get_property(ov::hint::inference_precision);
+      compute = compiled == ov::element::bf16 ? "bf16" : "f32";
+      config[ov::hint::inference_precision.name()] = compiled;
+      if (compute == "f32" && options.inference_precision == "bf16")
+        why_f32 = "bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: " + capabilities(core) + ")";
+      else if (compute == "f32" && half)
+        why_f32 = "fp16 runs as f32: " +
+                  (why.empty() ? "OpenVINO chose f32 on this CPU (its CPU capabilities: " + capabilities(core) + ")"
+                               : why);
     } catch (const Error&) {
       throw;
     } catch (const std::exception& exc) {
@@ -164,7 +200,24 @@ struct Classifier::Impl {
 };
 
 Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
-    : impl_(std::make_unique<Impl>(std::move(bundle), options)) {}
+    : impl_(std::make_unique<Impl>(std::move(bundle), options)) {
+  if (impl_->compute != "bf16") return;
+  // bf16 is chosen on this host, not at export: the bundle's parity set in it against TF's stored logits, before
+  // this classifier serves (engine/compute_gate.py). A failure refuses it, naming the measured error.
+  const ParitySet parity = impl_->bundle.parity_set();
+  std::vector<float> inputs(parity.images.size());
+  scale_uint8(parity.images.data(), parity.images.size(), inputs.data());
+  const Metrics m = measure(infer(inputs.data(), parity.count), parity.logits, parity.count,
+                            static_cast<std::size_t>(parity.classes));
+  const std::vector<std::string> failures = check(*impl_->artifact.bf16_tolerance, m);
+  if (!failures.empty()) {
+    std::string joined;
+    for (const std::string& f : failures) joined += (joined.empty() ? "" : "; ") + f;
+    throw Error(describe() + ": the " + impl_->artifact.flavour + " model in bf16 fails the accuracy gate against TF "
+                "on the bundle's parity set (" + joined + "), so it is refused here; use precision fp32 or int8, or "
+                "inference precision f32");
+  }
+}
 Classifier::~Classifier() = default;
 Classifier::Classifier(Classifier&&) noexcept = default;
 Classifier& Classifier::operator=(Classifier&&) noexcept = default;
@@ -172,6 +225,7 @@ Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 const Bundle& Classifier::bundle() const { return impl_->bundle; }
 const Artifact& Classifier::artifact() const { return impl_->artifact; }
 int Classifier::num_classes() const { return static_cast<int>(impl_->classes); }
+const std::string& Classifier::compute() const { return impl_->compute; }
 std::size_t Classifier::static_models() const {
   std::lock_guard<std::mutex> lock(impl_->pool_mutex);
   return impl_->fixed.size();
@@ -181,7 +235,9 @@ std::string Classifier::describe() const {
   std::string h = impl_->hint;
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const std::string rewritten = impl_->rewrites.describe();
-  return "openvino " + impl_->version + " CPU (" + h + (rewritten.empty() ? "" : ", " + rewritten) + ", f32)";
+  const std::string why = impl_->why_f32.empty() ? "" : "; " + impl_->why_f32;
+  return "openvino " + impl_->version + " CPU (" + h + (rewritten.empty() ? "" : ", " + rewritten) + ", " +
+         impl_->compute + why + ")";
 }
 
 std::vector<float> Classifier::infer(const float* nhwc, std::size_t batch) const {

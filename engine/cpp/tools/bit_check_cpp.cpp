@@ -1,7 +1,8 @@
-// bit-check-cpp BUNDLE [--precision fp32|fp16|int8]
+// bit-check-cpp BUNDLE [--precision fp32|fp16|int8] [--inference-precision f32|bf16] [--threads N]
 // Runs the bundle's parity inputs (parity_inputs.raw, checksum verified) through OpenVINO and compares the
 // logits with TF's logits recorded at export, with the tolerance of the artifact's manifest record
-// (parity.tolerance for fp32/fp16; check_tolerance for INT8, whose export gate is an accuracy test).
+// (parity.tolerance for fp32/fp16; check_tolerance for INT8, whose export gate is an accuracy test;
+// bf16_tolerance where OpenVINO computes the fp16 variant in bf16, as engine/compare.tolerance_for).
 // Exit 0: within tolerance; 1: parity broken; 2: could not run (one error line on stderr).
 #include <cstdio>
 #include <iostream>
@@ -33,14 +34,17 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: bit-check-cpp BUNDLE [--precision fp32|fp16|int8] [--threads N]\n";
+      std::cout << "usage: bit-check-cpp BUNDLE [--precision fp32|fp16|int8] [--inference-precision f32|bf16] "
+                   "[--threads N]\n";
       return 0;
     }
-    if (arg == "--precision" || arg == "--threads") {
+    if (arg == "--precision" || arg == "--inference-precision" || arg == "--threads") {
       if (i + 1 >= argc) return usage(arg + " needs a value");
       const std::string value = argv[++i];
       if (arg == "--precision") {
         options.precision = value;
+      } else if (arg == "--inference-precision") {
+        options.inference_precision = value;
       } else {
         try {
           options.threads = std::stoi(value);
@@ -62,11 +66,12 @@ int main(int argc, char** argv) {
     bit::Bundle bundle(bundle_dir);
     const bit::ParitySet parity = bundle.parity_set();
     const bit::Classifier clf(bundle, options);
-    if (!clf.artifact().tolerance)
+    const bool bf16 = clf.compute() == "bf16";  // the Classifier refuses bf16 on an artifact without bf16_tolerance
+    if (!bf16 && !clf.artifact().tolerance)
       throw bit::Error("bundle '" + bundle_dir + "': " + clf.artifact().file +
                        " records no tolerance (parity.tolerance or check_tolerance); re-export it");
-    const bit::Tolerance tolerance = *clf.artifact().tolerance;
-    const std::string tolerance_from = clf.artifact().file + "'s manifest record";
+    const bit::Tolerance tolerance = bf16 ? *clf.artifact().bf16_tolerance : *clf.artifact().tolerance;
+    const std::string tolerance_from = clf.artifact().file + "'s manifest record" + (bf16 ? ", bf16_tolerance" : "");
     std::vector<float> inputs(parity.images.size());
     bit::scale_uint8(parity.images.data(), parity.images.size(), inputs.data());
     const std::vector<float> logits = clf.infer(inputs.data(), parity.count);

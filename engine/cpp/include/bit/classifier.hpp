@@ -1,6 +1,8 @@
-// bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin (f32 inference precision, as
-// engine/openvino_runner.py pins it). One compiled model; each concurrent call borrows its own infer request
-// from the classifier's pool, so any number of threads may call infer/classify on one Classifier.
+// bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin. fp32 and INT8 variants run in f32
+// arithmetic; the fp16 variant in what OpenVINO chooses on this CPU (bf16 where it has native bf16), and a bf16 run
+// passes the bundle's parity set against TF first (docs/cpp.md, "bf16"). One compiled model; each concurrent call
+// borrows its own infer request from the classifier's pool, so any number of threads may call infer/classify on
+// one Classifier.
 #pragma once
 
 #include <cstddef>
@@ -18,6 +20,8 @@ struct ClassifierOptions {
   std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort, the manifest's flavours table) | an exact flavour
   int threads = 0;                 // INFERENCE_NUM_THREADS; 0: all cores
   std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
+  // "": f32, or for the fp16 variant OpenVINO's choice; f32 | bf16: that (bf16 gated against TF, as the choice is)
+  std::string inference_precision;
   // classify() refuses an image declaring more pixels, from its header (bit/preprocess.hpp)
   std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
   // How many batch sizes get a model compiled for that size alone, on their second call (OpenVINO runs a fixed
@@ -47,6 +51,8 @@ class Classifier {
   const Artifact& artifact() const;
   // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool, f32)"
   std::string describe() const;
+  // What OpenVINO compiled: "f32" or "bf16" (read back from the compiled model).
+  const std::string& compute() const;
   int num_classes() const;
   // How many batch sizes run on a model compiled for that size alone (ClassifierOptions::static_shapes).
   std::size_t static_models() const;
