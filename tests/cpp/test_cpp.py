@@ -190,6 +190,21 @@ def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, 
     assert "so it is refused here; use precision fp32 or int8, or inference precision f32" in line
 
 
+def test_bit_classify_cpp_takes_an_inference_precision(cpp_build, tiny_full_bundle, pngs):
+    done = run(
+        cpp_build, "bit-classify-cpp", tiny_full_bundle, pngs[0], "--precision", "fp16", "--inference-precision", "f32"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "MaxPool, f32; fp16 runs as f32: f32 was asked for), model.fp16.onnx" in done.stderr
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, pngs[0], "--inference-precision", "bf16")
+    assert done.returncode == 1
+    line = one_error_line(done, "bit-classify-cpp")
+    assert (
+        "inference precision bf16 applies to the fp16 variant, whose record holds its gate (bf16_tolerance); " in line
+    )
+    assert line.endswith("model.fp32.onnx is fp32")
+
+
 # OpenCV 4.6 (Debian, C++) and 5.0 (the opencv-python-headless wheel): decode, bilinear (the manifests' resize),
 # area and nearest give the same uint8 pixels, so the float tensors are equal bit for bit; bicubic is not
 # bit-exact across the two versions and differs by at most one uint8 step (1/255) on some pixels.

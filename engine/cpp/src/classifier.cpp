@@ -112,6 +112,9 @@ struct Classifier::Impl {
       throw Error("OpenVINO inference precision must be f32 or bf16, got '" + options.inference_precision + "'");
     artifact = bundle.artifact(bundle.flavour_for("openvino", options.precision));
     const bool half = artifact.precision == "fp16";
+    if (options.inference_precision == "bf16" && !half)
+      throw Error("inference precision bf16 applies to the fp16 variant, whose record holds its gate (bf16_tolerance); " +
+                  artifact.file + " is " + artifact.precision);
     if (options.inference_precision == "bf16" && !artifact.bf16_tolerance)
       throw Error(artifact.file + " records no bf16_tolerance, the gate a bf16 run is held to; re-export the bundle "
                   "or use inference precision f32");

@@ -1,4 +1,5 @@
-// bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N] [--max-image-pixels N]
+// bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--inference-precision f32|bf16] [--top K]
+//                  [--threads N] [--max-image-pixels N]
 //                  [--max-decode-mb N]
 // Top-k classes of each image, printed like bit-classify. Exit 0; 1 when an image or the bundle failed;
 // 2 on a usage error.
@@ -45,8 +46,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--top K] [--threads N]\n"
-                   "                        [--max-image-pixels N] [--max-decode-mb N]\n"
+      std::cout << "usage: bit-classify-cpp BUNDLE IMAGE... [--precision fp32|fp16|int8] [--inference-precision "
+                   "f32|bf16]\n"
+                   "                        [--top K] [--threads N] [--max-image-pixels N] [--max-decode-mb N]\n"
+                   "  --inference-precision: what OpenVINO computes in (default: f32, and for fp16 OpenVINO's choice, "
+                   "gated)\n"
                    "  --max-image-pixels: refuse an image whose header declares more pixels, before decoding it "
                    "(default "
                 << bit::kDefaultMaxImagePixels << ")\n"
@@ -62,11 +66,13 @@ int main(int argc, char** argv) {
         return usage(arg + " needs a positive integer, got '" + value + "'");
       continue;
     }
-    if (arg == "--precision" || arg == "--top" || arg == "--threads") {
+    if (arg == "--precision" || arg == "--inference-precision" || arg == "--top" || arg == "--threads") {
       if (i + 1 >= argc) return usage(arg + " needs a value");
       const std::string value = argv[++i];
       if (arg == "--precision") {
         options.precision = value;
+      } else if (arg == "--inference-precision") {
+        options.inference_precision = value;
       } else if (!parse_int(value, arg == "--top" ? top : options.threads)) {
         return usage(arg + " needs a non-negative integer, got '" + value + "'");
       }

@@ -12,11 +12,17 @@
 //   bit-cpp-probe shapes BUNDLE IMAGE...
 //       the images as one batch and as batches of 1, three calls each, on a Classifier with static-shape models and
 //       on one without (static_shapes 0): "shapes: N calls, largest relative L2 difference D, M static models"
+//   bit-cpp-probe time BUNDLE PRECISION BATCH ROUNDS INFERENCE_PRECISION...
+//       one Classifier per inference precision ("auto": the default choice), each warmed up (its static-shape model
+//       compiled), then ROUNDS rounds of one call each, alternating: "time: DESCRIBE | ms per call: T1 T2 ..."
 //   bit-cpp-probe changed BUNDLE IMAGE
 //       one call, then a byte appended to the model file, then a second call of the same size (when a static-shape
 //       model would read the file again): "refused: MESSAGE", or "compiled" when it was not refused
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
+#include <memory>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -168,6 +174,36 @@ int shapes_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
+int time_cmd(const std::vector<std::string>& args) {
+  if (args.size() < 5) throw bit::Error("usage: time BUNDLE PRECISION BATCH ROUNDS INFERENCE_PRECISION...");
+  const bit::Bundle bundle(args[0]);
+  const std::size_t batch = std::stoul(args[2]), rounds = std::stoul(args[3]);
+  const auto r = static_cast<std::size_t>(bundle.input().resolution);
+  std::vector<float> input(batch * r * r * 3, 0.5f);
+  std::vector<std::unique_ptr<bit::Classifier>> classifiers;
+  for (std::size_t i = 4; i < args.size(); ++i) {
+    bit::ClassifierOptions options;
+    options.precision = args[1];
+    options.inference_precision = args[i] == "auto" ? "" : args[i];
+    classifiers.push_back(std::make_unique<bit::Classifier>(bundle, options));
+    for (int w = 0; w < 3; ++w) classifiers.back()->infer(input.data(), batch);  // the 2nd call compiles its shape
+  }
+  std::vector<std::vector<double>> ms(classifiers.size());
+  for (std::size_t round = 0; round < rounds; ++round) {
+    for (std::size_t c = 0; c < classifiers.size(); ++c) {
+      const auto t0 = std::chrono::steady_clock::now();
+      classifiers[c]->infer(input.data(), batch);
+      ms[c].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  }
+  for (std::size_t c = 0; c < classifiers.size(); ++c) {
+    std::cout << "time: " << classifiers[c]->describe() << " | ms per call:";
+    for (double t : ms[c]) std::cout << " " << t;
+    std::cout << "\n";
+  }
+  return 0;
+}
+
 int changed_cmd(const std::vector<std::string>& args) {
   if (args.size() != 2) throw bit::Error("usage: changed BUNDLE IMAGE");
   const bit::Classifier clf{bit::Bundle(args[0])};
@@ -202,6 +238,7 @@ int main(int argc, char** argv) {
     if (cmd == "sizes") return sizes_cmd(args);
     if (cmd == "shapes") return shapes_cmd(args);
     if (cmd == "changed") return changed_cmd(args);
+    if (cmd == "time") return time_cmd(args);
     std::cerr << "bit-cpp-probe: unknown command " << cmd << "\n";
     return 2;
   } catch (const std::exception& exc) {
