@@ -178,12 +178,12 @@ struct Bundle::Impl {
       found = &a.at("check_tolerance");
       tp = p + ".check_tolerance";
     }
-    const auto read_tolerance = [&](const json& t, const std::string& tp) {
+    const auto read_tolerance = [&](const json& t, const std::string& where) {
       Tolerance tol;
-      tol.rel_l2 = reader.get<double>(t, "rel_l2", tp + ".rel_l2");
-      tol.cosine_min = reader.get<double>(t, "cosine_min", tp + ".cosine_min");
-      tol.max_abs_over_scale = reader.get<double>(t, "max_abs_over_scale", tp + ".max_abs_over_scale");
-      tol.top1_decisive = reader.get_or<double>(t, "top1_decisive", tp + ".top1_decisive", 1.0);
+      tol.rel_l2 = reader.get<double>(t, "rel_l2", where + ".rel_l2");
+      tol.cosine_min = reader.get<double>(t, "cosine_min", where + ".cosine_min");
+      tol.max_abs_over_scale = reader.get<double>(t, "max_abs_over_scale", where + ".max_abs_over_scale");
+      tol.top1_decisive = reader.get_or<double>(t, "top1_decisive", where + ".top1_decisive", 1.0);
       return tol;
     };
     if (found != nullptr) art.tolerance = read_tolerance(*found, tp);

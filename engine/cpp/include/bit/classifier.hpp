@@ -1,6 +1,6 @@
 // bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin. fp32 and INT8 variants run in f32
 // arithmetic; the fp16 variant in what OpenVINO chooses on this CPU (bf16 where it has native bf16), and a bf16 run
-// passes the bundle's parity set against TF first (docs/cpp.md, "bf16"). One compiled model; each concurrent call
+// passes the bundle's parity set against TF first (docs/cpp.md, "Arithmetic"). One compiled model; each concurrent call
 // borrows its own infer request from the classifier's pool, so any number of threads may call infer/classify on
 // one Classifier.
 #pragma once
