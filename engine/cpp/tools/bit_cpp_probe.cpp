@@ -22,11 +22,11 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <memory>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
