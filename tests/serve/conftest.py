@@ -1,27 +1,26 @@
 """bit-serve's own environment, and a real bit-serve (Triton through PyTriton) started from it.
 
 PyTriton needs numpy < 2 and the tests' environment has TensorFlow's numpy 2, so the server runs in
-<repo>/.venv-serve (or $BIT_SERVE_PYTHON), built here as CI builds it when missing or when
+<repo>/.venv-serve (or $BIT_SERVE_PYTHON), built here by tests/side_venv.py as CI builds it when missing or when
 constraints-serve.txt or pyproject.toml changed since (a stamp file in the environment holds their hash).
 """
 
-import fcntl
-import hashlib
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import pytest
 
+from tests.side_venv import side_venv
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SERVE_VENV = os.path.join(ROOT, ".venv-serve")
-STAMP = os.path.join(SERVE_VENV, ".bit-serve-stamp")
 STAMPED_FILES = ("constraints-serve.txt", "pyproject.toml")
+SERVE_INSTALL = ("-c", "constraints-serve.txt", "-e", ".[serve,openvino]")
 READY = re.compile(
     r"^bit-serve: ready: models \S+ \(float\) and \S+ \(encoded images\); (http://\S+|http off) grpc \S+ metrics \S+$",
     re.M,
@@ -30,45 +29,11 @@ READY_TIMEOUT_S = 240  # the model loads, then Triton starts and loads two Pytho
 STOP_TIMEOUT_S = 60  # bit-serve's own deadline is 15 s (serve/pytriton_lifecycle.py STOP_DEADLINE_S)
 
 
-def _stamp() -> str:
-    digest = hashlib.sha256()
-    for name in STAMPED_FILES:
-        with open(os.path.join(ROOT, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read())
-    return digest.hexdigest()
-
-
-def _build_serve_venv(python: str) -> None:
-    """`python3 -m venv .venv-serve && pip install -c constraints-serve.txt -e '.[serve,openvino]'`; into the
-    existing environment when only the stamp is stale (pip then changes what the new pins change)."""
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, "-m", "venv", SERVE_VENV], check=True, timeout=300)
-    subprocess.run(
-        [python, "-m", "pip", "install", "-q", "-c", "constraints-serve.txt", "-e", ".[serve,openvino]"],
-        cwd=ROOT,
-        check=True,
-        timeout=1800,
-    )
-
-
 @pytest.fixture(scope="session")
 def serve_python() -> str:
-    """The serving environment's Python: $BIT_SERVE_PYTHON, or <repo>/.venv-serve built or refreshed here."""
-    if os.environ.get("BIT_SERVE_PYTHON"):
-        python = os.environ["BIT_SERVE_PYTHON"]
-        assert os.path.exists(python), f"BIT_SERVE_PYTHON={python} does not exist"
-        return python
-    python = os.path.join(SERVE_VENV, "bin", "python")
-    os.makedirs(SERVE_VENV, exist_ok=True)
-    with open(os.path.join(SERVE_VENV, ".build-lock"), "w") as lock:  # one builder at a time (pytest-xdist)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = _stamp()
-        current = open(STAMP).read().strip() if os.path.exists(STAMP) else None
-        if not os.path.exists(python) or current != stamp:
-            _build_serve_venv(python)
-            with open(STAMP, "w") as f:
-                f.write(stamp + "\n")
-    return python
+    """The serving environment's Python: $BIT_SERVE_PYTHON, or <repo>/.venv-serve built or refreshed here
+    (`python3 -m venv .venv-serve && pip install -c constraints-serve.txt -e '.[serve,openvino]'`)."""
+    return side_venv(SERVE_VENV, "BIT_SERVE_PYTHON", STAMPED_FILES, [SERVE_INSTALL], timeout_s=1800)
 
 
 def free_port() -> int:
