@@ -9,59 +9,33 @@ oneDNN, under OpenVINO's CPU plugin, may be told to dispatch nothing wider than 
 (ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI, say: the CPU then runs OpenVINO as one without AMX or bf16 would).
 `onednn_host()` is the CPU as oneDNN sees it then: the same CPU (`flags`, which identify it), with the kernel
 flags above the cap out of `dispatch_flags`. ONNX Runtime's MLAS does not read the cap.
+
+The flags and caps are data, in engine/cpu_table.json with cpu_peak.py's rates, so that the C++ library
+(engine/cpp/src/cpu_host.cpp) decides as this module does from the same copy.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field, replace
 
-# Flags that decide which GEMM/convolution kernels a CPU backend can dispatch (names as /proc/cpuinfo spells them).
-KERNEL_FLAGS = (
-    "fma",
-    "f16c",
-    "avx2",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-    "amx_fp16",
-)
-# Native bf16 arithmetic: AVX-512 BF16 dot products, or AMX tiles. Without one, OpenVINO runs f32.
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-# Native INT8 dot products, best first. Without one, INT8 runs through AVX2's 16-bit multiply-adds.
-INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+# engine/cpu_table.json: the flags, caps and rates, one copy for Python and engine/cpp (which builds it in).
+TABLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_table.json")
+with open(TABLE_PATH, encoding="utf-8") as _f:
+    CPU_TABLE = json.load(_f)
 
+# Flags that decide which GEMM/convolution kernels a CPU backend can dispatch (names as /proc/cpuinfo spells them).
+KERNEL_FLAGS = tuple(CPU_TABLE["kernel_flags"])
+# Native bf16 arithmetic: AVX-512 BF16 dot products, or AMX tiles. Without one, OpenVINO runs f32.
+BF16_FLAGS = tuple(CPU_TABLE["bf16_flags"])
+# Native INT8 dot products, best first. Without one, INT8 runs through AVX2's 16-bit multiply-adds.
+INT8_DOT_FLAGS = tuple(CPU_TABLE["int8_dot_flags"])
 # oneDNN's dispatcher cap: the environment variables it reads (the first set wins) and, for each value it accepts,
-# the KERNEL_FLAGS it may still dispatch (oneDNN's "CPU Dispatcher Control"; each level includes those below it).
-ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-_AVX2 = ("fma", "f16c", "avx2")
-_AVX512_CORE = _AVX2 + ("avx512f", "avx512bw")
-_AVX512_BF16 = _AVX512_CORE + ("avx512_vnni", "avx512_bf16")
-_AVX512_FP16 = _AVX512_BF16 + ("avx512_fp16",)
-_AVX512_AMX = _AVX512_FP16 + ("amx_tile", "amx_int8", "amx_bf16")
-ISA_CAPS = {
-    "SSE41": (),
-    "AVX": (),
-    "AVX2": _AVX2,
-    "AVX2_VNNI": _AVX2 + ("avx_vnni",),
-    "AVX2_VNNI_2": _AVX2 + ("avx_vnni",),
-    "AVX512_CORE": _AVX512_CORE,
-    "AVX512_CORE_VNNI": _AVX512_CORE + ("avx512_vnni",),
-    "AVX512_CORE_BF16": _AVX512_BF16,
-    "AVX512_CORE_FP16": _AVX512_FP16,
-    "AVX10_1_512": _AVX512_FP16,
-    "AVX512_CORE_AMX": _AVX512_AMX,
-    "AVX10_1_512_AMX": _AVX512_AMX,
-    "AVX512_CORE_AMX_FP16": _AVX512_AMX + ("amx_fp16",),
-    "AVX10_1_512_AMX_FP16": _AVX512_AMX + ("amx_fp16",),
-}
+# the KERNEL_FLAGS it may still dispatch.
+ISA_CAP_VARIABLES = tuple(CPU_TABLE["isa_cap_variables"])
+ISA_CAPS = {name: tuple(flags) for name, flags in CPU_TABLE["isa_caps"].items()}
 
 
 @dataclass(frozen=True)

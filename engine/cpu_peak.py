@@ -9,6 +9,9 @@ model number can be false: `identify`); the flags then pick, among the instructi
 it, the one a backend dispatches (ONNX Runtime's MLAS and OpenVINO's oneDNN both take the widest the CPU has:
 AMX, then VNNI, then AVX-512BW/AVX2 for INT8).
 
+The table is data, engine/cpu_table.json (each rate with its arithmetic), read here and built into the C++ library
+(engine/cpp/src/cpu_host.cpp), whose fp16 tier decides bf16 by `bf16_pays` as the Python runner does.
+
 Counting: f32 is 2 FLOP per FMA lane. INT8 counts 2 ops per multiply-accumulate (MAC), so an INT8 figure and
 an FLOP count of the same graph (bench/roofline.py, 2 x MACs) compare directly. Figures per core per cycle:
 
@@ -42,84 +45,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cpu_host import BF16_FLAGS, INT8_DOT_FLAGS
+from .cpu_host import BF16_FLAGS, CPU_TABLE
 
 # Labels of the instruction paths, by the cpuinfo flag that enables them.
-ISA_LABELS = {
-    "avx512f": "AVX-512F FMA (zmm)",
-    "fma": "AVX2 FMA (ymm)",
-    "amx_int8": "AMX-INT8 tiles (tdpbusd)",
-    "avx512_vnni": "AVX-512 VNNI (vpdpbusd)",
-    "avx_vnni": "AVX-VNNI (vpdpbusd ymm)",
-    "avx512bw": "AVX-512BW vpmaddubsw+vpmaddwd+vpaddd (no VNNI)",
-    "avx2": "AVX2 vpmaddubsw+vpmaddwd+vpaddd (no VNNI)",
-    "amx_bf16": "AMX-BF16 tiles (tdpbf16ps)",
-    "avx512_bf16": "AVX-512 BF16 (vdpbf16ps)",
-}
+ISA_LABELS = dict(CPU_TABLE["isa_labels"])
 # For each data type, the paths in the order a backend prefers them (the first the CPU has is dispatched).
-DISPATCH_ORDER = {
-    "f32": ("avx512f", "fma"),
-    "int8": INT8_DOT_FLAGS + ("avx512bw", "avx2"),  # the dot products engine/cpu_host names, then 16-bit paths
-    "bf16": BF16_FLAGS,
-}
+DISPATCH_ORDER = {dtype: tuple(flags) for dtype, flags in CPU_TABLE["dispatch_order"].items()}
 DTYPES = tuple(DISPATCH_ORDER)
-
-# FLOP (INT8: ops) per cycle per core of each path, by datapath. Arithmetic in the module docstring.
-# Intel Xeon, two 512-bit FMA units (ports 0+1 fused, and 5).
-_XEON = {
-    "avx512f": 2 * 16 * 2,  # 64
-    "fma": 2 * 8 * 2,  # 32
-    "avx512_vnni": 2 * 16 * 4 * 2,  # 256: two vpdpbusd zmm per cycle
-    "avx_vnni": 2 * 8 * 4 * 2,  # 128
-    "avx512bw": 2 * 16 * 4 * 2 // 3,  # 85: three zmm uops on ports 0 and 5 per 64 MACs (Intel: 1.33x fp32)
-    "avx2": 2 * 8 * 4,  # 64: vpmadd* ymm on ports 0 and 1, vpaddd on 5
-}
-_XEON_BF16 = {**_XEON, "avx512_bf16": 2 * 16 * 2 * 2}  # 128: two vdpbf16ps zmm per cycle (Cooper Lake)
-# Sapphire Rapids and later: AMX tiles; and vdpbf16ps at a quarter of vfmadd231ps's rate, one per two cycles
-# (measured on an AMX Xeon by tools/isa_throughput: bench/results/isa_throughput_amx_xeon.json), so AVX-512 BF16
-# computes half f32's FLOPs there.
-_XEON_AMX = {**_XEON, "avx512_bf16": 16 * 2 * 2 // 2, "amx_int8": 1024 * 2, "amx_bf16": 512 * 2}  # 32, 2048, 1024
-# Intel client cores with AVX-512 (Ice Lake, Tiger Lake, Rocket Lake): one 512-bit FMA (ports 0+1 fused).
-_CLIENT_AVX512 = {
-    "avx512f": 1 * 16 * 2,  # 32
-    "fma": 2 * 8 * 2,  # 32
-    "avx512_vnni": 2 * 8 * 4 * 2,  # 128: two ymm (or one zmm) vpdpbusd per cycle
-    "avx512bw": 2 * 8 * 4,  # 64: the ymm path is as fast as the single zmm port
-    "avx2": 2 * 8 * 4,  # 64
-}
-# Intel client cores with AVX2 only: two 256-bit FMA ports (0, 1). Hybrid parts: the P-core figure for every
-# core (Gracemont/Crestmont/Skymont E-cores have less: an upper bound).
-_CLIENT_AVX2 = {"fma": 2 * 8 * 2, "avx2": 2 * 8 * 4}  # 32, 64
-_CLIENT_AVX_VNNI = {**_CLIENT_AVX2, "avx_vnni": 2 * 8 * 4 * 2}  # 128
-# AMD Zen/Zen+: two 128-bit FMA pipes (a ymm op is two uops); one vector integer-multiply pipe.
-_ZEN1 = {"fma": 2 * 4 * 2, "avx2": 1 * 4 * 4}  # 16, 16
-# Zen 2: two 256-bit FMA pipes; one vector integer-multiply pipe.
-_ZEN2 = {"fma": 2 * 8 * 2, "avx2": 1 * 8 * 4}  # 32, 32
-# Zen 3: two 256-bit FMA pipes; two vector integer-multiply pipes; no VNNI, no bf16.
-_ZEN3 = {"fma": 2 * 8 * 2, "avx2": 2 * 8 * 4}  # 32, 64
-# Zen 4: AVX-512 on the 256-bit datapath ("double-pumped"): a zmm op takes both pipes, so 512-bit code has the
-# same per-cycle figures as 256-bit code.
-_ZEN4 = {
-    "avx512f": 2 * 8 * 2,  # 32: one zmm FMA per cycle
-    "fma": 2 * 8 * 2,  # 32
-    "avx512_vnni": 2 * 8 * 4 * 2,  # 128: two ymm (one zmm) vpdpbusd per cycle
-    "avx_vnni": 2 * 8 * 4 * 2,  # 128
-    "avx512bw": 2 * 8 * 4,  # 64
-    "avx2": 2 * 8 * 4,  # 64
-    "avx512_bf16": 2 * 8 * 2 * 2,  # 64: two ymm (one zmm) vdpbf16ps per cycle
-}
-# Zen 5 desktop/server: a full 512-bit datapath, two FMA pipes.
-_ZEN5 = {
-    "avx512f": 2 * 16 * 2,  # 64
-    "fma": 2 * 8 * 2,  # 32
-    "avx512_vnni": 2 * 16 * 4 * 2,  # 256
-    "avx_vnni": 2 * 8 * 4 * 2,  # 128
-    "avx512bw": 2 * 16 * 4,  # 128
-    "avx2": 2 * 8 * 4,  # 64
-    "avx512_bf16": 2 * 16 * 2 * 2,  # 128
-}
-# Zen 5 mobile (Strix Point, Krackan Point): the 256-bit datapath, as Zen 4.
-_ZEN5_256 = {**_ZEN4}
+# FLOP (INT8: ops) per cycle per core of each path, by datapath (engine/cpu_table.json gives each one's arithmetic).
+DATAPATHS = {name: dict(datapath["rates"]) for name, datapath in CPU_TABLE["datapaths"].items()}
 
 
 @dataclass(frozen=True)
@@ -130,54 +64,24 @@ class Uarch:
     note: str = ""  # how it was identified, where not by its model number
 
 
-def _models(*ranges) -> frozenset[int]:
-    out = set()
-    for r in ranges:
-        out.update(range(r[0], r[1] + 1) if isinstance(r, tuple) else (r,))
+def models(specs) -> frozenset[int]:
+    """The model numbers of a row: "0x8F" or a range "0x30-0xFF" each (engine/cpu_table.json)."""
+    out: set[int] = set()
+    for spec in specs:
+        low, _, high = spec.partition("-")
+        out.update(range(int(low, 16), int(high or low, 16) + 1))
     return frozenset(out)
 
 
-# (vendor, family, models, Uarch). Model numbers: Intel SDM vol. 4 / WikiChip (Intel family 6); AMD's revision
-# guides / WikiChip (AMD families 17h, 19h, 1Ah). An unlisted (vendor, family, model) is "unknown".
-TABLE = (
-    ("GenuineIntel", 6, _models(0x55), Uarch("Skylake-SP/Cascade Lake/Cooper Lake", _XEON_BF16, 4800)),
-    ("GenuineIntel", 6, _models(0x6A, 0x6C), Uarch("Ice Lake-SP", _XEON, 3700)),
-    ("GenuineIntel", 6, _models(0x8F), Uarch("Sapphire Rapids", _XEON_AMX, 4800)),
-    ("GenuineIntel", 6, _models(0xCF), Uarch("Emerald Rapids", _XEON_AMX, 4200)),
-    ("GenuineIntel", 6, _models(0xAD, 0xAE), Uarch("Granite Rapids", _XEON_AMX, 4200)),
-    ("GenuineIntel", 6, _models(0x4E, 0x5E, 0x8E, 0x9E, 0xA5, 0xA6), Uarch("Skylake (client)", _CLIENT_AVX2, 5300)),
-    ("GenuineIntel", 6, _models(0x7D, 0x7E), Uarch("Ice Lake (client)", _CLIENT_AVX512, 4100)),
-    ("GenuineIntel", 6, _models(0x8C, 0x8D), Uarch("Tiger Lake", _CLIENT_AVX512, 5000)),
-    ("GenuineIntel", 6, _models(0xA7), Uarch("Rocket Lake", _CLIENT_AVX512, 5300)),
+# (vendor, family, models, Uarch). An unlisted (vendor, family, model) is "unknown".
+TABLE = tuple(
     (
-        "GenuineIntel",
-        6,
-        _models(0x97, 0x9A, 0xB7, 0xBA, 0xBF),
-        Uarch("Alder Lake/Raptor Lake (P-core)", _CLIENT_AVX_VNNI, 6200),
-    ),
-    (
-        "GenuineIntel",
-        6,
-        _models(0xAA, 0xAC, 0xB5, 0xBD, 0xC5, 0xC6),
-        Uarch("Meteor Lake/Lunar Lake/Arrow Lake (P-core)", _CLIENT_AVX_VNNI, 5700),
-    ),
-    ("AuthenticAMD", 0x17, _models((0x00, 0x2F)), Uarch("Zen/Zen+", _ZEN1, 4300)),
-    ("AuthenticAMD", 0x17, _models((0x30, 0xFF)), Uarch("Zen 2", _ZEN2, 4700)),
-    ("AuthenticAMD", 0x19, _models((0x00, 0x07)), Uarch("Zen 3 (EPYC Milan)", _ZEN3, 4100)),
-    ("AuthenticAMD", 0x19, _models((0x08, 0x0F)), Uarch("Zen 3 (Threadripper Chagall)", _ZEN3, 4500)),
-    ("AuthenticAMD", 0x19, _models((0x20, 0x2F), (0x40, 0x5F)), Uarch("Zen 3 (client)", _ZEN3, 4900)),
-    ("AuthenticAMD", 0x19, _models((0x10, 0x1F)), Uarch("Zen 4 (EPYC Genoa)", _ZEN4, 4400)),
-    ("AuthenticAMD", 0x19, _models((0x60, 0x7F)), Uarch("Zen 4 (client)", _ZEN4, 5700)),
-    ("AuthenticAMD", 0x19, _models((0xA0, 0xAF)), Uarch("Zen 4c (EPYC Bergamo/Siena)", _ZEN4, 3100)),
-    ("AuthenticAMD", 0x1A, _models((0x00, 0x1F)), Uarch("Zen 5 (EPYC Turin)", _ZEN5, 5000)),
-    ("AuthenticAMD", 0x1A, _models((0x40, 0x4F)), Uarch("Zen 5 (desktop)", _ZEN5, 5700)),
-    ("AuthenticAMD", 0x1A, _models((0x70, 0x7F)), Uarch("Zen 5 (Strix Halo)", _ZEN5, 5100)),
-    (
-        "AuthenticAMD",
-        0x1A,
-        _models((0x20, 0x2F), (0x60, 0x6F)),
-        Uarch("Zen 5 (mobile, 256-bit datapath)", _ZEN5_256, 5100),
-    ),
+        row["vendor"],
+        row["family"],
+        models(row["models"]),
+        Uarch(row["name"], DATAPATHS[row["datapath"]], row["ceiling_mhz"]),
+    )
+    for row in CPU_TABLE["microarchitectures"]
 )
 
 
@@ -204,7 +108,7 @@ def identify(host) -> tuple[Uarch | None, str]:
     )
     described = f"{host.vendor or 'unknown vendor'} family {host.family} model {host.model}"
     if by_model is None:
-        return None, f"{described} is not in engine/cpu_peak.py's table"
+        return None, f"{described} is not in engine/cpu_table.json"
     if paths <= by_model.rates.keys():
         return by_model, ""
     lacking = ", ".join(sorted(paths - by_model.rates.keys()))

@@ -16,6 +16,8 @@ import time
 import numpy as np
 import pytest
 
+from bit_trt.engine.cpu_host import this_host
+
 pytestmark = pytest.mark.cpp
 
 SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "engine", "cpp")
@@ -55,8 +57,10 @@ def cpp_build(tmp_path_factory):
     return build
 
 
-def run(build, tool, *args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(build / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def run(build, tool, *args, timeout=300, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(build / tool), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def one_error_line(done: subprocess.CompletedProcess, prog: str) -> str:
@@ -138,22 +142,72 @@ def _openvino_compiles(model_path, asked: str | None) -> str:
     return "bf16" if compiled.to_string() == "bf16" else "f32"
 
 
-def test_bit_check_cpp_runs_fp16_in_what_openvino_chooses_gated(cpp_build, tiny_full_bundle):
-    """The fp16 variant in OpenVINO's own choice on this CPU (bf16 where it has native bf16), held to the
-    manifest's bf16_tolerance when bf16; f32 when asked, held to the fp16 parity tolerance."""
-    chosen = _openvino_compiles(tiny_full_bundle / "model.fp16.onnx", None)
-    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16")
+# The Python runner's choice for the fp16 tier, in a fresh process (OpenVINO reads oneDNN's cap once, at start).
+PYTHON_CHOICE = """
+import json, openvino as ov
+from bit_trt.engine.openvino_runner import fp16_arithmetic
+print(json.dumps(fp16_arithmetic(ov.Core())))
+"""
+
+
+@pytest.mark.parametrize("cap", [None, "AVX512_CORE_BF16", "AVX512_CORE_VNNI"])
+def test_bit_check_cpp_runs_fp16_in_what_the_python_runner_chooses_gated(cpp_build, tiny_full_bundle, cap):
+    """The fp16 variant in the arithmetic the Python runner picks on this CPU (openvino_runner.fp16_arithmetic: bf16
+    only where it out-computes f32 as oneDNN dispatches, by engine/cpu_table.json), under oneDNN's caps too, for the
+    same reason; held to the manifest's bf16_tolerance when bf16. On an AMX Xeon capped at AVX512_CORE_BF16 both run
+    f32 (AVX-512 BF16 computes half f32's FLOPs there), where OpenVINO's own default is bf16."""
+    if cap and "avx512f" not in this_host().flags:
+        pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    if cap:
+        env["ONEDNN_MAX_CPU_ISA"] = cap
+    python = subprocess.run([sys.executable, "-c", PYTHON_CHOICE], env=env, capture_output=True, text=True, timeout=300)
+    assert python.returncode == 0, python.stderr[-2000:]
+    chosen, why = json.loads(python.stdout.splitlines()[-1])
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16", env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
     if chosen == "bf16":
         assert "MaxPool, bf16), fp16 (model.fp16.onnx)" in first, first
         assert "tolerance (model.fp16.onnx's manifest record, bf16_tolerance): rel L2 <= 0.1," in done.stdout
     else:
-        assert ", f32; fp16 runs as f32: OpenVINO chose f32 on this CPU (its CPU capabilities: " in first, first
+        assert f", f32; fp16 runs as f32: {why}), fp16 (model.fp16.onnx)" in first, (first, why)
+
+
+def test_fp16_asked_in_f32_runs_f32(cpp_build, tiny_full_bundle):
     done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16", "--inference-precision", "f32")
     assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
     assert ", f32; fp16 runs as f32: f32 was asked for), fp16 (model.fp16.onnx)" in done.stdout.splitlines()[0]
     assert "tolerance (model.fp16.onnx's manifest record): rel L2 <= 0.02," in done.stdout
+
+
+def _host_cases():
+    from tests.engine import test_cpu_peak as hosts
+
+    texts = {name: value for name, value in vars(hosts).items() if name.isupper() and isinstance(value, str)}
+    texts = {name: text for name, text in texts.items() if text.startswith("processor")}
+    texts["UNTABLED_INTEL_BF16"] = hosts.cpuinfo("GenuineIntel", 6, 0xD7, "fma avx2 avx512f avx512bw avx512_bf16")
+    texts["NO_FIELDS"] = "processor\t: 0\n"
+    caps = [{}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, {"DNNL_MAX_CPU_ISA": "avx512_core_vnni"}]
+    caps += [{"ONEDNN_MAX_CPU_ISA": "no such ISA"}, {"ONEDNN_MAX_CPU_ISA": " ", "DNNL_MAX_CPU_ISA": "AVX2"}]
+    return [(name, text, cap) for name, text in sorted(texts.items()) for cap in caps]
+
+
+def test_cpp_decides_bf16_as_python_does_for_every_tabled_host(cpp_build, tmp_path):
+    """bit::bf16_pays and engine/cpu_peak.bf16_pays, on the same cpuinfo texts and caps: the same verdict, in the
+    same words (both read engine/cpu_table.json)."""
+    from bit_trt.engine import cpu_host, cpu_peak
+
+    cases = _host_cases()
+    assert len(cases) >= 40
+    for name, text, cap in cases:
+        path = tmp_path / f"{name}.cpuinfo"
+        path.write_text(text)
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_MAX_CPU_ISA")}
+        done = run(cpp_build, "bit-cpp-probe", "bf16-pays", path, env={**env, **cap})
+        assert done.returncode == 0, done.stderr
+        pays, why = cpu_peak.bf16_pays(cpu_host.parse(text).under_isa_cap(cap))
+        assert done.stdout == f"{'bf16' if pays else 'f32'}\t{why}\n", (name, cap)
 
 
 def test_a_bundle_without_bf16_tolerance_runs_fp16_in_f32(cpp_build, tiny_full_bundle, copy_bundle):

@@ -12,6 +12,7 @@
 #include <openvino/openvino.hpp>
 
 #include "bit/compare.hpp"
+#include "bit/cpu_host.hpp"
 #include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
 
@@ -32,6 +33,17 @@ std::string capabilities(const ov::Core& core) {
   std::string out;
   for (const std::string& c : core.get_property("CPU", ov::device::capabilities)) out += (out.empty() ? "" : ", ") + c;
   return out;
+}
+
+// What the fp16 tier computes in on this CPU (engine/openvino_runner.fp16_arithmetic): bf16 where OpenVINO offers it
+// and it out-computes f32 on the CPU as oneDNN dispatches on it; else f32, and why.
+Bf16Verdict fp16_arithmetic(const ov::Core& core) {
+  Bf16Verdict verdict = bf16_pays(onednn_host());
+  const std::vector<std::string> offered = core.get_property("CPU", ov::device::capabilities);
+  if (verdict.pays && std::find(offered.begin(), offered.end(), "BF16") == offered.end())
+    verdict = {false, "OpenVINO offers no bf16 here (" + verdict.why + ")"};
+  if (!verdict.pays) verdict.why += "; OpenVINO's CPU capabilities: " + capabilities(core);
+  return verdict;
 }
 
 }  // namespace
@@ -146,7 +158,9 @@ struct Classifier::Impl {
                                                              : ov::hint::PerformanceMode::THROUGHPUT),
                 ov::inference_num_threads(threads)};
       // fp32 and INT8 graphs in f32, as exported: the CPU plugin would otherwise run them in bf16 where the CPU has
-      // it. The fp16 tier, unless told: OpenVINO's own choice (bf16 where the CPU has native bf16), gated below.
+      // it. The fp16 tier, unless told: bf16 where it computes faster than f32 here (bf16_pays, the Python runner's
+      // rule from the same table: OpenVINO's own default takes bf16 on any native bf16, and AVX-512 BF16 computes
+      // half f32's FLOPs on Sapphire Rapids and later), gated below.
       std::string why;
       if (options.inference_precision == "bf16") {
         config.emplace(ov::hint::inference_precision(ov::element::bf16));
@@ -156,6 +170,10 @@ struct Classifier::Impl {
       } else if (!artifact.bf16_tolerance) {
         config.emplace(ov::hint::inference_precision(ov::element::f32));
         why = artifact.file + " records no bf16_tolerance (exported before bf16 runs were gated; re-export it)";
+      } else {
+        const Bf16Verdict verdict = fp16_arithmetic(core);
+        config.emplace(ov::hint::inference_precision(verdict.pays ? ov::element::bf16 : ov::element::f32));
+        why = verdict.why;
       }
       dynamic.model = core.compile_model(model, "CPU", config);
       // What was compiled, for the static-shape models too: they must run what the gate checked
@@ -165,9 +183,7 @@ struct Classifier::Impl {
       if (compute == "f32" && options.inference_precision == "bf16")
         why_f32 = "bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: " + capabilities(core) + ")";
       else if (compute == "f32" && half)
-        why_f32 = "fp16 runs as f32: " +
-                  (why.empty() ? "OpenVINO chose f32 on this CPU (its CPU capabilities: " + capabilities(core) + ")"
-                               : why);
+        why_f32 = "fp16 runs as f32: " + why;
     } catch (const Error&) {
       throw;
     } catch (const std::exception& exc) {

@@ -15,6 +15,9 @@
 //   bit-cpp-probe time BUNDLE PRECISION BATCH ROUNDS INFERENCE_PRECISION...
 //       one Classifier per inference precision ("auto": the default choice), each warmed up (its static-shape model
 //       compiled), then ROUNDS rounds of one call each, alternating: "time: DESCRIBE | ms per call: T1 T2 ..."
+//   bit-cpp-probe bf16-pays CPUINFO...
+//       for each file of /proc/cpuinfo text, under the environment's oneDNN cap: "bf16\tWHY" or "f32\tWHY", as
+//       bit::bf16_pays decides for it
 //   bit-cpp-probe changed BUNDLE IMAGE
 //       one call, then a byte appended to the model file, then a second call of the same size (when a static-shape
 //       model would read the file again): "refused: MESSAGE", or "compiled" when it was not refused
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "bit/classifier.hpp"
+#include "bit/cpu_host.hpp"
 #include "bit/image_size.hpp"
 #include "bit/preprocess.hpp"
 
@@ -224,6 +228,18 @@ int changed_cmd(const std::vector<std::string>& args) {
 
 }  // namespace
 
+int bf16_pays_cmd(const std::vector<std::string>& args) {
+  if (args.empty()) throw bit::Error("usage: bf16-pays CPUINFO...");
+  for (const std::string& path : args) {
+    std::ifstream in(path);
+    if (!in) throw bit::Error("cannot read " + path);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const bit::Bf16Verdict v = bit::bf16_pays(bit::under_isa_cap(bit::parse_cpuinfo(text), bit::isa_cap_environment()));
+    std::cout << (v.pays ? "bf16" : "f32") << '\t' << v.why << '\n';
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << "usage: bit-cpp-probe preprocess|threads ...\n";
@@ -239,6 +255,7 @@ int main(int argc, char** argv) {
     if (cmd == "shapes") return shapes_cmd(args);
     if (cmd == "changed") return changed_cmd(args);
     if (cmd == "time") return time_cmd(args);
+    if (cmd == "bf16-pays") return bf16_pays_cmd(args);
     std::cerr << "bit-cpp-probe: unknown command " << cmd << "\n";
     return 2;
   } catch (const std::exception& exc) {
