@@ -76,6 +76,42 @@ def test_a_damaged_verdict_is_measured_again(tiny_bundle, own_cache):
         assert compute_gate.check(bundle, "fp16", infer, "x")["passed"] and len(calls) == 2
 
 
+def _planted_failure(path):
+    verdict = json.loads(path.read_text()) | {"passed": False, "failures": ["planted"]}
+    path.write_text(json.dumps(verdict))
+
+
+def test_only_a_verdict_this_user_alone_may_change_is_taken(tiny_bundle, own_cache):
+    """A kept verdict decides only if this user owns it, no one else may write it, and it is no link: in a shared
+    $BIT_TRT_CACHE another local user could otherwise make a failing model pass (or a passing one fail)."""
+    bundle = load_bundle(str(tiny_bundle))
+    with backends.create(bundle, "openvino", "fp16") as runner:
+        before = _kept(own_cache)
+        infer, calls = _counting(runner)
+        compute_gate.check(bundle, "fp16", infer, "y")
+        [kept] = _kept(own_cache) - before
+        path = own_cache / kept
+        assert path.stat().st_mode & 0o777 == 0o600 and own_cache.stat().st_mode & 0o777 == 0o700
+        _planted_failure(path)
+        with pytest.raises(BitError, match="planted"):  # this user's own file is read: the proof the cache is used
+            compute_gate.check(bundle, "fp16", infer, "y")
+        for mode in (0o620, 0o602):  # group- or world-writable: measured again (and kept again, 0600)
+            _planted_failure(path)
+            path.chmod(mode)
+            assert compute_gate.check(bundle, "fp16", infer, "y")["passed"]
+            assert path.stat().st_mode & 0o777 == 0o600
+        other = own_cache / "another model.json"
+        path.rename(other)
+        _planted_failure(other)
+        path.symlink_to(other.name)  # a link to a verdict of this user's
+        assert compute_gate.check(bundle, "fp16", infer, "y")["passed"] and not path.is_symlink()
+        if os.geteuid() == 0:  # root can give a file away: one owned by another user is measured again too
+            _planted_failure(path)
+            os.chown(path, 65534, 65534)
+            assert compute_gate.check(bundle, "fp16", infer, "y")["passed"]
+        assert len(calls) == 4 + (os.geteuid() == 0)
+
+
 def test_the_fp16_tier_on_openvino_runs_bf16_only_where_the_cpu_has_it(tiny_bundle, own_cache):
     with Classifier(str(tiny_bundle), backend="openvino", precision="fp16") as clf:
         if arithmetic_for(import_openvino().Core(), True) == "bf16":
