@@ -244,6 +244,49 @@ def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, 
     assert "so it is refused here; use precision fp32 or int8, or inference precision f32" in line
 
 
+def _planted_failure(path):
+    verdict = json.loads(path.read_text()) | {"passed": False, "failures": ["planted"]}
+    path.write_text(json.dumps(verdict))
+
+
+def test_the_bf16_gate_verdict_is_kept_and_only_this_users_own_is_taken(cpp_build, tiny_full_bundle, tmp_path):
+    """As engine/compute_gate.py: the classifier's bf16 gate is kept per user, host and model (0600 in a 0700
+    folder) and read on the next start; a kept file that is a link, writable by others or owned by another user is
+    measured again, since in a shared cache it could make a failing model pass."""
+    python = subprocess.run([sys.executable, "-c", PYTHON_CHOICE], capture_output=True, text=True, timeout=300)
+    if json.loads(python.stdout.splitlines()[-1])[0] != "bf16":
+        pytest.skip("the fp16 tier runs f32 on this CPU: no bf16 gate to keep")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "BIT_TRT_CACHE": str(cache)}
+    check = ("bit-check-cpp", tiny_full_bundle, "--precision", "fp16")
+    assert run(cpp_build, *check, env=env).returncode == 0
+    [path] = (cache / "compute-gate").iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    kept = json.loads(path.read_text())
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.parity_set import load_parity_set
+
+    images = len(load_parity_set(load_bundle(str(tiny_full_bundle)))[0])
+    assert kept["passed"] is True and kept["images"] == images and kept["described"].endswith(", bf16)")
+    _planted_failure(path)
+    done = run(cpp_build, *check, env=env)  # the classifier takes its own kept verdict: refused, in one line
+    assert done.returncode == 2 and "(planted), so it is refused here" in one_error_line(done, "bit-check-cpp")
+    for mode in (0o620, 0o602):
+        _planted_failure(path)
+        path.chmod(mode)
+        assert run(cpp_build, *check, env=env).returncode == 0  # measured again, and kept again
+        assert path.stat().st_mode & 0o777 == 0o600 and json.loads(path.read_text())["passed"] is True
+    other = path.with_name("another model.json")
+    path.rename(other)
+    _planted_failure(other)
+    path.symlink_to(other.name)
+    assert run(cpp_build, *check, env=env).returncode == 0 and not path.is_symlink()
+    if os.geteuid() == 0:
+        _planted_failure(path)
+        os.chown(path, 65534, 65534)
+        assert run(cpp_build, *check, env=env).returncode == 0
+
+
 def test_bit_classify_cpp_takes_an_inference_precision(cpp_build, tiny_full_bundle, pngs):
     done = run(
         cpp_build, "bit-classify-cpp", tiny_full_bundle, pngs[0], "--precision", "fp16", "--inference-precision", "f32"

@@ -115,19 +115,16 @@ const char* resize_name(Resize resize) {
   return "?";
 }
 
-std::string sha256_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path.string() + ": cannot open for reading");
+namespace {
+
+// sha256 over whatever `feed` passes to its argument, lowercase hex.
+template <typename Feed>
+std::string sha256_hex(Feed&& feed) {
   std::unique_ptr<EVP_MD_CTX, EvpDeleter> ctx(EVP_MD_CTX_new());
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("OpenSSL: cannot start sha256");
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    auto got = in.gcount();
-    if (got > 0 && EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(got)) != 1)
-      throw Error("OpenSSL: sha256 update failed");
-  }
-  if (in.bad()) throw Error(path.string() + ": read error");
+  feed([&](const char* data, std::size_t size) {
+    if (size > 0 && EVP_DigestUpdate(ctx.get(), data, size) != 1) throw Error("OpenSSL: sha256 update failed");
+  });
   std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
   unsigned int len = 0;
   if (EVP_DigestFinal_ex(ctx.get(), md.data(), &len) != 1) throw Error("OpenSSL: sha256 final failed");
@@ -139,6 +136,26 @@ std::string sha256_file(const fs::path& path) {
     hex += two;
   }
   return hex;
+}
+
+}  // namespace
+
+std::string sha256_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path.string() + ": cannot open for reading");
+  std::string hex = sha256_hex([&](auto&& update) {
+    std::vector<char> buf(1 << 20);
+    while (in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      update(buf.data(), static_cast<std::size_t>(in.gcount()));
+    }
+  });
+  if (in.bad()) throw Error(path.string() + ": read error");
+  return hex;
+}
+
+std::string sha256_text(const std::string& text) {
+  return sha256_hex([&](auto&& update) { update(text.data(), text.size()); });
 }
 
 struct Bundle::Impl {

@@ -12,6 +12,7 @@
 #include <openvino/openvino.hpp>
 
 #include "bit/compare.hpp"
+#include "bit/compute_gate.hpp"
 #include "bit/cpu_host.hpp"
 #include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
@@ -222,16 +223,31 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
     : impl_(std::make_unique<Impl>(std::move(bundle), options)) {
   if (impl_->compute != "bf16") return;
   // bf16 is chosen on this host, not at export: the bundle's parity set in it against TF's stored logits, before
-  // this classifier serves (engine/compute_gate.py). A failure refuses it, naming the measured error.
-  const ParitySet parity = impl_->bundle.parity_set();
-  std::vector<float> inputs(parity.images.size());
-  scale_uint8(parity.images.data(), parity.images.size(), inputs.data());
-  const Metrics m = measure(infer(inputs.data(), parity.count), parity.logits, parity.count,
-                            static_cast<std::size_t>(parity.classes));
-  const std::vector<std::string> failures = check(*impl_->artifact.bf16_tolerance, m);
-  if (!failures.empty()) {
+  // this classifier serves (engine/compute_gate.py). A failure refuses it, naming the measured error. The verdict
+  // is kept per user, host and model (bit/compute_gate.hpp), so a server pays for it once, not on every start.
+  const Tolerance& tolerance = *impl_->artifact.bf16_tolerance;
+  const fs::path kept = gate_verdict_path(impl_->artifact.sha256, describe(), onednn_host(), tolerance);
+  std::optional<GateVerdict> verdict = read_gate_verdict(kept);
+  if (!verdict) {
+    const ParitySet parity = impl_->bundle.parity_set();
+    std::vector<float> inputs(parity.images.size());
+    scale_uint8(parity.images.data(), parity.images.size(), inputs.data());
+    const Metrics m = measure(infer(inputs.data(), parity.count), parity.logits, parity.count,
+                              static_cast<std::size_t>(parity.classes));
+    verdict = GateVerdict{};
+    verdict->failures = check(tolerance, m);
+    verdict->passed = verdict->failures.empty();
+    verdict->rel_l2 = m.rel_l2;
+    verdict->cosine_min = m.cosine_min;
+    verdict->max_abs = m.max_abs;
+    verdict->top1_agreement = m.top1_agreement;
+    verdict->described = describe();
+    verdict->images = parity.count;
+    keep_gate_verdict(kept, *verdict);
+  }
+  if (!verdict->passed) {
     std::string joined;
-    for (const std::string& f : failures) joined += (joined.empty() ? "" : "; ") + f;
+    for (const std::string& f : verdict->failures) joined += (joined.empty() ? "" : "; ") + f;
     throw Error(describe() + ": the " + impl_->artifact.flavour + " model in bf16 fails the accuracy gate against TF "
                 "on the bundle's parity set (" + joined + "), so it is refused here; use precision fp32 or int8, or "
                 "inference precision f32");

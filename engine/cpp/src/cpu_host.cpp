@@ -153,6 +153,13 @@ std::set<std::string> CpuHost::dispatch_flags() const {
   return out;
 }
 
+std::vector<std::string> CpuHost::kernel_flags() const {
+  std::vector<std::string> out;
+  for (const std::string& f : table().kernel_flags)
+    if (flags.count(f)) out.push_back(f);
+  return out;
+}
+
 std::string CpuHost::under_cap() const { return isa_cap.empty() ? "" : ", under " + isa_cap; }
 
 std::string CpuHost::bf16() const {
@@ -180,6 +187,7 @@ CpuHost parse_cpuinfo(const std::string& text) {
   host.vendor = fields["vendor_id"];
   host.family = to_int(fields["cpu family"]);
   host.model = to_int(fields["model"]);
+  host.name = fields["model name"];
   std::istringstream words(fields["flags"]);
   for (std::string flag; words >> flag;) host.flags.insert(flag);
   return host;

@@ -96,6 +96,8 @@ struct ParitySet {
 
 // sha256 of a file, lowercase hex (OpenSSL EVP). A read failure is a bit::Error.
 std::string sha256_file(const std::filesystem::path& path);
+// sha256 of a string, lowercase hex.
+std::string sha256_text(const std::string& text);
 
 // An opened bundle. Immutable after construction, cheap to copy (shares the parsed manifest), safe to read
 // from many threads.

@@ -7,12 +7,14 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace bit {
 
 struct CpuHost {
   std::string vendor;  // GenuineIntel, AuthenticAMD, ... ("" where unknown)
   std::optional<int> family, model;
+  std::string name;             // cpuinfo's model name
   std::set<std::string> flags;  // all of cpuinfo's: they identify the CPU, above a cap too
   std::string isa_cap;          // "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI": the dispatcher cap this view obeys, or ""
 
@@ -22,6 +24,8 @@ struct CpuHost {
   std::string under_cap() const;
   // The flag that gives native bf16 arithmetic within the cap (amx_bf16, avx512_bf16), or "".
   std::string bf16() const;
+  // The CPU's kernel flags, in engine/cpu_table.json's order (those above a cap too: they identify the CPU).
+  std::vector<std::string> kernel_flags() const;
 };
 
 // A CpuHost from the text of /proc/cpuinfo (its first processor block).
