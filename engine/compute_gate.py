@@ -8,7 +8,7 @@ measured error.
 
 The verdict is kept in the user cache, keyed by the artifact's sha256, the runtime's description, the CPU and the
 tolerance, so a server pays for the check once per host and model, not on every start. Only a verdict this user
-wrote and no one else may change is taken (mode 0600): the C++ library keeps its verdicts beside these by the same
+alone may have written is taken (engine/user_cache.py); the C++ library keeps its verdicts beside these by the same
 rule (engine/cpp/src/compute_gate.cpp).
 """
 
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 
-from .atomic_write import atomic_path
 from .compare import BF16_PARITY, Tolerance, report
 from .cpu_host import onednn_host
 from .errors import BitError
 from .parity_set import load_parity_set
 from .preprocess import scale_uint8
-from .user_cache import cache_dir
+from .user_cache import cache_dir, read_own, write_own
 
 
 def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF16_PARITY) -> dict:
@@ -43,10 +41,7 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
         verdict = {k: verdict[k] for k in ("rel_l2", "cosine_min", "max_abs", "top1_agreement", "passed", "failures")}
         verdict |= {"described": described, "images": len(images)}
         try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            with atomic_path(path, "compute-gate verdict") as tmp:
-                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-                    json.dump(verdict, f, indent=1)
+            write_own(path, json.dumps(verdict, indent=1).encode(), "compute-gate verdict")
         except (OSError, BitError):  # a read-only home: the check simply runs again next time
             pass
     if not verdict["passed"]:
@@ -58,16 +53,14 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
 
 
 def _cached(path: str) -> dict | None:
-    """The verdict kept at `path`, if this user wrote it: a file another local user owns or may write, or a link (in
-    a shared $BIT_TRT_CACHE, say), could say "passed" for a model that fails, so it is measured again instead."""
+    """The verdict kept at `path`, if this user alone may have written it (user_cache.read_own): in a shared
+    $BIT_TRT_CACHE another local user could otherwise say "passed" for a model that fails."""
+    data = read_own(path, limit=1 << 20)
+    if data is None:
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a link could lend another model's verdict
-        with open(fd) as f:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                return None
-            verdict = json.load(f)
+        verdict = json.loads(data)
         readable = isinstance(verdict.get("passed"), bool) and isinstance(verdict.get("failures"), list)
         return verdict if readable else None
-    except (OSError, ValueError, AttributeError):
+    except (ValueError, AttributeError):
         return None

@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic_write import write_atomic
 from .errors import BitError
-from .user_cache import cache_dir
+from .user_cache import cache_dir, read_own, write_own
 
 KERNEL_SOURCE = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.cu")
 SHIPPED_PTX = os.path.join(os.path.dirname(__file__), "cuda", "preprocess.ptx")
@@ -68,14 +68,12 @@ def load_ptx() -> bytes:
 
 def compile_ptx(arch: str = PTX_ARCH) -> bytes:
     """PTX for the kernel from nvcc, cached per user by source version."""
-    kernels = cache_dir("kernels")
-    cached = os.path.join(kernels, f"preprocess-{source_digest(arch)[:20]}.ptx")
-    if os.path.isfile(cached):
-        with open(cached, "rb") as f:
-            return f.read()
+    cached = cache_dir("kernels", f"preprocess-{source_digest(arch)[:20]}.ptx")
+    kept = read_own(cached)  # code the GPU will run: only if this user alone may have written it
+    if kept is not None:
+        return kept
     ptx = _nvcc_ptx(arch, f"the shipped PTX does not match {KERNEL_SOURCE} (edited?)")
-    os.makedirs(kernels, exist_ok=True)
-    write_atomic(cached, ptx, "cached PTX")
+    write_own(cached, ptx, "cached PTX")
     return ptx
 
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import urllib.error
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.errors import BitError
-from ..engine.user_cache import cache_dir
+from ..engine.user_cache import cache_dir, own_tree
 from . import checkpoint
 from .synthetic import synthetic_weights
 from .tensorflow_import import import_tensorflow
@@ -228,13 +229,23 @@ def _looks_like_handle(model: str) -> bool:
     return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)+/\d+", model))
 
 
+def _no_one_else_writes(folder: str) -> None:
+    for top, dirs, files in os.walk(folder):
+        for path in [top] + [os.path.join(top, name) for name in dirs + files]:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & ~0o022)
+
+
 def download_hub_module(handle: str, timeout: float = 30.0) -> str:
     """Download a TF Hub module once (compressed format) into the cache; return its directory."""
     url = handle if handle.startswith(("http://", "https://")) else f"{HUB_URL.rstrip('/')}/{handle}"
     target = os.path.join(cache_dir(), "hub", hashlib.sha1(url.encode()).hexdigest())
-    if os.path.isfile(os.path.join(target, "saved_model.pb")):
+    # A SavedModel is a graph TensorFlow executes: a kept one is loaded only if this user alone may have written it
+    # (engine/user_cache.py), else it is downloaded again over it.
+    if os.path.isfile(os.path.join(target, "saved_model.pb")) and own_tree(target):
         return target
-    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     query = "&" if "?" in url else "?"
     staging = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))
     try:
@@ -258,8 +269,12 @@ def download_hub_module(handle: str, timeout: float = 30.0) -> str:
             raise BitError(f"TF Hub module {handle!r}: downloaded archive is corrupt ({exc})") from exc
         if not os.path.isfile(os.path.join(extracted, "saved_model.pb")):
             raise BitError(f"TF Hub module {handle!r}: archive holds no saved_model.pb")
-        shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete entry
-        os.replace(extracted, target)  # atomic: a half-extracted module is never in the cache
+        _no_one_else_writes(extracted)  # a umask of 002 would leave folders group-writable: then never reused
+        shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete or untrusted entry
+        try:
+            os.replace(extracted, target)  # atomic: a half-extracted module is never in the cache
+        except OSError as exc:
+            raise BitError(f"cannot keep TF Hub module {handle!r} in {target}: {exc.strerror or exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

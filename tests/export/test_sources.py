@@ -2,6 +2,7 @@
 
 import http.server
 import io
+import os
 import tarfile
 import threading
 
@@ -103,6 +104,26 @@ def test_hub_handle_downloads_once_and_caches(hub_server, monkeypatch, tmp_path,
     again = sources.load(handle)
     assert len(requests) == 1  # the second load came from the cache
     assert again.source["path"] == first.source["path"]
+
+
+def test_a_kept_hub_module_others_could_write_is_downloaded_again(hub_server, monkeypatch, tmp_path):
+    """A SavedModel is a graph TensorFlow executes: one in the cache is loaded only if this user alone may have
+    written it (engine/user_cache.own_tree); a umask of 002 at download still leaves one that is reused."""
+    url, requests = hub_server
+    monkeypatch.setattr(sources, "HUB_URL", url)
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path))
+    handle = "google/bit/s-tiny/ilsvrc2012_classification/1"
+    old_umask = os.umask(0o002)
+    try:
+        first = sources.download_hub_module(handle)
+    finally:
+        os.umask(old_umask)
+    assert sources.download_hub_module(handle) == first and len(requests) == 1
+    pb = os.path.join(first, "saved_model.pb")
+    os.chmod(pb, 0o646)  # as if another local user could have replaced the graph
+    assert sources.download_hub_module(handle) == first and len(requests) == 2
+    assert os.stat(pb).st_mode & 0o022 == 0
+    assert sources.download_hub_module(handle) == first and len(requests) == 2
 
 
 def test_hub_corrupt_archive_leaves_no_cache(monkeypatch, tmp_path):
