@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import stat
 
+from .atomic_write import atomic_path
+
 
 def cache_dir(*parts: str) -> str:
     root = os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt"))
@@ -62,9 +64,17 @@ def own_tree(path: str) -> bool:
 
 def write_own(path: str, data: bytes, what: str) -> None:
     """`data` kept at `path` (mode 0600, its folder made 0700 where missing), all or nothing. Raises BitError."""
-    from .atomic_write import atomic_path
-
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with atomic_path(path, what) as tmp:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.write(data)
+
+
+def keep_to_self(folder: str) -> None:
+    """Take the group's and others' write permission from `folder` and everything under it (links left alone), so
+    that own_tree accepts what this user wrote under any umask."""
+    for top, dirs, files in os.walk(folder):
+        for path in [top] + [os.path.join(top, name) for name in dirs + files]:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & ~(stat.S_IWGRP | stat.S_IWOTH))

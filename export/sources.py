@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import urllib.error
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.errors import BitError
-from ..engine.user_cache import cache_dir, own_tree
+from ..engine.user_cache import cache_dir, keep_to_self, own_tree
 from . import checkpoint
 from .synthetic import synthetic_weights
 from .tensorflow_import import import_tensorflow
@@ -229,14 +228,6 @@ def _looks_like_handle(model: str) -> bool:
     return model.startswith(("http://", "https://")) or bool(re.fullmatch(r"[\w.-]+(/[\w.-]+)+/\d+", model))
 
 
-def _no_one_else_writes(folder: str) -> None:
-    for top, dirs, files in os.walk(folder):
-        for path in [top] + [os.path.join(top, name) for name in dirs + files]:
-            mode = os.lstat(path).st_mode
-            if not stat.S_ISLNK(mode):
-                os.chmod(path, stat.S_IMODE(mode) & ~0o022)
-
-
 def download_hub_module(handle: str, timeout: float = 30.0) -> str:
     """Download a TF Hub module once (compressed format) into the cache; return its directory."""
     url = handle if handle.startswith(("http://", "https://")) else f"{HUB_URL.rstrip('/')}/{handle}"
@@ -269,7 +260,7 @@ def download_hub_module(handle: str, timeout: float = 30.0) -> str:
             raise BitError(f"TF Hub module {handle!r}: downloaded archive is corrupt ({exc})") from exc
         if not os.path.isfile(os.path.join(extracted, "saved_model.pb")):
             raise BitError(f"TF Hub module {handle!r}: archive holds no saved_model.pb")
-        _no_one_else_writes(extracted)  # a umask of 002 would leave folders group-writable: then never reused
+        keep_to_self(extracted)  # a umask of 002 would leave folders group-writable: then never reused
         shutil.rmtree(target, ignore_errors=True)  # a stale, incomplete or untrusted entry
         try:
             os.replace(extracted, target)  # atomic: a half-extracted module is never in the cache

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bit_trt.engine.cpu_host import this_host
+from tests.engine.test_compute_gate import plant_failure
 
 pytestmark = pytest.mark.cpp
 
@@ -244,11 +245,6 @@ def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, 
     assert "so it is refused here; use precision fp32 or int8, or inference precision f32" in line
 
 
-def _planted_failure(path):
-    verdict = json.loads(path.read_text()) | {"passed": False, "failures": ["planted"]}
-    path.write_text(json.dumps(verdict))
-
-
 def test_the_bf16_gate_verdict_is_kept_and_only_this_users_own_is_taken(cpp_build, tiny_full_bundle, tmp_path):
     """As engine/compute_gate.py: the classifier's bf16 gate is kept per user, host and model (0600 in a 0700
     folder) and read on the next start; a kept file that is a link, writable by others or owned by another user is
@@ -268,21 +264,21 @@ def test_the_bf16_gate_verdict_is_kept_and_only_this_users_own_is_taken(cpp_buil
 
     images = len(load_parity_set(load_bundle(str(tiny_full_bundle)))[0])
     assert kept["passed"] is True and kept["images"] == images and kept["described"].endswith(", bf16)")
-    _planted_failure(path)
+    plant_failure(path)
     done = run(cpp_build, *check, env=env)  # the classifier takes its own kept verdict: refused, in one line
     assert done.returncode == 2 and "(planted), so it is refused here" in one_error_line(done, "bit-check-cpp")
     for mode in (0o620, 0o602):
-        _planted_failure(path)
+        plant_failure(path)
         path.chmod(mode)
         assert run(cpp_build, *check, env=env).returncode == 0  # measured again, and kept again
         assert path.stat().st_mode & 0o777 == 0o600 and json.loads(path.read_text())["passed"] is True
     other = path.with_name("another model.json")
     path.rename(other)
-    _planted_failure(other)
+    plant_failure(other)
     path.symlink_to(other.name)
     assert run(cpp_build, *check, env=env).returncode == 0 and not path.is_symlink()
     if os.geteuid() == 0:
-        _planted_failure(path)
+        plant_failure(path)
         os.chown(path, 65534, 65534)
         assert run(cpp_build, *check, env=env).returncode == 0
 

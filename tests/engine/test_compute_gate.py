@@ -76,7 +76,8 @@ def test_a_damaged_verdict_is_measured_again(tiny_bundle, own_cache):
         assert compute_gate.check(bundle, "fp16", infer, "x")["passed"] and len(calls) == 2
 
 
-def _planted_failure(path):
+def plant_failure(path):
+    """Rewrite the kept gate verdict at `path` as a failure ("planted"), as another local user might."""
     verdict = json.loads(path.read_text()) | {"passed": False, "failures": ["planted"]}
     path.write_text(json.dumps(verdict))
 
@@ -92,21 +93,21 @@ def test_only_a_verdict_this_user_alone_may_change_is_taken(tiny_bundle, own_cac
         [kept] = _kept(own_cache) - before
         path = own_cache / kept
         assert path.stat().st_mode & 0o777 == 0o600 and own_cache.stat().st_mode & 0o777 == 0o700
-        _planted_failure(path)
+        plant_failure(path)
         with pytest.raises(BitError, match="planted"):  # this user's own file is read: the proof the cache is used
             compute_gate.check(bundle, "fp16", infer, "y")
         for mode in (0o620, 0o602):  # group- or world-writable: measured again (and kept again, 0600)
-            _planted_failure(path)
+            plant_failure(path)
             path.chmod(mode)
             assert compute_gate.check(bundle, "fp16", infer, "y")["passed"]
             assert path.stat().st_mode & 0o777 == 0o600
         other = own_cache / "another model.json"
         path.rename(other)
-        _planted_failure(other)
+        plant_failure(other)
         path.symlink_to(other.name)  # a link to a verdict of this user's
         assert compute_gate.check(bundle, "fp16", infer, "y")["passed"] and not path.is_symlink()
         if os.geteuid() == 0:  # root can give a file away: one owned by another user is measured again too
-            _planted_failure(path)
+            plant_failure(path)
             os.chown(path, 65534, 65534)
             assert compute_gate.check(bundle, "fp16", infer, "y")["passed"]
         assert len(calls) == 4 + (os.geteuid() == 0)

@@ -30,20 +30,24 @@ std::string last_line(const std::string& text) {
   return line.substr(0, 300);
 }
 
-std::string capabilities(const ov::Core& core) {
+std::vector<std::string> capabilities(const ov::Core& core) {
+  return core.get_property("CPU", ov::device::capabilities);
+}
+
+std::string joined(const std::vector<std::string>& parts) {
   std::string out;
-  for (const std::string& c : core.get_property("CPU", ov::device::capabilities)) out += (out.empty() ? "" : ", ") + c;
+  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
   return out;
 }
 
 // What the fp16 tier computes in on this CPU (engine/openvino_runner.fp16_arithmetic): bf16 where OpenVINO offers it
-// and it out-computes f32 on the CPU as oneDNN dispatches on it; else f32, and why.
-Bf16Verdict fp16_arithmetic(const ov::Core& core) {
-  Bf16Verdict verdict = bf16_pays(onednn_host());
-  const std::vector<std::string> offered = core.get_property("CPU", ov::device::capabilities);
+// and it out-computes f32 on `cpu` (the CPU as oneDNN dispatches on it); else f32, and why.
+Bf16Verdict fp16_arithmetic(const ov::Core& core, const CpuHost& cpu) {
+  Bf16Verdict verdict = bf16_pays(cpu);
+  const std::vector<std::string> offered = capabilities(core);
   if (verdict.pays && std::find(offered.begin(), offered.end(), "BF16") == offered.end())
     verdict = {false, "OpenVINO offers no bf16 here (" + verdict.why + ")"};
-  if (!verdict.pays) verdict.why += "; OpenVINO's CPU capabilities: " + capabilities(core);
+  if (!verdict.pays) verdict.why += "; OpenVINO's CPU capabilities: " + joined(offered);
   return verdict;
 }
 
@@ -62,6 +66,7 @@ struct Classifier::Impl {
   ov::AnyMap config;
   std::string compute = "f32";  // what OpenVINO compiled: f32 or bf16 (read back, never assumed)
   std::string why_f32;          // for the fp16 tier run in f32: why
+  CpuHost cpu = onednn_host();  // as oneDNN dispatches: decides the fp16 tier's arithmetic, keys its gate verdict
   Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
 
   // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
@@ -172,7 +177,7 @@ struct Classifier::Impl {
         config.emplace(ov::hint::inference_precision(ov::element::f32));
         why = artifact.file + " records no bf16_tolerance (exported before bf16 runs were gated; re-export it)";
       } else {
-        const Bf16Verdict verdict = fp16_arithmetic(core);
+        const Bf16Verdict verdict = fp16_arithmetic(core, cpu);
         config.emplace(ov::hint::inference_precision(verdict.pays ? ov::element::bf16 : ov::element::f32));
         why = verdict.why;
       }
@@ -182,7 +187,7 @@ struct Classifier::Impl {
       compute = compiled == ov::element::bf16 ? "bf16" : "f32";
       config[ov::hint::inference_precision.name()] = compiled;
       if (compute == "f32" && options.inference_precision == "bf16")
-        why_f32 = "bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: " + capabilities(core) + ")";
+        why_f32 = "bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: " + joined(capabilities(core)) + ")";
       else if (compute == "f32" && half)
         why_f32 = "fp16 runs as f32: " + why;
     } catch (const Error&) {
@@ -226,7 +231,7 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
   // this classifier serves (engine/compute_gate.py). A failure refuses it, naming the measured error. The verdict
   // is kept per user, host and model (bit/compute_gate.hpp), so a server pays for it once, not on every start.
   const Tolerance& tolerance = *impl_->artifact.bf16_tolerance;
-  const fs::path kept = gate_verdict_path(impl_->artifact.sha256, describe(), onednn_host(), tolerance);
+  const fs::path kept = gate_verdict_path(impl_->artifact.sha256, describe(), impl_->cpu, tolerance);
   std::optional<GateVerdict> verdict = read_gate_verdict(kept);
   if (!verdict) {
     const ParitySet parity = impl_->bundle.parity_set();

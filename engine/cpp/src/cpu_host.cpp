@@ -214,12 +214,17 @@ std::map<std::string, std::string> isa_cap_environment() {
   return out;
 }
 
-CpuHost onednn_host() {
-  std::ifstream in("/proc/cpuinfo");
-  std::stringstream text;
-  text << in.rdbuf();
-  return under_isa_cap(parse_cpuinfo(text.str()), isa_cap_environment());
+const CpuHost& this_host() {
+  static const CpuHost host = [] {  // read once per process, as engine/cpu_host.this_host caches it
+    std::ifstream in("/proc/cpuinfo");
+    std::stringstream text;
+    text << in.rdbuf();
+    return parse_cpuinfo(text.str());
+  }();
+  return host;
 }
+
+CpuHost onednn_host() { return under_isa_cap(this_host(), isa_cap_environment()); }
 
 Bf16Verdict bf16_pays(const CpuHost& host) {
   const Table& t = table();

@@ -226,8 +226,6 @@ int changed_cmd(const std::vector<std::string>& args) {
   return 0;
 }
 
-}  // namespace
-
 int bf16_pays_cmd(const std::vector<std::string>& args) {
   if (args.empty()) throw bit::Error("usage: bf16-pays CPUINFO...");
   for (const std::string& path : args) {
@@ -239,6 +237,8 @@ int bf16_pays_cmd(const std::vector<std::string>& args) {
   }
   return 0;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {

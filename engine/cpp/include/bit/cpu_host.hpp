@@ -35,7 +35,9 @@ CpuHost parse_cpuinfo(const std::string& text);
 CpuHost under_isa_cap(CpuHost host, const std::map<std::string, std::string>& environment);
 // This process's environment's cap variables, for under_isa_cap.
 std::map<std::string, std::string> isa_cap_environment();
-// This machine's CPU as OpenVINO's oneDNN dispatches on it (an empty CpuHost where /proc/cpuinfo is unreadable).
+// This machine's CPU, /proc/cpuinfo read once per process (an empty CpuHost where it is unreadable).
+const CpuHost& this_host();
+// This machine's CPU as OpenVINO's oneDNN dispatches on it: this_host() under the environment's cap.
 CpuHost onednn_host();
 
 struct Bf16Verdict {
