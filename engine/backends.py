@@ -2,7 +2,7 @@
 backend loads for a precision is engine/precision.py's answer.
 
     trt       TensorRT plan (or TensorRT-RTX engine) through pycuda, with CUDA preprocessing
-    ort-trt   ONNX Runtime's TensorRT provider (engine cache under the bundle)
+    ort-trt   ONNX Runtime's TensorRT provider (engine cache under the bundle, else in the user cache)
     ort-cuda  ONNX Runtime's CUDA provider
     openvino  OpenVINO on the CPU
     ort-cpu   ONNX Runtime on the CPU
@@ -21,13 +21,14 @@ import functools
 import importlib
 import os
 import re
+import warnings
 
 from . import compute_gate, gpu_host
 from .bundle import Bundle
 from .errors import BitError
 from .precision import flavour_for, flavour_of
 from .tensorrt_library import try_import
-from .user_cache import cache_dir
+from .user_cache import cache_dir, library_folder
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
 # What a Classifier (and --backend of bit-classify and bit-check) accepts: a backend, or `auto`.
@@ -59,15 +60,34 @@ def gpus_for(backend: str, asked: float | None = None) -> float:
     return 1.0 if backend in GPU_BACKENDS else 0.0
 
 
-def _ort_trt_cache_dir(bundle: Bundle, device: int) -> str:
-    """Engines ORT's TensorRT provider builds, under the bundle, keyed by TensorRT version and GPU."""
+def _ort_trt_cache_dir(bundle: Bundle, flavour: str, device: int) -> str | None:
+    """Where ORT's TensorRT provider keeps the engines it builds from `flavour` (code the GPU runs): under the bundle,
+    else in the user cache (a read-only deployment copy, or a bundle folder others may write to); None, said once,
+    where neither is this user's alone (engine/user_cache.library_folder), and the engines are built at every start.
+
+    The key holds the artifact's sha256: the provider names its engines by the graph's structure, not its weights, so
+    a bundle exported again in place would otherwise run the old weights' engines."""
     trt_version = getattr(try_import("tensorrt"), "__version__", "trt-unknown")
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_host.gpu_name(device) or "gpu").strip("-")
-    key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}"
-    base = os.path.join(bundle.path, "cache", "ort-trt")
-    if not os.access(bundle.path, os.W_OK):  # a read-only deployment copy: keep the cache per user instead
-        base = cache_dir("ort-trt", os.path.basename(bundle.path))
-    return os.path.join(base, key)
+    sha = bundle.artifacts("onnx")[flavour]["sha256"][:16]
+    key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}-{flavour}-{sha}"
+    places = (
+        (bundle.path, os.path.join(bundle.path, "cache", "ort-trt", key)),
+        (cache_dir(), cache_dir("ort-trt", os.path.basename(os.path.abspath(bundle.path)), key)),
+    )
+    refused = []
+    for root, path in places:
+        why = library_folder(path, root)
+        if why is None:
+            return path
+        refused.append(why)
+    warnings.warn(
+        f"bit-trt: ort-trt keeps no engine cache, so it builds its TensorRT engines at every start: "
+        f"{'; '.join(refused)}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def plans_for(bundle: Bundle, flavour: str) -> list[dict]:
@@ -128,7 +148,7 @@ def create(
         gate = functools.partial(compute_gate.check, bundle, flavour)
         verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
         return runner(path, threads=threads, half=flavour == "fp16", gate=gate, verify=verify, **options)
-    cache = _ort_trt_cache_dir(bundle, device) if backend == "ort-trt" else None
+    cache = _ort_trt_cache_dir(bundle, flavour, device) if backend == "ort-trt" else None
     return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
 
 

@@ -45,7 +45,8 @@ class OrtRunner(Runner):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
         backend: ort-cpu, ort-cuda or ort-trt. trt_cache_dir: where the TensorRT provider keeps its engines
-        (ort-trt; the Classifier puts it under the bundle, keyed by TensorRT version and GPU).
+        (ort-trt; the Classifier puts it under the bundle or in the user cache, keyed by TensorRT version, GPU and
+        artifact, where only this user may write: engine/backends.py).
         low_memory: no weight pre-packing, no memory arena, no graph optimization. For one-off checks of
         large models (export verification), where a second packed or folded copy of the weights costs more
         than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
@@ -135,7 +136,10 @@ class OrtRunner(Runner):
         providers = ", ".join(p.replace("ExecutionProvider", "") for p in getattr(self, "loaded_providers", []))
         each = f"{self.intra_threads} thread{'s' if self.intra_threads > 1 else ''}"
         streams = f" ({self.streams} streams x {each})" if self.streams > 1 else ""
-        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]{streams}"
+        cache = ""
+        if self.name == "ort-trt":
+            cache = f", engine cache {self.trt_cache_dir}" if self.trt_cache_dir else ", no engine cache"
+        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]{streams}{cache}"
 
     def _deactivate(self):
         self.session = None

@@ -1,12 +1,13 @@
-"""Where bit-trt keeps per-user caches: TF Hub downloads, calibration ranges, compiled kernels, ORT-TRT engines.
+"""Where bit-trt keeps per-user caches: TF Hub downloads, calibration ranges, compiled kernels, gate verdicts,
+TensorRT timing caches and ORT-TRT engines.
 
 One root for all of them, `$BIT_TRT_CACHE` or `~/.cache/bit-trt`, so one variable moves (or isolates) them all.
 
 What is read back from a cache is taken only if this user alone may have written it: owned by this user, writable
 by no one else, and no link. A cache is only a saving, and in one another local user can write to (a shared
-`$BIT_TRT_CACHE`), a kept gate verdict could pass a model that fails, a kept kernel is code the GPU runs, and a kept
-SavedModel is a graph TensorFlow executes. Anything else is made again. engine/cpp/src/compute_gate.cpp applies the
-same rule.
+`$BIT_TRT_CACHE`), a kept gate verdict could pass a model that fails, a kept kernel or TensorRT engine is code the GPU
+runs, a kept SavedModel is a graph TensorFlow executes, and kept ranges or tactics shape the engine that is built.
+Anything else is made again. engine/cpp/src/compute_gate.cpp applies the same rule.
 """
 
 from __future__ import annotations
@@ -14,12 +15,39 @@ from __future__ import annotations
 import os
 import stat
 
-from .atomic_write import atomic_path
+from .atomic_write import atomic_path, write_atomic
 
 
 def cache_dir(*parts: str) -> str:
     root = os.environ.get("BIT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bit-trt"))
     return os.path.join(root, *parts)
+
+
+def in_user_cache(path: str) -> bool:
+    root = os.path.abspath(cache_dir())
+    return os.path.commonpath([root, os.path.abspath(path)]) == root
+
+
+def read_kept(path: str, limit: int = 1 << 30) -> bytes | None:
+    """The bytes of a kept file that bit-trt reuses (None where there is none): in the user cache only if this user
+    alone may have written it (read_own, at most `limit` bytes); a path the user named elsewhere (--calib-cache,
+    --timing-cache) as it is, since they chose it. Raises OSError for a named file that exists but cannot be read."""
+    if in_user_cache(path):
+        return read_own(path, limit)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_kept(path: str, data: bytes, what: str) -> None:
+    """`data` kept at `path` for read_kept, all or nothing: 0600 in a 0700 folder in the user cache (write_own),
+    elsewhere with the folder's own permissions. Raises BitError."""
+    if in_user_cache(path):
+        write_own(path, data, what)
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, data, what)
 
 
 def _own(st: os.stat_result) -> bool:
@@ -60,6 +88,38 @@ def own_tree(path: str) -> bool:
     except OSError:
         return False
     return True
+
+
+def library_folder(path: str, root: str) -> str | None:
+    """`path` (its missing folders made 0700) where a library may keep and read back its own files, or why it may not.
+
+    None: fit to use. A reason: some folder from `root` (which may itself be reached through a link) down to `path`
+    is a link, another user's or writable by others (then its contents could be swapped after this check), or
+    something in `path` is not this user's alone. What a library wrote in a folder no one else may enter is
+    tightened first, since libraries write under the process's umask (002 leaves files group-writable)."""
+    root = os.path.abspath(root)
+    path = os.path.abspath(path)
+    if os.path.commonpath([root, path]) != root:
+        raise ValueError(f"{path} is not under {root}")
+    rel = os.path.relpath(path, root)
+    folders = [root]
+    for part in rel.split(os.sep) if rel != "." else []:
+        folders.append(os.path.join(folders[-1], part))
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        for folder in folders:
+            if folder != root and not os.path.lexists(folder):
+                os.mkdir(folder, 0o700)  # os.makedirs would give the folders above `path` the umask's mode
+            st = os.stat(folder) if folder == root else os.lstat(folder)
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+                return f"{folder} is a link or not a folder"
+            if not _own(st):
+                return f"{folder} is another user's or writable by others"
+        if not os.lstat(path).st_mode & 0o077:
+            keep_to_self(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None if own_tree(path) else f"something in {path} is a link, another user's or writable by others"
 
 
 def write_own(path: str, data: bytes, what: str) -> None:

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import compare
-from ..engine.atomic_write import write_json_atomic
 from ..engine.errors import BitError
 from ..engine.memory import release_memory
 from ..engine.precision import flavour_for
 from ..engine.preprocess import scale_uint8
-from ..engine.user_cache import cache_dir
+from ..engine.user_cache import cache_dir, read_kept, write_kept
 from .ort_logits import ort_logits
 from .parity import ParityError
 from .qdq_placement import (
@@ -196,12 +195,13 @@ def _low_memory_session(path: str):
 
 
 def load_cache(path: str, key: CacheKey) -> dict | None:
-    """The cached ranges when `path` holds a cache for exactly `key`; None when there is no file."""
-    if not os.path.isfile(path):
-        return None
+    """The cached ranges when `path` holds a cache for exactly `key`; None when there is none, or (in the user cache)
+    none this user alone may have written: the ranges decide every scale of the INT8 graph."""
     try:
-        with open(path, encoding="utf-8") as f:
-            cache = json.load(f)
+        data = read_kept(path, limit=1 << 28)
+        if data is None:
+            return None
+        cache = json.loads(data)
     except (OSError, ValueError) as exc:
         raise BitError(f"calibration cache {path!r} is unreadable ({exc}); delete it to recalibrate") from exc
     if cache.get("format") != CACHE_FORMAT:
@@ -216,8 +216,8 @@ def load_cache(path: str, key: CacheKey) -> dict | None:
 
 
 def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_json_atomic(path, {"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}, "calibration cache", None)
+    cache = {"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}
+    write_kept(path, json.dumps(cache).encode(), "calibration cache")
 
 
 def quantize(

@@ -18,13 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError, install_hint
 from ..engine.gpu_host import compute_capability as gpu_compute_capability
 from ..engine.memory import trimmed_meanwhile
 from ..engine.precision import PRECISIONS, flavour_for, flavour_of
 from ..engine.tensorrt_library import LIBRARIES, ErrorLog, import_library, try_import
-from ..engine.user_cache import cache_dir
+from ..engine.user_cache import cache_dir, read_kept, write_kept
 from .group_norm_form import FORMS as GROUP_NORM_FORMS
 from .group_norm_form import native_graph
 from .trt_layer_types import precision_mix
@@ -192,12 +191,12 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
     cache_hit = False
     # TensorRT-RTX compiles tactics on the device at run time; its timing-cache calls are no-ops (deprecated).
     use_cache = bool(options.timing_cache) and library == "tensorrt"
-    if use_cache:
-        blob = b""
-        if os.path.isfile(options.timing_cache):
-            with open(options.timing_cache, "rb") as f:
-                blob = f.read()
-            cache_hit = bool(blob)
+    if use_cache:  # its tactics choose the kernels the plan runs: in the user cache, only this user's own is read
+        try:
+            blob = read_kept(options.timing_cache) or b""
+        except OSError as exc:
+            raise BitError(f"timing cache {options.timing_cache!r} is unreadable ({exc.strerror or exc})") from exc
+        cache_hit = bool(blob)
         config.set_timing_cache(config.create_timing_cache(blob), False)
     profile = builder.create_optimization_profile()
     shape = lambda b: (b, resolution, resolution, 3)  # noqa: E731
@@ -209,7 +208,7 @@ def build(onnx_path: str, input_name: str, resolution: int, options: BuildOption
         hint = " (out of GPU memory? lower --max-batch or --workspace-mb)" if "memory" in detail.lower() else ""
         raise BitError(f"{library} failed to build an engine from {os.path.basename(onnx_path)}: {detail}{hint}")
     if use_cache:
-        write_atomic(options.timing_cache, memoryview(config.get_timing_cache().serialize()), "timing cache")
+        write_kept(options.timing_cache, bytes(config.get_timing_cache().serialize()), "timing cache")
     record = {
         "library": library,
         "library_version": trt.__version__,
@@ -292,7 +291,6 @@ def build_plans(
     parity: (uint8 images, TF's logits), which a rewritten graph must match before it is built."""
     library = trt.__name__
     if options.timing_cache is None and library == "tensorrt":  # per library version and GPU, like plans
-        os.makedirs(cache_dir("timing"), exist_ok=True)
         options = dataclasses.replace(
             options, timing_cache=os.path.join(cache_dir("timing"), f"{library}-{trt.__version__}-{target}.cache")
         )

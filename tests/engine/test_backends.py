@@ -116,3 +116,25 @@ def test_int8_on_a_cpu_without_an_int8_dot_product_says_so(tiny_full_bundle):
     assert described["ort-cpu"].endswith(f"; {note}") if note else "int8 runs on" not in described["ort-cpu"]
     with Classifier(str(tiny_full_bundle), backend="openvino", precision="fp32") as clf:
         assert "int8 runs on" not in clf.backend  # only INT8 is said to
+
+
+def test_ort_trt_keeps_its_engines_only_where_this_user_alone_may_write(tiny_bundle, tmp_path, monkeypatch):
+    """ORT's TensorRT provider reads back the engines it built (code the GPU runs) and names them by the graph's
+    structure, not its weights: the folder is keyed by the artifact, and taken only if no one else may write to it."""
+    import shutil
+
+    bundle_path = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle, bundle_path)
+    bundle_path.chmod(0o755)
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle(str(bundle_path))
+    sha = {f: bundle.artifacts("onnx")[f]["sha256"][:16] for f in ("fp32", "fp16")}
+    here = backends.create(bundle, "ort-trt", "fp32").trt_cache_dir
+    assert here.startswith(str(bundle_path / "cache" / "ort-trt")) and here.endswith(f"-fp32-{sha['fp32']}")
+    assert backends.create(bundle, "ort-trt", "fp16").trt_cache_dir.endswith(f"-fp16-{sha['fp16']}")
+    bundle_path.chmod(0o775)  # a bundle folder others may write to: the user cache instead
+    cached = backends.create(bundle, "ort-trt", "fp32").trt_cache_dir
+    assert cached.startswith(str(tmp_path / "cache" / "ort-trt" / "tiny")) and cached.endswith(sha["fp32"])
+    (tmp_path / "cache").chmod(0o777)  # and a shared $BIT_TRT_CACHE: no cache at all, said once
+    with pytest.warns(RuntimeWarning, match="ort-trt keeps no engine cache.*tiny is another user's or writable"):
+        assert backends.create(bundle, "ort-trt", "fp32").trt_cache_dir is None

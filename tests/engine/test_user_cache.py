@@ -6,7 +6,7 @@ import pytest
 
 from bit_trt.engine import cuda_preprocess
 from bit_trt.engine.errors import BitError
-from bit_trt.engine.user_cache import own_tree, read_own, write_own
+from bit_trt.engine.user_cache import library_folder, own_tree, read_kept, read_own, write_kept, write_own
 
 
 def test_a_file_is_read_back_only_if_this_user_alone_may_have_written_it(tmp_path):
@@ -64,3 +64,60 @@ def test_a_kept_kernel_runs_only_if_this_user_alone_may_have_written_it(tmp_path
     else:
         assert b".entry bit_preprocess_u8" in cuda_preprocess.compile_ptx()
         assert cached.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_kept_file_in_the_user_cache_follows_its_rule_and_a_named_one_is_read_as_it_is(tmp_path, monkeypatch):
+    """read_kept/write_kept serve the calibration ranges and TensorRT's timing cache: where bit-trt chose the place
+    (the user cache) only this user's own file is read; a path the user named is theirs to vouch for."""
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    kept = tmp_path / "cache" / "timing" / "tensorrt.cache"
+    write_kept(str(kept), b"tactics", "timing cache")
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
+    assert read_kept(str(kept)) == b"tactics"
+    kept.chmod(0o666)
+    assert read_kept(str(kept)) is None  # planted, as far as anyone can tell: made again
+    named = tmp_path / "team" / "shared.cache"
+    write_kept(str(named), b"team tactics", "timing cache")
+    named.chmod(0o666)
+    assert read_kept(str(named)) == b"team tactics" and read_kept(str(tmp_path / "team" / "none")) is None
+
+
+def test_a_library_keeps_its_files_only_in_a_folder_that_is_this_users_alone(tmp_path):
+    """library_folder vets the folder ORT's TensorRT provider keeps its engines in (code the GPU runs)."""
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    engines = root / "ort-trt" / "key"
+    assert library_folder(str(engines), str(root)) is None
+    assert engines.stat().st_mode & 0o777 == 0o700 and engines.parent.stat().st_mode & 0o777 == 0o700
+    engine = engines / "graph.engine"
+    engine.write_bytes(b"engine")
+    engine.chmod(0o664)  # as a library writes it under a umask of 002: no one else could reach it, so it is kept
+    assert library_folder(str(engines), str(root)) is None and engine.stat().st_mode & 0o777 == 0o644
+    for folder in (root, engines.parent, engines):
+        folder.chmod(0o775)
+        assert "writable by others" in library_folder(str(engines), str(root)), folder
+        folder.chmod(0o700)
+    assert engine.stat().st_mode & 0o777 == 0o644
+    engines.chmod(0o755)  # others may enter: a group-writable file in it could have been replaced
+    engine.chmod(0o664)
+    assert "something in" in library_folder(str(engines), str(root))
+    engine.chmod(0o644)
+    (engines / "link.engine").symlink_to(engine)
+    assert "something in" in library_folder(str(engines), str(root))
+    (engines / "link.engine").unlink()
+    os.rename(engines, root / "real")
+    engines.symlink_to(root / "real")
+    assert "is a link" in library_folder(str(engines), str(root))
+    engines.unlink()
+    os.rename(root / "real", engines)
+    linked_root = tmp_path / "deployed"
+    linked_root.symlink_to(root)  # the root may be reached through a link (a "current" release)
+    assert library_folder(str(linked_root / "ort-trt" / "key"), str(linked_root)) is None
+    if os.geteuid() == 0:
+        os.chown(engine, 65534, 65534)
+        assert "something in" in library_folder(str(engines), str(root))
+        os.chown(engines.parent, 65534, 65534)
+        assert "another user's" in library_folder(str(engines), str(root))
+    with pytest.raises(ValueError):
+        library_folder(str(tmp_path / "elsewhere"), str(root))

@@ -123,9 +123,9 @@ def test_qdq_layout_per_target(trained):
             assert all(not numpy_helper.to_array(z).any() for z in q_points)
 
 
-def test_cache_is_reused_and_foreign_cache_refused(trained, tmp_path):
-    again = tmp_path / "again"
-    proc = run_cli(
+def _export_int8_again(trained, out):
+    """The trained model's INT8 export once more, with the fixture's user cache (which holds its ranges)."""
+    return run_cli(
         EXPORT,
         "--model",
         trained["root"] / "bit-tiny-digits.npz",
@@ -138,11 +138,16 @@ def test_cache_is_reused_and_foreign_cache_refused(trained, tmp_path):
         "--calib-images",
         trained["calib"],
         "--out",
-        again,
+        out,
         "--engine",
         "none",
         env={"BIT_TRT_CACHE": str(trained["cache"])},
     )
+
+
+def test_cache_is_reused_and_foreign_cache_refused(trained, tmp_path):
+    again = tmp_path / "again"
+    proc = _export_int8_again(trained, again)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "calibration ranges reused" in proc.stderr
     m = json.loads((again / "manifest.json").read_text())
@@ -170,6 +175,18 @@ def test_cache_is_reused_and_foreign_cache_refused(trained, tmp_path):
     )
     assert foreign.returncode == 1 and "stale or foreign cache" in foreign.stderr
     assert not (tmp_path / "foreign").exists()
+
+
+def test_ranges_in_the_user_cache_are_reused_only_if_this_user_alone_may_have_written_them(trained, tmp_path):
+    """The ranges decide every scale of the INT8 graph: in a $BIT_TRT_CACHE others may write to, they are computed
+    again rather than read (engine/user_cache.read_kept), and kept 0600."""
+    (kept,) = (trained["cache"] / "calibration").glob("*.json")
+    kept.chmod(0o664)
+    proc = _export_int8_again(trained, tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "calibration ranges computed" in proc.stderr
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert "calibration ranges reused" in _export_int8_again(trained, tmp_path / "third").stderr
 
 
 def test_int8_without_calibration_data_is_refused_up_front(tmp_path):
