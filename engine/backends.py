@@ -18,17 +18,18 @@ and the reason is kept, so `auto` can say what it chose and why it passed over t
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import json
 import os
 import re
-import warnings
 
 from . import compute_gate, gpu_host
 from .bundle import Bundle
 from .errors import BitError
 from .precision import flavour_for, flavour_of
 from .tensorrt_library import try_import
-from .user_cache import cache_dir, library_folder
+from .user_cache import cache_dir
 
 BACKENDS = ("trt", "ort-trt", "ort-cuda", "openvino", "ort-cpu", "tf")
 # What a Classifier (and --backend of bit-classify and bit-check) accepts: a backend, or `auto`.
@@ -60,34 +61,24 @@ def gpus_for(backend: str, asked: float | None = None) -> float:
     return 1.0 if backend in GPU_BACKENDS else 0.0
 
 
-def _ort_trt_cache_dir(bundle: Bundle, flavour: str, device: int) -> str | None:
-    """Where ORT's TensorRT provider keeps the engines it builds from `flavour` (code the GPU runs): under the bundle,
-    else in the user cache (a read-only deployment copy, or a bundle folder others may write to); None, said once,
-    where neither is this user's alone (engine/user_cache.library_folder), and the engines are built at every start.
+def _ort_trt_cache_places(bundle: Bundle, flavour: str, device: int) -> tuple[tuple[str, str], ...]:
+    """Where ORT's TensorRT provider may keep the engines it builds from `flavour` (code the GPU runs), as (root,
+    folder), first fit first: under the bundle, else in the user cache (a read-only deployment copy, or a bundle
+    folder others may write to). The runner vets them when it starts the session (OrtRunner.engine_cache).
 
-    The key holds the artifact's sha256: the provider names its engines by the graph's structure, not its weights, so
-    a bundle exported again in place would otherwise run the old weights' engines."""
+    The key holds the artifact's sha256 and its weight files': the provider names its engines by the model's file
+    name and its node names, not its weights, so a bundle exported again in place would otherwise run the old
+    weights' engines."""
     trt_version = getattr(try_import("tensorrt"), "__version__", "trt-unknown")
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", gpu_host.gpu_name(device) or "gpu").strip("-")
-    sha = bundle.artifacts("onnx")[flavour]["sha256"][:16]
-    key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}-{flavour}-{sha}"
-    places = (
+    art = bundle.artifacts("onnx")[flavour]
+    files = [art["sha256"]] + [data["sha256"] for data in art.get("data_files", [])]
+    weights = hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]
+    key = f"{trt_version}-{gpu_host.compute_capability(device) or 'sm?'}-{gpu}-{flavour}-{weights}"
+    return (
         (bundle.path, os.path.join(bundle.path, "cache", "ort-trt", key)),
         (cache_dir(), cache_dir("ort-trt", os.path.basename(os.path.abspath(bundle.path)), key)),
     )
-    refused = []
-    for root, path in places:
-        why = library_folder(path, root)
-        if why is None:
-            return path
-        refused.append(why)
-    warnings.warn(
-        f"bit-trt: ort-trt keeps no engine cache, so it builds its TensorRT engines at every start: "
-        f"{'; '.join(refused)}",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return None
 
 
 def plans_for(bundle: Bundle, flavour: str) -> list[dict]:
@@ -148,15 +139,15 @@ def create(
         gate = functools.partial(compute_gate.check, bundle, flavour)
         verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
         return runner(path, threads=threads, half=flavour == "fp16", gate=gate, verify=verify, **options)
-    cache = _ort_trt_cache_dir(bundle, flavour, device) if backend == "ort-trt" else None
-    return runner(path, threads=threads, backend=backend, device=device, trt_cache_dir=cache, **options)
+    places = _ort_trt_cache_places(bundle, flavour, device) if backend == "ort-trt" else ()
+    return runner(path, threads=threads, backend=backend, device=device, engine_cache=places, **options)
 
 
 def settings_taken(backend: str) -> set[str]:
     """The settings a caller may give `backend`'s runner (those `create` gives itself left out)."""
     import inspect
 
-    given_here = {"threads", "backend", "device", "bundle_path", "trt_cache_dir", "half", "gate", "verify"}
+    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "half", "gate", "verify"}
     params = inspect.signature(runner_class(backend)).parameters.values()
     return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
 

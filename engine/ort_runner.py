@@ -11,11 +11,13 @@ Thread safety: `InferenceSession.run` may be called from many threads at once (O
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
 from .errors import BitError, require
 from .runner import Runner
+from .user_cache import library_folder
 
 PROVIDERS = {
     "ort-cpu": "CPUExecutionProvider",
@@ -39,14 +41,14 @@ class OrtRunner(Runner):
         low_memory: bool = False,
         backend: str = "ort-cpu",
         device: int = 0,
-        trt_cache_dir: str | None = None,
+        engine_cache: tuple[tuple[str, str], ...] = (),
         streams: int = 1,
     ):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
-        backend: ort-cpu, ort-cuda or ort-trt. trt_cache_dir: where the TensorRT provider keeps its engines
-        (ort-trt; the Classifier puts it under the bundle or in the user cache, keyed by TensorRT version, GPU and
-        artifact, where only this user may write: engine/backends.py).
+        backend: ort-cpu, ort-cuda or ort-trt. engine_cache: (root, folder) places, first fit first, where the
+        TensorRT provider may keep its engines (ort-trt; backends.create gives one under the bundle and one in the
+        user cache, keyed by TensorRT version, GPU and artifact). Each is vetted when the session starts.
         low_memory: no weight pre-packing, no memory arena, no graph optimization. For one-off checks of
         large models (export verification), where a second packed or folded copy of the weights costs more
         than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
@@ -62,7 +64,8 @@ class OrtRunner(Runner):
         self.optimization = "none" if low_memory else optimization
         self.low_memory = low_memory
         self.device = device
-        self.trt_cache_dir = trt_cache_dir
+        self.engine_cache_places = tuple(engine_cache)
+        self.trt_cache_dir = None  # the place the provider got, chosen when the session starts
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise BitError(f"ONNX Runtime streams must be a whole number, at least 1, got {streams!r}")
         self.streams = streams
@@ -80,8 +83,8 @@ class OrtRunner(Runner):
         if self.name == "ort-cuda":
             return [cuda, cpu]
         trt_options = {"device_id": self.device, "trt_fp16_enable": False, "trt_int8_enable": False}
+        self.trt_cache_dir = self.engine_cache()
         if self.trt_cache_dir:
-            os.makedirs(self.trt_cache_dir, exist_ok=True)
             trt_options.update(
                 trt_engine_cache_enable=True,
                 trt_engine_cache_path=self.trt_cache_dir,
@@ -89,6 +92,25 @@ class OrtRunner(Runner):
                 trt_timing_cache_path=self.trt_cache_dir,
             )
         return [("TensorrtExecutionProvider", trt_options), cuda, cpu]
+
+    def engine_cache(self) -> str | None:
+        """The first place in `engine_cache` fit for the TensorRT provider's engines (code the GPU runs), vetted
+        right before the session reads it (user_cache.library_folder: no one else may write to it or above it);
+        None where none is, and the provider builds its engines at every start (said in a warning and describe())."""
+        refused = []
+        for root, folder in self.engine_cache_places:
+            why = library_folder(folder, root)
+            if why is None:
+                return folder
+            refused.append(why)
+        if refused:
+            warnings.warn(
+                f"bit-trt: ort-trt keeps no engine cache, so it builds its TensorRT engines at every start: "
+                f"{'; '.join(refused)}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return None
 
     def _activate(self):
         ort = import_onnxruntime()

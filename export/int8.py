@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import compare
+from ..engine.atomic_write import write_atomic
 from ..engine.errors import BitError
 from ..engine.memory import release_memory
 from ..engine.precision import flavour_for
@@ -215,9 +216,13 @@ def load_cache(path: str, key: CacheKey) -> dict | None:
     return cache["ranges"]
 
 
+def cache_text(key: CacheKey, ranges: dict) -> str:
+    """A calibration cache file's text: what load_cache reads back (the bundle keeps a copy)."""
+    return json.dumps({"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}) + "\n"
+
+
 def save_cache(path: str, key: CacheKey, ranges: dict) -> None:
-    cache = {"format": CACHE_FORMAT, "key": key.to_dict(), "ranges": ranges}
-    write_kept(path, json.dumps(cache).encode(), "calibration cache")
+    write_kept(path, cache_text(key, ranges).encode(), "calibration cache")
 
 
 def quantize(
@@ -480,7 +485,7 @@ def build_variants(
         save_cache(cache_path, key, ranges)
     progress(f"calibration ranges {cache_state} ({cache_path})")
     cache_name = f"calibration.{opts.method}.json"
-    save_cache(writer.path(cache_name), key, ranges)
+    write_atomic(writer.path(cache_name), cache_text(key, ranges), "calibration cache")
     cache_info = writer.record(cache_name)
     calibration_record = {**calib_record, "method": opts.method, "cache": cache_state, "cache_file": cache_info["file"]}
     return [

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.errors import BitError
-from ..engine.user_cache import cache_dir, keep_to_self, own_tree
+from ..engine.user_cache import cache_dir, keep_to_self, make_root, own_tree
 from . import checkpoint
 from .synthetic import synthetic_weights
 from .tensorflow_import import import_tensorflow
@@ -236,6 +236,7 @@ def download_hub_module(handle: str, timeout: float = 30.0) -> str:
     # (engine/user_cache.py), else it is downloaded again over it.
     if os.path.isfile(os.path.join(target, "saved_model.pb")) and own_tree(target):
         return target
+    make_root()
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     query = "&" if "?" in url else "?"
     staging = tempfile.mkdtemp(prefix=".download-", dir=os.path.dirname(target))

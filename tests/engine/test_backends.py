@@ -1,5 +1,8 @@
 """Every CPU backend on a real exported bundle, against the TF logits the bundle recorded."""
 
+import os
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -120,21 +123,51 @@ def test_int8_on_a_cpu_without_an_int8_dot_product_says_so(tiny_full_bundle):
 
 def test_ort_trt_keeps_its_engines_only_where_this_user_alone_may_write(tiny_bundle, tmp_path, monkeypatch):
     """ORT's TensorRT provider reads back the engines it built (code the GPU runs) and names them by the graph's
-    structure, not its weights: the folder is keyed by the artifact, and taken only if no one else may write to it."""
+    names, not its weights: the folder is keyed by the artifact's files, and vetted when the session starts
+    (OrtRunner.engine_cache; the provider itself needs a GPU, the choice does not)."""
     import shutil
+    import warnings
 
     bundle_path = tmp_path / "tiny"
     shutil.copytree(tiny_bundle, bundle_path)
-    bundle_path.chmod(0o755)
     monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
     bundle = load_bundle(str(bundle_path))
-    sha = {f: bundle.artifacts("onnx")[f]["sha256"][:16] for f in ("fp32", "fp16")}
-    here = backends.create(bundle, "ort-trt", "fp32").trt_cache_dir
-    assert here.startswith(str(bundle_path / "cache" / "ort-trt")) and here.endswith(f"-fp32-{sha['fp32']}")
-    assert backends.create(bundle, "ort-trt", "fp16").trt_cache_dir.endswith(f"-fp16-{sha['fp16']}")
-    bundle_path.chmod(0o775)  # a bundle folder others may write to: the user cache instead
-    cached = backends.create(bundle, "ort-trt", "fp32").trt_cache_dir
-    assert cached.startswith(str(tmp_path / "cache" / "ort-trt" / "tiny")) and cached.endswith(sha["fp32"])
-    (tmp_path / "cache").chmod(0o777)  # and a shared $BIT_TRT_CACHE: no cache at all, said once
-    with pytest.warns(RuntimeWarning, match="ort-trt keeps no engine cache.*tiny is another user's or writable"):
-        assert backends.create(bundle, "ort-trt", "fp32").trt_cache_dir is None
+
+    def engine_cache(precision="fp32"):
+        return backends.create(bundle, "ort-trt", precision).engine_cache()
+
+    old_umask = os.umask(0o002)  # as many desktops run: what bit-export and libraries write is group-writable
+    try:
+        bundle_path.chmod(0o775)  # a bundle folder others may write to: the user cache instead, made 0700
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cached = engine_cache()
+        assert cached.startswith(str(tmp_path / "cache" / "ort-trt" / "tiny" / ""))
+        assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+        (tmp_path / "cache").chmod(0o775)  # a root an earlier version made under this umask: tightened, kept
+        (pathlib.Path(cached) / "engine.engine").write_bytes(b"engine")  # as the provider writes it: 0664
+        assert engine_cache() == cached and (tmp_path / "cache").stat().st_mode & 0o777 == 0o755
+        assert (pathlib.Path(cached) / "engine.engine").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old_umask)
+    bundle_path.chmod(0o755)
+    here = engine_cache()
+    assert here.startswith(str(bundle_path / "cache" / "ort-trt" / "")) and here.rsplit("-", 2)[1] == "fp32"
+    assert engine_cache("fp16") != here.replace("-fp32-", "-fp16-")  # the key is the artifact's, not the name's
+    planted = pathlib.Path(here) / "planted.engine"
+    planted.write_bytes(b"planted")
+    planted.chmod(0o664)
+    pathlib.Path(here).chmod(0o755)  # others could enter and rewrite it: the user cache instead
+    assert engine_cache() == cached
+    graph_only = backends._ort_trt_cache_places(bundle, "fp32", 0)
+    art = bundle.artifacts("onnx")["fp32"]
+    art["data_files"] = [{"file": "model.fp32.onnx.data", "sha256": "0" * 64}]  # weights beside the graph count
+    assert backends._ort_trt_cache_places(bundle, "fp32", 0)[0][1] != graph_only[0][1]
+    del art["data_files"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # a $BIT_TRT_CACHE in a folder anyone may write to (not sticky, as /tmp is)
+    monkeypatch.setenv("BIT_TRT_CACHE", str(shared / "cache"))
+    bundle_path.chmod(0o775)
+    with pytest.warns(RuntimeWarning, match="ort-trt keeps no engine cache.*tiny is another user's.*shared is an"):
+        assert engine_cache() is None

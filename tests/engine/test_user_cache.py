@@ -6,7 +6,17 @@ import pytest
 
 from bit_trt.engine import cuda_preprocess
 from bit_trt.engine.errors import BitError
-from bit_trt.engine.user_cache import library_folder, own_tree, read_kept, read_own, write_kept, write_own
+from bit_trt.engine.user_cache import (
+    cache_dir,
+    in_user_cache,
+    library_folder,
+    make_root,
+    own_tree,
+    read_kept,
+    read_own,
+    write_kept,
+    write_own,
+)
 
 
 def test_a_file_is_read_back_only_if_this_user_alone_may_have_written_it(tmp_path):
@@ -114,6 +124,8 @@ def test_a_library_keeps_its_files_only_in_a_folder_that_is_this_users_alone(tmp
     linked_root = tmp_path / "deployed"
     linked_root.symlink_to(root)  # the root may be reached through a link (a "current" release)
     assert library_folder(str(linked_root / "ort-trt" / "key"), str(linked_root)) is None
+    engines.chmod(0o755)  # nothing in it others may write: taken, and left 0700
+    assert library_folder(str(engines), str(root)) is None and engines.stat().st_mode & 0o777 == 0o700
     if os.geteuid() == 0:
         os.chown(engine, 65534, 65534)
         assert "something in" in library_folder(str(engines), str(root))
@@ -121,3 +133,34 @@ def test_a_library_keeps_its_files_only_in_a_folder_that_is_this_users_alone(tmp
         assert "another user's" in library_folder(str(engines), str(root))
     with pytest.raises(ValueError):
         library_folder(str(tmp_path / "elsewhere"), str(root))
+
+
+def test_a_library_folder_is_refused_where_someone_else_could_swap_a_folder_above_it(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may rename what is in it: the root could be swapped after the check
+    root = shared / "bundle"
+    root.mkdir()
+    assert "shared is another user's or writable by others" in library_folder(str(root / "cache"), str(root))
+    shared.chmod(0o1777)  # sticky, as /tmp: only an entry's owner may rename it
+    assert library_folder(str(root / "cache"), str(root)) is None
+    linked = tmp_path / "current"
+    linked.symlink_to(root)  # named through a link: the folders above what it resolves to count too
+    shared.chmod(0o777)
+    assert "shared is another user's" in library_folder(str(linked / "cache"), str(linked))
+
+
+def test_the_cache_root_is_made_for_this_user_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    old = os.umask(0o002)
+    try:
+        write_own(cache_dir("compute-gate", "verdict.json"), b"{}", "verdict")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    (tmp_path / "cache").chmod(0o775)  # left so by an earlier version under a umask of 002: tightened
+    assert make_root() == str(tmp_path / "cache") and (tmp_path / "cache").stat().st_mode & 0o777 == 0o755
+    assert in_user_cache(str(tmp_path / "cache" / "x")) and not in_user_cache(str(tmp_path / "cache2" / "x"))
+    assert not in_user_cache(str(tmp_path / "cache" / ".." / "cache2"))
+    monkeypatch.setenv("BIT_TRT_CACHE", "")  # empty is unset, not the working folder
+    assert cache_dir() == os.path.join(os.path.expanduser("~"), ".cache", "bit-trt")

@@ -181,11 +181,16 @@ def test_ranges_in_the_user_cache_are_reused_only_if_this_user_alone_may_have_wr
     """The ranges decide every scale of the INT8 graph: in a $BIT_TRT_CACHE others may write to, they are computed
     again rather than read (engine/user_cache.read_kept), and kept 0600."""
     (kept,) = (trained["cache"] / "calibration").glob("*.json")
+    planted = json.loads(kept.read_text())
+    planted["ranges"]["data"] = {}  # the right key, no ranges: quantizing from it would fail
+    kept.write_text(json.dumps(planted))
     kept.chmod(0o664)
     proc = _export_int8_again(trained, tmp_path / "again")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "calibration ranges computed" in proc.stderr
-    assert kept.stat().st_mode & 0o777 == 0o600
+    m = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert {a["calibration"]["cache"] for a in m["artifacts"] if a.get("precision") == "int8"} == {"computed"}
+    assert kept.stat().st_mode & 0o777 == 0o600 and json.loads(kept.read_text())["ranges"]["data"]
     assert "calibration ranges reused" in _export_int8_again(trained, tmp_path / "third").stderr
 
 

@@ -81,7 +81,9 @@ void keep_gate_verdict(const fs::path& path, const GateVerdict& verdict) {
                   {"described", verdict.described}, {"images", verdict.images}};
   const std::string text = v.dump(1) + "\n";
   std::error_code ec;
-  fs::create_directories(path.parent_path().parent_path(), ec);
+  const fs::path root = path.parent_path().parent_path();
+  fs::create_directories(root.parent_path(), ec);
+  mkdir(root.c_str(), 0700);  // where missing, 0700 as engine/user_cache.make_root makes it (EEXIST is fine)
   if (mkdir(path.parent_path().c_str(), 0700) != 0 && errno != EEXIST) return;
   std::random_device random;
   const fs::path tmp = path.parent_path() / ("." + path.stem().string() + "." + std::to_string(getpid()) + "-" +
