@@ -570,7 +570,7 @@ def _openvino_groups(rows: list[dict]) -> dict:
 
 def _ov_precision(compute: str) -> str:
     """benchmark_app's -infer_precision for what our row ran: bf16, else f32 (INT8 layers run INT8 either way)."""
-    return "bf16" if compute == "bf16" else "f32"
+    return "bf16" if compute in ("bf16", "int8+bf16") else "f32"
 
 
 def _settings(options: BenchOptions) -> dict:

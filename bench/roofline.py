@@ -361,15 +361,15 @@ def _input(node, index: int) -> str:
 def _openvino_gemm(model_path: str, precision: str, activation: np.ndarray, threads: int, workdir: str):
     """(run, kernel) for OpenVINO's CPU plugin, with OpenVinoRunner's settings (LATENCY; the arithmetic it picks).
 
-    As the runner: f32 for fp32 and INT8 graphs, and for the fp16 tier bf16 where the plugin computes bf16
-    natively, else f32 (so the GEMM beside a bf16 row is a bf16 GEMM). `workdir` is unused: the signature is
+    As the runner: f32 for fp32 graphs, and for the fp16 and INT8 tiers bf16 where it computes faster than f32 here,
+    else f32 (so the GEMM beside a bf16 row is a bf16 GEMM). `workdir` is unused: the signature is
     _ort_gemm's.
     """
     from ..engine.openvino_runner import arithmetic_for, import_openvino
 
     ov = import_openvino()
     core = ov.Core()
-    arithmetic = arithmetic_for(core, precision == "fp16")
+    arithmetic = arithmetic_for(core, precision)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": arithmetic, "INFERENCE_NUM_THREADS": threads}
     compiled = core.compile_model(model_path, "CPU", config)
     request = compiled.create_infer_request()
@@ -396,7 +396,7 @@ def _openvino_gemm_layer(compiled) -> str:
 
 # The data type a CPU backend computes each precision in, where the row does not say (its `compute`): fp16 graphs
 # run in f32 on the CPU (ONNX Runtime casts them; OpenVINO runs f32 unless the CPU has bf16, and then says bf16).
-COMPUTED_DTYPE = {"fp32": "f32", "fp16": "f32", "int8": "int8", "bf16": "bf16", "f32": "f32"}
+COMPUTED_DTYPE = {"fp32": "f32", "fp16": "f32", "int8": "int8", "int8+bf16": "int8", "bf16": "bf16", "f32": "f32"}
 
 
 def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None, compute: str | None = None) -> dict:
@@ -416,7 +416,8 @@ def roofline(gflop_per_image: float, images_per_s: float, gemm: dict, host=None,
             f"{images_per_s} images/s"
         )
     host = host or this_host()
-    dtype = COMPUTED_DTYPE.get(compute or gemm.get("precision"), "f32")
+    precision = gemm.get("precision")  # an INT8 row's convolutions run INT8 whatever its float layers run in
+    dtype = "int8" if precision == "int8" else COMPUTED_DTYPE.get(compute or precision, "f32")
     physical = cpu_peak.physical_peak(host, dtype, gemm.get("threads"))
     if physical["known"]:
         peak, source = physical["gflops"], "isa"

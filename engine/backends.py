@@ -24,10 +24,10 @@ import json
 import os
 import re
 
-from . import compute_gate, gpu_host
+from . import compare, compute_gate, gpu_host
 from .bundle import Bundle
 from .errors import BitError
-from .precision import flavour_for, flavour_of
+from .precision import flavour_for, flavour_of, precision_of
 from .tensorrt_library import try_import
 from .user_cache import cache_dir
 
@@ -135,10 +135,12 @@ def create(
         art = _plan(bundle, flavour, device)
         return runner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path, **options)
     path = bundle.artifact_path(flavour)
-    if backend == "openvino":  # the fp16 tier computes in bf16 where the CPU has it, gated on this host
-        gate = functools.partial(compute_gate.check, bundle, flavour)
+    if backend == "openvino":  # fp16 and INT8 compute their float layers in bf16 where it pays, gated on this host
+        tolerance = compare.tolerance_for(precision_of(flavour), "bf16")
+        gate = functools.partial(compute_gate.check, bundle, flavour, tolerance=tolerance)
         verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
-        return runner(path, threads=threads, half=flavour == "fp16", gate=gate, verify=verify, **options)
+        tier = precision_of(flavour)
+        return runner(path, threads=threads, tier=tier, gate=gate, verify=verify, **options)
     places = _ort_trt_cache_places(bundle, flavour, device) if backend == "ort-trt" else ()
     return runner(path, threads=threads, backend=backend, device=device, engine_cache=places, **options)
 
@@ -147,7 +149,7 @@ def settings_taken(backend: str) -> set[str]:
     """The settings a caller may give `backend`'s runner (those `create` gives itself left out)."""
     import inspect
 
-    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "half", "gate", "verify"}
+    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "tier", "gate", "verify"}
     params = inspect.signature(runner_class(backend)).parameters.values()
     return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
 

@@ -100,10 +100,14 @@ class Classifier:
     @property
     def compute(self) -> str | None:
         """The arithmetic the model runs in here (activates the runner): the precision asked for, except where the
-        backend chose on this host (OpenVINO's fp16 tier: bf16 where the CPU has it, else f32)."""
+        backend chose on this host (OpenVINO's fp16 tier: bf16 where it pays, else f32; its INT8 tier: "int8+bf16"
+        where its float layers run in bf16)."""
         self.runner.activate()
         precision = self.precision and precision_of(self.precision)  # None: a server runs what it was started with
-        return precision if precision == "int8" else getattr(self.runner, "compute", None) or precision
+        chosen = getattr(self.runner, "compute", None)
+        if precision == "int8":
+            return "int8+bf16" if chosen == "bf16" else "int8"
+        return chosen or precision
 
     @property
     def max_batch(self) -> int | None:

@@ -1,10 +1,11 @@
 """Does the arithmetic this host chose keep the bundle's accuracy? The gate for a compute type picked at run time.
 
 Every artifact was checked against TF at export, in the arithmetic it was exported for. One choice is made on the
-host that runs it instead: OpenVINO's bf16 for the fp16 tier, only where the CPU has native bf16. So that choice is
-checked there, before the runner serves: the bundle's parity set in that arithmetic against TF's stored logits,
-with compare.BF16_PARITY. A failure refuses that precision on that backend (`auto` then moves on) and names the
-measured error.
+host that runs it instead: OpenVINO's bf16 for the float arithmetic of the fp16 and INT8 tiers, only where the CPU's
+bf16 computes faster than its f32. So that choice is checked there, before the runner serves: the bundle's parity
+set in that arithmetic against TF's stored logits, with compare.tolerance_for(precision, "bf16") (BF16_PARITY;
+INT8_BF16_PARITY for the INT8 graph). A failure refuses that precision on that backend (`auto` then moves on) and
+names the measured error.
 
 The verdict is kept in the user cache, keyed by the artifact's sha256, the runtime's description, the CPU and the
 tolerance, so a server pays for the check once per host and model, not on every start. Only a verdict this user
@@ -47,7 +48,8 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
     if not verdict["passed"]:
         raise BitError(
             f"{described}: the {flavour} model in this arithmetic fails the accuracy gate against TF on the bundle's "
-            f"parity set ({'; '.join(verdict['failures'])}), so it is refused here; use --precision fp32 or int8"
+            f"parity set ({'; '.join(verdict['failures'])}), so it is refused here; use "
+            f"{'--precision fp32 or int8' if flavour == 'fp16' else '--precision fp32 or fp16, or another backend'}"
         )
     return verdict
 

@@ -4,17 +4,18 @@ Measured (bench/results/runtime_cpu_r50x1_480.json, 2 cores, AVX512-VNNI, no AMX
 is 1.7x faster than ONNX Runtime's INT8 (2.0-2.35x over ORT FP32), where ORT runs the GroupNorm arithmetic
 and Q/DQ as separate passes; at FP32 the two are equal. So `auto` prefers it on CPU hosts.
 
-Arithmetic (`inference_precision`): fp32 and INT8 graphs run in f32 (the INT8 graph's quantized layers in
-INT8), so that their parity holds as exported. The fp16 tier (`half=True`, what backends.create asks for the
-fp16 flavour) runs in bf16 where the CPU's native bf16 path computes faster than its f32 one (`fp16_arithmetic`:
-AMX-BF16, and AVX-512 BF16 on AMD Zen 4 and later and Cooper Lake; engine/cpu_peak.bf16_pays): 1.8x the f32 speed
-on R50x1 at 480 on an AVX-512 BF16 EPYC (issue 20's benchmark_app figures), 3.5-5.1x with AMX. Not where bf16
-would be emulated (AVX-512 without a bf16 flag: 3.9x slower), nor on AVX-512 BF16 without AMX on Sapphire Rapids
-and later, where vdpbf16ps computes half f32's FLOPs (0.72-0.84x f32's speed on R50x1 and R50x3 under an
-AVX512_CORE_BF16 cap; docs/cpu.md, "bf16 without AMX"). bf16 is chosen on the host that runs it, not at export,
-so it is gated there: `gate` (engine/compute_gate.py) runs the bundle's parity set in bf16 against TF before the
-runner serves. Where fp16 runs in f32, `describe()` says so and why. What OpenVINO compiled is read back from the
-compiled model, never assumed from what was asked.
+Arithmetic (`inference_precision`): fp32 graphs run in f32, so that their parity holds as exported. The fp16 and
+INT8 tiers (`tier`, the precision backends.create gives for the flavour it loads) run their float arithmetic in bf16
+where the CPU's native bf16 path computes faster than its f32 one (`fp16_arithmetic`: AMX-BF16, and AVX-512 BF16 on
+AMD Zen 4 and later and Cooper Lake; engine/cpu_peak.bf16_pays): for fp16, 1.8x the f32 speed on R50x1 at 480 on an
+AVX-512 BF16 EPYC (issue 20's benchmark_app figures), 3.5-5.1x with AMX; for INT8, whose convolutions run in INT8
+either way, its GroupNorm statistics, residual sums and quantize steps, 1.07-1.22x (R50x1) and 1.15-1.21x (R50x3)
+faster with AMX (docs/cpu.md, "INT8's float layers in bf16"). Not where bf16 would be emulated (AVX-512 without a
+bf16 flag: 3.9x slower), nor on AVX-512 BF16 without AMX on Sapphire Rapids and later, where vdpbf16ps computes half
+f32's FLOPs (0.72-0.84x f32's speed on R50x1 and R50x3 under an AVX512_CORE_BF16 cap; docs/cpu.md, "bf16 without
+AMX"). bf16 is chosen on the host that runs it, not at export, so it is gated there: `gate` (engine/compute_gate.py)
+runs the bundle's parity set in bf16 against TF before the runner serves. Where a tier runs in f32, `describe()`
+says so and why. What OpenVINO compiled is read back from the compiled model, never assumed from what was asked.
 
 The graph: the file is rewritten in memory after it is read (engine/openvino_graph.py): each GroupNorm on
 per-channel statistics without reshaping the activations (the grouped reshape cost a layout Reorder each way), and
@@ -76,9 +77,14 @@ def fp16_arithmetic(core) -> tuple[str, str]:
     return ("bf16" if pays else "f32"), why
 
 
-def arithmetic_for(core, half: bool) -> str:
-    """The inference precision the runner asks for unless told: the fp16 tier's (fp16_arithmetic), else f32."""
-    return fp16_arithmetic(core)[0] if half else "f32"
+# The precision tiers whose float arithmetic may run in bf16 (fp32 keeps its exported f32 parity).
+BF16_TIERS = ("fp16", "int8")
+
+
+def arithmetic_for(core, tier: str) -> str:
+    """The inference precision the runner asks for unless told: for the fp16 and INT8 tiers fp16_arithmetic's,
+    else (fp32) f32."""
+    return fp16_arithmetic(core)[0] if tier in BF16_TIERS else "f32"
 
 
 class OpenVinoRunner(Runner):
@@ -91,14 +97,15 @@ class OpenVinoRunner(Runner):
         hint: str = "LATENCY",
         inference_precision: str | None = None,
         cache_dir: str | None = None,
-        half: bool = False,
+        tier: str = "fp32",
         gate=None,
         requests: int | None = None,
         static_shapes: int = 2,
         verify=None,
     ):
         """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads).
-        inference_precision: f32 or bf16; None: f32, or for `half` bf16 where the CPU has it natively.
+        inference_precision: f32 or bf16; None: what `tier` (the file's precision: fp32, fp16 or int8) computes in
+        here (arithmetic_for: for fp16 and int8, bf16 where it computes faster than f32).
         gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse.
         requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams).
         static_shapes: how many batch shapes (each on its second call) get a model compiled for that shape alone
@@ -116,7 +123,7 @@ class OpenVinoRunner(Runner):
         self.threads = threads
         self.hint = hint
         self.inference_precision = inference_precision
-        self.half = half
+        self.tier = tier
         self.gate = gate
         self.requests = requests
         self.cache_dir = cache_dir
@@ -139,7 +146,7 @@ class OpenVinoRunner(Runner):
             core.set_property({"CACHE_DIR": self.cache_dir})
         asked, why = self.inference_precision, ""
         if asked is None:
-            asked, why = fp16_arithmetic(core) if self.half else ("f32", "")
+            asked, why = fp16_arithmetic(core) if self.tier in BF16_TIERS else ("f32", "")
         config = {
             "PERFORMANCE_HINT": self.hint,
             "INFERENCE_PRECISION_HINT": asked,
@@ -161,8 +168,9 @@ class OpenVinoRunner(Runner):
         if self.compute == "f32" and asked == "bf16":
             capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
             self.why_f32 = f"bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: {capabilities})"
-        elif self.compute == "f32" and self.half:
-            self.why_f32 = f"fp16 runs as f32: {why or 'f32 was asked for'}"
+        elif self.compute == "f32" and self.tier in BF16_TIERS:
+            runs = "int8's float layers run" if self.tier == "int8" else "fp16 runs"
+            self.why_f32 = f"{runs} as f32: {why or 'f32 was asked for'}"
         self._generation = object()  # requests made before a deactivate are never reused after it
         if self.compute == "bf16" and self.gate is not None:
             try:
@@ -180,7 +188,8 @@ class OpenVinoRunner(Runner):
         streams = f", {self.streams} streams" if self.hint == "THROUGHPUT" else ""
         why = f"; {self.why_f32}" if self.why_f32 else ""
         rewritten = f", {self.rewrites.describe()}" if self.rewrites.describe() else ""
-        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{rewritten}, {self.compute}{why})"
+        compute = f"int8, float layers {self.compute}" if self.tier == "int8" else self.compute
+        return f"openvino {self.version} CPU ({self.hint.lower()}{streams}{rewritten}, {compute}{why})"
 
     def _deactivate(self):
         self.compiled = None

@@ -24,7 +24,7 @@ from ..engine.bundle import Bundle, give_mkdir_mode
 from ..engine.errors import BitError
 from ..engine.openvino_graph import read as read_rewritten
 from ..engine.openvino_runner import import_openvino
-from ..engine.precision import PRECISIONS, check_precision, flavour_for
+from ..engine.precision import PRECISIONS, check_precision, flavour_for, precision_of
 from . import pbtxt, triton_models
 from .batching import DEFAULT_MAX_BATCH, TRITON_MAX_QUEUE_DELAY_US, check_max_batch
 from .triton_models import ENGINE_BACKEND, LABELS_FILE, TRITON_BACKENDS, WARMUP_IMAGE, Batching, ImageLimits
@@ -200,7 +200,9 @@ def _model_files(bundle: Bundle, model: ModelPlan, version_dir: str) -> dict[str
 OPENVINO_ARITHMETIC = {
     "fp16": "bf16 where the CPU has native bf16, else f32 (OpenVINO's default; bit-serve's openvino runner takes "
     "bf16 only where it computes faster than f32)",
-    "other": "float parts in bf16 where the CPU has native bf16, as OpenVINO defaults to there (Triton's OpenVINO "
+    "int8": "float layers in bf16 where the CPU has native bf16, else f32 (OpenVINO's default; bit-serve's openvino "
+    "runner takes bf16 only where it computes faster than f32, gated against TF)",
+    "fp32": "float parts in bf16 where the CPU has native bf16, as OpenVINO defaults to there (Triton's OpenVINO "
     "backend cannot ask for f32: serve onnxruntime, or bit-serve's openvino, where f32 must hold)",
 }
 
@@ -230,7 +232,7 @@ def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[
             raise BitError(f"OpenVINO could not write its IR of {onnx_path}: {(said or ['?'])[0]}") from exc
         name = "model.xml"
         what = f"OpenVINO IR of {os.path.basename(onnx_path)}, {rewrites.describe() or 'as exported'}"
-    model.notes += [what, OPENVINO_ARITHMETIC["fp16" if model.precision == "fp16" else "other"]]
+    model.notes += [what, OPENVINO_ARITHMETIC[precision_of(model.precision)]]
     return {"": name}
 
 

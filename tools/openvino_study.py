@@ -19,6 +19,7 @@ from bit_trt.engine.compare import measure as agreement
 from bit_trt.engine.cpu_host import onednn_host
 from bit_trt.engine.openvino_runner import arithmetic_for, import_openvino
 from bit_trt.engine.parity_set import load_parity_set
+from bit_trt.engine.precision import precision_of
 from bit_trt.engine.preprocess import scale_uint8
 
 
@@ -59,9 +60,9 @@ def profile(compiled, images) -> dict:
 
 
 def arithmetic(core, flavour: str, fp16_in: str | None = None) -> str:
-    """The inference precision a study compiles `flavour`'s file in: the runner's (bf16 for the fp16 file where it
-    computes faster than f32 here, else f32), or `fp16_in` for the fp16 file where one is given (--fp16-in)."""
-    return fp16_in if flavour == "fp16" and fp16_in else arithmetic_for(core, flavour == "fp16")
+    """The inference precision a study compiles `flavour`'s file in: the runner's (bf16 for the fp16 and INT8 files
+    where it computes faster than f32 here, else f32), or `fp16_in` for the fp16 file where one is given (--fp16-in)."""
+    return fp16_in if flavour == "fp16" and fp16_in else arithmetic_for(core, precision_of(flavour))
 
 
 def paired_forms(

@@ -17,7 +17,7 @@ def test_each_round_pairs_one_request_with_one_per_image(tiny_bundle, tmp_path):
     assert result["variant"] == "tiny" and result["command"] == "python -m tools.openvino_batch_split " + " ".join(
         [*argv, "--json", str(out)]
     )
-    bf16 = arithmetic_for(import_openvino().Core(), True) == "bf16"
+    bf16 = arithmetic_for(import_openvino().Core(), "fp16") == "bf16"
     for row, flavour in zip(result["rows"], ("fp32", "fp16"), strict=True):
         assert row["flavour"] == flavour and row["batch"] == 3 and row["threads"] == 1
         assert row["inference_precision"] == ("bf16" if flavour == "fp16" and bf16 else "f32")

@@ -143,7 +143,7 @@ def test_openvinos_fp16_gemm_runs_the_arithmetic_its_runner_picks():
 
     pytest.importorskip("openvino")
     kernel = gemm_peak("openvino", "fp16", threads=1, size=256, seconds=0.2)["kernel"]
-    assert kernel.endswith("(bf16)" if arithmetic_for(import_openvino().Core(), True) == "bf16" else "(f32)"), kernel
+    assert kernel.endswith("(bf16)" if arithmetic_for(import_openvino().Core(), "fp16") == "bf16" else "(f32)"), kernel
 
 
 def test_a_missing_backend_says_how_to_install_it(monkeypatch):

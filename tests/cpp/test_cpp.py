@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from bit_trt.engine import compare
 from bit_trt.engine.cpu_host import this_host
 from tests.engine.test_compute_gate import plant_failure
 
@@ -151,12 +152,14 @@ print(json.dumps(fp16_arithmetic(ov.Core())))
 """
 
 
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("cap", [None, "AVX512_CORE_BF16", "AVX512_CORE_VNNI"])
-def test_bit_check_cpp_runs_fp16_in_what_the_python_runner_chooses_gated(cpp_build, tiny_full_bundle, cap):
-    """The fp16 variant in the arithmetic the Python runner picks on this CPU (openvino_runner.fp16_arithmetic: bf16
-    only where it out-computes f32 as oneDNN dispatches, by engine/cpu_table.json), under oneDNN's caps too, for the
-    same reason; held to the manifest's bf16_tolerance when bf16. On an AMX Xeon capped at AVX512_CORE_BF16 both run
-    f32 (AVX-512 BF16 computes half f32's FLOPs there), where OpenVINO's own default is bf16."""
+def test_bit_check_cpp_runs_fp16_in_what_the_python_runner_chooses_gated(cpp_build, tiny_full_bundle, cap, precision):
+    """The fp16 variant, and the INT8 variant's float layers, in the arithmetic the Python runner picks on this CPU
+    (openvino_runner.fp16_arithmetic: bf16 only where it out-computes f32 as oneDNN dispatches, by
+    engine/cpu_table.json), under oneDNN's caps too, for the same reason; held to the manifest's bf16_tolerance when
+    bf16. On an AMX Xeon capped at AVX512_CORE_BF16 both run f32 (AVX-512 BF16 computes half f32's FLOPs there),
+    where OpenVINO's own default is bf16."""
     if cap and "avx512f" not in this_host().flags:
         pytest.skip("the cap makes an AVX-512 CPU run as an older one: this CPU has no AVX-512")
     env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
@@ -165,14 +168,17 @@ def test_bit_check_cpp_runs_fp16_in_what_the_python_runner_chooses_gated(cpp_bui
     python = subprocess.run([sys.executable, "-c", PYTHON_CHOICE], env=env, capture_output=True, text=True, timeout=300)
     assert python.returncode == 0, python.stderr[-2000:]
     chosen, why = json.loads(python.stdout.splitlines()[-1])
-    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "fp16", env=env)
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", precision, env=env)
     assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
+    file, compute = ("model.fp16.onnx", "") if precision == "fp16" else ("model.int8-ort.onnx", "int8, float layers ")
+    bound = compare.tolerance_for(precision, "bf16").rel_l2
     if chosen == "bf16":
-        assert "MaxPool, bf16), fp16 (model.fp16.onnx)" in first, first
-        assert "tolerance (model.fp16.onnx's manifest record, bf16_tolerance): rel L2 <= 0.1," in done.stdout
+        assert f"MaxPool, {compute}bf16), {precision} ({file})" in first, first
+        assert f"tolerance ({file}'s manifest record, bf16_tolerance): rel L2 <= {bound:g}," in done.stdout
     else:
-        assert f", f32; fp16 runs as f32: {why}), fp16 (model.fp16.onnx)" in first, (first, why)
+        runs = "fp16 runs" if precision == "fp16" else "int8's float layers run"
+        assert f", {compute}f32; {runs} as f32: {why}), {precision} ({file})" in first, (first, why)
 
 
 def test_fp16_asked_in_f32_runs_f32(cpp_build, tiny_full_bundle):
@@ -292,10 +298,8 @@ def test_bit_classify_cpp_takes_an_inference_precision(cpp_build, tiny_full_bund
     done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, pngs[0], "--inference-precision", "bf16")
     assert done.returncode == 1
     line = one_error_line(done, "bit-classify-cpp")
-    assert (
-        "inference precision bf16 applies to the fp16 variant, whose record holds its gate (bf16_tolerance); " in line
-    )
-    assert line.endswith("model.fp32.onnx is fp32")
+    assert "inference precision bf16 applies to the fp16 and int8 variants, whose records hold their gate" in line
+    assert line.endswith("(bf16_tolerance); model.fp32.onnx is fp32")
 
 
 # OpenCV 4.6 (Debian, C++) and 5.0 (the opencv-python-headless wheel): decode, bilinear (the manifests' resize),

@@ -1,4 +1,5 @@
-"""The gate for arithmetic chosen on the running host (engine/compute_gate.py): OpenVINO's bf16 for the fp16 tier."""
+"""The gate for arithmetic chosen on the running host (engine/compute_gate.py): OpenVINO's bf16 for the fp16 tier and
+for the INT8 tier's float layers."""
 
 import json
 import os
@@ -115,7 +116,7 @@ def test_only_a_verdict_this_user_alone_may_change_is_taken(tiny_bundle, own_cac
 
 def test_the_fp16_tier_on_openvino_runs_bf16_only_where_the_cpu_has_it(tiny_bundle, own_cache):
     with Classifier(str(tiny_bundle), backend="openvino", precision="fp16") as clf:
-        if arithmetic_for(import_openvino().Core(), True) == "bf16":
+        if arithmetic_for(import_openvino().Core(), "fp16") == "bf16":
             assert clf.compute == "bf16" and clf.backend.endswith(", bf16)")
             assert len(os.listdir(own_cache)) == 1  # gated before it served
         else:
@@ -156,3 +157,44 @@ def test_under_an_isa_cap_the_fp16_tier_runs_what_the_capped_cpu_computes_faster
         )
     elif not pays:
         assert f"fp16 runs as f32: {why}" in described
+
+
+def test_the_int8_tier_on_openvino_runs_its_float_layers_in_bf16_only_where_it_pays(tiny_full_bundle, own_cache):
+    """INT8's convolutions run INT8 either way; its GroupNorm statistics, residual sums and quantize steps run in bf16
+    where the fp16 tier would (1.1-1.2x faster with AMX, docs/cpu.md), gated against TF by INT8_BF16_PARITY."""
+    from bit_trt.engine.parity_set import check
+
+    with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8") as clf:
+        if arithmetic_for(import_openvino().Core(), "int8") == "bf16":
+            assert clf.compute == "int8+bf16" and clf.backend.endswith(", int8, float layers bf16)")
+            assert len(os.listdir(own_cache)) == 1  # gated before it served
+            assert check(clf, "int8", "stored")["tolerance"] == compare.INT8_BF16_PARITY.to_dict()
+        else:
+            assert clf.compute == "int8"
+            assert f"int8's float layers run as f32: {fp16_arithmetic(import_openvino().Core())[1]}" in clf.backend
+            assert not own_cache.exists()
+    with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8", inference_precision="f32") as clf:
+        assert clf.compute == "int8" and "int8, float layers f32; int8's float layers run as f32: f32 was asked" in (
+            clf.backend
+        )
+
+
+def test_an_int8_failure_in_bf16_names_what_else_runs(tiny_full_bundle, own_cache):
+    bundle = load_bundle(str(tiny_full_bundle))
+    with backends.create(bundle, "openvino", "int8", inference_precision="bf16") as runner:
+        with pytest.raises(BitError) as info:  # the INT8 graph judged by the FP32 bounds: a measured miss
+            compute_gate.check(bundle, "int8-ort", runner.infer, "openvino (int8, bf16)", tolerance=compare.FP32_PARITY)
+    assert "\n" not in str(info.value) and "use --precision fp32 or fp16, or another backend" in str(info.value)
+
+
+_INT8_UNDER_CAP = """
+import json, sys
+from bit_trt.engine.classifier import Classifier
+with Classifier(sys.argv[1], backend="openvino", precision="int8") as clf:
+    print(json.dumps([clf.compute, clf.backend, True]))
+"""
+
+
+def test_under_an_isa_cap_without_bf16_the_int8_tier_keeps_its_float_layers_in_f32(tiny_full_bundle, own_cache):
+    (compute, described, _), _ = run_capped(_INT8_UNDER_CAP, "AVX512_CORE_VNNI", tiny_full_bundle)
+    assert compute == "int8" and "int8's float layers run as f32: this CPU has no native bf16" in described

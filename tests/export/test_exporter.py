@@ -55,6 +55,15 @@ def test_bundle_layout_and_manifest(tiny_bundle):
     assert 0 < sum(steps.values()) <= m["export"]["wall_s"] + 0.05
 
 
+def test_the_int8_record_openvino_loads_holds_its_bf16_gate(tiny_full_bundle):
+    """The int8-ort record carries the bound a host that runs its float layers in bf16 holds it to (openvino: the
+    C++ library reads it there); int8-trt, which no CPU backend loads, carries none."""
+    m = json.loads((tiny_full_bundle / "manifest.json").read_text())
+    records = {a["flavour"]: a for a in m["artifacts"] if a["kind"] == "onnx"}
+    assert records["int8-ort"]["bf16_tolerance"] == compare.INT8_BF16_PARITY.to_dict()
+    assert "bf16_tolerance" not in records["int8-trt"] and "bf16_tolerance" not in records["fp32"]
+
+
 def test_returned_manifest_is_the_one_written(tiny_bundle):
     from tests.conftest import RETURNED_MANIFESTS
 

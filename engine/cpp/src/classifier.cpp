@@ -65,7 +65,7 @@ struct Classifier::Impl {
   std::string model_path;
   ov::AnyMap config;
   std::string compute = "f32";  // what OpenVINO compiled: f32 or bf16 (read back, never assumed)
-  std::string why_f32;          // for the fp16 tier run in f32: why
+  std::string why_f32;          // for the fp16 tier (or INT8's float layers) run in f32: why
   CpuHost cpu = onednn_host();  // as oneDNN dispatches: decides the fp16 tier's arithmetic, keys its gate verdict
   Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
 
@@ -129,10 +129,11 @@ struct Classifier::Impl {
         options.inference_precision != "bf16")
       throw Error("OpenVINO inference precision must be f32 or bf16, got '" + options.inference_precision + "'");
     artifact = bundle.artifact(bundle.flavour_for("openvino", options.precision));
-    const bool half = artifact.precision == "fp16";
-    if (options.inference_precision == "bf16" && !half)
-      throw Error("inference precision bf16 applies to the fp16 variant, whose record holds its gate (bf16_tolerance); " +
-                  artifact.file + " is " + artifact.precision);
+    // The tiers whose float arithmetic may run in bf16 (engine/openvino_runner.BF16_TIERS): fp32 keeps its parity
+    const bool bf16_tier = artifact.precision == "fp16" || artifact.precision == "int8";
+    if (options.inference_precision == "bf16" && !bf16_tier)
+      throw Error("inference precision bf16 applies to the fp16 and int8 variants, whose records hold their gate "
+                  "(bf16_tolerance); " + artifact.file + " is " + artifact.precision);
     if (options.inference_precision == "bf16" && !artifact.bf16_tolerance)
       throw Error(artifact.file + " records no bf16_tolerance, the gate a bf16 run is held to; re-export the bundle "
                   "or use inference precision f32");
@@ -163,14 +164,14 @@ struct Classifier::Impl {
       config = {ov::hint::performance_mode(hint == "LATENCY" ? ov::hint::PerformanceMode::LATENCY
                                                              : ov::hint::PerformanceMode::THROUGHPUT),
                 ov::inference_num_threads(threads)};
-      // fp32 and INT8 graphs in f32, as exported: the CPU plugin would otherwise run them in bf16 where the CPU has
-      // it. The fp16 tier, unless told: bf16 where it computes faster than f32 here (bf16_pays, the Python runner's
-      // rule from the same table: OpenVINO's own default takes bf16 on any native bf16, and AVX-512 BF16 computes
-      // half f32's FLOPs on Sapphire Rapids and later), gated below.
+      // fp32 graphs in f32, as exported: the CPU plugin would otherwise run them in bf16 where the CPU has it. The
+      // fp16 tier and INT8's float layers, unless told: bf16 where it computes faster than f32 here (bf16_pays, the
+      // Python runner's rule from the same table: OpenVINO's own default takes bf16 on any native bf16, and AVX-512
+      // BF16 computes half f32's FLOPs on Sapphire Rapids and later), gated below.
       std::string why;
       if (options.inference_precision == "bf16") {
         config.emplace(ov::hint::inference_precision(ov::element::bf16));
-      } else if (!half || options.inference_precision == "f32") {
+      } else if (!bf16_tier || options.inference_precision == "f32") {
         config.emplace(ov::hint::inference_precision(ov::element::f32));
         why = "f32 was asked for";
       } else if (!artifact.bf16_tolerance) {
@@ -188,8 +189,8 @@ struct Classifier::Impl {
       config[ov::hint::inference_precision.name()] = compiled;
       if (compute == "f32" && options.inference_precision == "bf16")
         why_f32 = "bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: " + joined(capabilities(core)) + ")";
-      else if (compute == "f32" && half)
-        why_f32 = "fp16 runs as f32: " + why;
+      else if (compute == "f32" && bf16_tier)
+        why_f32 = (artifact.precision == "int8" ? "int8's float layers run as f32: " : "fp16 runs as f32: ") + why;
     } catch (const Error&) {
       throw;
     } catch (const std::exception& exc) {
@@ -254,8 +255,8 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
     std::string joined;
     for (const std::string& f : verdict->failures) joined += (joined.empty() ? "" : "; ") + f;
     throw Error(describe() + ": the " + impl_->artifact.flavour + " model in bf16 fails the accuracy gate against TF "
-                "on the bundle's parity set (" + joined + "), so it is refused here; use precision fp32 or int8, or "
-                "inference precision f32");
+                "on the bundle's parity set (" + joined + "), so it is refused here; use precision fp32 or " +
+                (impl_->artifact.precision == "int8" ? "fp16" : "int8") + ", or inference precision f32");
   }
 }
 Classifier::~Classifier() = default;
@@ -276,8 +277,10 @@ std::string Classifier::describe() const {
   std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   const std::string rewritten = impl_->rewrites.describe();
   const std::string why = impl_->why_f32.empty() ? "" : "; " + impl_->why_f32;
-  return "openvino " + impl_->version + " CPU (" + h + (rewritten.empty() ? "" : ", " + rewritten) + ", " +
-         impl_->compute + why + ")";
+  const std::string compute = impl_->artifact.precision == "int8" ? "int8, float layers " + impl_->compute
+                                                                    : impl_->compute;
+  return "openvino " + impl_->version + " CPU (" + h + (rewritten.empty() ? "" : ", " + rewritten) + ", " + compute +
+         why + ")";
 }
 
 std::vector<float> Classifier::infer(const float* nhwc, std::size_t batch) const {

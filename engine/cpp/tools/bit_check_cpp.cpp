@@ -2,7 +2,8 @@
 // Runs the bundle's parity inputs (parity_inputs.raw, checksum verified) through OpenVINO and compares the
 // logits with TF's logits recorded at export, with the tolerance of the artifact's manifest record
 // (parity.tolerance for fp32/fp16; check_tolerance for INT8, whose export gate is an accuracy test;
-// bf16_tolerance where OpenVINO computes the fp16 variant in bf16, as engine/compare.tolerance_for).
+// bf16_tolerance where OpenVINO computes the fp16 variant or the INT8 variant's float layers in bf16, as
+// engine/compare.tolerance_for).
 // Exit 0: within tolerance; 1: parity broken; 2: could not run (one error line on stderr).
 #include <cstdio>
 #include <iostream>

@@ -1,7 +1,7 @@
-// bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin. fp32 and INT8 variants run in f32
-// arithmetic; the fp16 variant in bf16 where that computes faster than f32 on this CPU (bit/cpu_host.hpp's bf16_pays,
-// the Python runner's rule), and a bf16 run
-// passes the bundle's parity set against TF first (docs/cpp.md, "Arithmetic"). One compiled model; each concurrent call
+// bit::Classifier: a bundle's ONNX variant compiled by OpenVINO's CPU plugin. fp32 variants run in f32 arithmetic;
+// the fp16 variant, and the INT8 variant's float layers, in bf16 where that computes faster than f32 on this CPU
+// (bit/cpu_host.hpp's bf16_pays, the Python runner's rule), and a bf16 run passes the bundle's parity set against TF
+// first (docs/cpp.md, "Arithmetic"). One compiled model; each concurrent call
 // borrows its own infer request from the classifier's pool, so any number of threads may call infer/classify on
 // one Classifier.
 #pragma once
@@ -21,7 +21,8 @@ struct ClassifierOptions {
   std::string precision = "fp32";  // fp32 | fp16 | int8 (-> int8-ort, the manifest's flavours table) | an exact flavour
   int threads = 0;                 // INFERENCE_NUM_THREADS; 0: all cores
   std::string hint = "LATENCY";    // LATENCY | THROUGHPUT
-  // "": f32, or for the fp16 variant bf16 where bf16_pays; f32 | bf16: that (bf16 gated against TF, as the choice is)
+  // "": f32, or for the fp16 and int8 variants bf16 where bf16_pays; f32 | bf16: that (bf16 gated against TF, as the
+  // choice is)
   std::string inference_precision;
   // classify() refuses an image declaring more pixels, from its header (bit/preprocess.hpp)
   std::uint64_t max_image_pixels = kDefaultMaxImagePixels;
@@ -52,7 +53,7 @@ class Classifier {
   const Artifact& artifact() const;
   // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool, f32)"
   std::string describe() const;
-  // What OpenVINO compiled: "f32" or "bf16" (read back from the compiled model).
+  // What OpenVINO compiled: "f32" or "bf16" (read back from the compiled model; for INT8, its float layers').
   const std::string& compute() const;
   int num_classes() const;
   // How many batch sizes run on a model compiled for that size alone (ClassifierOptions::static_shapes).
