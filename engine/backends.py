@@ -24,8 +24,9 @@ import json
 import os
 import re
 
-from . import compare, compute_gate, gpu_host
+from . import compute_gate, gpu_host
 from .bundle import Bundle
+from .compare import Tolerance
 from .errors import BitError
 from .precision import flavour_for, flavour_of, precision_of
 from .tensorrt_library import try_import
@@ -136,11 +137,14 @@ def create(
         return runner(bundle.file_path(art), art, bundle.input_spec, device=device, bundle_path=bundle.path, **options)
     path = bundle.artifact_path(flavour)
     if backend == "openvino":  # fp16 and INT8 compute their float layers in bf16 where it pays, gated on this host
-        tolerance = compare.tolerance_for(precision_of(flavour), "bf16")
-        gate = functools.partial(compute_gate.check, bundle, flavour, tolerance=tolerance)
+        # by the bound the artifact's record holds (compare.tolerance_for at export), as the C++ library reads it
+        record = bundle.artifacts("onnx")[flavour]
+        recorded = record.get("bf16_tolerance")
+        gate = recorded and functools.partial(compute_gate.check, bundle, flavour, tolerance=Tolerance(**recorded))
+        no_gate = "" if recorded else f"{record['file']} records no bf16_tolerance"
         verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
         tier = precision_of(flavour)
-        return runner(path, threads=threads, tier=tier, gate=gate, verify=verify, **options)
+        return runner(path, threads=threads, tier=tier, gate=gate, no_gate=no_gate, verify=verify, **options)
     places = _ort_trt_cache_places(bundle, flavour, device) if backend == "ort-trt" else ()
     return runner(path, threads=threads, backend=backend, device=device, engine_cache=places, **options)
 
@@ -149,7 +153,7 @@ def settings_taken(backend: str) -> set[str]:
     """The settings a caller may give `backend`'s runner (those `create` gives itself left out)."""
     import inspect
 
-    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "tier", "gate", "verify"}
+    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "tier", "gate", "no_gate", "verify"}
     params = inspect.signature(runner_class(backend)).parameters.values()
     return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
 

@@ -103,13 +103,14 @@ BF16_PARITY = Tolerance(rel_l2=0.1, cosine_min=0.995, max_abs_over_scale=0.15)
 INT8_CHECK = Tolerance(rel_l2=0.5, cosine_min=0.95, max_abs_over_scale=1.0, top1_decisive=0.0)
 # INT8 with its float layers (GroupNorm statistics, residual sums, the quantize before each convolution) in bf16
 # (OpenVINO on a CPU where bf16 pays, engine/compute_gate.py). Measured on OpenVINO 2026.4, AMX Xeon, synthetic
-# weights at 480, the bundle's 6 parity images against TF: R50x1 rel L2 0.092, cosine 0.9955, max abs 0.12 of the
-# logit scale (its f32 float layers: 0.084, 0.9964, 0.11); R50x3 0.089, 0.9952, 0.14 (0.083, 0.9964). bf16 adds
-# little to INT8's own error, although against the same graph in f32 it moves the answers by rel L2 0.094 (a float
-# that moves across a rounding step of the next quantize): so the gate is against TF, like every other. Tighter
-# than INT8_CHECK (any INT8 run), with about twice the measured error as margin; a broken bf16 normalization or
-# layout gives cosine far below.
-INT8_BF16_PARITY = Tolerance(rel_l2=0.2, cosine_min=0.99, max_abs_over_scale=0.3, top1_decisive=0.0)
+# weights, the bundle's 6 parity images against TF: R50x1 at 480 rel L2 0.092, cosine 0.9955, max abs 0.12 of the
+# logit scale (its f32 float layers: 0.084, 0.9964, 0.11); R50x3 0.089, 0.9952, 0.12 (0.083, 0.9964); the tiny test
+# model at 1 thread 0.118, 0.9923 (0.107, 0.9940). bf16 adds little to INT8's own error, although against the same
+# graph in f32 it moves the answers by rel L2 0.094 (a float that moves across a rounding step of the next
+# quantize): so the gate is against TF, like every other. Tighter than INT8_CHECK (bit-check's bound for INT8 with
+# f32 float layers), with about twice the measured error as margin; a broken bf16 normalization or layout gives
+# cosine far below. An INT8 model that misses it runs its float layers in f32 instead, as the export gated it.
+INT8_BF16_PARITY = Tolerance(rel_l2=0.25, cosine_min=0.98, max_abs_over_scale=0.3, top1_decisive=0.0)
 
 
 def report(test: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> dict:

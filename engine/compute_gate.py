@@ -46,12 +46,21 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
         except (OSError, BitError):  # a read-only home: the check simply runs again next time
             pass
     if not verdict["passed"]:
-        raise BitError(
+        raise GateFailed(
             f"{described}: the {flavour} model in this arithmetic fails the accuracy gate against TF on the bundle's "
             f"parity set ({'; '.join(verdict['failures'])}), so it is refused here; use "
-            f"{'--precision fp32 or int8' if flavour == 'fp16' else '--precision fp32 or fp16, or another backend'}"
+            f"{'--precision fp32 or int8' if flavour == 'fp16' else 'inference precision f32, or --precision fp32'}",
+            verdict["failures"],
         )
     return verdict
+
+
+class GateFailed(BitError):
+    """The arithmetic chosen here misses the gate: `failures` says by how much, in compare.Tolerance.check's words."""
+
+    def __init__(self, message: str, failures: list[str]):
+        super().__init__(message)
+        self.failures = failures
 
 
 def _cached(path: str) -> dict | None:

@@ -192,7 +192,8 @@ def physical_peak(host, dtype: str, threads: int | None = None) -> dict:
 
 
 def bf16_pays(host) -> tuple[bool, str]:
-    """(whether bf16 arithmetic computes faster than f32 on `host`, why): what OpenVINO's fp16 tier runs in.
+    """(whether bf16 arithmetic computes faster than f32 on `host`, why): what OpenVINO's fp16 tier, and the INT8
+    tier's float layers, run in.
 
     `host` as its dispatcher sees it (engine/cpu_host.onednn_host: under oneDNN's ISA cap, if one is set). True
     where the bf16 path dispatched (AMX-BF16, AVX-512 BF16) has more FLOP per cycle than the f32 one on this

@@ -46,6 +46,7 @@ import threading
 
 import numpy as np
 
+from .compute_gate import GateFailed
 from .cpu_host import onednn_host
 from .cpu_peak import bf16_pays
 from .errors import BitError, require
@@ -99,6 +100,7 @@ class OpenVinoRunner(Runner):
         cache_dir: str | None = None,
         tier: str = "fp32",
         gate=None,
+        no_gate: str = "",
         requests: int | None = None,
         static_shapes: int = 2,
         verify=None,
@@ -106,7 +108,11 @@ class OpenVinoRunner(Runner):
         """hint: LATENCY (one request at a time, all cores) or THROUGHPUT (parallel streams for many threads).
         inference_precision: f32 or bf16; None: what `tier` (the file's precision: fp32, fp16 or int8) computes in
         here (arithmetic_for: for fp16 and int8, bf16 where it computes faster than f32).
-        gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse.
+        gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse (a
+        compute_gate.GateFailed for INT8, unless bf16 was asked for, runs its float layers in f32 instead, as the
+        export gated it).
+        no_gate: why a bf16 tier has no gate (its record holds no bf16_tolerance): it then runs f32, and a bf16
+        asked for is refused.
         requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams).
         static_shapes: how many batch shapes (each on its second call) get a model compiled for that shape alone
         (0: only the dynamic one).
@@ -125,6 +131,7 @@ class OpenVinoRunner(Runner):
         self.inference_precision = inference_precision
         self.tier = tier
         self.gate = gate
+        self.no_gate = no_gate
         self.requests = requests
         self.cache_dir = cache_dir
         self.static_shapes = static_shapes
@@ -134,7 +141,7 @@ class OpenVinoRunner(Runner):
         self._seen: set[tuple] = set()  # shapes called with once (at most SEEN_SHAPES of them are remembered)
         self._static_lock = threading.Lock()
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
-        self.why_f32 = ""  # for the fp16 tier run in f32: why
+        self.why_f32 = ""  # for the fp16 tier, or INT8's float layers, run in f32: why
         self.rewrites = Rewrites()  # what runs differently from the file (engine/openvino_graph.py)
         self._local = threading.local()
 
@@ -145,7 +152,18 @@ class OpenVinoRunner(Runner):
         if self.cache_dir:
             core.set_property({"CACHE_DIR": self.cache_dir})
         asked, why = self.inference_precision, ""
-        if asked is None:
+        if asked == "bf16" and self.tier not in BF16_TIERS:  # the C++ library's words (bit::Classifier)
+            raise BitError(
+                "inference precision bf16 applies to the fp16 and int8 variants, whose records hold their gate "
+                f"(bf16_tolerance); {os.path.basename(self.model_path)} is {self.tier}"
+            )
+        if asked == "bf16" and self.no_gate:
+            raise BitError(
+                f"{self.no_gate}, the gate a bf16 run is held to; re-export the bundle or use inference precision f32"
+            )
+        if asked is None and self.tier in BF16_TIERS and self.no_gate:
+            asked, why = "f32", f"{self.no_gate} (exported before bf16 runs were gated; re-export it)"
+        elif asked is None:
             asked, why = fp16_arithmetic(core) if self.tier in BF16_TIERS else ("f32", "")
         config = {
             "PERFORMANCE_HINT": self.hint,
@@ -169,15 +187,24 @@ class OpenVinoRunner(Runner):
             capabilities = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
             self.why_f32 = f"bf16 runs as f32: OpenVINO compiled f32 (its CPU capabilities: {capabilities})"
         elif self.compute == "f32" and self.tier in BF16_TIERS:
-            runs = "int8's float layers run" if self.tier == "int8" else "fp16 runs"
-            self.why_f32 = f"{runs} as f32: {why or 'f32 was asked for'}"
+            self.why_f32 = f"{self._runs()} as f32: {why or 'f32 was asked for'}"
         self._generation = object()  # requests made before a deactivate are never reused after it
         if self.compute == "bf16" and self.gate is not None:
             try:
                 self.gate(lambda batch: self._run(self.compiled, batch), self.describe())
-            except BitError:
-                self.compiled = None
-                raise
+            except GateFailed as exc:
+                if self.tier != "int8" or self.inference_precision == "bf16":
+                    self.compiled = None
+                    raise
+                # INT8's bf16 float layers are a saving, not the precision asked for: f32, as the export gated it
+                config["INFERENCE_PRECISION_HINT"] = "f32"
+                self.compiled = core.compile_model(self._read(), "CPU", config)
+                self.compute = "f32"
+                failures = "; ".join(exc.failures)
+                self.why_f32 = f"{self._runs()} as f32: in bf16 it fails the accuracy gate against TF ({failures})"
+
+    def _runs(self) -> str:
+        return "int8's float layers run" if self.tier == "int8" else "fp16 runs"
 
     def _read(self):
         """The model as OpenVINO runs it: the file, rewritten (engine/openvino_graph.py)."""

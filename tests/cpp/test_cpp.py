@@ -251,6 +251,34 @@ def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, 
     assert "so it is refused here; use precision fp32 or int8, or inference precision f32" in line
 
 
+def test_int8_that_misses_its_bf16_gate_runs_its_float_layers_in_f32(cpp_build, tiny_full_bundle, copy_bundle):
+    """As the Python runner: INT8's bf16 float layers are a saving, so where they miss the gate they run in f32 (as
+    the export gated them), said in the backend line; asked for bf16 outright, INT8 is refused."""
+    if _openvino_compiles(tiny_full_bundle / "model.int8-ort.onnx", "bf16") != "bf16":
+        pytest.skip("OpenVINO compiles no bf16 on this CPU")
+    python = subprocess.run([sys.executable, "-c", PYTHON_CHOICE], capture_output=True, text=True, timeout=300)
+    if json.loads(python.stdout.splitlines()[-1])[0] != "bf16":
+        pytest.skip("INT8's float layers run f32 on this CPU: no bf16 gate to miss")
+    bundle = copy_bundle(tiny_full_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    int8 = next(a for a in manifest["artifacts"] if a["file"] == "model.int8-ort.onnx")
+    int8["bf16_tolerance"]["rel_l2"] = 1e-9  # no bf16 run meets it
+    path.write_text(json.dumps(manifest))
+    done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "int8")
+    assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    assert "int8, float layers f32; int8's float layers run as f32: in bf16 it fails the accuracy gate against TF" in (
+        first
+    )
+    assert "tolerance (model.int8-ort.onnx's manifest record): rel L2 <= 0.5," in done.stdout  # INT8's own check
+    done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "int8", "--inference-precision", "bf16")
+    assert done.returncode == 2
+    assert "so it is refused here; use inference precision f32, or precision fp32" in one_error_line(
+        done, "bit-check-cpp"
+    )
+
+
 def test_the_bf16_gate_verdict_is_kept_and_only_this_users_own_is_taken(cpp_build, tiny_full_bundle, tmp_path):
     """As engine/compute_gate.py: the classifier's bf16 gate is kept per user, host and model (0600 in a 0700
     folder) and read on the next start; a kept file that is a link, writable by others or owned by another user is

@@ -85,7 +85,9 @@ def test_openvino_bf16_is_opt_in_and_reported_as_compiled(tiny_full_bundle):
     bundle = load_bundle(str(tiny_full_bundle))
     with backends.create(bundle, "openvino", "fp32") as runner:
         assert runner.compute == "f32"  # fp32 stays f32 even where the CPU has bf16
-    with backends.create(bundle, "openvino", "fp32", inference_precision="bf16") as runner:
+    with pytest.raises(BitError, match=r"bf16 applies to the fp16 and int8 variants.*; model.fp32.onnx is fp32$"):
+        backends.create(bundle, "openvino", "fp32", inference_precision="bf16").activate()  # as the C++ refuses it
+    with backends.create(bundle, "openvino", "fp16", inference_precision="bf16") as runner:
         if "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             assert runner.compute == "bf16" and runner.describe().endswith(", bf16)")
         else:  # what OpenVINO compiled, not what was asked: it runs f32 here, and says why

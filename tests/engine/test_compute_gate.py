@@ -11,6 +11,8 @@ from bit_trt.engine.bundle import load_bundle
 from bit_trt.engine.classifier import Classifier
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.openvino_runner import arithmetic_for, fp16_arithmetic, import_openvino
+from bit_trt.engine.parity_set import load_parity_set
+from bit_trt.engine.preprocess import scale_uint8
 
 from .capped_process import run_capped
 
@@ -184,7 +186,7 @@ def test_an_int8_failure_in_bf16_names_what_else_runs(tiny_full_bundle, own_cach
     with backends.create(bundle, "openvino", "int8", inference_precision="bf16") as runner:
         with pytest.raises(BitError) as info:  # the INT8 graph judged by the FP32 bounds: a measured miss
             compute_gate.check(bundle, "int8-ort", runner.infer, "openvino (int8, bf16)", tolerance=compare.FP32_PARITY)
-    assert "\n" not in str(info.value) and "use --precision fp32 or fp16, or another backend" in str(info.value)
+    assert "\n" not in str(info.value) and "use inference precision f32, or --precision fp32" in str(info.value)
 
 
 _INT8_UNDER_CAP = """
@@ -198,3 +200,40 @@ with Classifier(sys.argv[1], backend="openvino", precision="int8") as clf:
 def test_under_an_isa_cap_without_bf16_the_int8_tier_keeps_its_float_layers_in_f32(tiny_full_bundle, own_cache):
     (compute, described, _), _ = run_capped(_INT8_UNDER_CAP, "AVX512_CORE_VNNI", tiny_full_bundle)
     assert compute == "int8" and "int8's float layers run as f32: this CPU has no native bf16" in described
+
+
+def test_int8_that_misses_its_bf16_gate_runs_its_float_layers_in_f32(tiny_full_bundle, own_cache):
+    """bf16 float layers are a saving for INT8, not the precision asked for: where they miss the gate, INT8 runs them
+    in f32 (as the export gated it) and says why; asked for bf16 outright, it is refused."""
+    if arithmetic_for(import_openvino().Core(), "int8") != "bf16":
+        pytest.skip("INT8's float layers run f32 on this CPU: no bf16 gate to miss")
+    with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8") as clf:
+        assert clf.compute == "int8+bf16"
+    [kept] = os.listdir(own_cache)
+    plant_failure(own_cache / kept)
+    with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8") as clf:
+        assert clf.compute == "int8"
+        assert "int8's float layers run as f32: in bf16 it fails the accuracy gate against TF (planted)" in clf.backend
+        images, _, tf_logits = load_parity_set(load_bundle(str(tiny_full_bundle)))
+        assert not compare.INT8_CHECK.check(compare.measure(clf.infer(scale_uint8(images)), tf_logits))
+    with pytest.raises(BitError, match=r"fails the accuracy gate .*\(planted\).*use inference precision f32"):
+        _ = Classifier(str(tiny_full_bundle), backend="openvino", precision="int8", inference_precision="bf16").compute
+
+
+def test_a_bundle_whose_int8_record_holds_no_bf16_gate_runs_it_in_f32(tiny_full_bundle, own_cache, tmp_path):
+    """As the C++ library does (tests/cpp): the record holds the bound, and an older bundle has none."""
+    import shutil
+
+    bundle = tmp_path / "old"
+    shutil.copytree(tiny_full_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    int8 = next(a for a in manifest["artifacts"] if a["file"] == "model.int8-ort.onnx")
+    assert int8.pop("bf16_tolerance") == compare.INT8_BF16_PARITY.to_dict()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with Classifier(str(bundle), backend="openvino", precision="int8") as clf:
+        assert clf.compute == "int8"
+        assert "int8's float layers run as f32: model.int8-ort.onnx records no bf16_tolerance (exported before" in (
+            clf.backend
+        )
+    with pytest.raises(BitError, match="model.int8-ort.onnx records no bf16_tolerance, the gate a bf16 run is held"):
+        _ = Classifier(str(bundle), backend="openvino", precision="int8", inference_precision="bf16").compute

@@ -66,7 +66,7 @@ struct Artifact {
   std::string flavour;    // fp32 | fp16 | int8-trt | int8-ort (engine/precision.py)
   std::vector<FileRecord> data_files;
   std::optional<Tolerance> tolerance;  // parity.tolerance, where the record has one
-  std::optional<Tolerance> bf16_tolerance;  // the fp16 variant's gate where a host runs it in bf16 (classifier.hpp)
+  std::optional<Tolerance> bf16_tolerance;  // fp16's and int8-ort's gate where a host runs them in bf16 (classifier.hpp)
   // Engine records only (kind "engine", export/trt_engine.py); empty or 0 elsewhere.
   std::string library;             // tensorrt | tensorrt_rtx
   std::string library_version;     // the exact version that built the plan: it loads in no other
