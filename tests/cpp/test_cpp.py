@@ -234,15 +234,20 @@ def test_a_bundle_without_bf16_tolerance_runs_fp16_in_f32(cpp_build, tiny_full_b
     )
 
 
+def _unmeetable_bf16_gate(bundle, file: str):
+    """`bundle` with the record of `file` holding a bf16 bound no run meets."""
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    record = next(a for a in manifest["artifacts"] if a["file"] == file)
+    record["bf16_tolerance"]["rel_l2"] = 1e-9
+    path.write_text(json.dumps(manifest))
+    return bundle
+
+
 def test_a_bf16_run_that_fails_the_gate_is_refused(cpp_build, tiny_full_bundle, copy_bundle):
     if _openvino_compiles(tiny_full_bundle / "model.fp16.onnx", "bf16") != "bf16":
         pytest.skip("OpenVINO compiles no bf16 on this CPU")
-    bundle = copy_bundle(tiny_full_bundle)
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    fp16 = next(a for a in manifest["artifacts"] if a["file"] == "model.fp16.onnx")
-    fp16["bf16_tolerance"]["rel_l2"] = 1e-9  # no bf16 run meets it
-    path.write_text(json.dumps(manifest))
+    bundle = _unmeetable_bf16_gate(copy_bundle(tiny_full_bundle), "model.fp16.onnx")
     done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "fp16", "--inference-precision", "bf16")
     assert done.returncode == 2
     line = one_error_line(done, "bit-check-cpp")
@@ -259,12 +264,7 @@ def test_int8_that_misses_its_bf16_gate_runs_its_float_layers_in_f32(cpp_build, 
     python = subprocess.run([sys.executable, "-c", PYTHON_CHOICE], capture_output=True, text=True, timeout=300)
     if json.loads(python.stdout.splitlines()[-1])[0] != "bf16":
         pytest.skip("INT8's float layers run f32 on this CPU: no bf16 gate to miss")
-    bundle = copy_bundle(tiny_full_bundle)
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    int8 = next(a for a in manifest["artifacts"] if a["file"] == "model.int8-ort.onnx")
-    int8["bf16_tolerance"]["rel_l2"] = 1e-9  # no bf16 run meets it
-    path.write_text(json.dumps(manifest))
+    bundle = _unmeetable_bf16_gate(copy_bundle(tiny_full_bundle), "model.int8-ort.onnx")
     done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "int8")
     assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
     first = done.stdout.splitlines()[0]
