@@ -65,7 +65,7 @@ def gpus_for(backend: str, asked: float | None = None) -> float:
 def _ort_trt_cache_places(bundle: Bundle, flavour: str, device: int) -> tuple[tuple[str, str], ...]:
     """Where ORT's TensorRT provider may keep the engines it builds from `flavour` (code the GPU runs), as (root,
     folder), first fit first: under the bundle, else in the user cache (a read-only deployment copy, or a bundle
-    folder others may write to). The runner vets them when it starts the session (OrtRunner.engine_cache).
+    folder others may write to). The runner vets them when it starts the session (OrtRunner.engine_folder).
 
     The key holds the artifact's sha256 and its weight files': the provider names its engines by the model's file
     name and its node names, not its weights, so a bundle exported again in place would otherwise run the old
@@ -138,13 +138,15 @@ def create(
     path = bundle.artifact_path(flavour)
     if backend == "openvino":  # fp16 and INT8 compute their float layers in bf16 where it pays, gated on this host
         # by the bound the artifact's record holds (compare.tolerance_for at export), as the C++ library reads it
-        record = bundle.artifacts("onnx")[flavour]
-        recorded = record.get("bf16_tolerance")
-        gate = recorded and functools.partial(compute_gate.check, bundle, flavour, tolerance=Tolerance(**recorded))
-        no_gate = "" if recorded else f"{record['file']} records no bf16_tolerance"
+        recorded = bundle.artifacts("onnx")[flavour].get("bf16_tolerance")
+        gate = (
+            functools.partial(compute_gate.check, bundle, flavour, tolerance=Tolerance(**recorded))
+            if recorded
+            else None
+        )
         verify = functools.partial(bundle.artifact_path, flavour)  # before a static-shape model reads it again
         tier = precision_of(flavour)
-        return runner(path, threads=threads, tier=tier, gate=gate, no_gate=no_gate, verify=verify, **options)
+        return runner(path, threads=threads, tier=tier, gate=gate, verify=verify, **options)
     places = _ort_trt_cache_places(bundle, flavour, device) if backend == "ort-trt" else ()
     return runner(path, threads=threads, backend=backend, device=device, engine_cache=places, **options)
 
@@ -153,7 +155,7 @@ def settings_taken(backend: str) -> set[str]:
     """The settings a caller may give `backend`'s runner (those `create` gives itself left out)."""
     import inspect
 
-    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "tier", "gate", "no_gate", "verify"}
+    given_here = {"threads", "backend", "device", "bundle_path", "engine_cache", "tier", "gate", "verify"}
     params = inspect.signature(runner_class(backend)).parameters.values()
     return {p.name for p in params if p.default is not inspect.Parameter.empty} - given_here
 

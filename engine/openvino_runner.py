@@ -100,7 +100,6 @@ class OpenVinoRunner(Runner):
         cache_dir: str | None = None,
         tier: str = "fp32",
         gate=None,
-        no_gate: str = "",
         requests: int | None = None,
         static_shapes: int = 2,
         verify=None,
@@ -110,9 +109,8 @@ class OpenVinoRunner(Runner):
         here (arithmetic_for: for fp16 and int8, bf16 where it computes faster than f32).
         gate: called as gate(infer, described) once compiled in bf16; raises a BitError to refuse (a
         compute_gate.GateFailed for INT8, unless bf16 was asked for, runs its float layers in f32 instead, as the
-        export gated it).
-        no_gate: why a bf16 tier has no gate (its record holds no bf16_tolerance): it then runs f32, and a bf16
-        asked for is refused.
+        export gated it). None for a bf16 tier: the file's record holds no bf16_tolerance, so the tier runs f32,
+        and a bf16 asked for is refused.
         requests: how many requests callers keep in flight (THROUGHPUT makes at most that many streams).
         static_shapes: how many batch shapes (each on its second call) get a model compiled for that shape alone
         (0: only the dynamic one).
@@ -131,7 +129,6 @@ class OpenVinoRunner(Runner):
         self.inference_precision = inference_precision
         self.tier = tier
         self.gate = gate
-        self.no_gate = no_gate
         self.requests = requests
         self.cache_dir = cache_dir
         self.static_shapes = static_shapes
@@ -157,12 +154,13 @@ class OpenVinoRunner(Runner):
                 "inference precision bf16 applies to the fp16 and int8 variants, whose records hold their gate "
                 f"(bf16_tolerance); {os.path.basename(self.model_path)} is {self.tier}"
             )
-        if asked == "bf16" and self.no_gate:
+        no_gate = f"{os.path.basename(self.model_path)} records no bf16_tolerance" if self.gate is None else ""
+        if asked == "bf16" and no_gate:
             raise BitError(
-                f"{self.no_gate}, the gate a bf16 run is held to; re-export the bundle or use inference precision f32"
+                f"{no_gate}, the gate a bf16 run is held to; re-export the bundle or use inference precision f32"
             )
-        if asked is None and self.tier in BF16_TIERS and self.no_gate:
-            asked, why = "f32", f"{self.no_gate} (exported before bf16 runs were gated; re-export it)"
+        if asked is None and self.tier in BF16_TIERS and no_gate:
+            asked, why = "f32", f"{no_gate} (exported before bf16 runs were gated; re-export it)"
         elif asked is None:
             asked, why = fp16_arithmetic(core) if self.tier in BF16_TIERS else ("f32", "")
         config = {

@@ -64,7 +64,7 @@ class OrtRunner(Runner):
         self.optimization = "none" if low_memory else optimization
         self.low_memory = low_memory
         self.device = device
-        self.engine_cache_places = tuple(engine_cache)
+        self.engine_cache = tuple(engine_cache)
         self.trt_cache_dir = None  # the place the provider got, chosen when the session starts
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise BitError(f"ONNX Runtime streams must be a whole number, at least 1, got {streams!r}")
@@ -83,7 +83,7 @@ class OrtRunner(Runner):
         if self.name == "ort-cuda":
             return [cuda, cpu]
         trt_options = {"device_id": self.device, "trt_fp16_enable": False, "trt_int8_enable": False}
-        self.trt_cache_dir = self.engine_cache()
+        self.trt_cache_dir = self.engine_folder()
         if self.trt_cache_dir:
             trt_options.update(
                 trt_engine_cache_enable=True,
@@ -93,12 +93,12 @@ class OrtRunner(Runner):
             )
         return [("TensorrtExecutionProvider", trt_options), cuda, cpu]
 
-    def engine_cache(self) -> str | None:
+    def engine_folder(self) -> str | None:
         """The first place in `engine_cache` fit for the TensorRT provider's engines (code the GPU runs), vetted
         right before the session reads it (user_cache.library_folder: no one else may write to it or above it);
         None where none is, and the provider builds its engines at every start (said in a warning and describe())."""
         refused = []
-        for root, folder in self.engine_cache_places:
+        for root, folder in self.engine_cache:
             why = library_folder(folder, root)
             if why is None:
                 return folder

@@ -126,7 +126,7 @@ def test_int8_on_a_cpu_without_an_int8_dot_product_says_so(tiny_full_bundle):
 def test_ort_trt_keeps_its_engines_only_where_this_user_alone_may_write(tiny_bundle, tmp_path, monkeypatch):
     """ORT's TensorRT provider reads back the engines it built (code the GPU runs) and names them by the graph's
     names, not its weights: the folder is keyed by the artifact's files, and vetted when the session starts
-    (OrtRunner.engine_cache; the provider itself needs a GPU, the choice does not)."""
+    (OrtRunner.engine_folder; the provider itself needs a GPU, the choice does not)."""
     import shutil
     import warnings
 
@@ -136,7 +136,7 @@ def test_ort_trt_keeps_its_engines_only_where_this_user_alone_may_write(tiny_bun
     bundle = load_bundle(str(bundle_path))
 
     def engine_cache(precision="fp32"):
-        return backends.create(bundle, "ort-trt", precision).engine_cache()
+        return backends.create(bundle, "ort-trt", precision).engine_folder()
 
     old_umask = os.umask(0o002)  # as many desktops run: what bit-export and libraries write is group-writable
     try:
