@@ -34,9 +34,9 @@ std::vector<std::string> capabilities(const ov::Core& core) {
   return core.get_property("CPU", ov::device::capabilities);
 }
 
-std::string joined(const std::vector<std::string>& parts) {
+std::string joined(const std::vector<std::string>& parts, const std::string& separator = ", ") {
   std::string out;
-  for (const std::string& p : parts) out += (out.empty() ? "" : ", ") + p;
+  for (const std::string& p : parts) out += (out.empty() ? "" : separator) + p;
   return out;
 }
 
@@ -252,8 +252,7 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
     keep_gate_verdict(kept, *verdict);
   }
   if (!verdict->passed) {
-    std::string joined;
-    for (const std::string& f : verdict->failures) joined += (joined.empty() ? "" : "; ") + f;
+    const std::string failures = joined(verdict->failures, "; ");
     const bool int8 = impl_->artifact.precision == "int8";
     if (int8 && options.inference_precision != "bf16") {
       // INT8's bf16 float layers are a saving, not the precision asked for: f32, as the export gated it (the Python
@@ -272,11 +271,11 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
         throw Error("OpenVINO cannot load " + impl.model_path + ": " + last_line(exc.what()));
       }
       impl.compute = "f32";
-      impl.why_f32 = "int8's float layers run as f32: in bf16 it fails the accuracy gate against TF (" + joined + ")";
+      impl.why_f32 = "int8's float layers run as f32: in bf16 it fails the accuracy gate against TF (" + failures + ")";
       return;
     }
     throw Error(describe() + ": the " + impl_->artifact.flavour + " model in bf16 fails the accuracy gate against TF "
-                "on the bundle's parity set (" + joined + "), so it is refused here; use " +
+                "on the bundle's parity set (" + failures + "), so it is refused here; use " +
                 (int8 ? "inference precision f32, or precision fp32"
                       : "precision fp32 or int8, or inference precision f32"));
   }
