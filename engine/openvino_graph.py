@@ -2,7 +2,9 @@
 OpenVINO runs another form of the same arithmetic faster.
 
 - each GroupNorm on per-channel statistics instead of the grouped reshape (engine/openvino_group_norm.py);
-- the stem's zero Pad folded into its MaxPool (engine/openvino_pad_pool.py).
+- the stem's zero Pad folded into its MaxPool (engine/openvino_pad_pool.py);
+- where the float layers run in bf16, each residual sum of two quantized convolutions (INT8) taken from the
+  convolutions before their quantize (engine/openvino_requantized_sum.py).
 
 The files on disk, their checksums and what ONNX Runtime and TensorRT read stay as exported, and the rewritten
 model passes the same parity checks (bit-check, the bf16 gate). The OpenVINO runner, bit-triton's OpenVINO IR and
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import openvino_group_norm, openvino_pad_pool
+from . import openvino_group_norm, openvino_pad_pool, openvino_requantized_sum
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Rewrites:
 
     group_norms: int = 0
     pad_pools: int = 0
+    requantized_sums: int = 0
 
     def describe(self) -> str:
         """What runs differently from the file, as describe() lines say it ("49 GroupNorms on channel statistics,
@@ -33,16 +36,25 @@ class Rewrites:
             parts.append("1 zero Pad in its MaxPool")
         elif self.pad_pools:
             parts.append(f"{self.pad_pools} zero Pads in their MaxPools")
+        if self.requantized_sums == 1:
+            parts.append("1 sum of two convolutions without their Q/DQ")
+        elif self.requantized_sums:
+            parts.append(f"{self.requantized_sums} sums of two convolutions without their Q/DQ")
         return ", ".join(parts)
 
 
-def rewrite(model) -> Rewrites:
-    """Apply every rewrite to `model` (an ov.Model, changed in place)."""
-    return Rewrites(group_norms=openvino_group_norm.rewrite(model), pad_pools=openvino_pad_pool.rewrite(model))
+def rewrite(model, bf16: bool = False) -> Rewrites:
+    """Apply every rewrite to `model` (an ov.Model, changed in place). bf16: the model will be compiled with its
+    float layers in bf16, where the requantized sums' rewrite pays (in f32 it does not)."""
+    return Rewrites(
+        group_norms=openvino_group_norm.rewrite(model),
+        pad_pools=openvino_pad_pool.rewrite(model),
+        requantized_sums=openvino_requantized_sum.rewrite(model) if bf16 else 0,
+    )
 
 
-def read(core, path: str):
-    """The file at `path` as bit-trt's OpenVINO models run it: read by `core` (an ov.Core), then rewritten. Returns
-    the ov.Model and its Rewrites."""
+def read(core, path: str, bf16: bool = False):
+    """The file at `path` as bit-trt's OpenVINO models run it: read by `core` (an ov.Core), then rewritten for the
+    float arithmetic it will be compiled in (`bf16`). Returns the ov.Model and its Rewrites."""
     model = core.read_model(path)
-    return model, rewrite(model)
+    return model, rewrite(model, bf16)

@@ -19,7 +19,8 @@ says so and why. What OpenVINO compiled is read back from the compiled model, ne
 
 The graph: the file is rewritten in memory after it is read (engine/openvino_graph.py): each GroupNorm on
 per-channel statistics without reshaping the activations (the grouped reshape cost a layout Reorder each way), and
-the stem's zero Pad folded into its MaxPool (OpenVINO ran the Pad with its reference kernel).
+the stem's zero Pad folded into its MaxPool (OpenVINO ran the Pad with its reference kernel), and, with INT8's float
+layers in bf16, each residual sum of two quantized convolutions taken before their quantize.
 
 Throughput (`hint`): LATENCY runs one request at a time on all cores; THROUGHPUT lets OpenVINO split the cores
 into streams, each running its own request, for callers that send several requests at once.
@@ -140,6 +141,7 @@ class OpenVinoRunner(Runner):
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier, or INT8's float layers, run in f32: why
         self.rewrites = Rewrites()  # what runs differently from the file (engine/openvino_graph.py)
+        self._bf16 = False  # compiled with bf16 float layers: read with the rewrites that pay only there
         self._local = threading.local()
 
     def _activate(self):
@@ -171,6 +173,7 @@ class OpenVinoRunner(Runner):
         if self.requests:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.requests
         self._core, self._config = core, config
+        self._bf16 = asked == "bf16"  # the rewrites for bf16 float layers go with it (engine/openvino_graph.py)
         try:
             self.compiled = core.compile_model(self._read(), "CPU", config)
         except RuntimeError as exc:
@@ -196,6 +199,7 @@ class OpenVinoRunner(Runner):
                     raise
                 # INT8's bf16 float layers are a saving, not the precision asked for: f32, as the export gated it
                 config["INFERENCE_PRECISION_HINT"] = "f32"
+                self._bf16 = False
                 self.compiled = core.compile_model(self._read(), "CPU", config)
                 self.compute = "f32"
                 failures = "; ".join(exc.failures)
@@ -206,7 +210,7 @@ class OpenVinoRunner(Runner):
 
     def _read(self):
         """The model as OpenVINO runs it: the file, rewritten (engine/openvino_graph.py)."""
-        model, self.rewrites = read_rewritten(self._core, self.model_path)
+        model, self.rewrites = read_rewritten(self._core, self.model_path, self._bf16)
         return model
 
     def describe(self) -> str:

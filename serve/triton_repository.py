@@ -201,7 +201,8 @@ OPENVINO_ARITHMETIC = {
     "fp16": "bf16 where the CPU has native bf16, else f32 (OpenVINO's default; bit-serve's openvino runner takes "
     "bf16 only where it computes faster than f32)",
     "int8": "float layers in bf16 where the CPU has native bf16, else f32 (OpenVINO's default; bit-serve's openvino "
-    "runner takes bf16 only where it computes faster than f32, gated against TF)",
+    "runner takes bf16 only where it computes faster than f32, gated against TF, and then also adds its quantized "
+    "convolutions from their float outputs, which this IR keeps as read since in f32 that does not pay)",
     "fp32": "float parts in bf16 where the CPU has native bf16, as OpenVINO defaults to there (Triton's OpenVINO "
     "backend cannot ask for f32: serve onnxruntime, or bit-serve's openvino, where f32 must hold)",
 }
@@ -209,7 +210,8 @@ OPENVINO_ARITHMETIC = {
 
 def _openvino_model(onnx_path: str, version_dir: str, model: ModelPlan) -> dict[str, str]:
     """OpenVINO's IR of the bundle's ONNX rewritten as bit-serve's openvino runner runs it (engine/openvino_graph.py:
-    the GroupNorms on channel statistics, the stem's Pad in its MaxPool), the faster form (docs/cpu.md); Triton's
+    the GroupNorms on channel statistics, the stem's Pad in its MaxPool; not the bf16-only sums, since Triton picks
+    the arithmetic per host), the faster form (docs/cpu.md); Triton's
     backend compiles what it reads. Weights stay f32, the bundle's own (compress_to_fp16=False). Without OpenVINO
     here, the ONNX as exported, and the note says so."""
     try:

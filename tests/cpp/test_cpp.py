@@ -134,6 +134,27 @@ def test_bit_check_cpp_matches_python_bit_check(cpp_build, tiny_full_bundle):
     assert f"max abs {metrics['max_abs']:.3g} " in done.stdout, done.stdout
 
 
+def test_bit_check_cpp_runs_int8_in_bf16_as_the_python_runner_does(cpp_build, tiny_full_bundle):
+    """INT8 asked in bf16: the same rewrites (the sums of quantized convolutions from their float outputs among them,
+    bit/requantized_sum.hpp), the same arithmetic and so the same agreement with TF as the Python runner's."""
+    from bit_trt.engine import backends
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.compare import measure
+    from bit_trt.engine.parity_raw import read_parity_raw
+    from bit_trt.engine.preprocess import scale_uint8
+
+    bundle = load_bundle(str(tiny_full_bundle))
+    images, tf_logits = read_parity_raw(bundle)
+    with backends.create(bundle, "openvino", "int8", inference_precision="bf16") as runner:
+        metrics = measure(runner.infer(scale_uint8(images)), tf_logits)
+        described = runner.describe()
+    done = run(cpp_build, "bit-check-cpp", tiny_full_bundle, "--precision", "int8", "--inference-precision", "bf16")
+    assert done.returncode == 0 and done.stdout.strip().endswith("PASS"), done.stdout + done.stderr
+    assert "without their Q/DQ" in described, described
+    assert f": {described}, int8 (model.int8-ort.onnx)" in done.stdout.splitlines()[0], (described, done.stdout)
+    assert f"rel L2 {metrics['rel_l2']:.3g} " in done.stdout, done.stdout
+
+
 def _openvino_compiles(model_path, asked: str | None) -> str:
     """What OpenVINO's CPU plugin compiles the file in here: with `asked` as its inference precision, or its own
     choice (None); "bf16" or "f32"."""
@@ -173,8 +194,9 @@ def test_bit_check_cpp_runs_fp16_in_what_the_python_runner_chooses_gated(cpp_bui
     first = done.stdout.splitlines()[0]
     file, compute = ("model.fp16.onnx", "") if precision == "fp16" else ("model.int8-ort.onnx", "int8, float layers ")
     bound = compare.tolerance_for(precision, "bf16").rel_l2
-    if chosen == "bf16":
-        assert f"MaxPool, {compute}bf16), {precision} ({file})" in first, first
+    if chosen == "bf16":  # INT8 in bf16 also adds its quantized convolutions from their float outputs
+        last = "Q/DQ" if precision == "int8" else "MaxPool"
+        assert f"{last}, {compute}bf16), {precision} ({file})" in first, first
         assert f"tolerance ({file}'s manifest record, bf16_tolerance): rel L2 <= {bound:g}," in done.stdout
     else:
         runs = "fp16 runs" if precision == "fp16" else "int8's float layers run"

@@ -16,6 +16,7 @@
 #include "bit/cpu_host.hpp"
 #include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
+#include "bit/requantized_sum.hpp"
 
 namespace bit {
 namespace fs = std::filesystem;
@@ -68,6 +69,7 @@ struct Classifier::Impl {
   std::string why_f32;          // for the fp16 tier (or INT8's float layers) run in f32: why
   CpuHost cpu = onednn_host();  // as oneDNN dispatches: decides the fp16 tier's arithmetic, keys its gate verdict
   Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
+  bool bf16 = false;  // compiled with bf16 float layers: read with the rewrites that pay only there
 
   // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
   // every call borrows a request from the pool (making one when all are in use) and gives it back, so concurrent
@@ -101,11 +103,7 @@ struct Classifier::Impl {
     bundle.verified_path(artifact);
     ov::CompiledModel model;
     try {
-      std::shared_ptr<ov::Model> read = read_rewritten(core, model_path);
-      ov::PartialShape shape = read->input().get_partial_shape();
-      shape[0] = static_cast<ov::Dimension::value_type>(batch);
-      read->reshape(shape);
-      model = core.compile_model(read, "CPU", config);
+      model = compile(batch);
     } catch (const std::exception&) {  // OpenVINO can't fix this size: the dynamic model serves it, as before
       return dynamic;
     }
@@ -113,6 +111,18 @@ struct Classifier::Impl {
     Compiled& entry = fixed[batch];
     entry.model = std::move(model);
     return entry;
+  }
+
+  // The file read again, rewritten for the arithmetic compiled (`bf16`) and compiled with `config`: for one batch
+  // size alone where `batch` is not 0, else with the file's dynamic batch.
+  ov::CompiledModel compile(std::size_t batch) const {
+    std::shared_ptr<ov::Model> read = read_rewritten(core, model_path, bf16);
+    if (batch) {
+      ov::PartialShape shape = read->input().get_partial_shape();
+      shape[0] = static_cast<ov::Dimension::value_type>(batch);
+      read->reshape(shape);
+    }
+    return core.compile_model(read, "CPU", config);
   }
 
   Impl(Bundle b, const ClassifierOptions& options) : bundle(std::move(b)) {
@@ -143,7 +153,7 @@ struct Classifier::Impl {
     try {
       version = ov::get_openvino_version().buildNumber;
       version = version.substr(0, version.find('-'));
-      std::shared_ptr<ov::Model> model = read_rewritten(core, model_path, &rewrites);
+      std::shared_ptr<ov::Model> model = read_rewritten(core, model_path, false, &rewrites);
       if (model->inputs().size() != 1 || model->outputs().size() != 1)
         throw Error(model_path + ": expected one input and one output");
       const auto names = model->input().get_names();
@@ -182,6 +192,9 @@ struct Classifier::Impl {
         config.emplace(ov::hint::inference_precision(verdict.pays ? ov::element::bf16 : ov::element::f32));
         why = verdict.why;
       }
+      // The rewrites that pay only with bf16 float layers (bit/openvino_graph.hpp), where bf16 is asked for
+      bf16 = config.at(ov::hint::inference_precision.name()).as<ov::element::Type>() == ov::element::bf16;
+      if (bf16) rewrites.requantized_sums = rewrite_requantized_sums(model);
       dynamic.model = core.compile_model(model, "CPU", config);
       // What was compiled, for the static-shape models too: they must run what the gate checked
       const ov::element::Type compiled = dynamic.model.get_property(ov::hint::inference_precision);
@@ -259,14 +272,16 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
       // runner does the same)
       Impl& impl = *impl_;
       impl.config[ov::hint::inference_precision.name()] = ov::element::f32;
+      impl.bf16 = false;
       try {
-        ov::CompiledModel f32 = impl.core.compile_model(read_rewritten(impl.core, impl.model_path), "CPU", impl.config);
+        ov::CompiledModel f32 = impl.compile(0);
         std::lock_guard<std::mutex> lock(impl.pool_mutex);
         impl.dynamic.pool.clear();  // requests of the bf16 model the gate ran
         impl.dynamic.model = std::move(f32);
         impl.fixed.clear();
         impl.seen.clear();
         impl.tried.clear();
+        impl.rewrites.requantized_sums = 0;
       } catch (const std::exception& exc) {
         throw Error("OpenVINO cannot load " + impl.model_path + ": " + last_line(exc.what()));
       }

@@ -3,6 +3,7 @@
 
 #include "bit/group_norm.hpp"
 #include "bit/pad_pool.hpp"
+#include "bit/requantized_sum.hpp"
 
 namespace bit {
 
@@ -14,14 +15,20 @@ std::string Rewrites::describe() const {
     text += pad_pools == 1 ? std::string("1 zero Pad in its MaxPool")
                            : std::to_string(pad_pools) + " zero Pads in their MaxPools";
   }
+  if (requantized_sums) {
+    if (!text.empty()) text += ", ";
+    text += requantized_sums == 1 ? std::string("1 sum of two convolutions without their Q/DQ")
+                                  : std::to_string(requantized_sums) + " sums of two convolutions without their Q/DQ";
+  }
   return text;
 }
 
-std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, Rewrites* rewrites) {
+std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, bool bf16, Rewrites* rewrites) {
   std::shared_ptr<ov::Model> model = core.read_model(path);
   Rewrites done;
   done.group_norms = rewrite_group_norms(model);
   done.pad_pools = rewrite_pad_pools(model);
+  if (bf16) done.requantized_sums = rewrite_requantized_sums(model);
   if (rewrites) *rewrites = done;
   return model;
 }

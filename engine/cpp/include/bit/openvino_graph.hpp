@@ -1,6 +1,7 @@
 // The graph bit-trt's OpenVINO models run: engine/openvino_graph.py's read, for the C++ runner. The bundle's file
 // as OpenVINO reads it, then rewritten in memory: the GroupNorms on channel statistics (bit/group_norm.hpp), the
-// stem's zero Pad in its MaxPool (bit/pad_pool.hpp). The file on disk stays as exported.
+// stem's zero Pad in its MaxPool (bit/pad_pool.hpp) and, where the float layers run in bf16, each sum of two
+// quantized convolutions taken before their quantize (bit/requantized_sum.hpp). The file on disk stays as exported.
 #pragma once
 
 #include <memory>
@@ -15,11 +16,14 @@ namespace bit {
 struct Rewrites {
   int group_norms = 0;
   int pad_pools = 0;
+  int requantized_sums = 0;
   // "49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool"; empty where nothing was rewritten.
   std::string describe() const;
 };
 
-// The file at `path` read by `core` and rewritten; what was rewritten goes to `rewrites` where given.
-std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, Rewrites* rewrites = nullptr);
+// The file at `path` read by `core` and rewritten for the float arithmetic it will be compiled in (`bf16`); what
+// was rewritten goes to `rewrites` where given.
+std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, bool bf16,
+                                          Rewrites* rewrites = nullptr);
 
 }  // namespace bit

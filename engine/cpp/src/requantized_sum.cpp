@@ -1,0 +1,66 @@
+// The C++ twin of engine/openvino_requantized_sum.py: why the rewrite exists, what it gained and where it applies
+// are said there and in docs/cpu.md ("INT8's residual sums on OpenVINO"). Each step below mirrors a function of
+// that module.
+#include "bit/requantized_sum.hpp"
+
+#include <array>
+#include <vector>
+
+#include <openvino/op/ops.hpp>
+
+namespace bit {
+namespace {
+
+using ov::Node;
+namespace op = ov::op;
+
+bool only_use(const std::shared_ptr<Node>& node) { return node->output(0).get_target_inputs().size() == 1; }
+
+// A Constant, or a Convert of one (_constant).
+bool constant(const ov::Output<Node>& value) {
+  std::shared_ptr<Node> node = value.get_node_shared_ptr();
+  if (ov::is_type<op::v0::Convert>(node)) node = node->get_input_node_shared_ptr(0);
+  return ov::is_type<op::v0::Constant>(node);
+}
+
+// The convolution output that `value` is the dequantized quantize of: a Multiply by a constant scale, after an
+// optional Subtract of a constant zero point, of a Convert to float of a Convert to 8 bits of a FakeQuantize of a
+// Convolution, each step read only by the next (_quantized_convolution). An empty Output where it is not.
+ov::Output<Node> quantized_convolution(const ov::Output<Node>& value) {
+  std::shared_ptr<Node> node = value.get_node_shared_ptr();
+  if (!ov::is_type<op::v1::Multiply>(node) || !constant(node->input_value(1)) || !only_use(node)) return {};
+  node = node->get_input_node_shared_ptr(0);
+  if (ov::is_type<op::v1::Subtract>(node)) {
+    if (!constant(node->input_value(1)) || !only_use(node)) return {};
+    node = node->get_input_node_shared_ptr(0);
+  }
+  std::array<ov::element::Type, 2> steps;
+  for (auto& step : steps) {  // to float, from 8 bits
+    if (!ov::is_type<op::v0::Convert>(node) || !only_use(node)) return {};
+    step = node->get_output_element_type(0);
+    node = node->get_input_node_shared_ptr(0);
+  }
+  if ((steps[1] != ov::element::u8 && steps[1] != ov::element::i8) || !ov::is_type<op::v0::FakeQuantize>(node) ||
+      !only_use(node))
+    return {};
+  const ov::Output<Node> source = node->input_value(0);
+  return ov::is_type<op::v1::Convolution>(source.get_node_shared_ptr()) ? source : ov::Output<Node>();
+}
+
+}  // namespace
+
+int rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model) {
+  int count = 0;
+  for (const std::shared_ptr<Node>& node : model->get_ordered_ops()) {
+    if (!ov::is_type<op::v1::Add>(node) || node->get_input_size() != 2) continue;
+    const std::array<ov::Output<Node>, 2> sources = {quantized_convolution(node->input_value(0)),
+                                                     quantized_convolution(node->input_value(1))};
+    if (!sources[0].get_node() || !sources[1].get_node()) continue;
+    for (std::size_t i = 0; i < 2; ++i) node->input(i).replace_source_output(sources[i]);
+    ++count;
+  }
+  if (count) model->validate_nodes_and_infer_types();
+  return count;
+}
+
+}  // namespace bit

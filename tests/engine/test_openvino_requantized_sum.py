@@ -1,0 +1,136 @@
+"""engine/openvino_requantized_sum.py: OpenVINO adds two quantized convolutions from their float outputs, where the
+float layers run in bf16; any other Add stays as read; the bundle's INT8 graph has such sums, its float graphs none,
+and the runner rewrites them only with bf16 float layers, still within the INT8 bf16 gate against TF."""
+
+import numpy as np
+import pytest
+
+ov = pytest.importorskip("openvino")
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from bit_trt.engine.openvino_requantized_sum import rewrite  # noqa: E402
+
+SCALE, ZERO = 0.05, 128  # the outputs' uint8 quantization: [-6.4, 6.35] in steps of 0.05
+
+
+def sum_model(path, quantized=(True, True), extra_reader=False, relu_branch=False, output_q=True):
+    """x [1,4,6,6] -> two 1x1 convolutions on its dequantized quantize (int8 weights), each output quantized and
+    dequantized where `quantized` says, then summed. extra_reader: the first branch's dequantized tensor is also a
+    graph output; relu_branch: the first branch quantizes a Relu of its convolution; output_q=False: the
+    graph without the outputs' Q/DQ at all (what the rewrite computes)."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+        numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+        numpy_helper.from_array(np.array(SCALE, np.float32), "s"),
+        numpy_helper.from_array(np.array(ZERO, np.uint8), "z"),
+        numpy_helper.from_array(np.array([0.01] * 4, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "wz"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+    ]
+    outputs = []
+    summands = []
+    for b in range(2):
+        w = rng.integers(-127, 128, (4, 4, 1, 1)).astype(np.int8)
+        inits.append(numpy_helper.from_array(w, f"w{b}"))
+        nodes += [
+            helper.make_node("DequantizeLinear", [f"w{b}", "ws", "wz"], [f"wd{b}"], axis=0),
+            helper.make_node("Conv", ["xd", f"wd{b}"], [f"c{b}"]),
+        ]
+        tensor = f"c{b}"
+        if relu_branch and b == 0:
+            nodes.append(helper.make_node("Relu", [tensor], ["r0"]))
+            tensor = "r0"
+        if output_q and quantized[b]:
+            nodes += [
+                helper.make_node("QuantizeLinear", [tensor, "s", "z"], [f"q{b}"]),
+                helper.make_node("DequantizeLinear", [f"q{b}", "s", "z"], [f"d{b}"]),
+            ]
+            tensor = f"d{b}"
+        summands.append(tensor)
+    nodes.append(helper.make_node("Add", summands, ["y"]))
+    outputs.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    if extra_reader:
+        outputs.append(helper.make_tensor_value_info(summands[0], TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "sum", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])], outputs, inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def run(model, x):
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled.create_infer_request().infer({0: x})[0]
+
+
+def inputs():
+    return np.random.default_rng(1).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)
+
+
+def test_a_sum_of_two_quantized_convolutions_is_taken_from_their_float_outputs(tmp_path):
+    model = ov.Core().read_model(sum_model(tmp_path / "sum.onnx"))
+    assert rewrite(model) == 1
+    add = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Add")
+    assert [add.input_value(i).get_node().get_type_name() for i in range(2)] == ["Convolution", "Convolution"]
+    assert "FakeQuantize" in {op.get_type_name() for op in model.get_ordered_ops()}  # the input's, kept
+    x = inputs()
+    got = run(model, x)
+    # the graph without the outputs' Q/DQ: the same arithmetic
+    np.testing.assert_allclose(got, run(ov.Core().read_model(sum_model(tmp_path / "f.onnx", output_q=False)), x), 1e-5)
+    # and not the graph as read: the outputs' roundings are gone
+    as_read = run(ov.Core().read_model(str(tmp_path / "sum.onnx")), x)
+    assert np.abs(got - as_read).max() > 0.1 * SCALE
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"quantized": (True, False)},  # a float summand: OpenVINO already adds it in the float domain
+        {"extra_reader": True},  # the dequantized tensor is read elsewhere too
+        {"relu_branch": True},  # the quantize is of a Relu, not a convolution
+    ],
+)
+def test_any_other_sum_is_left_as_read(tmp_path, change):
+    model = ov.Core().read_model(sum_model(tmp_path / "other.onnx", **change))
+    assert rewrite(model) == 0
+    add = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Add")
+    assert [add.input_value(i).get_node().get_type_name() for i in range(2)].count("Multiply") >= 1
+
+
+@pytest.mark.parametrize("variant, sums", [("fp32", 0), ("fp16", 0), ("int8-ort", None)])
+def test_the_bundles_int8_graph_has_such_sums_and_its_float_graphs_none(tiny_full_bundle, variant, sums):
+    model = ov.Core().read_model(str(tiny_full_bundle / f"model.{variant}.onnx"))
+    found = rewrite(model)
+    if sums is None:  # one per block whose first unit has a projection shortcut
+        assert found >= 1
+    else:
+        assert found == sums
+
+
+@pytest.mark.parametrize("arithmetic", ["bf16", "f32"])
+def test_the_runner_rewrites_the_sums_only_with_bf16_float_layers_within_the_gate(tiny_full_bundle, arithmetic):
+    from bit_trt.engine import backends
+    from bit_trt.engine.bundle import load_bundle
+    from bit_trt.engine.compare import INT8_BF16_PARITY, INT8_CHECK, report
+    from bit_trt.engine.parity_set import load_parity_set
+    from bit_trt.engine.preprocess import scale_uint8
+
+    bundle = load_bundle(str(tiny_full_bundle))
+    images, _, tf_logits = load_parity_set(bundle)
+    with backends.create(bundle, "openvino", "int8", inference_precision=arithmetic) as runner:
+        logits = runner.infer(scale_uint8(images))
+        described = runner.describe()
+    # asked in bf16 it is rewritten, whether or not this CPU computes bf16 (then it says it runs f32)
+    assert ("sums of two convolutions without their Q/DQ" in described or "1 sum of two" in described) == (
+        arithmetic == "bf16"
+    ), described
+    verdict = report(logits, tf_logits, INT8_BF16_PARITY if runner.compute == "bf16" else INT8_CHECK)
+    assert verdict["passed"], verdict["failures"]
