@@ -141,7 +141,7 @@ class OpenVinoRunner(Runner):
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier, or INT8's float layers, run in f32: why
         self.rewrites = Rewrites()  # what runs differently from the file (engine/openvino_graph.py)
-        self._bf16 = False  # compiled with bf16 float layers: read with the rewrites that pay only there
+        self._bf16 = False  # bf16 float layers asked for: read with the rewrites that pay only there
         self._local = threading.local()
 
     def _activate(self):

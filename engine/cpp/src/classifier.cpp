@@ -69,7 +69,7 @@ struct Classifier::Impl {
   std::string why_f32;          // for the fp16 tier (or INT8's float layers) run in f32: why
   CpuHost cpu = onednn_host();  // as oneDNN dispatches: decides the fp16 tier's arithmetic, keys its gate verdict
   Rewrites rewrites;  // what runs differently from the file (bit/openvino_graph.hpp)
-  bool bf16 = false;  // compiled with bf16 float layers: read with the rewrites that pay only there
+  bool bf16 = false;  // bf16 float layers asked for: read with the rewrites that pay only there
 
   // A compiled model and its pool of infer requests. Infer requests are not thread-safe, the compiled model is:
   // every call borrows a request from the pool (making one when all are in use) and gives it back, so concurrent
