@@ -293,6 +293,7 @@ def test_int8_that_misses_its_bf16_gate_runs_its_float_layers_in_f32(cpp_build, 
     assert "int8, float layers f32; int8's float layers run as f32: in bf16 it fails the accuracy gate against TF" in (
         first
     )
+    assert "MaxPool, int8, float layers f32" in first  # compiled again without the rewrite that pays only in bf16
     assert "tolerance (model.int8-ort.onnx's manifest record): rel L2 <= 0.5," in done.stdout  # INT8's own check
     done = run(cpp_build, "bit-check-cpp", bundle, "--precision", "int8", "--inference-precision", "bf16")
     assert done.returncode == 2

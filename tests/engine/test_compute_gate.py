@@ -208,12 +208,13 @@ def test_int8_that_misses_its_bf16_gate_runs_its_float_layers_in_f32(tiny_full_b
     if arithmetic_for(import_openvino().Core(), "int8") != "bf16":
         pytest.skip("INT8's float layers run f32 on this CPU: no bf16 gate to miss")
     with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8") as clf:
-        assert clf.compute == "int8+bf16"
+        assert clf.compute == "int8+bf16" and "without their Q/DQ" in clf.backend
     [kept] = os.listdir(own_cache)
     plant_failure(own_cache / kept)
     with Classifier(str(tiny_full_bundle), backend="openvino", precision="int8") as clf:
         assert clf.compute == "int8"
         assert "int8's float layers run as f32: in bf16 it fails the accuracy gate against TF (planted)" in clf.backend
+        assert "without their Q/DQ" not in clf.backend  # read again without the rewrite that pays only in bf16
         images, _, tf_logits = load_parity_set(load_bundle(str(tiny_full_bundle)))
         assert not compare.INT8_CHECK.check(compare.measure(clf.infer(scale_uint8(images)), tf_logits))
     with pytest.raises(BitError, match=r"fails the accuracy gate .*\(planted\).*use inference precision f32"):
