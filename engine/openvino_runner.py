@@ -141,7 +141,6 @@ class OpenVinoRunner(Runner):
         self.compute = None  # what OpenVINO compiled: f32 or bf16 (read back once active)
         self.why_f32 = ""  # for the fp16 tier, or INT8's float layers, run in f32: why
         self.rewrites = Rewrites()  # what runs differently from the file (engine/openvino_graph.py)
-        self._bf16 = False  # bf16 float layers asked for: read with the rewrites that pay only there
         self._local = threading.local()
 
     def _activate(self):
@@ -173,7 +172,6 @@ class OpenVinoRunner(Runner):
         if self.requests:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = self.requests
         self._core, self._config = core, config
-        self._bf16 = asked == "bf16"  # the rewrites for bf16 float layers go with it (engine/openvino_graph.py)
         try:
             self.compiled = core.compile_model(self._read(), "CPU", config)
         except RuntimeError as exc:
@@ -199,7 +197,6 @@ class OpenVinoRunner(Runner):
                     raise
                 # INT8's bf16 float layers are a saving, not the precision asked for: f32, as the export gated it
                 config["INFERENCE_PRECISION_HINT"] = "f32"
-                self._bf16 = False
                 self.compiled = core.compile_model(self._read(), "CPU", config)
                 self.compute = "f32"
                 failures = "; ".join(exc.failures)
@@ -209,8 +206,10 @@ class OpenVinoRunner(Runner):
         return "int8's float layers run" if self.tier == "int8" else "fp16 runs"
 
     def _read(self):
-        """The model as OpenVINO runs it: the file, rewritten (engine/openvino_graph.py)."""
-        model, self.rewrites = read_rewritten(self._core, self.model_path, self._bf16)
+        """The model as OpenVINO runs it: the file, rewritten for the arithmetic asked for (engine/openvino_graph.py:
+        some rewrites pay only with bf16 float layers)."""
+        bf16 = self._config["INFERENCE_PRECISION_HINT"] == "bf16"
+        model, self.rewrites = read_rewritten(self._core, self.model_path, bf16)
         return model
 
     def describe(self) -> str:

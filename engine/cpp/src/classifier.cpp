@@ -16,7 +16,6 @@
 #include "bit/cpu_host.hpp"
 #include "bit/openvino_graph.hpp"
 #include "bit/preprocess.hpp"
-#include "bit/requantized_sum.hpp"
 
 namespace bit {
 namespace fs = std::filesystem;
@@ -113,10 +112,11 @@ struct Classifier::Impl {
     return entry;
   }
 
-  // The file read again, rewritten for the arithmetic compiled (`bf16`) and compiled with `config`: for one batch
-  // size alone where `batch` is not 0, else with the file's dynamic batch.
-  ov::CompiledModel compile(std::size_t batch) const {
-    std::shared_ptr<ov::Model> read = read_rewritten(core, model_path, bf16);
+  // The file read again, rewritten for the arithmetic asked for (`bf16`) and compiled with `config`: for one batch
+  // size alone where `batch` is not 0, else with the file's dynamic batch. What was rewritten goes to `rewritten`
+  // where given.
+  ov::CompiledModel compile(std::size_t batch, Rewrites* rewritten = nullptr) const {
+    std::shared_ptr<ov::Model> read = read_rewritten(core, model_path, bf16, rewritten);
     if (batch) {
       ov::PartialShape shape = read->input().get_partial_shape();
       shape[0] = static_cast<ov::Dimension::value_type>(batch);
@@ -153,22 +153,6 @@ struct Classifier::Impl {
     try {
       version = ov::get_openvino_version().buildNumber;
       version = version.substr(0, version.find('-'));
-      std::shared_ptr<ov::Model> model = read_rewritten(core, model_path, false, &rewrites);
-      if (model->inputs().size() != 1 || model->outputs().size() != 1)
-        throw Error(model_path + ": expected one input and one output");
-      const auto names = model->input().get_names();
-      if (names.find(spec.name) == names.end())
-        throw Error(model_path + ": has no input named '" + spec.name + "' (manifest input.name)");
-      const ov::PartialShape in = model->input().get_partial_shape();
-      const auto r = static_cast<ov::Dimension::value_type>(spec.resolution);
-      if (in.rank().is_dynamic() || in.size() != 4 || !in[1].compatible(r) || !in[2].compatible(r) || !in[3].compatible(3))
-        throw Error(model_path + ": input shape " + in.to_string() + " is not [batch, " +
-                    std::to_string(spec.resolution) + ", " + std::to_string(spec.resolution) + ", 3]");
-      const ov::PartialShape out = model->output().get_partial_shape();
-      if (out.rank().is_dynamic() || out.size() != 2 || !out[1].compatible(bundle.num_classes()))
-        throw Error(model_path + ": output shape " + out.to_string() + " is not [batch, " +
-                    std::to_string(bundle.num_classes()) + "]");
-      classes = static_cast<std::size_t>(bundle.num_classes());
       const int threads = options.threads > 0 ? options.threads
                                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
       config = {ov::hint::performance_mode(hint == "LATENCY" ? ov::hint::PerformanceMode::LATENCY
@@ -192,9 +176,24 @@ struct Classifier::Impl {
         config.emplace(ov::hint::inference_precision(verdict.pays ? ov::element::bf16 : ov::element::f32));
         why = verdict.why;
       }
-      // The rewrites that pay only with bf16 float layers (bit/openvino_graph.hpp), where bf16 is asked for
+      // The rewrites that pay only with bf16 float layers (bit/openvino_graph.hpp) go with a bf16 ask
       bf16 = config.at(ov::hint::inference_precision.name()).as<ov::element::Type>() == ov::element::bf16;
-      if (bf16) rewrites.requantized_sums = rewrite_requantized_sums(model);
+      std::shared_ptr<ov::Model> model = read_rewritten(core, model_path, bf16, &rewrites);
+      if (model->inputs().size() != 1 || model->outputs().size() != 1)
+        throw Error(model_path + ": expected one input and one output");
+      const auto names = model->input().get_names();
+      if (names.find(spec.name) == names.end())
+        throw Error(model_path + ": has no input named '" + spec.name + "' (manifest input.name)");
+      const ov::PartialShape in = model->input().get_partial_shape();
+      const auto r = static_cast<ov::Dimension::value_type>(spec.resolution);
+      if (in.rank().is_dynamic() || in.size() != 4 || !in[1].compatible(r) || !in[2].compatible(r) || !in[3].compatible(3))
+        throw Error(model_path + ": input shape " + in.to_string() + " is not [batch, " +
+                    std::to_string(spec.resolution) + ", " + std::to_string(spec.resolution) + ", 3]");
+      const ov::PartialShape out = model->output().get_partial_shape();
+      if (out.rank().is_dynamic() || out.size() != 2 || !out[1].compatible(bundle.num_classes()))
+        throw Error(model_path + ": output shape " + out.to_string() + " is not [batch, " +
+                    std::to_string(bundle.num_classes()) + "]");
+      classes = static_cast<std::size_t>(bundle.num_classes());
       dynamic.model = core.compile_model(model, "CPU", config);
       // What was compiled, for the static-shape models too: they must run what the gate checked
       const ov::element::Type compiled = dynamic.model.get_property(ov::hint::inference_precision);
@@ -274,14 +273,13 @@ Classifier::Classifier(Bundle bundle, const ClassifierOptions& options)
       impl.config[ov::hint::inference_precision.name()] = ov::element::f32;
       impl.bf16 = false;
       try {
-        ov::CompiledModel f32 = impl.compile(0);
+        ov::CompiledModel f32 = impl.compile(0, &impl.rewrites);  // without the rewrites that pay only in bf16
         std::lock_guard<std::mutex> lock(impl.pool_mutex);
         impl.dynamic.pool.clear();  // requests of the bf16 model the gate ran
         impl.dynamic.model = std::move(f32);
         impl.fixed.clear();
         impl.seen.clear();
         impl.tried.clear();
-        impl.rewrites.requantized_sums = 0;
       } catch (const std::exception& exc) {
         throw Error("OpenVINO cannot load " + impl.model_path + ": " + last_line(exc.what()));
       }

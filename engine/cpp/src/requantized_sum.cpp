@@ -4,7 +4,6 @@
 #include "bit/requantized_sum.hpp"
 
 #include <array>
-#include <vector>
 
 #include <openvino/op/ops.hpp>
 
