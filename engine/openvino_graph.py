@@ -3,7 +3,7 @@ OpenVINO runs another form of the same arithmetic faster.
 
 - each GroupNorm on per-channel statistics instead of the grouped reshape (engine/openvino_group_norm.py);
 - the stem's zero Pad folded into its MaxPool (engine/openvino_pad_pool.py);
-- where the float layers run in bf16, each residual sum of two quantized convolutions (INT8) taken from the
+- where the float layers run in bf16, each residual sum of quantized convolutions (INT8) taken from the
   convolutions before their quantize (engine/openvino_requantized_sum.py).
 
 The files on disk, their checksums and what ONNX Runtime and TensorRT read stay as exported, and the rewritten
@@ -37,9 +37,9 @@ class Rewrites:
         elif self.pad_pools:
             parts.append(f"{self.pad_pools} zero Pads in their MaxPools")
         if self.requantized_sums == 1:
-            parts.append("1 sum of two convolutions without their Q/DQ")
+            parts.append("1 sum of convolutions without their Q/DQ")
         elif self.requantized_sums:
-            parts.append(f"{self.requantized_sums} sums of two convolutions without their Q/DQ")
+            parts.append(f"{self.requantized_sums} sums of convolutions without their Q/DQ")
         return ", ".join(parts)
 
 

@@ -1,40 +1,39 @@
-"""Which residual sums OpenVINO computes from the convolutions' float outputs: a sum of two quantized convolutions.
+"""Which residual sums OpenVINO computes from the convolutions' float outputs: every sum of a quantized convolution.
 
 The INT8 graph (int8-ort) quantizes and dequantizes every convolution's output, so that ONNX Runtime runs each as
-a QLinearConv with a uint8 output. In the first unit of each of BiT's four blocks, the residual Add sums two of
-them: the projection shortcut and the unit's last convolution. OpenVINO's low-precision transformations then add
-the two in the quantized domain, in f32, and move the dequantization after the sum. Where the float layers run in
-bf16, the GroupNorm after that sum reads an f32 tensor in another layout: two or three Reorders of the block's
-widest activation. With the other Reorders that follow from it, they took 16-25% of INT8's time on R50x1 and R50x3
-at 480 on a Xeon with AMX (OpenVINO's performance counters).
+a QLinearConv with a uint8 output. Each of BiT's residual Adds reads one or two of them: the unit's last
+convolution, and in the first unit of each block the projection shortcut as well. OpenVINO's low-precision
+transformations then add in the quantized domain and move the dequantization after the sum: a float residual is
+brought into that domain first (a Subtract and a Multiply, a pass of its own over the unit's widest activation), and
+the scale is applied to the sum after it. Where both summands are quantized convolutions the sum runs in f32, and
+with the float layers in bf16 the GroupNorm after it reads that f32 tensor in another layout (two or three Reorders:
+16-25% of INT8's time on R50x1 and R50x3 at 480 on a Xeon with AMX, by OpenVINO's performance counters).
 
-`rewrite` feeds each such Add from the two convolutions' outputs before their quantize, as every other unit's Add
-already adds its convolution to a float residual. OpenVINO then fuses the sum into the last convolution in bf16,
-as in those units. The sum loses two roundings (and the clipping to the calibrated range), so it is nearer the
-float model, not further: INT8 against TF moved by rel L2 0.092 -> 0.090 (R50x1) and 0.089 -> 0.087 (R50x3) at
-480. Measured by tools/openvino_requantized_sum.py on that Xeon (alternating rounds): INT8 1.24x / 1.39x faster on
-R50x1 (batch 1 / 8) and 1.19x / 1.22x on R50x3, the Reorders down from 16-25% of the time to under 2%. With the
-float layers in f32 it was 0.92x / 1.02x on R50x1 (a one-off check), so the runner applies it only where the float
-layers run in bf16 (docs/cpu.md, "INT8's residual sums on OpenVINO"). Either branch alone gained 0.98-1.06x.
-The files on disk stay as exported: ONNX Runtime needs the quantize to fuse its QLinearConvs.
+`rewrite` feeds each such Add from the convolutions' outputs before their quantize. OpenVINO then fuses the sum
+into the convolution in bf16, as it does in the fp16 graph, and the convolution itself still runs INT8 (its input
+and weights stay quantized; the output's dequantization becomes its output scale). The sum loses the roundings (and
+the clipping to the calibrated range) of its summands, so it is nearer the float model, not further. Measured by
+tools/openvino_requantized_sum.py on that Xeon (alternating rounds): docs/cpu.md, "INT8's residual sums on
+OpenVINO". With the float layers in f32 it does not pay (0.92x-1.02x, one-off checks), so the runner applies it only
+where the float layers run in bf16. The files on disk stay as exported: ONNX Runtime needs the quantize to fuse its
+QLinearConvs.
 """
 
 from __future__ import annotations
 
 
 def rewrite(model) -> int:
-    """Feed every Add of two dequantized convolution outputs from the convolutions themselves (an ov.Model, changed
-    in place); returns how many Adds."""
+    """Feed every Add from the convolutions whose dequantized outputs it sums (an ov.Model, changed in place);
+    returns how many Adds."""
     count = 0
     for add in [op for op in model.get_ordered_ops() if op.get_type_name() == "Add"]:
         if add.get_input_size() != 2:
             continue
         sources = [_quantized_convolution(add.input_value(i)) for i in range(2)]
-        if any(source is None for source in sources):
-            continue
         for i, source in enumerate(sources):
-            add.input(i).replace_source_output(source)
-        count += 1
+            if source is not None:
+                add.input(i).replace_source_output(source)
+        count += any(source is not None for source in sources)
     if count:
         model.validate_nodes_and_infer_types()
     return count

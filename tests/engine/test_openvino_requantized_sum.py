@@ -1,6 +1,7 @@
-"""engine/openvino_requantized_sum.py: OpenVINO adds two quantized convolutions from their float outputs, where the
-float layers run in bf16; any other Add stays as read; the bundle's INT8 graph has such sums, its float graphs none,
-and the runner rewrites them only with bf16 float layers, still within the INT8 bf16 gate against TF."""
+"""engine/openvino_requantized_sum.py: OpenVINO adds quantized convolutions from their float outputs, where the
+float layers run in bf16, whether the other summand is a quantized convolution too or a float tensor; any other Add
+stays as read; every residual sum of the bundle's INT8 graph is rewritten, its float graphs have none, and the runner
+rewrites them only with bf16 float layers, still within the INT8 bf16 gate against TF."""
 
 import numpy as np
 import pytest
@@ -75,11 +76,18 @@ def inputs():
     return np.random.default_rng(1).uniform(-2, 2, (1, 4, 6, 6)).astype(np.float32)
 
 
-def test_a_sum_of_two_quantized_convolutions_is_taken_from_their_float_outputs(tmp_path):
-    model = ov.Core().read_model(sum_model(tmp_path / "sum.onnx"))
+@pytest.mark.parametrize(
+    "quantized, fed",
+    [
+        ((True, True), ["Convolution", "Convolution"]),  # a projection shortcut's sum: both from their convolutions
+        ((True, False), ["Convolution", "Convolution"]),  # a float residual: the quantized summand from its convolution
+    ],
+)
+def test_a_sum_of_quantized_convolutions_is_taken_from_their_float_outputs(tmp_path, quantized, fed):
+    model = ov.Core().read_model(sum_model(tmp_path / "sum.onnx", quantized))
     assert rewrite(model) == 1
     add = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Add")
-    assert [add.input_value(i).get_node().get_type_name() for i in range(2)] == ["Convolution", "Convolution"]
+    assert [add.input_value(i).get_node().get_type_name() for i in range(2)] == fed
     assert "FakeQuantize" in {op.get_type_name() for op in model.get_ordered_ops()}  # the input's, kept
     x = inputs()
     got = run(model, x)
@@ -93,26 +101,40 @@ def test_a_sum_of_two_quantized_convolutions_is_taken_from_their_float_outputs(t
 @pytest.mark.parametrize(
     "change",
     [
-        {"quantized": (True, False)},  # a float summand: OpenVINO already adds it in the float domain
-        {"extra_reader": True},  # the dequantized tensor is read elsewhere too
-        {"relu_branch": True},  # the quantize is of a Relu, not a convolution
+        {"quantized": (False, False)},  # two float summands: nothing to take
+        {"extra_reader": True, "quantized": (True, False)},  # the dequantized tensor is read elsewhere too
+        {"relu_branch": True, "quantized": (True, False)},  # the quantize is of a Relu, not a convolution
     ],
 )
 def test_any_other_sum_is_left_as_read(tmp_path, change):
     model = ov.Core().read_model(sum_model(tmp_path / "other.onnx", **change))
+
+    def summands():
+        adds = [op for op in model.get_ordered_ops() if op.get_type_name() == "Add"]
+        return [add.input_value(i).get_node().get_type_name() for add in adds for i in range(2)]
+
+    before = summands()
     assert rewrite(model) == 0
-    add = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Add")
-    assert [add.input_value(i).get_node().get_type_name() for i in range(2)].count("Multiply") >= 1
+    assert summands() == before
 
 
-@pytest.mark.parametrize("variant, sums", [("fp32", 0), ("fp16", 0), ("int8-ort", None)])
-def test_the_bundles_int8_graph_has_such_sums_and_its_float_graphs_none(tiny_full_bundle, variant, sums):
-    model = ov.Core().read_model(str(tiny_full_bundle / f"model.{variant}.onnx"))
-    found = rewrite(model)
-    if sums is None:  # one per block whose first unit has a projection shortcut
-        assert found >= 1
-    else:
-        assert found == sums
+def test_every_residual_sum_of_the_bundles_int8_graph_is_rewritten_and_its_float_graphs_have_none(tiny_full_bundle):
+    def read(variant):
+        return ov.Core().read_model(str(tiny_full_bundle / f"model.{variant}.onnx"))
+
+    # the residual sums, as the float graph has them: Adds that read a convolution
+    fp32 = read("fp32")
+    residual = [
+        op
+        for op in fp32.get_ordered_ops()
+        if op.get_type_name() == "Add"
+        and any(op.input_value(i).get_node().get_type_name() == "Convolution" for i in range(2))
+    ]
+    assert len(residual) >= 2
+    assert rewrite(fp32) == 0 and rewrite(read("fp16")) == 0
+    int8 = read("int8-ort")
+    assert rewrite(int8) == len(residual)  # those with a projection shortcut and those with a float residual
+    assert rewrite(int8) == 0  # nothing left to take
 
 
 @pytest.mark.parametrize("arithmetic", ["bf16", "f32"])
@@ -129,8 +151,6 @@ def test_the_runner_rewrites_the_sums_only_with_bf16_float_layers_within_the_gat
         logits = runner.infer(scale_uint8(images))
         described = runner.describe()
     # asked in bf16 it is rewritten, whether or not this CPU computes bf16 (then it says it runs f32)
-    assert ("sums of two convolutions without their Q/DQ" in described or "1 sum of two" in described) == (
-        arithmetic == "bf16"
-    ), described
+    assert ("convolutions without their Q/DQ" in described) == (arithmetic == "bf16"), described
     verdict = report(logits, tf_logits, INT8_BF16_PARITY if runner.compute == "bf16" else INT8_CHECK)
     assert verdict["passed"], verdict["failures"]

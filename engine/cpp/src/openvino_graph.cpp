@@ -17,8 +17,8 @@ std::string Rewrites::describe() const {
   }
   if (requantized_sums) {
     if (!text.empty()) text += ", ";
-    text += requantized_sums == 1 ? std::string("1 sum of two convolutions without their Q/DQ")
-                                  : std::to_string(requantized_sums) + " sums of two convolutions without their Q/DQ";
+    text += requantized_sums == 1 ? std::string("1 sum of convolutions without their Q/DQ")
+                                  : std::to_string(requantized_sums) + " sums of convolutions without their Q/DQ";
   }
   return text;
 }

@@ -54,9 +54,13 @@ int rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model) {
     if (!ov::is_type<op::v1::Add>(node) || node->get_input_size() != 2) continue;
     const std::array<ov::Output<Node>, 2> sources = {quantized_convolution(node->input_value(0)),
                                                      quantized_convolution(node->input_value(1))};
-    if (!sources[0].get_node() || !sources[1].get_node()) continue;
-    for (std::size_t i = 0; i < 2; ++i) node->input(i).replace_source_output(sources[i]);
-    ++count;
+    bool fed = false;
+    for (std::size_t i = 0; i < 2; ++i) {
+      if (!sources[i].get_node()) continue;
+      node->input(i).replace_source_output(sources[i]);
+      fed = true;
+    }
+    count += fed;
   }
   if (count) model->validate_nodes_and_infer_types();
   return count;

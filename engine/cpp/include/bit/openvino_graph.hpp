@@ -1,6 +1,6 @@
 // The graph bit-trt's OpenVINO models run: engine/openvino_graph.py's read, for the C++ runner. The bundle's file
 // as OpenVINO reads it, then rewritten in memory: the GroupNorms on channel statistics (bit/group_norm.hpp), the
-// stem's zero Pad in its MaxPool (bit/pad_pool.hpp) and, where the float layers run in bf16, each sum of two
+// stem's zero Pad in its MaxPool (bit/pad_pool.hpp) and, where the float layers run in bf16, each sum of
 // quantized convolutions taken before their quantize (bit/requantized_sum.hpp). The file on disk stays as exported.
 #pragma once
 

@@ -8,9 +8,9 @@
 
 namespace bit {
 
-// Feed each Add of two dequantized convolution outputs (ONNX's DequantizeLinear(QuantizeLinear(Conv)) as OpenVINO
-// reads it, each step read only by the next) from the two convolutions themselves; returns how many Adds. For
-// models whose float layers run in bf16, as in the Python runner.
+// Feed each Add from the convolutions whose dequantized outputs it sums (ONNX's DequantizeLinear(QuantizeLinear(Conv))
+// as OpenVINO reads it, each step read only by the next); returns how many Adds. For models whose float layers run
+// in bf16, as in the Python runner.
 int rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model);
 
 }  // namespace bit
