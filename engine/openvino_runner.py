@@ -20,7 +20,7 @@ says so and why. What OpenVINO compiled is read back from the compiled model, ne
 The graph: the file is rewritten in memory after it is read (engine/openvino_graph.py): each GroupNorm on
 per-channel statistics without reshaping the activations (the grouped reshape cost a layout Reorder each way), and
 the stem's zero Pad folded into its MaxPool (OpenVINO ran the Pad with its reference kernel), and, with INT8's float
-layers in bf16, each residual sum of two quantized convolutions taken before their quantize.
+layers in bf16, each residual sum of quantized convolutions taken before their quantize.
 
 Throughput (`hint`): LATENCY runs one request at a time on all cores; THROUGHPUT lets OpenVINO split the cores
 into streams, each running its own request, for callers that send several requests at once.

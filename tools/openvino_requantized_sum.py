@@ -1,4 +1,4 @@
-"""Does OpenVINO run INT8 faster with its sums of two quantized convolutions taken from their float outputs?
+"""Does OpenVINO run INT8 faster with its residual sums taken from the convolutions' float outputs?
 
 For the INT8 file (and any other --flavours), each batch, two models compiled for that static shape
 (tools/openvino_study.py's paired_forms: LATENCY hint, the given threads, the runner's arithmetic: bf16 float layers
