@@ -143,7 +143,7 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
     images, _, tf_logits = load_parity_set(bundle)
     f32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1}
     logits = core.compile_model(ir, "CPU", f32).create_infer_request().infer({0: scale_uint8(images)})[0]
-    runner_model, _ = read(core, bundle.artifact_path(variant))
+    runner_model, rewrites = read(core, bundle.artifact_path(variant), bf16=True)  # as the runner reads it for bf16
     expected = core.compile_model(runner_model, "CPU", f32).create_infer_request().infer({0: scale_uint8(images)})[0]
     assert (logits == expected).all()
     if precision == "fp32":
@@ -151,6 +151,10 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
     readme = (repository / "README.md").read_text(encoding="utf-8")
     (line,) = [x for x in readme.splitlines() if x.startswith(f"- `bit_tiny_openvino_{precision}`:")]
     rewritten = f"{norms} GroupNorms on channel statistics, 1 zero Pad in its MaxPool"
+    if precision == "int8":  # and its residual sums from the convolutions' float outputs
+        assert rewrites.requantized_sums > 0
+        rewritten += f", {rewrites.requantized_sums} sums of convolutions without their Q/DQ"
+        assert "FakeQuantize" in kinds  # its convolutions' inputs stay quantized
     assert f"OpenVINO IR of {os.path.basename(bundle.artifact_path(variant))}, {rewritten}" in line
     assert "bf16" in line  # what Triton's OpenVINO computes in is said, since its backend can't pin f32
 
