@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from .atomic_write import atomic_path
+from .compare import BF16_GATED_FLAVOURS
 from .errors import BitError
 from .precision import flavour_of, flavour_table
 from .preprocess import InputSpec
@@ -131,13 +132,32 @@ def write_manifest(path: str, manifest: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _add_bf16_bounds(manifest: dict) -> list[str]:
+    """Give each record that OpenVINO may run in bf16 the bound its gate holds it to (compare.BF16_GATED_FLAVOURS),
+    where a bundle exported before bf16 runs were gated has none, as bit-export writes it now: the gate itself still
+    measures the model against TF's stored logits on the host that runs it. Returns the files whose records gained
+    it."""
+    added = []
+    for art in manifest.get("artifacts", []):
+        bound = BF16_GATED_FLAVOURS.get(art.get("flavour")) if art.get("kind") == "onnx" else None
+        if bound is not None and "bf16_tolerance" not in art:
+            art["bf16_tolerance"] = bound.to_dict()
+            added.append(art["file"])
+    return added
+
+
 def upgrade_manifest(path: str) -> str:
-    """Rewrite an older bundle's manifest in the current format; returns what was done, in one line."""
+    """Rewrite an older bundle's manifest in the current format, with the bf16 gate's bounds its records lack;
+    returns what was done, in one line."""
     version, manifest = _read_manifest(path)  # a missing or unreadable bundle is its one-line error
-    if version == FORMAT_VERSION:
-        return f"{path}: already bundle format version {FORMAT_VERSION}; nothing to do"
+    added = _add_bf16_bounds(manifest)
+    if version == FORMAT_VERSION and not added:
+        return f"{path}: already bundle format version {FORMAT_VERSION}, every bf16 gate bound recorded; nothing to do"
     write_manifest(path, manifest)
-    return f"{path}: manifest upgraded from bundle format version {version} to {FORMAT_VERSION}"
+    done = [f"manifest upgraded from bundle format version {version} to {FORMAT_VERSION}"] * (version != FORMAT_VERSION)
+    if added:
+        done.append(f"the bf16 gate's bound added to {', '.join(added)}, as bit-export writes it now")
+    return f"{path}: {'; '.join(done)}"
 
 
 def load_bundle(path: str) -> Bundle:

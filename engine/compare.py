@@ -120,6 +120,12 @@ def report(test: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> dic
     return {**metrics, "tolerance": tolerance.to_dict(), "passed": not failures, "failures": failures}
 
 
+# The flavours OpenVINO may run with bf16 float arithmetic (its fp16 and INT8 tiers), and the bound each is held to
+# there (engine/compute_gate.py). Each artifact record keeps its own as `bf16_tolerance`, for readers in any language:
+# bit-export writes it; `bit-engine BUNDLE --upgrade-manifest` adds it to the records of bundles exported before.
+BF16_GATED_FLAVOURS = {"fp16": BF16_PARITY, "int8-ort": INT8_BF16_PARITY}
+
+
 def tolerance_for(precision: str, compute: str | None = None) -> Tolerance:
     """The check for an artifact of `precision`, run in `compute` (bf16 where a backend chose it on this host)."""
     if compute in ("bf16", "int8+bf16"):

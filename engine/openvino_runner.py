@@ -158,10 +158,12 @@ class OpenVinoRunner(Runner):
         no_gate = f"{os.path.basename(self.model_path)} records no bf16_tolerance" if self.gate is None else ""
         if asked == "bf16" and no_gate:
             raise BitError(
-                f"{no_gate}, the gate a bf16 run is held to; re-export the bundle or use inference precision f32"
+                f"{no_gate}, the gate a bf16 run is held to; add it with bit-engine BUNDLE --upgrade-manifest, "
+                "re-export the bundle, or use inference precision f32"
             )
         if asked is None and self.tier in BF16_TIERS and no_gate:
-            asked, why = "f32", f"{no_gate} (exported before bf16 runs were gated; re-export it)"
+            upgrade = "add it with bit-engine BUNDLE --upgrade-manifest, or re-export"
+            asked, why = "f32", f"{no_gate} (exported before bf16 runs were gated; {upgrade})"
         elif asked is None:
             asked, why = fp16_arithmetic(core) if self.tier in BF16_TIERS else ("f32", "")
         config = {

@@ -169,7 +169,8 @@ def main(argv=None) -> int:
     p.add_argument(
         "--upgrade-manifest",
         action="store_true",
-        help="rewrite an older bundle's manifest in the current format (what engine/cpp reads) and build nothing",
+        help="rewrite an older bundle's manifest in the current format (what engine/cpp reads), with the bf16 gate's "
+        "bounds its fp16 and int8-ort records lack, and build nothing",
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)

@@ -580,6 +580,6 @@ def _gated_variant(
         # what bit-check (and bit-check-cpp, from this record) holds the variant to against TF's logits
         "check_tolerance": dataclasses.asdict(compare.INT8_CHECK),
         # what a host that runs its float layers in bf16 holds it to (engine/compute_gate.py; OpenVINO loads int8-ort)
-        **({"bf16_tolerance": compare.INT8_BF16_PARITY.to_dict()} if target == "onnxruntime" else {}),
+        **({"bf16_tolerance": compare.BF16_GATED_FLAVOURS["int8-ort"].to_dict()} if target == "onnxruntime" else {}),
         "sensitivity": table,
     }

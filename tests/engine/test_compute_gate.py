@@ -238,3 +238,31 @@ def test_a_bundle_whose_int8_record_holds_no_bf16_gate_runs_it_in_f32(tiny_full_
         )
     with pytest.raises(BitError, match="model.int8-ort.onnx records no bf16_tolerance, the gate a bf16 run is held"):
         _ = Classifier(str(bundle), backend="openvino", precision="int8", inference_precision="bf16").compute
+
+
+def test_upgrade_manifest_gives_an_older_bundle_its_bf16_gate_bounds(tiny_full_bundle, own_cache, tmp_path, capsys):
+    """What the f32 line above tells the user to run: the records gain the bounds bit-export writes now, nothing
+    else changes, and the openvino runner then takes the gate (bf16 only where it pays on this CPU)."""
+    import shutil
+
+    from bit_trt.export import engine_cli
+
+    bundle = tmp_path / "old"
+    shutil.copytree(tiny_full_bundle, bundle)
+    original = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads(json.dumps(original))
+    for art in manifest["artifacts"]:
+        art.pop("bf16_tolerance", None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with Classifier(str(bundle), backend="openvino", precision="fp16") as clf:
+        assert "records no bf16_tolerance" in clf.backend and "--upgrade-manifest" in clf.backend
+    assert engine_cli.main([str(bundle), "--upgrade-manifest"]) == 0
+    said = capsys.readouterr().out.strip()
+    assert said == (
+        f"{bundle}: the bf16 gate's bound added to model.fp16.onnx, model.int8-ort.onnx, as bit-export writes it now"
+    )
+    assert json.loads((bundle / "manifest.json").read_text()) == original
+    with Classifier(str(bundle), backend="openvino", precision="int8") as clf:
+        assert "records no bf16_tolerance" not in clf.backend
+    assert engine_cli.main([str(bundle), "--upgrade-manifest"]) == 0
+    assert "every bf16 gate bound recorded; nothing to do" in capsys.readouterr().out

@@ -145,8 +145,8 @@ struct Classifier::Impl {
       throw Error("inference precision bf16 applies to the fp16 and int8 variants, whose records hold their gate "
                   "(bf16_tolerance); " + artifact.file + " is " + artifact.precision);
     if (options.inference_precision == "bf16" && !artifact.bf16_tolerance)
-      throw Error(artifact.file + " records no bf16_tolerance, the gate a bf16 run is held to; re-export the bundle "
-                  "or use inference precision f32");
+      throw Error(artifact.file + " records no bf16_tolerance, the gate a bf16 run is held to; add it with bit-engine "
+                  "BUNDLE --upgrade-manifest, re-export the bundle, or use inference precision f32");
     model_path = bundle.verified_path(artifact).string();
     labels = bundle.labels();
     const InputSpec& spec = bundle.input();
@@ -170,7 +170,9 @@ struct Classifier::Impl {
         why = "f32 was asked for";
       } else if (!artifact.bf16_tolerance) {
         config.emplace(ov::hint::inference_precision(ov::element::f32));
-        why = artifact.file + " records no bf16_tolerance (exported before bf16 runs were gated; re-export it)";
+        why = artifact.file +
+              " records no bf16_tolerance (exported before bf16 runs were gated; add it with bit-engine BUNDLE "
+              "--upgrade-manifest, or re-export)";
       } else {
         const Bf16Verdict verdict = fp16_arithmetic(core, cpu);
         config.emplace(ov::hint::inference_precision(verdict.pays ? ov::element::bf16 : ov::element::f32));
