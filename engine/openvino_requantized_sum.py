@@ -9,9 +9,10 @@ the scale is applied to the sum after it. Where both summands are quantized conv
 with the float layers in bf16 the GroupNorm after it reads that f32 tensor in another layout (two or three Reorders:
 16-25% of INT8's time on R50x1 and R50x3 at 480 on a Xeon with AMX, by OpenVINO's performance counters).
 
-`rewrite` feeds each such Add from the convolutions' outputs before their quantize. OpenVINO then fuses the sum
-into the convolution in bf16, as it does in the fp16 graph, and the convolution itself still runs INT8 (its input
-and weights stay quantized; the output's dequantization becomes its output scale). The sum loses the roundings (and
+`rewrite` feeds each such Add from the convolutions' outputs before their quantize. OpenVINO then adds in bf16, in
+the float domain, with no pass to bring the residual into the quantized one, and the convolution itself still runs
+INT8 (its input and weights stay quantized; the output's dequantization becomes its output scale). (Unlike the fp16
+graph's, the sum is not fused into the convolution: docs/cpu.md says why.) The sum loses the roundings (and
 the clipping to the calibrated range) of its summands, so it is nearer the float model, not further. Measured by
 tools/openvino_requantized_sum.py on that Xeon (alternating rounds): docs/cpu.md, "INT8's residual sums on
 OpenVINO". With the float layers in f32 it does not pay (0.92x-1.02x, one-off checks), so the runner applies it only
