@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import BitError
 from .image_size import ImageSize, encoded_size
+from .opencv_temp import private_opencv_temp
 
 INTERPOLATIONS = ("bilinear", "area", "bicubic", "nearest")
 DEFAULT_RESIZE = "bilinear"  # the BiT reference code's straight resize
@@ -167,6 +168,7 @@ def _declared_size(data: bytes, source: str, max_pixels: int, budget: _DecodeBud
 
 def _decode_bgr(data: bytes, source: str) -> np.ndarray:
     cv2 = _cv2()
+    private_opencv_temp()  # a decoder that reads from a file writes the upload there, not in /tmp
     buf = np.frombuffer(data, np.uint8)
     # IMREAD_COLOR turns grayscale into 3 channels and drops alpha, so every image arrives as BGR.
     # imdecode returns None for most bad data but raises for a header it refuses (a size over its limits).

@@ -373,6 +373,22 @@ def test_preprocessing_equals_python(cpp_build, tiny_full_bundle, pngs, jpeg, tm
         assert worst <= steps + 1e-4, f"{resize}: {worst:.3f} uint8 steps apart"
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed here")
+def test_an_upload_decoded_through_a_file_stays_in_a_private_folder(cpp_build, tiny_full_bundle, tmp_path):
+    """As tests/engine/test_opencv_temp.py for Python: OpenCV's temporary file for a Radiance HDR is opened in a
+    folder of the process's own, not in /tmp."""
+    from tests.engine.test_opencv_temp import hdr_upload, traced
+
+    upload = hdr_upload(tmp_path / "upload.hdr")
+    done, opened = traced(tmp_path, [str(cpp_build / "bit-classify-cpp"), str(tiny_full_bundle), upload])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == upload
+    assert opened, "OpenCV decoded the HDR without a temporary file: this test no longer sees what it guards"
+    folders = {os.path.dirname(path) for path in opened}
+    assert len(folders) == 1 and os.path.basename(folders.pop()).startswith("bit-trt-opencv-"), opened
+    assert not any(os.path.dirname(path) == "/tmp" for path in opened)
+
+
 def test_top1_agrees_with_python_on_a_jpeg(cpp_build, tiny_full_bundle, jpeg):
     from bit_trt.engine import Classifier
 

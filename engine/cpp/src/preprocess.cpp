@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <iterator>
@@ -23,6 +24,27 @@ std::string reason(const cv::Exception& exc) {
   std::string msg = exc.err.empty() ? exc.what() : exc.err;
   auto nl = msg.find('\n');
   return nl == std::string::npos ? msg : msg.substr(0, nl);
+}
+
+// OpenCV decodes a format it cannot read from memory (Radiance HDR) through a file it creates again after
+// mkstemp, 0666 less the umask and following links: in /tmp, readable by every local user and open to a planted
+// symlink. So $OPENCV_TEMP_PATH names a folder of this process's own (mkdtemp: 0700), removed at exit, before the
+// first decode: engine/opencv_temp.py says why at length.
+std::string made_opencv_temp;  // this process's folder, removed at exit
+void remove_opencv_temp() {
+  std::error_code ignored;
+  fs::remove_all(made_opencv_temp, ignored);
+}
+void private_opencv_temp() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string name = (tmp && *tmp ? std::string(tmp) : std::string("/tmp")) + "/bit-trt-opencv-XXXXXX";
+    if (!mkdtemp(name.data())) throw Error("cannot make a private folder for OpenCV's temporary files in " + name);
+    made_opencv_temp = name;
+    std::atexit(remove_opencv_temp);
+    setenv("OPENCV_TEMP_PATH", name.c_str(), 1);
+  });
 }
 
 int interpolation(Resize resize) {
@@ -109,6 +131,7 @@ ImageSize declared_size(const std::vector<std::uint8_t>& data, const std::string
 }
 
 cv::Mat decode_bgr(const std::vector<std::uint8_t>& data, const std::string& source) {
+  private_opencv_temp();  // a decoder that reads from a file writes the upload there, not in /tmp
   cv::Mat bgr;
   try {
     // IMREAD_COLOR turns grayscale into 3 channels and drops alpha: every image arrives as 8-bit BGR.
