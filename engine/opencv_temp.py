@@ -10,7 +10,9 @@ openat O_CREAT|O_TRUNC 0666).
 
 So before bit-trt decodes anything, $OPENCV_TEMP_PATH names a folder of this process's own (mkdtemp: 0700, this
 user's), removed when the process exits. OpenCV reads the variable at each use. A forked child makes its own, as the
-parent removes its folder when it exits. The C++ library does the same (engine/cpp/src/preprocess.cpp).
+parent removes its folder when it exits. Where no such folder can be made (no writable $TMPDIR), the variable names a
+path where nothing can be made: those few formats then fail to decode, in one line, and every other format decodes.
+The C++ library does the same (engine/cpp/src/preprocess.cpp).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import shutil
 import tempfile
 import threading
 
+# Where OpenCV can make no file at all (a path under a device): used when no private folder can be made
+NOWHERE = os.path.join(os.devnull, "bit-trt-opencv")
 _LOCK = threading.Lock()
 _FOLDERS: dict[int, str] = {}  # pid -> its folder
 
@@ -33,8 +37,11 @@ def private_opencv_temp() -> str:
         with _LOCK:
             folder = _FOLDERS.get(pid)
             if folder is None:
-                folder = tempfile.mkdtemp(prefix="bit-trt-opencv-")
-                atexit.register(_remove, folder, pid)
+                try:
+                    folder = tempfile.mkdtemp(prefix="bit-trt-opencv-")
+                    atexit.register(_remove, folder, pid)
+                except OSError:  # no writable temporary folder: such formats fail to decode, the rest decode
+                    folder = NOWHERE
                 os.environ["OPENCV_TEMP_PATH"] = folder
                 _FOLDERS[pid] = folder
     return folder

@@ -60,3 +60,38 @@ def test_an_upload_decoded_through_a_file_stays_in_a_private_folder(tmp_path):
     assert opened, "OpenCV decoded the HDR without a temporary file: this test no longer sees what it guards"
     assert all(os.path.dirname(path) == got["folder"] for path in opened), opened
     assert not os.path.exists(got["folder"])  # removed when the process exited
+
+
+def test_without_a_writable_temporary_folder_only_such_uploads_fail_in_one_line(tmp_path):
+    """No private folder can be made (here: mkdtemp fails as on a full or read-only disk; as root no $TMPDIR is
+    unwritable, and Python falls back to /tmp): an HDR is refused in one line, since OpenCV can make its file nowhere,
+    /tmp included, and a PNG still decodes."""
+    ok, png = cv2.imencode(".png", np.zeros((4, 6, 3), np.uint8))
+    (tmp_path / "a.png").write_bytes(png.tobytes())
+    code = """
+import os, sys, tempfile
+def full(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+tempfile.mkdtemp = full
+from bit_trt.engine.errors import BitError
+from bit_trt.engine.preprocess import decode
+print(decode(open(sys.argv[1], "rb").read(), "a.png").shape)
+try:
+    decode(open(sys.argv[2], "rb").read(), "upload.hdr")
+except BitError as exc:
+    print(exc)
+print(os.environ["OPENCV_TEMP_PATH"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_TEMP_PATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.png"), hdr_upload(tmp_path / "upload.hdr")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    shape, refused, folder = done.stdout.strip().splitlines()[-3:]
+    assert shape == "(4, 6, 3)"
+    assert refused.startswith("upload.hdr: not a decodable image"), refused
+    assert folder.startswith(os.devnull + "/")

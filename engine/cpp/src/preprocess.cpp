@@ -40,9 +40,12 @@ void private_opencv_temp() {
   std::call_once(once, [] {
     const char* tmp = std::getenv("TMPDIR");
     std::string name = (tmp && *tmp ? std::string(tmp) : std::string("/tmp")) + "/bit-trt-opencv-XXXXXX";
-    if (!mkdtemp(name.data())) throw Error("cannot make a private folder for OpenCV's temporary files in " + name);
-    made_opencv_temp = name;
-    std::atexit(remove_opencv_temp);
+    if (mkdtemp(name.data())) {
+      made_opencv_temp = name;
+      std::atexit(remove_opencv_temp);
+    } else {  // no writable temporary folder: such formats fail to decode, the rest decode
+      name = "/dev/null/bit-trt-opencv";
+    }
     setenv("OPENCV_TEMP_PATH", name.c_str(), 1);
   });
 }
