@@ -389,6 +389,22 @@ def test_an_upload_decoded_through_a_file_stays_in_a_private_folder(cpp_build, t
     assert not any(os.path.dirname(path) == "/tmp" for path in opened)
 
 
+def test_without_a_writable_temporary_folder_only_such_uploads_fail_in_one_line(
+    cpp_build, tiny_full_bundle, jpeg, tmp_path
+):
+    """$TMPDIR names no folder, so no private one can be made: the HDR is refused in one line (OpenCV can make its
+    file nowhere, /tmp included), and a JPEG still decodes."""
+    from tests.engine.test_opencv_temp import hdr_upload
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_TEMP_PATH"}
+    env["TMPDIR"] = str(tmp_path / "missing")
+    upload = hdr_upload(tmp_path / "upload.hdr")
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, upload, env=env)
+    assert f"{upload}: not a decodable image" in one_error_line(done, "bit-classify-cpp")
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, jpeg, env=env)
+    assert done.returncode == 0, done.stderr
+
+
 def test_top1_agrees_with_python_on_a_jpeg(cpp_build, tiny_full_bundle, jpeg):
     from bit_trt.engine import Classifier
 
