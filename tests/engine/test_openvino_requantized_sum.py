@@ -77,17 +77,17 @@ def inputs():
 
 
 @pytest.mark.parametrize(
-    "quantized, fed",
+    "quantized",
     [
-        ((True, True), ["Convolution", "Convolution"]),  # a projection shortcut's sum: both from their convolutions
-        ((True, False), ["Convolution", "Convolution"]),  # a float residual: the quantized summand from its convolution
+        (True, True),  # a projection shortcut's sum: both from their convolutions
+        (True, False),  # a float residual (here a float convolution): the quantized summand from its convolution
     ],
 )
-def test_a_sum_of_quantized_convolutions_is_taken_from_their_float_outputs(tmp_path, quantized, fed):
+def test_a_sum_of_quantized_convolutions_is_taken_from_their_float_outputs(tmp_path, quantized):
     model = ov.Core().read_model(sum_model(tmp_path / "sum.onnx", quantized))
     assert rewrite(model) == 1
     add = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Add")
-    assert [add.input_value(i).get_node().get_type_name() for i in range(2)] == fed
+    assert [add.input_value(i).get_node().get_type_name() for i in range(2)] == ["Convolution", "Convolution"]
     assert "FakeQuantize" in {op.get_type_name() for op in model.get_ordered_ops()}  # the input's, kept
     x = inputs()
     got = run(model, x)
