@@ -154,7 +154,9 @@ def upgrade_manifest(path: str) -> str:
     if version == FORMAT_VERSION and not added:
         return f"{path}: already bundle format version {FORMAT_VERSION}, every bf16 gate bound recorded; nothing to do"
     write_manifest(path, manifest)
-    done = [f"manifest upgraded from bundle format version {version} to {FORMAT_VERSION}"] * (version != FORMAT_VERSION)
+    done = []
+    if version != FORMAT_VERSION:
+        done.append(f"manifest upgraded from bundle format version {version} to {FORMAT_VERSION}")
     if added:
         done.append(f"the bf16 gate's bound added to {', '.join(added)}, as bit-export writes it now")
     return f"{path}: {'; '.join(done)}"
