@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -375,18 +376,34 @@ def test_preprocessing_equals_python(cpp_build, tiny_full_bundle, pngs, jpeg, tm
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed here")
 def test_an_upload_decoded_through_a_file_stays_in_a_private_folder(cpp_build, tiny_full_bundle, tmp_path):
-    """As tests/engine/test_opencv_temp.py for Python: OpenCV's temporary file for a Radiance HDR is opened in a
-    folder of the process's own, not in /tmp."""
-    from tests.engine.test_opencv_temp import hdr_upload, traced
+    """As tests/engine/test_opencv_temp.py for Python: OpenCV's temporary file for a Radiance HDR is opened in the
+    user's folder (0700, kept), not in /tmp."""
+    from tests.engine.test_opencv_temp import hdr_upload, traced, users_folder
 
     upload = hdr_upload(tmp_path / "upload.hdr")
     done, opened = traced(tmp_path, [str(cpp_build / "bit-classify-cpp"), str(tiny_full_bundle), upload])
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == upload
     assert opened, "OpenCV decoded the HDR without a temporary file: this test no longer sees what it guards"
-    folders = {os.path.dirname(path) for path in opened}
-    assert len(folders) == 1 and os.path.basename(folders.pop()).startswith("bit-trt-opencv-"), opened
-    assert not any(os.path.dirname(path) == "/tmp" for path in opened)
+    assert {os.path.dirname(path) for path in opened} == {users_folder(tmp_path)}, opened
+    st = os.lstat(users_folder(tmp_path))
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == os.geteuid()
+    assert os.listdir(users_folder(tmp_path)) == []
+
+
+def test_a_folder_name_another_user_made_first_is_not_used(cpp_build, tiny_full_bundle, tmp_path):
+    """A symlink another user planted at bit-trt-opencv-<uid> is not followed: the process makes a folder of its
+    own, removed at exit, and the HDR decodes."""
+    from tests.engine.test_opencv_temp import hdr_upload, private_env, users_folder
+
+    (tmp_path / "theirs").mkdir(mode=0o777)
+    os.symlink(tmp_path / "theirs", users_folder(tmp_path))
+    upload = hdr_upload(tmp_path / "upload.hdr")
+    done = run(cpp_build, "bit-classify-cpp", tiny_full_bundle, upload, env=private_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == upload
+    assert sorted(os.listdir(tmp_path)) == ["bit-trt-opencv-" + str(os.geteuid()), "theirs", "upload.hdr"]
+    assert os.listdir(tmp_path / "theirs") == []
 
 
 def test_without_a_writable_temporary_folder_only_such_uploads_fail_in_one_line(

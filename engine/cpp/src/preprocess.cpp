@@ -1,5 +1,9 @@
 #include "bit/preprocess.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -28,23 +32,35 @@ std::string reason(const cv::Exception& exc) {
 
 // OpenCV decodes a format it cannot read from memory (Radiance HDR) through a file it creates again after
 // mkstemp, 0666 less the umask and following links: in /tmp, readable by every local user and open to a planted
-// symlink. So $OPENCV_TEMP_PATH names a folder of this process's own (mkdtemp: 0700), removed at exit, before the
-// first decode: engine/opencv_temp.py says why at length.
-std::string made_opencv_temp;  // this process's folder, removed at exit
+// symlink. So before the first decode $OPENCV_TEMP_PATH names a folder only this user can enter: $TMPDIR's
+// bit-trt-opencv-<uid>, kept, while it is a real folder of this user's with no access for others; else one of this
+// process's own (mkdtemp: 0700), removed at exit; else a path where nothing can be made. engine/opencv_temp.py says
+// why at length.
+std::string made_opencv_temp;  // this process's own folder, removed at exit
 void remove_opencv_temp() {
   std::error_code ignored;
   fs::remove_all(made_opencv_temp, ignored);
+}
+bool users_opencv_temp(const std::string& folder) {
+  if (mkdir(folder.c_str(), 0700) != 0 && errno != EEXIST) return false;
+  struct stat st {};
+  return lstat(folder.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+         (st.st_mode & 077) == 0 && access(folder.c_str(), W_OK | X_OK) == 0;
 }
 void private_opencv_temp() {
   static std::once_flag once;
   std::call_once(once, [] {
     const char* tmp = std::getenv("TMPDIR");
-    std::string name = (tmp && *tmp ? std::string(tmp) : std::string("/tmp")) + "/bit-trt-opencv-XXXXXX";
-    if (mkdtemp(name.data())) {
-      made_opencv_temp = name;
-      std::atexit(remove_opencv_temp);
-    } else {  // no writable temporary folder: such formats fail to decode, the rest decode
-      name = "/dev/null/bit-trt-opencv";
+    const std::string root = tmp && *tmp ? std::string(tmp) : std::string("/tmp");
+    std::string name = root + "/bit-trt-opencv-" + std::to_string(geteuid());
+    if (!users_opencv_temp(name)) {
+      name = root + "/bit-trt-opencv-XXXXXX";
+      if (mkdtemp(name.data())) {
+        made_opencv_temp = name;
+        std::atexit(remove_opencv_temp);
+      } else {  // no writable temporary folder: such formats fail to decode, the rest decode
+        name = "/dev/null/bit-trt-opencv";
+      }
     }
     setenv("OPENCV_TEMP_PATH", name.c_str(), 1);
   });
