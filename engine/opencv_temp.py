@@ -9,13 +9,10 @@ write (where fs.protected_symlinks is 0). Seen with strace on OpenCV 5.0 (openat
 openat O_CREAT|O_TRUNC 0666).
 
 So before bit-trt decodes anything, $OPENCV_TEMP_PATH names a folder only this user can enter:
-- `$TMPDIR/bit-trt-opencv-<uid>`, one per user and kept, made 0700 by the first process that needs it. A process
-  killed before its exit handlers run (a server's SIGKILL, a pool's terminated worker) then leaves nothing new behind,
-  where a folder per process was left behind each time. It is used only while it is a real folder, this user's, that
-  no one else may enter: another local user who makes that name first (a folder of theirs, a symlink, a wider mode)
-  gets nothing from it, as this process then makes one of its own instead.
-- a folder of this process's own (mkdtemp: 0700), removed at exit; a forked child makes its own, as the parent
-  removes its folder when it exits.
+- `$TMPDIR/bit-trt-opencv-<uid>`, one per user and kept (engine/private_temp.py), so a killed process leaves nothing
+  new behind;
+- where that name is not such a folder (another local user made it first): a folder of this process's own
+  (mkdtemp: 0700), removed at exit; a forked child makes its own, as the parent removes its folder when it exits.
 - where neither can be made (no writable $TMPDIR), a path where nothing can be made: those few formats then fail to
   decode, in one line, and every other format decodes.
 OpenCV reads the variable at each use. The C++ library does the same (engine/cpp/src/preprocess.cpp).
@@ -26,9 +23,10 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import stat
 import tempfile
 import threading
+
+from .private_temp import users_temp_folder
 
 PREFIX = "bit-trt-opencv-"
 # Where OpenCV can make no file at all (a path under a device): used when no private folder can be made
@@ -45,28 +43,10 @@ def private_opencv_temp() -> str:
         with _LOCK:
             folder = _FOLDERS.get(pid)
             if folder is None:
-                folder = _users_folder() or _own_folder(pid)
+                folder = users_temp_folder(PREFIX) or _own_folder(pid)
                 os.environ["OPENCV_TEMP_PATH"] = folder
                 _FOLDERS[pid] = folder
     return folder
-
-
-def _users_folder() -> str | None:
-    """$TMPDIR/bit-trt-opencv-<uid> if it is, or can be made, a folder of this user's that no one else may enter."""
-    uid = os.geteuid()
-    folder = os.path.join(tempfile.gettempdir(), f"{PREFIX}{uid}")
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    except OSError:
-        return None
-    try:
-        st = os.lstat(folder)
-    except OSError:
-        return None
-    private = stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077
-    return folder if private and os.access(folder, os.W_OK | os.X_OK) else None
 
 
 def _own_folder(pid: int) -> str:

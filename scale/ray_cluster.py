@@ -9,6 +9,7 @@ import socket
 import tempfile
 
 from ..engine.errors import BitError, require
+from ..engine.private_temp import users_temp_folder
 
 LOCAL = "local"  # start a Ray instance in this process (one node, this machine), as `ray.init()` does
 CONNECT_TIMEOUT_S = 5.0
@@ -38,14 +39,16 @@ def connect(address: str, namespace: str = "bit-trt"):
         return ray
     if address == LOCAL:
         # Ray makes its temporary folder (sessions: logs, sockets) mode 0777, /tmp/ray by default: inside a 0700
-        # folder of this user's instead, other local users reach none of it. Ray 2.59+ turns token authentication
-        # on for local clusters by itself.
+        # folder of this user's instead, other local users reach none of it. One per user, as Ray's own, so each
+        # run's session is a session_* folder beside the last ones (session_latest: this run's logs), not a new
+        # folder in /tmp. Ray 2.59+ turns token authentication on for local clusters by itself.
+        private = users_temp_folder("bit-ray-") or tempfile.mkdtemp(prefix="bit-ray-")
         ray.init(
             namespace=namespace,
             include_dashboard=False,
             configure_logging=False,
             log_to_driver=False,
-            _temp_dir=os.path.join(tempfile.mkdtemp(prefix="bit-ray-"), "r"),
+            _temp_dir=os.path.join(private, "r"),
         )
         return ray
     target = _host_port(address)
