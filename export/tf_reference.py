@@ -23,19 +23,20 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from ..engine.atomic_write import atomic_path
 from ..engine.errors import BitError
+from ..engine.private_temp import job_folder
 
 if TYPE_CHECKING:  # numpy is imported where it is used: the child's first act must come before any heavy import
     import numpy as np
 
 REQUEST, IMAGES, RESULT, LOG = "request.json", "images.npy", "result.npz", "child.log"
 LOG_TAIL_LINES = 5
+JOB_PREFIX = "bit-trt-tf-child-"  # one folder per job; a killed exporter's is removed by the next job
 ORPHANED_EXIT = 125  # the child's exit status when it finds its parent gone; nobody is left to read it
 
 
@@ -86,7 +87,7 @@ def _run_child(request: dict, images_u8: np.ndarray) -> dict:
     """Run one job in a child process; return its result arrays (read before the job's folder goes)."""
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="bit-trt-tf-child-") as tmp:
+    with job_folder(JOB_PREFIX) as tmp:
         with open(os.path.join(tmp, REQUEST), "w") as f:
             json.dump(request, f)
         np.save(os.path.join(tmp, IMAGES), np.ascontiguousarray(images_u8, np.uint8))

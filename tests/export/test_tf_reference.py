@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -13,8 +14,9 @@ import pytest
 
 from bit_trt.engine.errors import BitError
 from bit_trt.engine.preprocess import scale_uint8
+from bit_trt.engine.private_temp import job_folder
 from bit_trt.export.parity_images import synthetic_images
-from bit_trt.export.tf_reference import tf_reference_logits
+from bit_trt.export.tf_reference import JOB_PREFIX, tf_reference_logits
 
 CHILD_MODULE = "bit_trt.export.tf_reference"
 
@@ -65,9 +67,12 @@ def test_bit_error_in_child_arrives_with_its_message_and_leaves_no_process():
     assert _descendants() == []
 
 
-def test_sigkill_of_exporter_ends_the_reference_child(tmp_path):
+def test_sigkill_of_exporter_ends_the_reference_child(tmp_path, monkeypatch):
+    """...and its job folder (the parity images), which it could not remove, goes with the next job."""
     out = tmp_path / "b"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    jobs = tmp_path / "tmp"
+    jobs.mkdir()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TMPDIR": str(jobs)}
     with open(tmp_path / "stderr.txt", "wb") as log:
         proc = subprocess.Popen(
             [
@@ -109,6 +114,11 @@ def test_sigkill_of_exporter_ends_the_reference_child(tmp_path):
         alive = _wait_ended(recorded, timeout=30)
         assert alive == [], [(p.pid, p.cmdline()) for p in alive]
         assert not out.exists()
+        left = [name for name in os.listdir(jobs) if name.startswith(JOB_PREFIX)]
+        assert len(left) == 1, os.listdir(jobs)
+        monkeypatch.setattr(tempfile, "tempdir", str(jobs))
+        with job_folder(JOB_PREFIX) as folder:
+            assert [name for name in os.listdir(jobs) if name.startswith(JOB_PREFIX)] == [os.path.basename(folder)]
     finally:
         if proc.poll() is None:
             proc.kill()
