@@ -8,6 +8,7 @@ re-check any backend; where TF and the export source are present the reference c
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 
 import numpy as np
@@ -22,12 +23,12 @@ REFERENCES = ("auto", "tf", "stored")
 
 def real_photo_paths() -> list[str]:
     """The two photographs that ship with scikit-learn (empty without it): the parity set's real images, and
-    the default requests of bit-bench."""
-    try:
-        import sklearn
-    except ImportError:
+    the default requests of bit-bench. Found without importing scikit-learn, whose import takes seconds."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
         return []
-    return sorted(glob.glob(os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "*.jpg")))
+    folders = [os.path.join(where, "datasets", "images") for where in spec.submodule_search_locations]
+    return sorted(path for folder in folders for path in glob.glob(os.path.join(folder, "*.jpg")))
 
 
 def load_parity_set(bundle) -> tuple[np.ndarray, list[str], np.ndarray]:

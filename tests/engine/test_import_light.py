@@ -55,3 +55,14 @@ def test_public_api_imports_from_the_package_and_stays_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "True", "True", "True", "[]"]
+
+
+def test_the_parity_photos_are_found_without_importing_scikit_learn():
+    """Every export and bit-bench's default requests look them up; scikit-learn's import alone takes seconds."""
+    code = (
+        "import sys; from bit_trt.engine.parity_set import real_photo_paths; paths = real_photo_paths(); "
+        "print([p.rsplit('/', 1)[1] for p in paths], 'sklearn' in sys.modules)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['china.jpg',", "'flower.jpg']", "False"]
