@@ -7,7 +7,8 @@
   by the TF name scope `group_norm` that `bit_tf` opens, so the match does not depend on how tf2onnx
   happens to decompose the moments.
 - `fold_constants`: evaluates every node whose inputs are all constants: weight standardization and the
-  HWIO->OIHW kernel transposes become plain Conv weights.
+  HWIO->OIHW kernel transposes become plain Conv weights. The exporter folds before it fuses (`folded_copy`,
+  the GroupNorm scopes skipped): the same graph, and the fold's check runs on constant kernels.
 - `remove_dead`: Identity nodes, nodes nothing consumes, and unused initializers.
 """
 
@@ -22,7 +23,7 @@ from ..engine.errors import BitError
 from ..engine.onnx_order import set_nodes
 from .variants import GN_EPS, GN_GROUPS
 
-_GN_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")
+GROUP_NORM_SCOPE = re.compile(r"^(?P<scope>(?:.*/)?group_norm(?:_\d+)?)/")
 # Ops whose value depends on more than their inputs, or that carry subgraphs: never folded.
 _NOT_FOLDABLE = {
     "RandomNormal",
@@ -111,7 +112,7 @@ def graph_index(graph) -> tuple[dict, dict[str, list]]:
 def _group_norm_regions(graph) -> dict[str, list]:
     regions: dict[str, list] = defaultdict(list)
     for node in graph.node:
-        m = _GN_SCOPE.match(node.name)
+        m = GROUP_NORM_SCOPE.match(node.name)
         if m:
             regions[m.group("scope")].append(node)
     return regions
@@ -221,8 +222,9 @@ def fold_constants(model) -> int:
     return count
 
 
-def folded_copy(model):
-    """(a new model with every node whose inputs are all initializers evaluated, how many nodes were folded).
+def folded_copy(model, skip=None):
+    """(a new model with every node whose inputs are all initializers evaluated, how many nodes were folded);
+    nodes whose name `skip` (a compiled pattern) matches are kept as they are.
 
     A new model, not `model` rewritten: Python protobuf (upb) keeps a message's tensors in an arena that deleting
     them does not shrink, so folding in place would hold the old weights and the folded ones until the model is
@@ -247,6 +249,7 @@ def folded_copy(model):
     for node in graph.node:
         if (
             node.op_type in _NOT_FOLDABLE
+            or (skip is not None and skip.match(node.name))
             or node.domain not in ("", "ai.onnx")
             or not all((not i) or i in consts for i in node.input)
         ):

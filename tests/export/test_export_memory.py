@@ -1,5 +1,5 @@
 """What the export does to hold fewer copies of the weights (issue 20, item 5), and that every check it moved or made
-cheaper still catches what it caught: the folding's check now comes from the parity session, the rewrites' ORT
+cheaper still catches what it caught: the fusion's check now comes from the parity session, the rewrites' ORT
 checks feed the weights instead of serializing them, the ONNX is written tensor by tensor."""
 
 import os
@@ -75,8 +75,8 @@ def test_a_broken_fold_is_still_caught_against_tf_and_nothing_is_written(tmp_pat
     folding, before any bundle appears."""
     real = graph_cleanup.folded_copy
 
-    def broken(model):
-        out, count = real(model)
+    def broken(model, **kw):
+        out, count = real(model, **kw)
         conv_weights = {n.input[1] for n in out.graph.node if n.op_type == "Conv"}
         for kernel in [i for i in out.graph.initializer if i.name in conv_weights]:  # noise: GN hides a scale
             array = onnx.numpy_helper.to_array(kernel)
@@ -87,6 +87,24 @@ def test_a_broken_fold_is_still_caught_against_tf_and_nothing_is_written(tmp_pat
     monkeypatch.setattr(graph_cleanup, "folded_copy", broken)
     out = tmp_path / "b"
     with pytest.raises(BitError, match=r"^constant folding \(weight standardization\) breaks parity"):
+        export_tiny(out, engine="none")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_fusion_is_still_caught_against_tf_and_nothing_is_written(tmp_path, monkeypatch):
+    """The fusion's check runs in the parity step's session, on the file as written: a wrong fused GroupNorm (its
+    gamma off by 20%) fails there, named as the fusion, before any bundle appears."""
+    real = graph_cleanup.fuse_group_norms
+
+    def broken(model, **kw):
+        count = real(model, **kw)
+        for gamma in [i for i in model.graph.initializer if i.name.endswith("_fused/gamma_c11")]:
+            gamma.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(gamma) * 1.2, gamma.name))
+        return count
+
+    monkeypatch.setattr(graph_cleanup, "fuse_group_norms", broken)
+    out = tmp_path / "b"
+    with pytest.raises(BitError, match=r"^GroupNorm fusion breaks parity"):
         export_tiny(out, engine="none")
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
