@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
+import stat
 import tempfile
 
 from ..engine.errors import BitError, require
@@ -13,6 +15,7 @@ from ..engine.private_temp import users_temp_folder
 
 LOCAL = "local"  # start a Ray instance in this process (one node, this machine), as `ray.init()` does
 CONNECT_TIMEOUT_S = 5.0
+TOKEN_FILE = "auth_token"  # a local cluster's token, in this user's private folder (see _private_token_auth)
 
 
 def import_ray():
@@ -41,8 +44,9 @@ def connect(address: str, namespace: str = "bit-trt"):
         # Ray makes its temporary folder (sessions: logs, sockets) mode 0777, /tmp/ray by default: inside a 0700
         # folder of this user's instead, other local users reach none of it. One per user, as Ray's own, so each
         # run's session is a session_* folder beside the last ones (session_latest: this run's logs), not a new
-        # folder in /tmp. Ray 2.59+ turns token authentication on for local clusters by itself.
+        # folder in /tmp. The token that keeps other users' code off the cluster is there too.
         private = users_temp_folder("bit-ray-") or tempfile.mkdtemp(prefix="bit-ray-")
+        _private_token_auth(private)
         ray.init(
             namespace=namespace,
             include_dashboard=False,
@@ -63,6 +67,46 @@ def connect(address: str, namespace: str = "bit-trt"):
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise BitError(f"--ray {address}: cannot connect ({first_line(str(exc))})") from None
     return ray
+
+
+def _private_token_auth(folder: str) -> None:
+    """Token authentication for a local cluster, its token in `folder` (this user's, 0700) as a 0600 file, made
+    once and kept for the next runs as Ray keeps its own.
+
+    Ray 2.59+ turns token authentication on for a local cluster by itself, but writes the token it makes to
+    ~/.ray/auth_token with the umask's mode (0644 under the usual 022): any local user who can enter the home
+    folder reads it, and with it runs code as this user on every cluster that token guards. A token or token file
+    the caller gave (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), or RAY_AUTH_MODE=disabled, is the caller's and is kept.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE", "token").lower()
+    if mode != "token" or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = os.path.join(folder, TOKEN_FILE)
+    if not _private_file(path):
+        fd, part = tempfile.mkstemp(dir=folder, prefix=f".{TOKEN_FILE}.")  # 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            try:
+                os.link(part, path)  # appears whole; a concurrent run's, made the same way, is used as it is
+            except FileExistsError:
+                if not _private_file(path):
+                    os.replace(part, path)
+        finally:
+            if os.path.lexists(part):
+                os.unlink(part)
+    # Ray's processes inherit it, never on a command line. RAY_AUTH_MODE is left to ray.init, which sets it to
+    # token and refreshes its configuration, read once when Ray was imported, to match.
+    os.environ["RAY_AUTH_TOKEN_PATH"] = path
+
+
+def _private_file(path: str) -> bool:
+    """A non-empty regular file of this user's that no one else may read."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077 and st.st_size > 0
 
 
 _BIT_ERROR = re.compile(r"BitError: (.+)")

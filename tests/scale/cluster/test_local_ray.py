@@ -1,6 +1,7 @@
 """`--ray local`: a one-node Ray started by bit-serve or bit-classify keeps its session (logs, sockets) where no
 other local user can reach it: Ray makes its own folder 0777, so it goes inside a 0700 folder of ours, one per user,
-so that runs leave no new folder in $TMPDIR each."""
+so that runs leave no new folder in $TMPDIR each. Its authentication token is there too, 0600: Ray's own choice,
+~/.ray/auth_token under the umask (0644), is readable by any user who can enter the home folder."""
 
 import os
 import shutil
@@ -23,12 +24,44 @@ ray.shutdown()
 """
 
 
-def test_a_local_ray_session_is_private_to_its_user(cluster):
-    # a short $TMPDIR of its own: Ray's socket paths under it must fit AF_UNIX's 107 bytes
+TOKEN_SCRIPT = """
+import os, subprocess, sys, ray
+from bit_trt.scale.ray_cluster import connect
+connect("local")
+print(ray.get(ray.put(21)) * 2)
+probe = "import ray; ray.init(address=%r, log_to_driver=False)" % ray.get_runtime_context().gcs_address
+with open(os.path.expanduser("~/.ray/auth_token")) as f:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN_PATH"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=f.read().strip())
+other = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120)
+print("admitted" if other.returncode == 0 else "refused")
+print(os.environ.get("RAY_AUTH_TOKEN_PATH", "none"))
+ray.shutdown()
+"""
+RAY_SETTINGS = ("RAY_TMPDIR", "RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def _local_env(tmp: str, home: str) -> dict:
+    """As a user runs it: no Ray settings (the cluster suite's token among them), umask 022, a home of its own. A
+    short $TMPDIR: Ray's socket paths under it must fit AF_UNIX's 107 bytes."""
+    env = {k: v for k, v in os.environ.items() if k not in RAY_SETTINGS}
+    return dict(env, TMPDIR=tmp, HOME=home)
+
+
+def _home_files(home: str) -> dict:
+    return {
+        os.path.relpath(os.path.join(top, name), home): oct(os.lstat(os.path.join(top, name)).st_mode & 0o777)
+        for top, dirs, files in os.walk(home)
+        for name in dirs + files
+    }
+
+
+def test_a_local_ray_session_is_private_to_its_user():
     tmp = tempfile.mkdtemp(prefix="bit-t-", dir="/tmp")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "RAY_ADDRESS")}
-    env["TMPDIR"] = tmp
+    home = tempfile.mkdtemp(prefix="bit-h-", dir="/tmp")
+    env = _local_env(tmp, home)
     sessions = []
+    old_umask = os.umask(0o022)
     try:
         for _ in range(2):
             done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=180)
@@ -46,5 +79,34 @@ def test_a_local_ray_session_is_private_to_its_user(cluster):
         # the second run's session sits beside the first one's, in the one folder of this user's
         assert os.listdir(tmp) == [f"bit-ray-{os.geteuid()}"]
         assert sessions[0] != sessions[1] and os.path.dirname(sessions[0]) == os.path.dirname(sessions[1])
+        # Ray wrote no token of its own (0644 under this umask) into the home folder: one 0600 token beside the sessions
+        assert _home_files(home) == {}
+        token = os.path.join(tmp, f"bit-ray-{os.geteuid()}", "auth_token")
+        assert oct(os.lstat(token).st_mode & 0o777) == "0o600"
+    finally:
+        os.umask(old_umask)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_token_others_can_read_does_not_open_a_local_ray():
+    """A world-readable ~/.ray/auth_token (Ray's own, made under a 022 umask, or planted) is not the local cluster's
+    token: a client that presents it is refused, and the cluster runs on the private 0600 one."""
+    tmp = tempfile.mkdtemp(prefix="bit-t-", dir="/tmp")
+    home = tempfile.mkdtemp(prefix="bit-h-", dir="/tmp")
+    os.mkdir(os.path.join(home, ".ray"), 0o755)
+    fd = os.open(os.path.join(home, ".ray", "auth_token"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    os.write(fd, os.urandom(32).hex().encode())
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", TOKEN_SCRIPT], capture_output=True, text=True, env=_local_env(tmp, home), timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        answer, verdict, token = done.stdout.split()[-3:]
+        assert (answer, verdict) == ("42", "refused")
+        assert token == os.path.join(tmp, f"bit-ray-{os.geteuid()}", "auth_token")
+        assert oct(os.lstat(token).st_mode & 0o777) == "0o600"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
