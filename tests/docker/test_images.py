@@ -418,6 +418,17 @@ def ray_image(base_image, tmp_path_factory) -> str:
     return _build("Dockerfile.ray", RAY_TAG, base_image, tmp_path_factory.mktemp("docker-build") / "build-ray.log")
 
 
+@pytest.fixture(scope="module")
+def ray_token(tmp_path_factory) -> list[str]:
+    """docker run's arguments that give a node the cluster's token as docs/docker.md does: an --env-file, 0600, so
+    that the token is never on a command line."""
+    path = tmp_path_factory.mktemp("ray-token") / "ray.env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, f"RAY_AUTH_TOKEN={os.urandom(32).hex()}\n".encode())
+    os.close(fd)
+    return ["--env-file", str(path)]
+
+
 RAY_INSTALL_CHECK = r"""
 import importlib.metadata as md, importlib.util, json, os, sys
 import ray, bit_trt.scale, bit_trt.engine, onnxruntime, openvino
@@ -477,17 +488,22 @@ cat /tmp/status.txt
 wget -T 10 -q -O- http://127.0.0.1:8265/api/gcs_healthz; echo
 python -c 'import ray; ray.init(address="auto"); print("cluster CPUs", ray.cluster_resources()["CPU"]); \\
 print("task", ray.get(ray.remote(lambda x: x * 2).remote(21)))'
+# a client with no token, as another local user who reaches the published ports: the cluster refuses it
+if RAY_AUTH_MODE=disabled RAY_AUTH_TOKEN= timeout 60 python -c 'import ray; ray.init(address="auto")' \\
+    >/tmp/tokenless.txt 2>&1; then echo "tokenless client admitted"; else echo "tokenless client refused"; fi
+grep -o "InvalidAuthToken" /tmp/tokenless.txt | head -1
 ray stop
 """
 
 
-def test_ray_head_in_the_container(ray_image, containers):
-    """A one-node Ray cluster as user bit inside one container: ray start --head, ray status, a task, ray stop."""
+def test_ray_head_in_the_container(ray_image, containers, ray_token):
+    """A one-node Ray cluster as user bit inside one container, its token from an --env-file: ray start --head, ray
+    status, a task, a client without the token refused, ray stop."""
     name = _name(containers, "ray-head")
     start = time.monotonic()
     try:
         proc = subprocess.run(
-            ["docker", "run", "--rm", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM, ray_image]
+            ["docker", "run", "--rm", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM, *ray_token, ray_image]
             + ["bash", "-c", RAY_HEAD, "ray-head", str(RAY_OBJECT_STORE_BYTES)],
             capture_output=True,
             text=True,
@@ -503,16 +519,26 @@ def test_ray_head_in_the_container(ray_image, containers):
     assert re.search(r"\b\d\.\d/1\.0 CPU\b", out), out  # ray status: this node's one CPU
     assert "success" in out, out  # the dashboard's GCS health check
     assert "cluster CPUs 1.0" in out and "task 42" in out, out
+    assert "tokenless client refused\nInvalidAuthToken" in out, out
     assert "Stopped all" in out + proc.stderr, _tail(proc)
     print(f"ray head start/status/task/stop in {took:.0f} s")
 
 
-def test_ray_node_stops_on_docker_stop(ray_image, containers):
+def test_a_ray_node_without_a_token_does_not_start(ray_image, containers):
+    """The image asks for token authentication (RAY_AUTH_MODE=token): a head given no token refuses to start, in
+    one line, instead of starting a cluster that anyone who reaches its ports may run code on."""
+    proc = run_in(ray_image, containers, "ray", "start", "--head", "--num-cpus", 1, check=False)
+    assert proc.returncode != 0, _tail(proc)
+    assert "Token authentication is enabled but no authentication token was found" in _tail(proc), _tail(proc)
+    assert "Ray runtime started" not in proc.stdout + proc.stderr
+
+
+def test_ray_node_stops_on_docker_stop(ray_image, containers, ray_token):
     """`ray start --block` (how a node runs by hand, docs/docker.md) behind tini: `docker stop` drains the node and
     ends the container by SIGTERM, well before Docker's deadline."""
     name = _name(containers, "ray-block")
     _docker(
-        "run", "-d", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM, ray_image,
+        "run", "-d", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM, *ray_token, ray_image,
         "ray", "start", "--head", "--block", "--num-cpus", 1, "--object-store-memory", RAY_OBJECT_STORE_BYTES,
         "--include-dashboard", "false",
     )  # fmt: skip
@@ -552,13 +578,13 @@ ray stop >/dev/null
 """
 
 
-def test_ray_serve_app_in_the_container(ray_image, containers, bundle, data_dir):
+def test_ray_serve_app_in_the_container(ray_image, containers, ray_token, bundle, data_dir):
     """bit_trt.scale.serve_app's application on a one-node cluster in the Ray image, on the tiny bundle the CPU
     image exported: /v1/ready, then /v1/classify with bit-classify's top-5 (ONNX Runtime on this host)."""
     name = _name(containers, "ray-serve")
     try:
         proc = subprocess.run(
-            ["docker", "run", "--rm", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM]
+            ["docker", "run", "--rm", "--name", name, "--label", LABEL, "--shm-size", RAY_SHM, *ray_token]
             + ["-v", f"{data_dir}:/data:ro", ray_image]
             + ["bash", "-c", RAY_SERVE, "ray-serve", str(RAY_OBJECT_STORE_BYTES)],
             capture_output=True,
