@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bit_trt.engine.preprocess import InputSpec, preprocess
+from bit_trt.serve.pytriton_patches import ADMIN_APIS, ADMIN_HEADER
 from tests.conftest import TINY_RES, run_cli
 from tests.serve.conftest import free_port
 from tools.serve_attack_bench import zero_png
@@ -77,6 +78,9 @@ def stock_tritonserver(serve_python, tiny_bundle, tmp_path_factory):
             f"--backend-directory={server / 'backends'}",
             "--model-control-mode=explicit",
             f"--load-model={PREPROCESS}",
+            # explicit mode's load API would run any local user's model.py as this user (root in CI): closed as
+            # bit-serve closes it, by a header no client can send
+            f"--http-restricted-api={','.join(ADMIN_APIS)}:{ADMIN_HEADER}={ADMIN_HEADER}",
             "--http-address=127.0.0.1",
             f"--http-port={port}",
             "--allow-grpc=false",
@@ -125,6 +129,15 @@ def _infer(url: str, images: list[bytes]) -> np.ndarray:
         return client.infer(PREPROCESS, [item]).as_numpy("images")
     finally:
         client.close()
+
+
+def test_no_client_can_load_models_into_it(stock_tritonserver):
+    """Its explicit model control is for its own --load-model: the repository API, through which another local user
+    could have it load their model.py and run it as this user, is refused to every client."""
+    client = _client(stock_tritonserver)
+    with pytest.raises(http.InferenceServerException, match=r"^\[403\] This API is restricted"):
+        client.load_model(PREPROCESS)
+    assert client.is_model_ready(PREPROCESS)
 
 
 def test_the_preprocessing_model_loads_warms_up_and_matches_the_engines_preprocessing(stock_tritonserver):
