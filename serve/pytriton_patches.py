@@ -10,7 +10,7 @@ expects and refuses to start otherwise (constraints-serve.txt pins nvidia-pytrit
    sent by a client ran as the server's user. Here the model store is written before Triton starts (PyTriton's
    local model store), Triton loads it at start with --model-control-mode=none, which refuses every load and
    unload; and Triton's admin APIs (model repository, shared memory, trace, logging) are restricted with a
-   header that no HTTP or gRPC client can send (ADMIN_HEADER): there is no credential to steal.
+   header that no HTTP or gRPC client can send (triton_lockdown.py): there is no credential to steal.
 2. The proxy's files (patch_proxy_files): instances connect to the first one's handshake server with a retry;
    the proxy finds the workspace from its model's own directory, so model configs do not show it to clients;
    an execute error is answered as an error response per request, with the error's last line: raised, the
@@ -32,13 +32,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ..engine.errors import BitError
+from . import triton_lockdown
 
-# Triton's restricted-API categories closed to every client. Statistics stay open, read-only as in a stock Triton:
-# perf_analyzer needs them, and they hold counts and times, no data.
-ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
-# A header no client can send: HTTP/1.1 ends a header line at LF, and HTTP/2 (gRPC) refuses names with spaces or
-# control characters (RFC 9113, 8.2.1). The restriction is a name and a value, so both are unsendable.
-ADMIN_HEADER = "bit-serve has no admin API\n"
 MODEL_STORE = "model-store"  # PyTriton's Workspace.model_store_path, under the workspace
 TAIL_LINES = 200  # Triton's last lines kept for an error report
 
@@ -50,11 +45,8 @@ class PatchError(BitError):
 def lock_down(server_config) -> None:
     """Triton's command line (PyTriton's TritonServerConfig, before start): models fixed, admin APIs closed."""
     args = server_config.server_args()
-    args["model-control-mode"] = "none"
     args.pop("load-model", None)  # Triton refuses --load-model outside explicit mode
-    restriction = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={ADMIN_HEADER}"
-    args["http-restricted-api"] = restriction
-    args["grpc-restricted-protocol"] = restriction
+    args.update(triton_lockdown.SERVER_ARGS)
     server_config.to_args_list = lambda: command_line(args)
 
 

@@ -25,7 +25,7 @@ from ..engine.errors import BitError
 from ..engine.openvino_graph import read as read_rewritten
 from ..engine.openvino_runner import import_openvino
 from ..engine.precision import PRECISIONS, check_precision, flavour_for, precision_of
-from . import pbtxt, triton_models
+from . import pbtxt, triton_lockdown, triton_models
 from .batching import DEFAULT_MAX_BATCH, TRITON_MAX_QUEUE_DELAY_US, check_max_batch
 from .triton_models import ENGINE_BACKEND, LABELS_FILE, TRITON_BACKENDS, WARMUP_IMAGE, Batching, ImageLimits
 
@@ -344,10 +344,11 @@ def _swap_into_place(staging: str, out: str) -> None:
 
 
 def serve_command(out: str) -> str:
-    return (
-        f"docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {out}:/models IMAGE "
-        "tritonserver --model-repository=/models"
-    )
+    """A docker command that serves the repository at `out` (written as given: "$PWD/OUT" expands) on this host's
+    loopback only, the models fixed and Triton's admin APIs closed (triton_lockdown.py)."""
+    ports = " ".join(f"-p 127.0.0.1:{port}:{port}" for port in (8000, 8001, 8002))
+    lockdown = " ".join(triton_lockdown.shell_word(arg) for arg in triton_lockdown.arguments())
+    return f"docker run --rm {ports} -v {out}:/models IMAGE tritonserver --model-repository=/models {lockdown}"
 
 
 def _readme(bundle: Bundle, out: str, written: dict[str, str], skipped: list[str]) -> str:

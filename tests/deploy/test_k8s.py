@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from bit_trt.engine.preprocess import DEFAULT_MAX_IMAGE_PIXELS
+from bit_trt.serve.triton_lockdown import ADMIN_APIS, RESTRICTION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S = os.path.join(ROOT, "deploy", "k8s")
@@ -39,10 +40,6 @@ OVERLAYS = ("triton", "kserve", "kuberay", "kuberay-gpu")
 KUBERNETES = "1.32.0"
 KUBECTL = shutil.which("kubectl")
 
-# bit-serve's lock-down (serve/pytriton_patches.py), repeated here because importing it needs tritonclient's
-# protobuf schema; test_admin_header_is_bit_serves checks they are the same.
-ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
-ADMIN_HEADER = "bit-serve has no admin API\n"
 
 FIELD_CHECKED = {
     ("serving.kserve.io/v1beta1", "InferenceService"),
@@ -454,7 +451,6 @@ def triton_problems(docs: list[dict]) -> list[str]:
     and gRPC to a header no client can send; ready means every model is; the repository is bit-triton's, written
     with the image cap."""
     problems = []
-    restriction = f"{','.join(ADMIN_APIS)}:{ADMIN_HEADER}={ADMIN_HEADER}"
     for name, c in triton_containers(docs):
         args = c.get("args", [])
         flags = {}
@@ -467,7 +463,7 @@ def triton_problems(docs: list[dict]) -> list[str]:
             if forbidden in flags:
                 problems.append(f"{name}: {forbidden}")
         for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
-            if flags.get(flag) != [restriction]:
+            if flags.get(flag) != [RESTRICTION]:
                 problems.append(f"{name}: {flag} must close {ADMIN_APIS} to a header no client can send")
         if flags.get("--strict-readiness", ["true"]) != ["true"]:
             problems.append(f"{name}: --strict-readiness off: ready before the models are")
@@ -684,13 +680,6 @@ EXPECTED_KINDS = {
     "kuberay": {"RayService", "NetworkPolicy"},
     "kuberay-gpu": {"RayService", "NetworkPolicy"},
 }
-
-
-def test_admin_header_is_bit_serves():
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient (the test extra) reads Triton's model config")
-    from bit_trt.serve import pytriton_patches
-
-    assert (pytriton_patches.ADMIN_APIS, pytriton_patches.ADMIN_HEADER) == (ADMIN_APIS, ADMIN_HEADER)
 
 
 def test_every_overlay_is_tested():

@@ -8,6 +8,7 @@ with the reason where its tool is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from bit_trt.serve import triton_lockdown
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu", "Dockerfile.triton", "Dockerfile.ray"]
@@ -90,7 +93,12 @@ def test_triton_image_serves_a_bit_triton_repository_with_bit_trt_on_the_python_
     steps = _instructions("Dockerfile.triton")
     base = next(a for i, a in steps if i == "ARG" and a.startswith("BASE="))
     assert base.startswith("BASE=nvcr.io/nvidia/tritonserver:") and base.endswith("-py3")
-    assert dict(steps)["CMD"] == '["tritonserver", "--model-repository=/models"]'
+    # the models fixed at start and the admin APIs closed, as bit-serve's Triton (serve/triton_lockdown.py)
+    assert json.loads(dict(steps)["CMD"]) == [
+        "tritonserver",
+        "--model-repository=/models",
+        *triton_lockdown.arguments(),
+    ]
     runs = " ".join(a for i, a in steps if i == "RUN")
     assert "pip install --target /opt/bit-trt/site" in runs and dict(steps)["ENV"] == "PYTHONPATH=/opt/bit-trt/site"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bit_trt.engine.preprocess import InputSpec, preprocess
-from bit_trt.serve.pytriton_patches import ADMIN_APIS, ADMIN_HEADER
+from bit_trt.serve.triton_lockdown import RESTRICTION
 from tests.conftest import TINY_RES, run_cli
 from tests.serve.conftest import free_port
 from tools.serve_attack_bench import zero_png
@@ -80,7 +80,7 @@ def stock_tritonserver(serve_python, tiny_bundle, tmp_path_factory):
             f"--load-model={PREPROCESS}",
             # explicit mode's load API would run any local user's model.py as this user (root in CI): closed as
             # bit-serve closes it, by a header no client can send
-            f"--http-restricted-api={','.join(ADMIN_APIS)}:{ADMIN_HEADER}={ADMIN_HEADER}",
+            f"--http-restricted-api={RESTRICTION}",
             "--http-address=127.0.0.1",
             f"--http-port={port}",
             "--allow-grpc=false",

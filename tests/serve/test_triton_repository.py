@@ -314,3 +314,27 @@ def test_cli_flags_reach_the_options():
     assert (o.max_queue_delay_us, o.instances, o.preprocess_instances) == (500, 3, 5)
     assert (o.onnxruntime_device, o.openvino_hint, o.ensembles) == ("gpu", "THROUGHPUT", False)
     assert o.image_limits == ImageLimits(max_image_pixels=1000, max_decode_mb=7)
+
+
+def test_the_serve_command_publishes_on_loopback_and_locks_triton_down(tmp_path):
+    """What bit-triton prints (and writes into the repository's README), as bash reads it: the ports published on
+    127.0.0.1 only, the models fixed and Triton's admin APIs closed as bit-serve closes them, the header's newline
+    intact."""
+    import subprocess
+
+    from bit_trt.serve import triton_lockdown
+    from bit_trt.serve.triton_repository import serve_command
+
+    command = serve_command(str(tmp_path / "models"))
+    assert command.startswith("docker run ") and "\n" not in command  # one line to copy
+    printed = subprocess.run(
+        ["bash", "-c", "printf '%s\\0' " + command.removeprefix("docker ")], capture_output=True, check=True, timeout=30
+    )
+    args = printed.stdout.decode().split("\0")[:-1]
+    published = [args[i + 1] for i, arg in enumerate(args) if arg == "-p"]
+    assert published == [f"127.0.0.1:{port}:{port}" for port in (8000, 8001, 8002)]
+    assert args[args.index("tritonserver") :] == [
+        "tritonserver",
+        "--model-repository=/models",
+        *triton_lockdown.arguments(),
+    ]
