@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -61,10 +62,12 @@ def kernel(cp, resolution: int = 480, batch: int = 8) -> dict:
     from bit_trt.engine.preprocess import InputSpec, preprocess, read_image
 
     ptx = load_ptx()
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "bit_preprocess.ptx")
-    with open(path, "wb") as f:
-        f.write(ptx)
-    fn = cp.RawModule(path=path).get_function(KERNEL_NAME)
+    # a folder of this run's own (0700): a fixed name in /tmp could be another local user's file or symlink
+    with tempfile.TemporaryDirectory(prefix="bit-ptx-") as folder:
+        path = os.path.join(folder, "bit_preprocess.ptx")
+        with open(path, "wb") as f:
+            f.write(ptx)
+        fn = cp.RawModule(path=path).get_function(KERNEL_NAME)
     photo = read_image(real_photo_paths()[0])
     spec = InputSpec(resolution=resolution)
     grid = ((resolution + BLOCK[0] - 1) // BLOCK[0],) * 2

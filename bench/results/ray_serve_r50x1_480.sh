@@ -135,11 +135,17 @@ PYEOF
     exit $RC
 fi
 ip link set lo up
-export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-/tmp/raytok} RAY_USAGE_STATS_ENABLED=0
 # One proxy (on the head), all nodes on one host: without this the proxy's own node's replica takes all the load
 export RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING=0
 RAY_TMPDIR=$(mktemp -d /tmp/bit-ray-XXXX)
 export RAY_TMPDIR
+# The cluster's token: the caller's file, or a new one in the run's own 0700 folder (a fixed name in /tmp could be
+# made first, or read, by another local user)
+if [ -z "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+    RAY_AUTH_TOKEN_PATH="$RAY_TMPDIR/auth_token"
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$RAY_AUTH_TOKEN_PATH")
+fi
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH RAY_USAGE_STATS_ENABLED=0
 NODE="--num-cpus=1 --object-store-memory=100000000"
 
 # a Ray cluster of three nodes: a head and two workers, one CPU each
