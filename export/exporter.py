@@ -319,6 +319,7 @@ def _convert_and_clean(loaded, weightless: bytes, o: ExportOptions, probe, probe
         release_memory()  # the unfolded model is dropped here
         graph_cleanup.remove_dead(onnx_model)
         _probe_check(onnx_model, probe, probe_ref, FOLD_CHECK, o.threads)
+        release_memory()  # the check's ORT session and fed arrays are gone
     with clock.step("fuse", "fusing GroupNorms into InstanceNormalization"):
         fused = graph_cleanup.fuse_group_norms(onnx_model)
         canonicalize(onnx_model, initializers=False)
