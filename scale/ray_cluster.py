@@ -16,6 +16,7 @@ from ..engine.private_temp import users_temp_folder
 LOCAL = "local"  # start a Ray instance in this process (one node, this machine), as `ray.init()` does
 CONNECT_TIMEOUT_S = 5.0
 TOKEN_FILE = "auth_token"  # a local cluster's token, in this user's private folder (see _private_token_auth)
+_own_token: str | None = None  # the token file connect(LOCAL) named in RAY_AUTH_TOKEN_PATH, while it is named there
 
 
 def import_ray():
@@ -55,6 +56,7 @@ def connect(address: str, namespace: str = "bit-trt"):
             _temp_dir=os.path.join(private, "r"),
         )
         return ray
+    _forget_own_token()
     target = _host_port(address)
     if target is not None:
         try:
@@ -78,26 +80,50 @@ def _private_token_auth(folder: str) -> None:
     folder reads it, and with it runs code as this user on every cluster that token guards. A token or token file
     the caller gave (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH), or RAY_AUTH_MODE=disabled, is the caller's and is kept.
     """
+    global _own_token
     mode = os.environ.get("RAY_AUTH_MODE", "token").lower()
     if mode != "token" or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return
     path = os.path.join(folder, TOKEN_FILE)
-    if not _private_file(path):
-        fd, part = tempfile.mkstemp(dir=folder, prefix=f".{TOKEN_FILE}.")  # 0600
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-            try:
-                os.link(part, path)  # appears whole; a concurrent run's, made the same way, is used as it is
-            except FileExistsError:
-                if not _private_file(path):
-                    os.replace(part, path)
-        finally:
-            if os.path.lexists(part):
-                os.unlink(part)
+    try:
+        if not _private_file(path):
+            path = _new_token(folder, path)
+    except OSError as exc:
+        raise BitError(f"--ray {LOCAL}: cannot write its token in {folder} ({exc.strerror or exc})") from None
     # Ray's processes inherit it, never on a command line. RAY_AUTH_MODE is left to ray.init, which sets it to
     # token and refreshes its configuration, read once when Ray was imported, to match.
-    os.environ["RAY_AUTH_TOKEN_PATH"] = path
+    os.environ["RAY_AUTH_TOKEN_PATH"] = _own_token = path
+
+
+def _new_token(folder: str, path: str) -> str:
+    """A new token at `path`, or, where something else is there (a running cluster may still read a token file
+    that changed), in a file of its own beside it; returns where."""
+    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{TOKEN_FILE}.")  # 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    try:
+        os.link(part, path)  # appears whole; a concurrent run's, made the same way, is used as it is
+    except FileExistsError:
+        if _private_file(path):
+            os.unlink(part)
+            return path
+        return part
+    except OSError:  # no hard links on this file system: this run's token is its own file
+        return part
+    os.unlink(part)
+    return path
+
+
+def _forget_own_token() -> None:
+    """A local run's token stays in this process's environment, where Ray's processes read it: a later connection
+    to another cluster from the same process must not present it, but the token that cluster's user gave Ray."""
+    global _own_token
+    if _own_token is not None and os.environ.get("RAY_AUTH_TOKEN_PATH") == _own_token:
+        del os.environ["RAY_AUTH_TOKEN_PATH"]
+        from ray._raylet import AuthenticationTokenLoader
+
+        AuthenticationTokenLoader.instance().reset_cache()  # Ray caches the token it read
+    _own_token = None
 
 
 def _private_file(path: str) -> bool:

@@ -15,12 +15,18 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import os, ray
+from bit_trt.engine.errors import BitError
 from bit_trt.scale.ray_cluster import connect
 connect("local")
 session = ray._private.worker._global_node.get_session_dir_path()
 print(ray.get(ray.put(21)) * 2)
 print(session)
 ray.shutdown()
+try:  # another cluster, from the same process: the local run's token is not presented to it
+    connect("127.0.0.1:9")
+except BitError:
+    pass
+print("RAY_AUTH_TOKEN_PATH" in os.environ)
 """
 
 
@@ -34,10 +40,19 @@ with open(os.path.expanduser("~/.ray/auth_token")) as f:
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN_PATH"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=f.read().strip())
 other = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120)
-print("admitted" if other.returncode == 0 else "refused")
+print("admitted" if other.returncode == 0 else "refused" if b"InvalidAuthToken" in other.stderr else "failed")
 print(os.environ.get("RAY_AUTH_TOKEN_PATH", "none"))
 ray.shutdown()
 """
+
+
+@pytest.fixture(autouse=True)
+def _only_in_the_namespace():
+    """Ray listens on every interface: these start clusters only inside the test's own network namespace."""
+    if os.environ.get("BIT_TRT_RAY_NETNS") != "1":
+        pytest.fail("run through tests/scale/test_ray_cluster.py, which gives the cluster its own network namespace")
+
+
 RAY_SETTINGS = ("RAY_TMPDIR", "RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
@@ -66,8 +81,8 @@ def test_a_local_ray_session_is_private_to_its_user():
         for _ in range(2):
             done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=180)
             assert done.returncode == 0, done.stderr[-3000:]
-            answer, session = done.stdout.split()[-2:]
-            assert answer == "42"
+            answer, session, token_named = done.stdout.split()[-3:]
+            assert (answer, token_named) == ("42", "False")
             sessions.append(session)
         parents = []
         path = sessions[0]
