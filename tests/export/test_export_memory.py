@@ -71,7 +71,7 @@ def test_tf_reference_takes_the_weights_and_answers_the_same(tiny, images64):
 
 
 def test_a_broken_fold_is_still_caught_against_tf_and_nothing_is_written(tmp_path, monkeypatch):
-    """The folding's check now runs in the parity step's session: a wrong folded kernel still fails, named as the
+    """The folding's check (ORT on the folded graph, in the fold step): a wrong folded kernel fails, named as the
     folding, before any bundle appears."""
     real = graph_cleanup.folded_copy
 
@@ -89,6 +89,31 @@ def test_a_broken_fold_is_still_caught_against_tf_and_nothing_is_written(tmp_pat
     with pytest.raises(BitError, match=r"^constant folding \(weight standardization\) breaks parity"):
         export_tiny(out, engine="none")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_folding_first_gives_the_graph_fusing_first_gave(tiny, tiny_weights):
+    """The exporter folds before it fuses, the GroupNorm scopes left whole for the fusion: the same graph as the
+    other order, node for node and tensor for tensor."""
+    from bit_trt.engine.onnx_order import canonicalize
+
+    converted = tf2onnx_route.convert(dict(tiny_weights), tiny, TINY_RES)  # once: tf2onnx numbers its names per run
+
+    def cleaned(fold_first: bool):
+        model = onnx.ModelProto()
+        model.CopyFrom(converted)
+        if fold_first:
+            model, _ = graph_cleanup.folded_copy(model, skip=graph_cleanup.GROUP_NORM_SCOPE)
+            graph_cleanup.remove_dead(model)
+            assert graph_cleanup.fuse_group_norms(model) > 0
+        else:
+            assert graph_cleanup.fuse_group_norms(model) > 0
+            model, _ = graph_cleanup.folded_copy(model)
+            graph_cleanup.remove_dead(model)
+        canonicalize(model, initializers=False)
+        initializers = sorted((i.name, i.SerializeToString()) for i in model.graph.initializer)
+        return [n.SerializeToString() for n in model.graph.node], initializers
+
+    assert cleaned(fold_first=True) == cleaned(fold_first=False)
 
 
 def test_a_broken_fusion_is_still_caught_against_tf_and_nothing_is_written(tmp_path, monkeypatch):
