@@ -8,6 +8,8 @@ makes that name first (a folder of theirs, a symlink, a wider mode) gets nothing
 one of its own. Used for OpenCV's temporary files (engine/opencv_temp.py) and a local Ray's session
 (scale/ray_cluster.py); the C++ library has its twin for OpenCV (engine/cpp/src/preprocess.cpp).
 
+kept_private_file: a file only this user can read, in such a folder, made once and kept: a local Ray's token.
+
 job_folder: a new folder for one job (mkdtemp: 0700), removed when the job ends. A process killed during the job
 (SIGKILL, the out-of-memory killer) cannot remove it, so while the job runs its process holds a lock on a file in it;
 the next job of the same kind removes every folder of this user's whose lock is free. A lock (flock) is released by
@@ -35,8 +37,7 @@ HELD = ".held"  # the file whose lock says the job's process is alive
 def users_temp_folder(prefix: str) -> str | None:
     """`$TMPDIR/<prefix><uid>` if it is, or can be made, a folder of this user's that no one else may enter; else
     None."""
-    uid = os.geteuid()
-    folder = os.path.join(tempfile.gettempdir(), f"{prefix}{uid}")
+    folder = os.path.join(tempfile.gettempdir(), f"{prefix}{os.geteuid()}")
     try:
         os.mkdir(folder, 0o700)
     except FileExistsError:
@@ -44,11 +45,49 @@ def users_temp_folder(prefix: str) -> str | None:
     except OSError:
         return None
     try:
-        st = os.lstat(folder)
+        private = _users_own(folder, stat.S_ISDIR)
     except OSError:
         return None
-    private = stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o077
     return folder if private and os.access(folder, os.W_OK | os.X_OK) else None
+
+
+def kept_private_file(folder: str, name: str, content) -> str:
+    """The path of a file only this user can read, `name` in `folder` (this user's, 0700; see users_temp_folder),
+    made once with `content()` and kept for the processes after this one; where `name` holds something else, or the
+    file system has no hard links, a new file of this process's own beside it. Raises OSError where nothing can be
+    written.
+
+    A file made by another process of this user's appears whole (written under another name, then linked), and one
+    that changed is never replaced: a process may still be reading it (a local Ray's workers read its token)."""
+    path = os.path.join(folder, name)
+    if _users_nonempty_file(path):
+        return path
+    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{name}.")  # 0600
+    with os.fdopen(fd, "w") as f:
+        f.write(content())
+    try:
+        os.link(part, path)
+    except FileExistsError:
+        if not _users_nonempty_file(path):
+            return part
+    except OSError:  # no hard links here
+        return part
+    os.unlink(part)
+    return path
+
+
+def _users_nonempty_file(path: str) -> bool:
+    try:
+        return _users_own(path, stat.S_ISREG) and os.lstat(path).st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _users_own(path: str, is_kind) -> bool:
+    """`path` itself (not a link's target) is of the kind `is_kind` tells (stat.S_ISDIR, stat.S_ISREG), this user's,
+    and no one else may read, write or enter it."""
+    st = os.lstat(path)
+    return is_kind(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 @contextlib.contextmanager

@@ -7,11 +7,10 @@ import os
 import re
 import secrets
 import socket
-import stat
 import tempfile
 
 from ..engine.errors import BitError, require
-from ..engine.private_temp import users_temp_folder
+from ..engine.private_temp import kept_private_file, users_temp_folder
 
 LOCAL = "local"  # start a Ray instance in this process (one node, this machine), as `ray.init()` does
 CONNECT_TIMEOUT_S = 5.0
@@ -84,34 +83,13 @@ def _private_token_auth(folder: str) -> None:
     mode = os.environ.get("RAY_AUTH_MODE", "token").lower()
     if mode != "token" or os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return
-    path = os.path.join(folder, TOKEN_FILE)
     try:
-        if not _private_file(path):
-            path = _new_token(folder, path)
+        path = kept_private_file(folder, TOKEN_FILE, lambda: secrets.token_hex(32))
     except OSError as exc:
         raise BitError(f"--ray {LOCAL}: cannot write its token in {folder} ({exc.strerror or exc})") from None
     # Ray's processes inherit it, never on a command line. RAY_AUTH_MODE is left to ray.init, which sets it to
     # token and refreshes its configuration, read once when Ray was imported, to match.
     os.environ["RAY_AUTH_TOKEN_PATH"] = _own_token = path
-
-
-def _new_token(folder: str, path: str) -> str:
-    """A new token at `path`, or, where something else is there (a running cluster may still read a token file
-    that changed), in a file of its own beside it; returns where."""
-    fd, part = tempfile.mkstemp(dir=folder, prefix=f".{TOKEN_FILE}.")  # 0600
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
-    try:
-        os.link(part, path)  # appears whole; a concurrent run's, made the same way, is used as it is
-    except FileExistsError:
-        if _private_file(path):
-            os.unlink(part)
-            return path
-        return part
-    except OSError:  # no hard links on this file system: this run's token is its own file
-        return part
-    os.unlink(part)
-    return path
 
 
 def _forget_own_token() -> None:
@@ -124,15 +102,6 @@ def _forget_own_token() -> None:
 
         AuthenticationTokenLoader.instance().reset_cache()  # Ray caches the token it read
     _own_token = None
-
-
-def _private_file(path: str) -> bool:
-    """A non-empty regular file of this user's that no one else may read."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077 and st.st_size > 0
 
 
 _BIT_ERROR = re.compile(r"BitError: (.+)")

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from bit_trt.engine.private_temp import HELD, job_folder
+from bit_trt.engine.private_temp import HELD, job_folder, kept_private_file
 
 PREFIX = "bit-trt-test-job-"
 
@@ -66,3 +66,37 @@ def test_a_killed_job_s_folder_is_removed_by_the_next_job_and_a_running_one_kept
         running.communicate("done\n", timeout=60)
     assert running.returncode == 0
     assert os.listdir(tmpdir_here) == [f"{PREFIX}unheld"]  # the running job removed its own when it ended
+
+
+def test_a_kept_private_file_is_made_once_0600_and_kept(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir(mode=0o700)
+    made = iter(["first", "second"])
+    path = kept_private_file(str(folder), "token", lambda: next(made))
+    assert path == str(folder / "token") and open(path).read() == "first"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert kept_private_file(str(folder), "token", lambda: next(made)) == path  # kept: not made again
+    assert os.listdir(folder) == ["token"]
+
+
+@pytest.mark.parametrize("there", ["symlink", "readable by others", "empty"])
+def test_a_kept_private_file_leaves_what_else_holds_its_name(tmp_path, there):
+    """Something else at the name (a link, a file others may read, an empty one) is neither used nor replaced (a
+    process may still read it): the new file is one of its own beside it."""
+    folder = tmp_path / "mine"
+    folder.mkdir(mode=0o700)
+    target = folder / "token"
+    if there == "symlink":
+        (tmp_path / "elsewhere").write_text("theirs")
+        os.symlink(tmp_path / "elsewhere", target)
+    else:
+        target.write_text("" if there == "empty" else "theirs")
+        target.chmod(0o600 if there == "empty" else 0o644)
+    path = kept_private_file(str(folder), "token", lambda: "mine")
+    assert path != str(target) and os.path.dirname(path) == str(folder)
+    assert open(path).read() == "mine" and os.stat(path).st_mode & 0o777 == 0o600
+    assert os.path.lexists(target)
+    if there == "symlink":
+        assert os.path.islink(target) and (tmp_path / "elsewhere").read_text() == "theirs"
+    else:
+        assert target.read_text() == ("" if there == "empty" else "theirs")
