@@ -111,6 +111,14 @@ INT8_CHECK = Tolerance(rel_l2=0.5, cosine_min=0.95, max_abs_over_scale=1.0, top1
 # f32 float layers), with about twice the measured error as margin; a broken bf16 normalization or layout gives
 # cosine far below. An INT8 model that misses it runs its float layers in f32 instead, as the export gated it.
 INT8_BF16_PARITY = Tolerance(rel_l2=0.25, cosine_min=0.98, max_abs_over_scale=0.3, top1_decisive=0.0)
+# INT8 on ONNX Runtime's CPU provider with its GroupNorms on bit-trt's fused kernel (engine/ort_group_norm.py, gated
+# on the host by engine/compute_gate.py). The kernel computes the graph's own arithmetic in another order, so its
+# error against TF is INT8's own: on this AMX Xeon, synthetic weights, the bundle's 6 parity images, R50x1 at 480 rel
+# L2 0.086 (ORT's own ops: 0.085), R50x3 0.083 (0.083). Against the same graph on ORT's own ops it moves the answers
+# by rel L2 0.064-0.068, as any change of rounding order does in INT8 (a float that crosses a rounding step of the
+# next quantize). The same bound as INT8 in bf16, for the same reasons; a broken kernel (a wrong layout, group or
+# scale) gives cosine far below.
+INT8_KERNEL_PARITY = INT8_BF16_PARITY
 
 
 def report(test: np.ndarray, reference: np.ndarray, tolerance: Tolerance) -> dict:

@@ -1,11 +1,14 @@
 """Does the arithmetic this host chose keep the bundle's accuracy? The gate for a compute type picked at run time.
 
-Every artifact was checked against TF at export, in the arithmetic it was exported for. One choice is made on the
-host that runs it instead: OpenVINO's bf16 for the float arithmetic of the fp16 and INT8 tiers, only where the CPU's
-bf16 computes faster than its f32. So that choice is checked there, before the runner serves: the bundle's parity
-set in that arithmetic against TF's stored logits, with compare.tolerance_for(precision, "bf16") (BF16_PARITY;
-INT8_BF16_PARITY for the INT8 graph). A failure refuses that precision on that backend (`auto` then moves on) and
-names the measured error.
+Every artifact was checked against TF at export, in the arithmetic it was exported for. Two choices are made on the
+host that runs it instead, so each is checked there, before the runner serves: the bundle's parity set in that
+arithmetic against TF's stored logits.
+- OpenVINO's bf16 for the float arithmetic of the fp16 and INT8 tiers, only where the CPU's bf16 computes faster than
+  its f32, with compare.tolerance_for(precision, "bf16") (BF16_PARITY; INT8_BF16_PARITY for the INT8 graph). A
+  failure refuses that precision on that backend (`auto` then moves on), or for INT8 runs its float layers in f32.
+- bit-trt's fused GroupNorm kernel on ONNX Runtime's CPU provider for the INT8 graph (engine/ort_group_norm.py), built
+  on this host, with compare.INT8_KERNEL_PARITY. A failure runs ORT's own ops instead.
+Either way the failure names the measured error.
 
 The verdict is kept in the user cache, keyed by the artifact's sha256, the runtime's description, the CPU and the
 tolerance, so a server pays for the check once per host and model, not on every start. Only a verdict this user
@@ -26,9 +29,11 @@ from .preprocess import scale_uint8
 from .user_cache import cache_dir, read_own, write_own
 
 
-def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF16_PARITY) -> dict:
+def check(
+    bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF16_PARITY, instead: str | None = None
+) -> dict:
     """The parity set through `infer` (float NHWC batch -> logits) against TF; returns the verdict, or raises a
-    one-line BitError naming the measured error when it fails."""
+    one-line BitError naming the measured error when it fails. `instead`: what the message says to use instead."""
     art = bundle.artifacts("onnx")[flavour]
     cpu = onednn_host()  # the gate is OpenVINO's: a dispatcher cap changes its kernels, so it is part of the key
     key = hashlib.sha256(
@@ -46,10 +51,13 @@ def check(bundle, flavour: str, infer, described: str, tolerance: Tolerance = BF
         except (OSError, BitError):  # a read-only home: the check simply runs again next time
             pass
     if not verdict["passed"]:
+        instead = instead or (
+            "--precision fp32 or int8" if flavour == "fp16" else "inference precision f32, or --precision fp32"
+        )
         raise GateFailed(
             f"{described}: the {flavour} model in this arithmetic fails the accuracy gate against TF on the bundle's "
             f"parity set ({'; '.join(verdict['failures'])}), so it is refused here; use "
-            f"{'--precision fp32 or int8' if flavour == 'fp16' else 'inference precision f32, or --precision fp32'}",
+            f"{instead}",
             verdict["failures"],
         )
     return verdict

@@ -5,6 +5,10 @@ providers even where their libraries cannot load, then silently runs on the CPU.
 session *actually* got are read back after it is created, and asking for `ort-cuda` or `ort-trt` on a
 host where they did not load is an error that says what loaded instead, never a silent CPU fallback.
 
+On ort-cpu, an INT8 model from a bundle runs its GroupNorms on bit-trt's fused kernel where it builds here, once it
+passes the accuracy gate against TF on this host (engine/ort_group_norm.py); elsewhere ORT's own ops, and describe()
+says why.
+
 Thread safety: `InferenceSession.run` may be called from many threads at once (ORT's documented contract).
 """
 
@@ -15,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from . import ort_group_norm, ort_kernel_library
 from .errors import BitError, require
 from .runner import Runner
 from .user_cache import library_folder
@@ -43,6 +48,8 @@ class OrtRunner(Runner):
         device: int = 0,
         engine_cache: tuple[tuple[str, str], ...] = (),
         streams: int = 1,
+        group_norm_kernel: bool | None = None,
+        gate=None,
     ):
         """`model`: a path to an .onnx file (external data beside it) or serialized ModelProto bytes.
 
@@ -54,6 +61,12 @@ class OrtRunner(Runner):
         than it saves, and where the graph itself, not ORT's rewrite of it, is under test.
         streams: requests callers keep in flight at once (throughput). Each Run then gets threads // streams
         intra-op threads, so concurrent requests share the cores instead of every request contending for all.
+        group_norm_kernel: run the INT8 graph's GroupNorms on bit-trt's fused kernel (engine/ort_group_norm.py). None:
+        where a `gate` was given (backends.create gives one to ort-cpu for an INT8 model), falling back to ORT's own
+        ops with the reason in describe() where the kernel can't be built or fails the gate; True: the kernel or an
+        error; False: ORT's own ops.
+        gate: called as gate(infer, described) on the model with the kernel before it serves; raises a BitError to
+        refuse it (engine/compute_gate.py).
         """
         super().__init__()
         if backend not in PROVIDERS:
@@ -69,6 +82,14 @@ class OrtRunner(Runner):
         if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
             raise BitError(f"ONNX Runtime streams must be a whole number, at least 1, got {streams!r}")
         self.streams = streams
+        if group_norm_kernel not in (None, True, False):
+            raise BitError(f"group_norm_kernel is true, false or unset, got {group_norm_kernel!r}")
+        if group_norm_kernel and (backend != "ort-cpu" or low_memory):
+            raise BitError("bit-trt's GroupNorm kernel runs on ort-cpu only, and not in low-memory checks")
+        self.group_norm_kernel = group_norm_kernel
+        self.gate = gate
+        self.kernel = ""  # what runs the GroupNorms where not ORT's own ops: set when the session starts
+        self.why_stock = ""  # why the kernel was wanted but ORT's own ops run
         self.session = None
 
     def _providers(self) -> list:
@@ -125,25 +146,19 @@ class OrtRunner(Runner):
                 f"{self.name}: this onnxruntime build ({ort.__version__}) has no {wanted} "
                 f"(it has {', '.join(ort.get_available_providers())}); {hint}"
             )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[self.optimization]
+        self.session = None
+        self.kernel = self.why_stock = ""
         threads = self.threads or (os.cpu_count() or 1)
         self.intra_threads = max(1, threads // self.streams)
-        opts.intra_op_num_threads = self.intra_threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        if self.low_memory:
-            opts.enable_cpu_mem_arena = False
-            opts.add_session_config_entry("session.disable_prepacking", "1")
-        try:
-            self.session = ort.InferenceSession(self.model, opts, providers=self._providers())
-        except Exception as exc:  # ORT raises its own exception types for a bad or truncated file
-            where = self.model if isinstance(self.model, (str, os.PathLike)) else "in-memory model"
-            raise BitError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0][:300]}") from exc
+        if self._wants_kernel():
+            try:
+                self.session = self._kernel_session(ort)
+            except BitError as exc:
+                if self.group_norm_kernel:
+                    raise
+                self.kernel, self.why_stock = "", str(exc)
+        if self.session is None:
+            self.session = self._session(ort, self.model, self._options(ort))
         self.loaded_providers = self.session.get_providers()
         if wanted not in self.loaded_providers:
             self.session = None
@@ -154,6 +169,50 @@ class OrtRunner(Runner):
             )
         self.input_name = self.session.get_inputs()[0].name
 
+    def _options(self, ort):
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[self.optimization]
+        opts.intra_op_num_threads = self.intra_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        if self.low_memory:
+            opts.enable_cpu_mem_arena = False
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+        return opts
+
+    def _session(self, ort, model, opts):
+        try:
+            return ort.InferenceSession(model, opts, providers=self._providers())
+        except Exception as exc:  # ORT raises its own exception types for a bad or truncated file
+            where = self.model if isinstance(self.model, (str, os.PathLike)) else "in-memory model"
+            raise BitError(f"ONNX Runtime cannot load {where}: {str(exc).splitlines()[0][:300]}") from exc
+
+    def _wants_kernel(self) -> bool:
+        if self.group_norm_kernel is None:
+            return self.gate is not None and self.name == "ort-cpu" and not self.low_memory
+        return self.group_norm_kernel
+
+    def _kernel_session(self, ort):
+        """A session of the model with its GroupNorms on bit-trt's kernel, gated; raises a BitError saying why not."""
+        library = ort_kernel_library.library()
+        model, count = ort_group_norm.rewritten_bytes(self.model)
+        opts = self._options(ort)
+        opts.register_custom_ops_library(library)
+        session = self._session(ort, model, opts)
+        del model
+        name = session.get_inputs()[0].name
+        self.kernel = (
+            f"GroupNorm on bit-trt's kernel ({count} fused, build {os.path.basename(os.path.dirname(library))})"
+        )
+        if self.gate is not None:
+            described = f"{self.name}: onnxruntime {ort.__version__}, {self.kernel}"
+            self.gate(lambda batch: session.run(None, {name: batch})[0], described)
+        return session
+
     def describe(self) -> str:
         providers = ", ".join(p.replace("ExecutionProvider", "") for p in getattr(self, "loaded_providers", []))
         each = f"{self.intra_threads} thread{'s' if self.intra_threads > 1 else ''}"
@@ -161,7 +220,10 @@ class OrtRunner(Runner):
         cache = ""
         if self.name == "ort-trt":
             cache = f", engine cache {self.trt_cache_dir}" if self.trt_cache_dir else ", no engine cache"
-        return f"{self.name}: onnxruntime {import_onnxruntime().__version__} [{providers}]{streams}{cache}"
+        kernel = f", {self.kernel}" if self.kernel else ""
+        stock = f"; GroupNorm on ORT's own ops: {self.why_stock}" if self.why_stock else ""
+        version = import_onnxruntime().__version__
+        return f"{self.name}: onnxruntime {version} [{providers}]{streams}{cache}{kernel}{stock}"
 
     def _deactivate(self):
         self.session = None

@@ -1,0 +1,193 @@
+"""bit-trt's fused GroupNorm on ONNX Runtime (engine/ort_group_norm.py, engine/cpu_kernels/group_norm_quantize.c): the
+kernel against ORT's own ops on one chain, the rewrite of a real INT8 graph, and the runner's choice, gate and
+fallback."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bit_trt.engine import backends, compare, compute_gate, ort_group_norm, ort_kernel_library
+from bit_trt.engine.bundle import load_bundle
+from bit_trt.engine.errors import BitError
+from bit_trt.engine.ort_runner import OrtRunner
+from bit_trt.engine.parity_set import load_parity_set
+from bit_trt.engine.preprocess import scale_uint8
+
+from .ort_kernel import kernel_library
+
+
+def _chain_model(channels: int, groups: int, size: int, quantized_input: bool, seed: int = 0) -> onnx.ModelProto:
+    """X float [N,C,H,W] -> (Q -> DQ) -> the bundle's GroupNorm chain -> Relu -> Q: uint8 out, as int8-ort writes it."""
+    rng = np.random.default_rng(seed)
+    consts = {
+        "x_scale": np.float32(0.05),
+        "x_zp": np.uint8(7),
+        "grouped": np.array([0, groups, -1], np.int64),
+        "back": np.array([0, channels, size, size], np.int64),
+        "unit": np.ones(groups, np.float32),
+        "zero": np.zeros(groups, np.float32),
+        "gamma": rng.normal(0, 1, (channels, 1, 1)).astype(np.float32),  # negative too: the ReLU matters
+        "beta": rng.normal(0, 0.5, (channels, 1, 1)).astype(np.float32),
+        "y_scale": np.float32(0.02),
+        "y_zp": np.uint8(3),
+    }
+    nodes = []
+    x = "X"
+    if quantized_input:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["X", "x_scale", "x_zp"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"]),
+        ]
+        x = "xd"
+    nodes += [
+        helper.make_node("Reshape", [x, "grouped"], ["g"]),
+        helper.make_node("InstanceNormalization", ["g", "unit", "zero"], ["n"], epsilon=1e-5),
+        helper.make_node("Reshape", ["n", "back"], ["b"]),
+        helper.make_node("Mul", ["b", "gamma"], ["m"]),
+        helper.make_node("Add", ["m", "beta"], ["a"]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["Y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", channels, size, size])],
+        [helper.make_tensor_value_info("Y", TensorProto.UINT8, ["n", channels, size, size])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None) -> np.ndarray:
+    opts = ort.SessionOptions()
+    if library:
+        opts.register_custom_ops_library(library)
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, {"X": x})[0]
+
+
+@pytest.mark.parametrize("quantized_input", [True, False], ids=["uint8-in", "float-in"])
+@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9), (6, 1, 3)])
+def test_the_kernel_computes_the_chain_as_ort_does(quantized_input, channels, groups, size):
+    library = kernel_library()
+    model = _chain_model(channels, groups, size, quantized_input)
+    x = np.random.default_rng(1).normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32)
+    x[1] *= 3  # a second image with other statistics: each is normalized on its own
+    stock = _run(model, x)
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    assert ort_group_norm.rewrite(fused) == 1
+    assert [n.op_type for n in fused.graph.node if n.domain == ort_group_norm.DOMAIN] == [
+        ort_group_norm.OPS[0 if quantized_input else 1]
+    ]
+    out = _run(fused, x, library)
+    assert out.dtype == np.uint8 and out.shape == stock.shape
+    steps = np.abs(out.astype(int) - stock.astype(int))
+    # the same arithmetic in another order: a value on a rounding boundary may land one step away, no further
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.01
+    assert 0.1 < (stock == 3).mean() < 0.9  # the ReLU clipped some, not all
+
+
+def test_a_chain_that_differs_is_left_alone():
+    model = _chain_model(8, 4, 5, quantized_input=True)
+    unit = next(t for t in model.graph.initializer if t.name == "unit")
+    unit.CopyFrom(numpy_helper.from_array(np.full(4, 2, np.float32), "unit"))  # a scale the kernel does not apply
+    assert ort_group_norm.rewrite(model) == 0
+    model = _chain_model(8, 4, 5, quantized_input=True)
+    model.graph.output.append(helper.make_tensor_value_info("n", TensorProto.FLOAT, None))  # an inner tensor is read
+    assert ort_group_norm.rewrite(model) == 0
+
+
+def test_bad_shapes_are_one_line_from_the_kernel():
+    library = kernel_library()
+    model = _chain_model(8, 4, 5, quantized_input=False)
+    ort_group_norm.rewrite(model)
+    kernel = next(n for n in model.graph.node if n.domain == ort_group_norm.DOMAIN)
+    next(a for a in kernel.attribute if a.name == "groups").i = 3  # 8 channels in 3 groups
+    with pytest.raises(Exception, match="must be a multiple of groups"):
+        _run(model, np.zeros((1, 8, 5, 5), np.float32), library)
+
+
+def test_the_int8_graph_is_rewritten_and_the_fp32_graph_is_not(tiny_full_bundle):
+    bundle = load_bundle(str(tiny_full_bundle))
+    model = onnx.load(bundle.artifact_path("int8-ort"))
+    norms = sum(n.op_type == "InstanceNormalization" for n in model.graph.node)
+    count = ort_group_norm.rewrite(model)
+    left = [n.op_type for n in model.graph.node]
+    # every GroupNorm but the one before the head (its ReLU feeds the pooling)
+    assert count == norms - 1 and left.count("InstanceNormalization") == 1
+    assert left.count("Transpose") == 2 * count + 1  # each kernel's two, and the NHWC input's
+    with pytest.raises(BitError, match="no quantized GroupNorm"):
+        ort_group_norm.rewritten_bytes(bundle.artifact_path("fp32"))
+
+
+def test_ort_cpu_int8_runs_the_kernel_gated_and_agrees_with_orts_own_ops(tiny_full_bundle, tmp_path, monkeypatch):
+    kernel_library()
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle(str(tiny_full_bundle))
+    images, _, tf_logits = load_parity_set(bundle)
+    batch = scale_uint8(images)
+    with (
+        backends.create(bundle, "ort-cpu", "int8") as fused,
+        backends.create(bundle, "ort-cpu", "int8", group_norm_kernel=False) as stock,
+    ):
+        assert "bit-trt's kernel (12 fused" in fused.describe() and "kernel" not in stock.describe()
+        ours, theirs = fused.infer(batch), stock.infer(batch)
+    verdict = compare.report(ours, tf_logits, compare.INT8_KERNEL_PARITY)
+    assert verdict["passed"], verdict["failures"]
+    assert compare.measure(ours, theirs)["cosine_min"] > 0.99
+    kept = list((tmp_path / "cache" / "compute-gate").iterdir())
+    assert len(kept) == 1 and "bit-trt's kernel" in kept[0].read_text()  # the gate ran, and its verdict is kept
+
+
+def test_without_the_header_ort_runs_its_own_ops_and_says_why(tiny_full_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(ort_kernel_library.INCLUDE_ENV, str(tmp_path))  # a folder without onnxruntime_c_api.h
+    bundle = load_bundle(str(tiny_full_bundle))
+    with backends.create(bundle, "ort-cpu", "int8") as runner:
+        said = runner.describe()
+        assert "GroupNorm on ORT's own ops" in said and "holds no onnxruntime_c_api.h" in said
+        assert runner.infer(np.zeros((1, 64, 64, 3), np.float32)).shape == (1, 1000)
+    with pytest.raises(BitError, match="holds no onnxruntime_c_api.h"):
+        backends.create(bundle, "ort-cpu", "int8", group_norm_kernel=True).activate()
+    with pytest.raises(BitError, match="ort-cpu only"):
+        OrtRunner(bundle.artifact_path("int8-trt"), backend="ort-cuda", group_norm_kernel=True)
+
+
+def test_a_kernel_that_fails_the_gate_is_refused_with_the_measured_error(tiny_full_bundle, tmp_path, monkeypatch):
+    kernel_library()
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle(str(tiny_full_bundle))
+    impossible = compare.Tolerance(rel_l2=1e-9, cosine_min=1.0, max_abs_over_scale=1e-9, top1_decisive=0.0)
+
+    def gate(infer, described):
+        return compute_gate.check(bundle, "int8-ort", infer, described, tolerance=impossible, instead="its own ops")
+
+    with OrtRunner(bundle.artifact_path("int8-ort"), gate=gate) as runner:
+        said = runner.describe()
+    assert "GroupNorm on ORT's own ops" in said and "fails the accuracy gate" in said and "relative L2" in said
+
+
+def test_fp32_and_the_gpu_providers_never_try_the_kernel(tiny_full_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle(str(tiny_full_bundle))
+    with backends.create(bundle, "ort-cpu", "fp32") as runner:
+        assert "GroupNorm" not in runner.describe()
+    assert not (tmp_path / "cache" / "ort-kernels").exists()
+
+
+def test_threads_share_the_kernel_session(tiny_full_bundle, tmp_path, monkeypatch):
+    kernel_library()
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle(str(tiny_full_bundle))
+    batch = np.random.default_rng(2).random((3, 64, 64, 3), dtype=np.float32)
+    with backends.create(bundle, "ort-cpu", "int8") as runner:
+        assert "bit-trt's kernel" in runner.describe()
+        ref = runner.infer(batch)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for out in pool.map(lambda _: runner.infer(batch), range(8)):
+                np.testing.assert_array_equal(out, ref)
