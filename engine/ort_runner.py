@@ -209,8 +209,15 @@ class OrtRunner(Runner):
             f"GroupNorm on bit-trt's kernel ({count} fused, build {os.path.basename(os.path.dirname(library))})"
         )
         if self.gate is not None:
-            described = f"{self.name}: onnxruntime {ort.__version__}, {self.kernel}"
-            self.gate(lambda batch: session.run(None, {name: batch})[0], described)
+
+            def infer(batch):
+                try:
+                    return session.run(None, {name: batch})[0]
+                except Exception as exc:  # ORT's own exception types: a kernel error is a reason, not a crash
+                    why = str(exc).splitlines()[0][:300]
+                    raise BitError(f"bit-trt's kernel failed on the parity set: {why}") from exc
+
+            self.gate(infer, f"{self.name}: onnxruntime {ort.__version__}, {self.kernel}")
         return session
 
     def describe(self) -> str:

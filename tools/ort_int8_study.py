@@ -42,7 +42,19 @@ from tools import RESULTS
 BASE_OPS = ("Conv", "MatMul")  # what export/int8.py quantizes
 CONV_OPS = {"Conv", "QLinearConv", "FusedConv", "ConvInteger", "MatMul", "QLinearMatMul", "MatMulInteger", "Gemm"}
 ROLES = {
-    "groupnorm": {"InstanceNormalization", "Reshape", "Mul", "ReduceMean", "Sub", "Div", "Sqrt", "Pow", "Cast"},
+    "groupnorm": {
+        "InstanceNormalization",
+        "Reshape",
+        "Mul",
+        "ReduceMean",
+        "Sub",
+        "Div",
+        "Sqrt",
+        "Pow",
+        "Cast",
+        "QGroupNormRelu",
+        "GroupNormReluQuantize",
+    },
     "quantize": {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"},
     "layout": {"Transpose", "ReorderInput", "ReorderOutput"},
     "elementwise": {"Add", "Relu", "QLinearAdd", "QLinearMul", "Sum", "Clip"},
@@ -274,6 +286,8 @@ def ort_session(variant: dict, threads: int, profile_prefix: str | None = None, 
     opts.log_severity_level = 3
     for k, val in variant["config"].items():
         opts.add_session_config_entry(k, val)
+    for library in variant.get("libraries", ()):  # custom-op libraries (tools/ort_group_norm_kernel.py)
+        opts.register_custom_ops_library(library)
     if optimized:
         opts.optimized_model_filepath = optimized
     if profile_prefix:

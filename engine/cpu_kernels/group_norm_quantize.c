@@ -2,9 +2,11 @@
  * uint8 in two passes over a channels-last tensor, on ORT's intra-op threads. engine/ort_group_norm.py says which
  * nodes of an INT8 graph it replaces and why; engine/ort_kernel_library.py builds and loads it.
  *
- * Two ops in the domain "bit_trt", both NHWC in, NHWC uint8 out:
- *   QGroupNormRelu(X uint8, x_scale, x_zero_point, gamma[C], beta[C], y_scale, y_zero_point)
- *   GroupNormReluQuantize(X float, gamma[C], beta[C], y_scale, y_zero_point)
+ * Three ops in the domain "bit_trt", NHWC in, NHWC uint8 Y out:
+ *   QGroupNormRelu(X uint8, x_scale, x_zero_point, gamma[C], beta[C], y_scale, y_zero_point) -> Y
+ *   GroupNormReluQuantize(X float, gamma[C], beta[C], y_scale, y_zero_point) -> Y
+ *   QAddGroupNormRelu(A uint8, a_scale, a_zero_point, B float, gamma[C], beta[C], y_scale, y_zero_point) -> Y, S
+ *     the residual sum first: S = dequantized A + B (float, as DequantizeLinear then Add compute it), and Y from S.
  * attributes: groups (int), epsilon (float, default 1e-5). Scales and zero points are per-tensor scalars.
  *
  * y = clamp(round(max(gamma[c] * (x - mean[n,g]) / sqrt(var[n,g] + eps) + beta[c], 0) / y_scale) + y_zero_point,
@@ -27,23 +29,30 @@
 
 static const OrtApi *api;
 
+enum Input { U8_INPUT, FLOAT_INPUT, SUM_INPUT }; /* the three ops, in the order above */
+
 typedef struct {
   int64_t groups;
   float eps;
-  int u8_input;
+  enum Input input;
 } Kernel;
 
 typedef struct {
-  const void *x;
+  const void *x;        /* uint8 or float; for SUM_INPUT the sum S, written by pass one */
+  const uint8_t *addend_q; /* SUM_INPUT: the quantized addend, and its scale and zero point */
+  const float *addend_f;   /* SUM_INPUT: the float addend */
+  float *sum;           /* SUM_INPUT: S */
+  float a_scale;
+  int a_zp;
   uint8_t *y;
   const float *gamma, *beta;
   float x_scale, y_scale;
   int x_zp, y_zp, u8;
   int64_t n_images, channels, pixels, groups, chunks, chunk;
   float eps;
-  double *sum, *sum_sq; /* [image * chunks + chunk][channel], about the chunk's shift */
+  double *sums, *sums_sq; /* [image * chunks + chunk][channel], about the chunk's shift */
   float *shift;         /* [image * chunks + chunk][channel]: float input only */
-  float *a, *b;         /* [image][channel]: y_quantized = clamp(round(a * x + b)) */
+  float *mul, *add;       /* [image][channel]: y_quantized = clamp(round(mul * x + add)) */
 } Job;
 
 /* Half to even for |t| < 2^22, as ONNX's QuantizeLinear rounds (the default FP rounding mode). */
@@ -63,7 +72,7 @@ static void sums_task(void *data, size_t task) {
   Job *j = (Job *)data;
   int64_t n, p0, p1, C = j->channels;
   pixel_range(j, task, &n, &p0, &p1);
-  double *sum = j->sum + task * C, *sum_sq = j->sum_sq + task * C;
+  double *sum = j->sums + task * C, *sum_sq = j->sums_sq + task * C;
   if (j->u8) {
     /* exact: a chunk holds at most 2^15 values of a channel, so 255^2 * 2^15 fits 32 bits */
     uint32_t *s = calloc(2 * C, sizeof *s), *s2 = s + C;
@@ -81,6 +90,12 @@ static void sums_task(void *data, size_t task) {
   }
   float *s = calloc(2 * C, sizeof *s), *s2 = s + C, *shift = j->shift + task * C;
   if (!s) return;
+  if (j->addend_q) { /* S = (A - a_zp) * a_scale + B, in DequantizeLinear's and Add's order: the same floats */
+    const uint8_t *a = j->addend_q + (n * j->pixels + p0) * C;
+    const float *b = j->addend_f + (n * j->pixels + p0) * C;
+    float *out = j->sum + (n * j->pixels + p0) * C;
+    for (int64_t i = 0; i < (p1 - p0) * C; i++) out[i] = (float)((int)a[i] - j->a_zp) * j->a_scale + b[i];
+  }
   const float *x = (const float *)j->x + (n * j->pixels + p0) * C;
   memcpy(shift, x, C * sizeof *shift);
   for (int64_t p = p0; p < p1; p++, x += C)
@@ -105,7 +120,7 @@ static int fold(Job *j) {
         int64_t first = k * j->chunk, m = (first + j->chunk < j->pixels ? first + j->chunk : j->pixels) - first;
         for (int64_t c = g * per_group; c < (g + 1) * per_group; c++) {
           size_t at = (size_t)((n * j->chunks + k) * C + c);
-          double s = j->sum[at], s2 = j->sum_sq[at], h = j->u8 ? 0.0 : j->shift[at];
+          double s = j->sums[at], s2 = j->sums_sq[at], h = j->u8 ? 0.0 : j->shift[at];
           mean += s + m * h;
           mean_sq += s2 + 2 * h * s + m * h * h;
         }
@@ -116,12 +131,12 @@ static int fold(Job *j) {
         if (var != var) return 0;
         var = 0;
       }
-      /* real x = x_scale * (v - x_zp); y = A * (x - mean_x) + beta, t = y / y_scale + y_zp = a * v + b */
+      /* real x = x_scale * (v - x_zp); y = A * (x - mean_x) + beta, t = y / y_scale + y_zp = mul * v + add */
       double inv = 1.0 / sqrt(var * x_scale * x_scale + j->eps);
       for (int64_t c = g * per_group; c < (g + 1) * per_group; c++) {
         double A = j->gamma[c] * inv * x_scale;
-        j->a[n * C + c] = (float)(A / j->y_scale);
-        j->b[n * C + c] = (float)((j->beta[c] - A * mean) / j->y_scale + j->y_zp);
+        j->mul[n * C + c] = (float)(A / j->y_scale);
+        j->add[n * C + c] = (float)((j->beta[c] - A * mean) / j->y_scale + j->y_zp);
       }
     }
   return 1;
@@ -131,7 +146,7 @@ static void apply_task(void *data, size_t task) {
   Job *j = (Job *)data;
   int64_t n, p0, p1, C = j->channels;
   pixel_range(j, task, &n, &p0, &p1);
-  const float *a = j->a + n * C, *b = j->b + n * C;
+  const float *a = j->mul + n * C, *b = j->add + n * C;
   float low = (float)j->y_zp; /* the ReLU: y < 0 quantizes to the zero point */
   uint8_t *y = j->y + (n * j->pixels + p0) * C;
   if (j->u8) {
@@ -188,12 +203,26 @@ static OrtStatus *compute(void *kernel, OrtKernelContext *ctx) {
   int64_t dims[4];
   size_t rank;
   const void *p;
-  RETURN_IF(input(ctx, 0, -1, &j.x, dims, &rank));
+  RETURN_IF(input(ctx, 0, -1, &p, dims, &rank));
   j.n_images = dims[0], j.pixels = dims[1] * dims[2], j.channels = dims[3];
-  j.groups = k->groups, j.eps = k->eps, j.u8 = k->u8_input;
+  j.groups = k->groups, j.eps = k->eps, j.u8 = k->input == U8_INPUT;
   if (j.channels <= 0 || j.channels > MAX_CHANNELS || j.channels % j.groups)
     return error("bit_trt GroupNorm: the channels (last axis) must be a multiple of groups, at most 65536");
   size_t i = 1;
+  if (k->input == SUM_INPUT) {
+    j.addend_q = p;
+    RETURN_IF(input(ctx, i++, 1, &p, NULL, NULL));
+    j.a_scale = *(const float *)p;
+    RETURN_IF(input(ctx, i++, 1, &p, NULL, NULL));
+    j.a_zp = *(const uint8_t *)p;
+    int64_t b_dims[4];
+    size_t b_rank;
+    RETURN_IF(input(ctx, i++, -1, &p, b_dims, &b_rank));
+    if (memcmp(b_dims, dims, sizeof dims)) return error("bit_trt GroupNorm: the sum's two addends differ in shape");
+    j.addend_f = p;
+  } else {
+    j.x = p;
+  }
   if (j.u8) {
     RETURN_IF(input(ctx, i++, 1, &p, NULL, NULL));
     j.x_scale = *(const float *)p;
@@ -208,39 +237,45 @@ static OrtStatus *compute(void *kernel, OrtKernelContext *ctx) {
   j.y_scale = *(const float *)p;
   RETURN_IF(input(ctx, i++, 1, &p, NULL, NULL));
   j.y_zp = *(const uint8_t *)p;
-  if (!(j.y_scale > 0) || (j.u8 && !(j.x_scale > 0)))
+  if (!(j.y_scale > 0) || (j.u8 && !(j.x_scale > 0)) || (j.addend_q && !(j.a_scale > 0)))
     return error("bit_trt GroupNorm: scales must be positive");
   OrtValue *out;
-  RETURN_IF(api->KernelContext_GetOutput(ctx, 0, dims, rank, &out));
   void *y;
+  RETURN_IF(api->KernelContext_GetOutput(ctx, 0, dims, rank, &out));
   RETURN_IF(api->GetTensorMutableData(out, &y));
   j.y = y;
+  if (j.addend_q) {
+    RETURN_IF(api->KernelContext_GetOutput(ctx, 1, dims, rank, &out));
+    RETURN_IF(api->GetTensorMutableData(out, &y));
+    j.x = j.sum = y;
+  }
   if (j.n_images == 0 || j.pixels == 0) return NULL;
   /* chunks of about 32k values: enough tasks for every thread, sums that fit 32 bits */
   j.chunk = (32768 / j.channels) > 0 ? 32768 / j.channels : 1;
   if (j.chunk > j.pixels) j.chunk = j.pixels;
   j.chunks = (j.pixels + j.chunk - 1) / j.chunk;
   size_t tasks = (size_t)(j.n_images * j.chunks), cells = tasks * (size_t)j.channels;
-  j.sum = calloc(2 * cells, sizeof *j.sum);
+  j.sums = calloc(2 * cells, sizeof *j.sums);
   j.shift = j.u8 ? NULL : calloc(cells, sizeof *j.shift);
-  j.a = calloc(2 * (size_t)(j.n_images * j.channels), sizeof *j.a);
+  j.mul = calloc(2 * (size_t)(j.n_images * j.channels), sizeof *j.mul);
   OrtStatus *status = NULL;
-  if (!j.sum || !j.a || (!j.u8 && !j.shift)) status = api->CreateStatus(ORT_FAIL, "bit_trt GroupNorm: out of memory");
+  if (!j.sums || !j.mul || (!j.u8 && !j.shift))
+    status = api->CreateStatus(ORT_FAIL, "bit_trt GroupNorm: out of memory");
   if (!status) {
-    j.sum_sq = j.sum + cells;
-    j.b = j.a + j.n_images * j.channels;
-    for (size_t c = 0; c < cells; c++) j.sum[c] = NAN; /* a task that could not allocate leaves it */
+    j.sums_sq = j.sums + cells;
+    j.add = j.mul + j.n_images * j.channels;
+    for (size_t c = 0; c < cells; c++) j.sums[c] = NAN; /* a task that could not allocate leaves it */
     status = api->KernelContext_ParallelFor(ctx, sums_task, tasks, 0, &j);
   }
   if (!status && !fold(&j)) status = api->CreateStatus(ORT_FAIL, "bit_trt GroupNorm: out of memory");
   if (!status) status = api->KernelContext_ParallelFor(ctx, apply_task, tasks, 0, &j);
-  free(j.sum);
+  free(j.sums);
   free(j.shift);
-  free(j.a);
+  free(j.mul);
   return status;
 }
 
-static OrtStatus *create(const OrtKernelInfo *info, void **out, int u8) {
+static OrtStatus *create(const OrtKernelInfo *info, void **out, enum Input input) {
   Kernel *k = calloc(1, sizeof *k);
   if (!k) return api->CreateStatus(ORT_FAIL, "bit_trt GroupNorm: out of memory");
   OrtStatus *status = api->KernelInfoGetAttribute_int64(info, "groups", &k->groups);
@@ -254,28 +289,43 @@ static OrtStatus *create(const OrtKernelInfo *info, void **out, int u8) {
     api->ReleaseStatus(no_eps);
     k->eps = 1e-5f;
   }
-  k->u8_input = u8;
+  k->input = input;
   *out = k;
   return NULL;
 }
 
-static OrtStatus *ORT_API_CALL create_u8(const OrtCustomOp *op, const OrtApi *a, const OrtKernelInfo *info,
-                                         void **out) {
-  (void)op, (void)a;
-  return create(info, out, 1);
-}
-static OrtStatus *ORT_API_CALL create_float(const OrtCustomOp *op, const OrtApi *a, const OrtKernelInfo *info,
-                                            void **out) {
-  (void)op, (void)a;
-  return create(info, out, 0);
+#define FLOAT ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+#define UINT8 ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8
+
+/* Each op: its name, its inputs' and outputs' types (X or A first, Y first), and how its kernel starts. */
+static const struct {
+  const char *name;
+  size_t inputs, outputs;
+  ONNXTensorElementDataType input_types[8], output_types[2];
+} OPS[3] = {
+    {"QGroupNormRelu", 7, 1, {UINT8, FLOAT, UINT8, FLOAT, FLOAT, FLOAT, UINT8}, {UINT8}},
+    {"GroupNormReluQuantize", 5, 1, {FLOAT, FLOAT, FLOAT, FLOAT, UINT8}, {UINT8}},
+    {"QAddGroupNormRelu", 8, 2, {UINT8, FLOAT, UINT8, FLOAT, FLOAT, FLOAT, FLOAT, UINT8}, {UINT8, FLOAT}},
+};
+
+typedef struct {
+  OrtCustomOp op; /* first: ORT passes a pointer to it, which is a pointer to this */
+  enum Input input;
+} Op;
+
+static const Op *op_of(const OrtCustomOp *op) { return (const Op *)op; }
+
+static OrtStatus *ORT_API_CALL create_kernel(const OrtCustomOp *op, const OrtApi *a, const OrtKernelInfo *info,
+                                             void **out) {
+  (void)a;
+  return create(info, out, op_of(op)->input);
 }
 static OrtStatus *ORT_API_CALL compute_api(void *kernel, OrtKernelContext *ctx) { return compute(kernel, ctx); }
 static void ORT_API_CALL destroy(void *kernel) { free(kernel); }
 
-/* The output: X's shape (symbolic dimensions too) in uint8, so ORT's layout optimizer can cancel the Transposes
- * around the channels-last convolutions on either side. */
+/* The outputs: X's (or A's) shape, symbolic dimensions too, Y in uint8 and S in float, so ORT's layout optimizer
+ * can cancel the Transposes around the channels-last convolutions on either side. */
 static OrtStatus *ORT_API_CALL infer_shape(const OrtCustomOp *op, OrtShapeInferContext *ctx) {
-  (void)op;
   OrtTensorTypeAndShapeInfo *in, *out; /* `in` belongs to the context */
   size_t rank;
   int64_t dims[8];
@@ -285,33 +335,32 @@ static OrtStatus *ORT_API_CALL infer_shape(const OrtCustomOp *op, OrtShapeInferC
   if (rank != 4) return error("bit_trt GroupNorm: X must be 4-D, NHWC");
   RETURN_IF(api->GetDimensions(in, dims, rank));
   RETURN_IF(api->GetSymbolicDimensions(in, symbols, rank));
-  RETURN_IF(api->CreateTensorTypeAndShapeInfo(&out));
-  OrtStatus *status = api->SetTensorElementType(out, ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8);
-  if (!status) status = api->SetDimensions(out, dims, rank);
-  if (!status) status = api->SetSymbolicDimensions(out, symbols, rank);
-  if (!status) status = api->ShapeInferContext_SetOutputTypeShape(ctx, 0, out);
-  api->ReleaseTensorTypeAndShapeInfo(out);
-  return status;
+  int which = op_of(op)->input;
+  for (size_t o = 0; o < OPS[which].outputs; o++) {
+    RETURN_IF(api->CreateTensorTypeAndShapeInfo(&out));
+    OrtStatus *status = api->SetTensorElementType(out, OPS[which].output_types[o]);
+    if (!status) status = api->SetDimensions(out, dims, rank);
+    if (!status) status = api->SetSymbolicDimensions(out, symbols, rank);
+    if (!status) status = api->ShapeInferContext_SetOutputTypeShape(ctx, o, out);
+    api->ReleaseTensorTypeAndShapeInfo(out);
+    if (status) return status;
+  }
+  return NULL;
 }
 
-static const char *ORT_API_CALL name_u8(const OrtCustomOp *op) { (void)op; return "QGroupNormRelu"; }
-static const char *ORT_API_CALL name_float(const OrtCustomOp *op) { (void)op; return "GroupNormReluQuantize"; }
-static const char *ORT_API_CALL provider(const OrtCustomOp *op) { (void)op; return "CPUExecutionProvider"; }
-static ONNXTensorElementDataType ORT_API_CALL input_type_u8(const OrtCustomOp *op, size_t i) {
+static const char *ORT_API_CALL name(const OrtCustomOp *op) { return OPS[op_of(op)->input].name; }
+static const char *ORT_API_CALL provider(const OrtCustomOp *op) {
   (void)op;
-  return i == 0 || i == 2 || i == 6 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  return "CPUExecutionProvider";
 }
-static ONNXTensorElementDataType ORT_API_CALL input_type_float(const OrtCustomOp *op, size_t i) {
-  (void)op;
-  return i == 4 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+static ONNXTensorElementDataType ORT_API_CALL input_type(const OrtCustomOp *op, size_t i) {
+  return OPS[op_of(op)->input].input_types[i];
 }
-static size_t ORT_API_CALL inputs_u8(const OrtCustomOp *op) { (void)op; return 7; }
-static size_t ORT_API_CALL inputs_float(const OrtCustomOp *op) { (void)op; return 5; }
+static size_t ORT_API_CALL input_count(const OrtCustomOp *op) { return OPS[op_of(op)->input].inputs; }
 static ONNXTensorElementDataType ORT_API_CALL output_type(const OrtCustomOp *op, size_t i) {
-  (void)op, (void)i;
-  return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+  return OPS[op_of(op)->input].output_types[i];
 }
-static size_t ORT_API_CALL outputs(const OrtCustomOp *op) { (void)op; return 1; }
+static size_t ORT_API_CALL output_count(const OrtCustomOp *op) { return OPS[op_of(op)->input].outputs; }
 static OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp *op, size_t i) {
   (void)op, (void)i;
   return INPUT_OUTPUT_REQUIRED;
@@ -321,24 +370,25 @@ static OrtMemType ORT_API_CALL memory_type(const OrtCustomOp *op, size_t i) {
   return OrtMemTypeDefault;
 }
 
-static OrtCustomOp op_u8, op_float;
+static Op ops[3];
 
-static void describe(OrtCustomOp *op, int u8) {
+static void describe(Op *op, enum Input input) {
   memset(op, 0, sizeof *op);
-  op->version = BIT_ORT_API; /* the struct's fields up to this version are filled; ORT reads no further */
-  op->GetName = u8 ? name_u8 : name_float;
-  op->GetExecutionProviderType = provider;
-  op->GetInputType = u8 ? input_type_u8 : input_type_float;
-  op->GetInputTypeCount = u8 ? inputs_u8 : inputs_float;
-  op->GetOutputType = output_type;
-  op->GetOutputTypeCount = outputs;
-  op->GetInputCharacteristic = required;
-  op->GetOutputCharacteristic = required;
-  op->GetInputMemoryType = memory_type;
-  op->KernelDestroy = destroy;
-  op->CreateKernelV2 = u8 ? create_u8 : create_float;
-  op->KernelComputeV2 = compute_api;
-  op->InferOutputShapeFn = infer_shape;
+  op->input = input;
+  op->op.version = BIT_ORT_API; /* the struct's fields up to this version are filled; ORT reads no further */
+  op->op.GetName = name;
+  op->op.GetExecutionProviderType = provider;
+  op->op.GetInputType = input_type;
+  op->op.GetInputTypeCount = input_count;
+  op->op.GetOutputType = output_type;
+  op->op.GetOutputTypeCount = output_count;
+  op->op.GetInputCharacteristic = required;
+  op->op.GetOutputCharacteristic = required;
+  op->op.GetInputMemoryType = memory_type;
+  op->op.KernelDestroy = destroy;
+  op->op.CreateKernelV2 = create_kernel;
+  op->op.KernelComputeV2 = compute_api;
+  op->op.InferOutputShapeFn = infer_shape;
 }
 
 /* What ORT's register_custom_ops_library calls. The domain is never released: sessions refer to it while they live. */
@@ -347,10 +397,10 @@ OrtStatus *ORT_API_CALL RegisterCustomOps(OrtSessionOptions *options, const OrtA
   if (!api) return NULL; /* an ORT older than 1.17 can't say why; the session then finds no kernel for the ops */
   OrtCustomOpDomain *domain;
   RETURN_IF(api->CreateCustomOpDomain("bit_trt", &domain));
-  describe(&op_u8, 1);
-  describe(&op_float, 0);
-  RETURN_IF(api->CustomOpDomain_Add(domain, &op_u8));
-  RETURN_IF(api->CustomOpDomain_Add(domain, &op_float));
+  for (int i = 0; i < 3; i++) {
+    describe(&ops[i], (enum Input)i);
+    RETURN_IF(api->CustomOpDomain_Add(domain, &ops[i].op));
+  }
   return api->AddCustomOpDomain(options, domain);
 }
 

@@ -20,8 +20,11 @@ from bit_trt.engine.preprocess import scale_uint8
 from .ort_kernel import kernel_library
 
 
-def _chain_model(channels: int, groups: int, size: int, quantized_input: bool, seed: int = 0) -> onnx.ModelProto:
-    """X float [N,C,H,W] -> (Q -> DQ) -> the bundle's GroupNorm chain -> Relu -> Q: uint8 out, as int8-ort writes it."""
+def _chain_model(
+    channels: int, groups: int, size: int, quantized_input: bool, seed: int = 0, residual: bool = False
+) -> onnx.ModelProto:
+    """X float [N,C,H,W] -> (Q -> DQ) -> the bundle's GroupNorm chain -> Relu -> Q: uint8 out, as int8-ort writes it.
+    residual: the chain's input is the sum S = DQ(Q(A)) + X instead, an output of the graph too (the next residual)."""
     rng = np.random.default_rng(seed)
     consts = {
         "x_scale": np.float32(0.05),
@@ -37,7 +40,14 @@ def _chain_model(channels: int, groups: int, size: int, quantized_input: bool, s
     }
     nodes = []
     x = "X"
-    if quantized_input:
+    if residual:
+        nodes += [
+            helper.make_node("QuantizeLinear", ["A", "x_scale", "x_zp"], ["aq"]),
+            helper.make_node("DequantizeLinear", ["aq", "x_scale", "x_zp"], ["ad"]),
+            helper.make_node("Add", ["ad", "X"], ["S"]),
+        ]
+        x = "S"
+    elif quantized_input:
         nodes += [
             helper.make_node("QuantizeLinear", ["X", "x_scale", "x_zp"], ["xq"]),
             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"]),
@@ -52,22 +62,27 @@ def _chain_model(channels: int, groups: int, size: int, quantized_input: bool, s
         helper.make_node("Relu", ["a"], ["r"]),
         helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["Y"]),
     ]
+    shape = ["n", channels, size, size]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("X", "A")[: 1 + residual]]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.UINT8, shape)]
+    outputs += [helper.make_tensor_value_info("S", TensorProto.FLOAT, shape)] if residual else []
     graph = helper.make_graph(
         nodes,
         "chain",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", channels, size, size])],
-        [helper.make_tensor_value_info("Y", TensorProto.UINT8, ["n", channels, size, size])],
+        inputs,
+        outputs,
         [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None) -> np.ndarray:
+def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None, a: np.ndarray | None = None):
     opts = ort.SessionOptions()
     if library:
         opts.register_custom_ops_library(library)
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return session.run(None, {"X": x})[0]
+    outputs = session.run(None, {"X": x} if a is None else {"X": x, "A": a})
+    return outputs[0] if a is None else outputs
 
 
 @pytest.mark.parametrize("quantized_input", [True, False], ids=["uint8-in", "float-in"])
@@ -90,6 +105,24 @@ def test_the_kernel_computes_the_chain_as_ort_does(quantized_input, channels, gr
     # the same arithmetic in another order: a value on a rounding boundary may land one step away, no further
     assert steps.max() <= 1 and (steps > 0).mean() < 0.01
     assert 0.1 < (stock == 3).mean() < 0.9  # the ReLU clipped some, not all
+
+
+@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9)])
+def test_the_kernel_takes_over_a_residual_sum_and_writes_it_too(channels, groups, size):
+    library = kernel_library()
+    model = _chain_model(channels, groups, size, quantized_input=False, residual=True)
+    rng = np.random.default_rng(3)
+    x, a = (rng.normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32) for _ in range(2))
+    y_stock, s_stock = _run(model, x, a=a)
+    fused = onnx.ModelProto()
+    fused.CopyFrom(model)
+    assert ort_group_norm.rewrite(fused) == 1
+    ops = [n.op_type for n in fused.graph.node]
+    assert ops.count(ort_group_norm.OPS[2]) == 1 and "Add" not in ops and "DequantizeLinear" not in ops
+    y, s = _run(fused, x, library, a=a)
+    np.testing.assert_array_equal(s, s_stock)  # DequantizeLinear then Add, in the same order: the same floats
+    steps = np.abs(y.astype(int) - y_stock.astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() < 0.01 and 0.1 < (y_stock == 3).mean() < 0.9
 
 
 def test_a_chain_that_differs_is_left_alone():
@@ -120,7 +153,9 @@ def test_the_int8_graph_is_rewritten_and_the_fp32_graph_is_not(tiny_full_bundle)
     left = [n.op_type for n in model.graph.node]
     # every GroupNorm but the one before the head (its ReLU feeds the pooling)
     assert count == norms - 1 and left.count("InstanceNormalization") == 1
-    assert left.count("Transpose") == 2 * count + 1  # each kernel's two, and the NHWC input's
+    kernels = [left.count(op) for op in ort_group_norm.OPS]
+    assert sum(kernels) == count and all(kernels)  # each form occurs: after a convolution, the stem, a residual sum
+    onnx.checker.check_model(model)  # in order: every node after the producers of its inputs
     with pytest.raises(BitError, match="no quantized GroupNorm"):
         ort_group_norm.rewritten_bytes(bundle.artifact_path("fp32"))
 

@@ -1,0 +1,42 @@
+"""tools/ort_group_norm_kernel.py on the tiny INT8 bundle: the four graphs timed interleaved, the kernel's chains
+profiled as its own ops, its accuracy beside ORT's own ops, and the bound's chains gone. No timing asserts."""
+
+import json
+
+import onnx
+
+from tests.engine.ort_kernel import kernel_library
+from tools.ort_group_norm_kernel import free_chains, main
+
+
+def test_four_graphs_interleaved_with_profiles_and_accuracy(tiny_full_bundle, tmp_path):
+    kernel_library()
+    out = tmp_path / "kernel.json"
+    argv = [str(tiny_full_bundle), "--rounds", "2", "--threads", "1", "--out", str(out)]
+    main(argv)
+    result = json.loads(out.read_text())
+    assert result["command"] == "python -m tools.ort_group_norm_kernel " + " ".join(argv)
+    (bundle,) = result["bundles"]
+    assert bundle["chains_fused"] == 12
+    fp32, stock, kernel, bound = bundle["variants"]
+    assert [v["name"] for v in (fp32, stock, kernel, bound)] == [
+        "ort fp32",
+        "ort int8-ort",
+        "ort int8-ort kernel",
+        "bound: chains free",
+    ]
+    for v in (fp32, stock, kernel, bound):
+        for b in ("b1", "b8"):
+            assert v["latency_ms"][b]["samples"] == 2 * (3 if b == "b1" else 2) and v["latency_ms"][b]["median"] > 0
+    ops = kernel["profile_b1"]["by_op_ms"]
+    assert "QGroupNormRelu" in ops and "GroupNormReluQuantize" in ops and "InstanceNormalization" in ops  # the head's
+    assert "InstanceNormalization" in stock["profile_b1"]["by_op_ms"]
+    assert kernel["vs_tf"]["cosine_min"] > 0.98 and kernel["vs_int8_ort"]["cosine_min"] > 0.99
+    assert "vs_tf" not in bound  # not a model: timed only
+
+
+def test_the_bound_removes_every_chain(tiny_full_bundle, tmp_path):
+    out = tmp_path / "free.onnx"
+    assert free_chains(str(tiny_full_bundle / "model.int8-ort.onnx"), str(out)) == 12
+    left = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert left.count("InstanceNormalization") == 1 and "Relu" in left  # only the head's GroupNorm is left
