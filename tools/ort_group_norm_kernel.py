@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ import time
 import numpy as np
 
 from tools import RESULTS
-from tools.ort_int8_study import interleaved, make_runner, profile
+from tools.ort_int8_study import interleaved, latency_summary, make_runner, profile
 
 
 def free_chains(int8_path: str, out_path: str) -> int:
@@ -108,16 +107,8 @@ def study(bundle: str, rounds: int, threads: int, tmp: str, library: str, progre
     for v in variants:
         v["latency_ms"] = {}
         for b in (1, 8):
-            t = times[(v["name"], b)]
-            med = statistics.median(t)
-            v["latency_ms"][f"b{b}"] = {
-                "median": round(med, 1),
-                "min": round(min(t), 1),
-                "max": round(max(t), 1),
-                "samples": len(t),
-                "speedup_vs_ort_fp32": round(statistics.median(times[("ort fp32", b)]) / med, 2),
-                "speedup_vs_int8_ort": round(statistics.median(times[("ort int8-ort", b)]) / med, 2),
-            }
+            fp32, int8 = times[("ort fp32", b)], times[("ort int8-ort", b)]
+            v["latency_ms"][f"b{b}"] = latency_summary(times[(v["name"], b)], ort_fp32=fp32, int8_ort=int8)
         v["path"] = os.path.basename(v["path"]) if v["path"].startswith(bundle) else "(built in a temporary directory)"
     return {
         "bundle": {"variant": name, "resolution": manifest["input"]["resolution"]},

@@ -382,6 +382,15 @@ def interleaved(runners: dict, batches: dict, x_by_batch: dict, rounds: int, run
     return times
 
 
+def latency_summary(t: list, **references: list) -> dict:
+    """Median, min and max ms of the times `t`, and its speedup over each reference's median (speedup_vs_<name>)."""
+    med = statistics.median(t)
+    summary = {"median": round(med, 1), "min": round(min(t), 1), "max": round(max(t), 1), "samples": len(t)}
+    for name, ref in references.items():
+        summary[f"speedup_vs_{name}"] = round(statistics.median(ref) / med, 2)
+    return summary
+
+
 def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> dict:
     from bit_trt.engine import compare
     from bit_trt.engine.cpu_host import this_host
@@ -446,18 +455,10 @@ def run(bundle: str, rounds: int, threads: int, extra_count: int, progress) -> d
             t = times.get((v["name"], b))
             if not t:
                 continue
-            ref = statistics.median(times[("ort fp32", b)])
             ref1 = times.get(("ort fp32 1 thread", b))
-            med = statistics.median(t)
-            v["latency_ms"][f"b{b}"] = {
-                "median": round(med, 1),
-                "min": round(min(t), 1),
-                "max": round(max(t), 1),
-                "samples": len(t),
-                "speedup_vs_ort_fp32": round(ref / med, 2),
-            }
+            v["latency_ms"][f"b{b}"] = latency_summary(t, ort_fp32=times[("ort fp32", b)])
             if v["threads"] == 1 and ref1:  # against ORT FP32 on as many threads
-                v["latency_ms"][f"b{b}"]["speedup_vs_ort_fp32_same_threads"] = round(statistics.median(ref1) / med, 2)
+                v["latency_ms"][f"b{b}"] |= latency_summary(t, ort_fp32_same_threads=ref1)
     for v in variants:
         v["path"] = os.path.basename(v["path"]) if v["path"].startswith(bundle) else "(built in a temporary directory)"
     fp32_prof = variants[0]["profile_b1"]
