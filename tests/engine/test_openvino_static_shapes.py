@@ -140,7 +140,8 @@ def test_the_command_lines_pass_static_shapes_to_the_classifier(setup, capsys):
         capsys.readouterr()
         .err.strip()
         .endswith(
-            "t: error: backend ort-cpu has no setting static_shapes (it takes: group_norm_kernel, low_memory, optimization, streams)"
+            "t: error: backend ort-cpu has no setting static_shapes "
+            "(it takes: group_norm_kernel, low_memory, optimization, streams)"
         )
     )
     with pytest.raises(SystemExit):
