@@ -55,11 +55,14 @@ typedef struct {
   float *mul, *add;       /* [image][channel]: y_quantized = clamp(round(mul * x + add)) */
 } Job;
 
-/* Half to even for |t| < 2^22, as ONNX's QuantizeLinear rounds (the default FP rounding mode). */
+/* Half to even, as ONNX's QuantizeLinear rounds (nearbyintf in the default FP rounding mode). Not the add-and-subtract
+   1.5 * 2^23 trick: GCC vectorizes that loop with AVX-512's masks only, so built for AVX2 the apply pass ran scalar
+   (R50x1 on ORT 1.4x slower; docs/cpu.md, "Built for a CPU without AVX-512"). nearbyintf is one vector round from
+   SSE4.1 on. */
 static inline uint8_t quantize(float t, float low) {
   t = t < low ? low : t;
   t = t > 255.f ? 255.f : t;
-  return (uint8_t)(int)((t + 12582912.f) - 12582912.f);
+  return (uint8_t)(int)nearbyintf(t);
 }
 
 static void pixel_range(const Job *j, size_t task, int64_t *image, int64_t *first, int64_t *end) {

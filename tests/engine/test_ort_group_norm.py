@@ -2,6 +2,7 @@
 kernel against ORT's own ops on one chain, the rewrite of a real INT8 graph, and the runner's choice, gate and
 fallback."""
 
+import platform
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -85,10 +86,8 @@ def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None, a: n
     return outputs[0] if a is None else outputs
 
 
-@pytest.mark.parametrize("quantized_input", [True, False], ids=["uint8-in", "float-in"])
-@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9), (6, 1, 3)])
-def test_the_kernel_computes_the_chain_as_ort_does(quantized_input, channels, groups, size):
-    library = kernel_library()
+def _check_chain(library: str, quantized_input: bool, channels: int, groups: int, size: int) -> None:
+    """The kernel (the library at `library`) against ORT's own ops on one chain: within one quantization step."""
     model = _chain_model(channels, groups, size, quantized_input)
     x = np.random.default_rng(1).normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32)
     x[1] *= 3  # a second image with other statistics: each is normalized on its own
@@ -107,9 +106,8 @@ def test_the_kernel_computes_the_chain_as_ort_does(quantized_input, channels, gr
     assert 0.1 < (stock == 3).mean() < 0.9  # the ReLU clipped some, not all
 
 
-@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9)])
-def test_the_kernel_takes_over_a_residual_sum_and_writes_it_too(channels, groups, size):
-    library = kernel_library()
+def _check_residual(library: str, channels: int, groups: int, size: int) -> None:
+    """The residual form against DequantizeLinear, Add and ORT's chain: the sum bitwise, Y within one step."""
     model = _chain_model(channels, groups, size, quantized_input=False, residual=True)
     rng = np.random.default_rng(3)
     x, a = (rng.normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32) for _ in range(2))
@@ -123,6 +121,34 @@ def test_the_kernel_takes_over_a_residual_sum_and_writes_it_too(channels, groups
     np.testing.assert_array_equal(s, s_stock)  # DequantizeLinear then Add, in the same order: the same floats
     steps = np.abs(y.astype(int) - y_stock.astype(int))
     assert steps.max() <= 1 and (steps > 0).mean() < 0.01 and 0.1 < (y_stock == 3).mean() < 0.9
+
+
+@pytest.mark.parametrize("quantized_input", [True, False], ids=["uint8-in", "float-in"])
+@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9), (6, 1, 3)])
+def test_the_kernel_computes_the_chain_as_ort_does(quantized_input, channels, groups, size):
+    _check_chain(kernel_library(), quantized_input, channels, groups, size)
+
+
+@pytest.mark.parametrize("channels,groups,size", [(8, 4, 70), (64, 32, 9)])
+def test_the_kernel_takes_over_a_residual_sum_and_writes_it_too(channels, groups, size):
+    _check_residual(kernel_library(), channels, groups, size)
+
+
+# The library is built with -march=native, so the code a host without AVX-512 runs is whatever the compiler makes of
+# the C for that host. Two x86-64 levels stand in for those hosts: v3 (AVX2 and FMA: Haswell to Zen 3) and v2
+# (SSE4.2). Their builds run here too, since they use only instructions this CPU has.
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 levels: an x86-64 host")
+@pytest.mark.parametrize("march", ["x86-64-v3", "x86-64-v2"])
+def test_the_kernel_built_for_a_cpu_without_avx512_computes_the_same(march, tmp_path, monkeypatch):
+    kernel_library()  # skips where this host can't build it
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    flags = tuple(f"-march={march}" if f == "-march=native" else f for f in ort_kernel_library.FLAGS)
+    assert flags != ort_kernel_library.FLAGS
+    monkeypatch.setattr(ort_kernel_library, "FLAGS", flags)
+    library = ort_kernel_library.library()
+    for quantized_input in (True, False):
+        _check_chain(library, quantized_input, 64, 32, 9)
+    _check_residual(library, 8, 4, 70)
 
 
 def test_a_chain_that_differs_is_left_alone():
