@@ -35,7 +35,10 @@ HEADER = "onnxruntime_c_api.h"
 INCLUDE_ENV = "BIT_TRT_ORT_INCLUDE"
 INCLUDE_FOLDERS = ("/usr/include/onnxruntime", "/usr/local/include/onnxruntime")
 LIBRARY_NAME = "libbit_trt_ort_kernels.so"
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=c11", "-Wall", "-Werror")
+# -ffp-contract=off: no multiply-add fused into one rounding, on any compiler. The residual sum must be bitwise
+# DequantizeLinear then Add; GCC's -std=c11 already keeps them apart, clang fuses them unless told (its sums then
+# differed from ORT's).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11", "-Wall", "-Werror")
 BUILD_TIMEOUT_S = 120
 GET_HEADER = (
     f"install Debian's or Ubuntu's libonnxruntime-dev, or set {INCLUDE_ENV} to the include/ folder of an ONNX Runtime "

@@ -3,6 +3,7 @@ kernel against ORT's own ops on one chain, the rewrite of a real INT8 graph, and
 fallback."""
 
 import platform
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -145,6 +146,21 @@ def test_the_kernel_built_for_a_cpu_without_avx512_computes_the_same(march, tmp_
     flags = tuple(f"-march={march}" if f == "-march=native" else f for f in ort_kernel_library.FLAGS)
     assert flags != ort_kernel_library.FLAGS
     monkeypatch.setattr(ort_kernel_library, "FLAGS", flags)
+    library = ort_kernel_library.library()
+    for quantized_input in (True, False):
+        _check_chain(library, quantized_input, 64, 32, 9)
+    _check_residual(library, 8, 4, 70)
+
+
+# ort_kernel_library builds with $CC, else cc, gcc or clang: each compiler a host may have builds the same arithmetic
+# (.ci/run installs clang beside gcc).
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_each_compiler_builds_a_kernel_that_computes_the_same(cc, tmp_path, monkeypatch):
+    kernel_library()  # skips where this host can't build it
+    if shutil.which(cc) is None:
+        pytest.skip(f"no {cc} on this host")
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", cc)
     library = ort_kernel_library.library()
     for quantized_input in (True, False):
         _check_chain(library, quantized_input, 64, 32, 9)
