@@ -1,5 +1,5 @@
-"""The tests' side environments (.venv-serve, .venv-kserve): a venv of their own, pinned by their own
-constraints file, built by a session fixture when missing or when the files it was built from changed (a stamp
+"""The tests' side environments (.venv-serve, .venv-kserve, .venv-ort-oldest): a venv of their own, pinned by their
+own constraints file, built by a session fixture when missing or when the files it was built from changed (a stamp
 in the environment holds their hash), one builder at a time (pytest-xdist).
 
 Where pip cannot reach an index the tests that need the environment skip and say so; any other failure of the

@@ -19,63 +19,7 @@ from bit_trt.engine.ort_runner import OrtRunner
 from bit_trt.engine.parity_set import load_parity_set
 from bit_trt.engine.preprocess import scale_uint8
 
-from .ort_kernel import kernel_library
-
-
-def _chain_model(
-    channels: int, groups: int, size: int, quantized_input: bool, seed: int = 0, residual: bool = False
-) -> onnx.ModelProto:
-    """X float [N,C,H,W] -> (Q -> DQ) -> the bundle's GroupNorm chain -> Relu -> Q: uint8 out, as int8-ort writes it.
-    residual: the chain's input is the sum S = DQ(Q(A)) + X instead, an output of the graph too (the next residual)."""
-    rng = np.random.default_rng(seed)
-    consts = {
-        "x_scale": np.float32(0.05),
-        "x_zp": np.uint8(7),
-        "grouped": np.array([0, groups, -1], np.int64),
-        "back": np.array([0, channels, size, size], np.int64),
-        "unit": np.ones(groups, np.float32),
-        "zero": np.zeros(groups, np.float32),
-        "gamma": rng.normal(0, 1, (channels, 1, 1)).astype(np.float32),  # negative too: the ReLU matters
-        "beta": rng.normal(0, 0.5, (channels, 1, 1)).astype(np.float32),
-        "y_scale": np.float32(0.02),
-        "y_zp": np.uint8(3),
-    }
-    nodes = []
-    x = "X"
-    if residual:
-        nodes += [
-            helper.make_node("QuantizeLinear", ["A", "x_scale", "x_zp"], ["aq"]),
-            helper.make_node("DequantizeLinear", ["aq", "x_scale", "x_zp"], ["ad"]),
-            helper.make_node("Add", ["ad", "X"], ["S"]),
-        ]
-        x = "S"
-    elif quantized_input:
-        nodes += [
-            helper.make_node("QuantizeLinear", ["X", "x_scale", "x_zp"], ["xq"]),
-            helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"]),
-        ]
-        x = "xd"
-    nodes += [
-        helper.make_node("Reshape", [x, "grouped"], ["g"]),
-        helper.make_node("InstanceNormalization", ["g", "unit", "zero"], ["n"], epsilon=1e-5),
-        helper.make_node("Reshape", ["n", "back"], ["b"]),
-        helper.make_node("Mul", ["b", "gamma"], ["m"]),
-        helper.make_node("Add", ["m", "beta"], ["a"]),
-        helper.make_node("Relu", ["a"], ["r"]),
-        helper.make_node("QuantizeLinear", ["r", "y_scale", "y_zp"], ["Y"]),
-    ]
-    shape = ["n", channels, size, size]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("X", "A")[: 1 + residual]]
-    outputs = [helper.make_tensor_value_info("Y", TensorProto.UINT8, shape)]
-    outputs += [helper.make_tensor_value_info("S", TensorProto.FLOAT, shape)] if residual else []
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        inputs,
-        outputs,
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+from .ort_kernel import chain_model, kernel_library
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None, a: np.ndarray | None = None):
@@ -89,7 +33,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray, library: str | None = None, a: n
 
 def _check_chain(library: str, quantized_input: bool, channels: int, groups: int, size: int) -> None:
     """The kernel (the library at `library`) against ORT's own ops on one chain: within one quantization step."""
-    model = _chain_model(channels, groups, size, quantized_input)
+    model = chain_model(channels, groups, size, quantized_input)
     x = np.random.default_rng(1).normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32)
     x[1] *= 3  # a second image with other statistics: each is normalized on its own
     stock = _run(model, x)
@@ -109,7 +53,7 @@ def _check_chain(library: str, quantized_input: bool, channels: int, groups: int
 
 def _check_residual(library: str, channels: int, groups: int, size: int) -> None:
     """The residual form against DequantizeLinear, Add and ORT's chain: the sum bitwise, Y within one step."""
-    model = _chain_model(channels, groups, size, quantized_input=False, residual=True)
+    model = chain_model(channels, groups, size, quantized_input=False, residual=True)
     rng = np.random.default_rng(3)
     x, a = (rng.normal(0.3, 2.0, (2, channels, size, size)).astype(np.float32) for _ in range(2))
     y_stock, s_stock = _run(model, x, a=a)
@@ -168,18 +112,18 @@ def test_each_compiler_builds_a_kernel_that_computes_the_same(cc, tmp_path, monk
 
 
 def test_a_chain_that_differs_is_left_alone():
-    model = _chain_model(8, 4, 5, quantized_input=True)
+    model = chain_model(8, 4, 5, quantized_input=True)
     unit = next(t for t in model.graph.initializer if t.name == "unit")
     unit.CopyFrom(numpy_helper.from_array(np.full(4, 2, np.float32), "unit"))  # a scale the kernel does not apply
     assert ort_group_norm.rewrite(model) == 0
-    model = _chain_model(8, 4, 5, quantized_input=True)
+    model = chain_model(8, 4, 5, quantized_input=True)
     model.graph.output.append(helper.make_tensor_value_info("n", TensorProto.FLOAT, None))  # an inner tensor is read
     assert ort_group_norm.rewrite(model) == 0
 
 
 def test_bad_shapes_are_one_line_from_the_kernel():
     library = kernel_library()
-    model = _chain_model(8, 4, 5, quantized_input=False)
+    model = chain_model(8, 4, 5, quantized_input=False)
     ort_group_norm.rewrite(model)
     kernel = next(n for n in model.graph.node if n.domain == ort_group_norm.DOMAIN)
     next(a for a in kernel.attribute if a.name == "groups").i = 3  # 8 channels in 3 groups
