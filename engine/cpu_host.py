@@ -36,6 +36,8 @@ INT8_DOT_FLAGS = tuple(CPU_TABLE["int8_dot_flags"])
 # the KERNEL_FLAGS it may still dispatch.
 ISA_CAP_VARIABLES = tuple(CPU_TABLE["isa_cap_variables"])
 ISA_CAPS = {name: tuple(flags) for name, flags in CPU_TABLE["isa_caps"].items()}
+# The x86-64 psABI's levels, best first, each with the flags it adds to the level below.
+X86_64_LEVELS = {name: tuple(flags) for name, flags in CPU_TABLE["x86_64_levels"].items()}
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,12 @@ class CpuHost:
     def kernel_flags(self) -> list[str]:
         """The CPU's kernel flags (those above a cap included: they identify the CPU)."""
         return [f for f in KERNEL_FLAGS if f in self.flags]
+
+    def lacks_for(self, level: str) -> list[str]:
+        """The flags this CPU lacks to run code built for x86-64 `level` (its own and every lower level's)."""
+        names = list(X86_64_LEVELS)
+        needed = [flag for name in names[names.index(level) :] for flag in X86_64_LEVELS[name]]
+        return [flag for flag in needed if flag not in self.flags]
 
     def features(self) -> str:
         """One phrase for messages: what this CPU has for bf16 and INT8 (and the cap it runs under)."""

@@ -62,8 +62,9 @@ def write_kept(path: str, data: bytes, what: str) -> None:
     write_atomic(path, data, what)
 
 
-def _own(st: os.stat_result) -> bool:
-    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+def _own(st: os.stat_result, installed: bool = False) -> bool:
+    owners = (os.geteuid(), 0) if installed else (os.geteuid(),)
+    return st.st_uid in owners and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def _raise(exc: OSError):
@@ -89,21 +90,36 @@ def read_own(path: str, limit: int = 1 << 30) -> bytes | None:
         os.close(fd)
 
 
-def own_tree(path: str) -> bool:
+def own_tree(path: str, installed: bool = False) -> bool:
     """Whether the kept folder `path` and everything under it is this user's alone: no link anywhere, every entry
-    owned by this user and writable by no one else (a folder that can't be listed is not)."""
+    owned by this user (or, `installed`, by root) and writable by no one else (a folder that can't be listed is not)."""
     try:
         st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or not _own(st):
+        if not stat.S_ISDIR(st.st_mode) or not _own(st, installed):
             return False
         for top, dirs, files in os.walk(path, onerror=_raise):
             for name in dirs + files:
                 entry = os.lstat(os.path.join(top, name))
-                if stat.S_ISLNK(entry.st_mode) or not _own(entry):
+                if stat.S_ISLNK(entry.st_mode) or not _own(entry, installed):
                     return False
     except OSError:
         return False
     return True
+
+
+def installed_tree(path: str) -> str | None:
+    """Why the folder `path`, code that root or this user installed for this process to load (not a cache: nothing
+    is written in it here), may not be trusted, or None: the folders above it as _safe_above rules, and it and
+    everything under it no link, root's or this user's, and writable by no one else."""
+    try:
+        why = _safe_above(path)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    if why:
+        return why
+    if not own_tree(path, installed=True):
+        return f"something in {path} is a link, another user's than root's or this user's, or writable by others"
+    return None
 
 
 def _safe_above(path: str) -> str | None:

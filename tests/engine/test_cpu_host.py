@@ -1,6 +1,6 @@
 """engine/cpu_host.py on cpuinfo texts of the CPUs users have: what it reads, what it concludes for bf16 and INT8."""
 
-from bit_trt.engine.cpu_host import idle_record, parse, this_host
+from bit_trt.engine.cpu_host import X86_64_LEVELS, idle_record, parse, this_host
 
 SAPPHIRE_RAPIDS = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -120,3 +120,27 @@ def test_how_an_idle_core_waits_is_read_from_sysfs(tmp_path):
     empty = tmp_path / "none"
     empty.mkdir()
     assert idle_record(str(empty)) == {"driver": None, "governor": None, "guest_halt_poll_ns": None}
+
+
+# A whole flags line of an EPYC 7763 (Zen 3), as /proc/cpuinfo writes it: SSE3 is pni, LZCNT is abm.
+ZEN3_FLAGS = (
+    "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat pse36 clflush mmx fxsr sse sse2 ht syscall nx "
+    "mmxext fxsr_opt pdpe1gb rdtscp lm constant_tsc rep_good nopl nonstop_tsc cpuid extd_apicid aperfmperf rapl pni "
+    "pclmulqdq monitor ssse3 fma cx16 pcid sse4_1 sse4_2 x2apic movbe popcnt aes xsave avx f16c rdrand lahf_lm "
+    "cmp_legacy svm extapic cr8_legacy abm sse4a misalignsse 3dnowprefetch osvw ibs skinit wdt tce topoext "
+    "perfctr_core perfctr_nb bpext perfctr_llc mwaitx cpb cat_l3 cdp_l3 invpcid_single hw_pstate ssbd mba ibrs ibpb "
+    "stibp vmmcall fsgsbase bmi1 avx2 smep bmi2 erms invpcid cqm rdt_a rdseed adx smap clflushopt clwb sha_ni "
+    "xsaveopt xsavec xgetbv1 xsaves cqm_llc cqm_occup_llc cqm_mbm_total cqm_mbm_local clzero irperf xsaveerptr rdpru "
+    "wbnoinvd arat npt lbrv svm_lock nrip_save tsc_scale vmcb_clean flushbyasid decodeassists pausefilter "
+    "pfthreshold v_vmsave_vmload vgif v_spec_ctrl umip pku ospke vaes vpclmulqdq rdpid overflow_recov succor smca fsrm"
+)
+
+
+def test_the_x86_64_levels_a_cpu_runs_take_every_lower_levels_flags_too():
+    zen3 = parse(ZEN3.replace("fpu avx avx2 fma f16c", ZEN3_FLAGS))
+    assert zen3.lacks_for("x86-64-v3") == [] and zen3.lacks_for("x86-64-v2") == []
+    assert zen3.lacks_for("x86-64-v4") == ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]
+    # AVX-512 alone is not v4: a CPU (or a hypervisor's view of one) without v2's flags runs none of the levels.
+    partial = parse("flags: avx512f avx512bw avx512cd avx512dq avx512vl avx avx2 fma\n")
+    assert partial.lacks_for("x86-64-v4")[:3] == ["abm", "bmi1", "bmi2"] and "sse4_2" in partial.lacks_for("x86-64-v4")
+    assert list(X86_64_LEVELS) == ["x86-64-v4", "x86-64-v3", "x86-64-v2"]  # best first: the order a set is tried in

@@ -164,6 +164,26 @@ def test_ort_cpu_int8_runs_the_kernel_gated_and_agrees_with_orts_own_ops(tiny_fu
     assert len(kept) == 1 and "bit-trt's kernel" in kept[0].read_text()  # the gate ran, and its verdict is kept
 
 
+def test_ort_cpu_int8_runs_a_prebuilt_kernel_where_nothing_can_be_built(tiny_full_bundle, tmp_path, monkeypatch):
+    kernel_library()  # skips where this host can't build the set either
+    monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
+    manifest = ort_kernel_library.build_prebuilt(str(tmp_path / "kernels"))
+    monkeypatch.setenv("PATH", "/nonexistent")  # no compiler
+    monkeypatch.setenv(ort_kernel_library.INCLUDE_ENV, str(tmp_path))  # no header
+    monkeypatch.setenv(ort_kernel_library.PREBUILT_ENV, str(tmp_path / "kernels"))
+    bundle = load_bundle(str(tiny_full_bundle))
+    images, _, tf_logits = load_parity_set(bundle)
+    with backends.create(bundle, "ort-cpu", "int8") as runner:
+        said = runner.describe()
+        ours = runner.infer(scale_uint8(images))
+    assert any(f"bit-trt's kernel (12 fused, build {name})" in said for name in manifest["builds"].values()), said
+    verdict = compare.report(ours, tf_logits, compare.INT8_KERNEL_PARITY)
+    assert verdict["passed"], verdict["failures"]
+    kept = list((tmp_path / "cache" / "compute-gate").iterdir())
+    assert len(kept) == 1 and "build x86-64-v" in kept[0].read_text()  # gated, keyed by the prebuilt build
+    assert not (tmp_path / "cache" / "ort-kernels").exists()  # nothing was built
+
+
 def test_without_the_header_ort_runs_its_own_ops_and_says_why(tiny_full_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("BIT_TRT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv(ort_kernel_library.INCLUDE_ENV, str(tmp_path))  # a folder without onnxruntime_c_api.h
