@@ -15,17 +15,27 @@ if [ -f "$include/onnxruntime_c_api.h" ]; then
     exit 0
 fi
 sources=/etc/apt/sources.list.d/debian.sources
-[ -f "$sources" ] || { echo "no $sources: not a Debian host with deb822 sources" >&2; exit 1; }
+list=/etc/apt/sources.list
 state=$(mktemp -d)
 trap 'rm -rf "$state"' EXIT
 mkdir -p "$state/parts" "$state/lists/partial" "$state/cache/archives/partial" "$out"
-# The host's main Debian entry (URIs, key) with the suite changed; the security and update suites are not needed.
-awk -v suite="$suite" '
-    /^Suites:/ { if ($2 ~ /-security$/) { skip = 1 } else { $0 = "Suites: " suite } }
-    /^$/ { if (!skip) printf "%s", block; block = ""; skip = 0; next }
-    { block = block $0 "\n" }
-    END { if (!skip) printf "%s", block }
-' "$sources" >"$state/parts/header.sources"
+if [ -f "$sources" ]; then
+    # The host's main Debian entry (URIs, key) with the suite changed; the security and update suites are not needed.
+    awk -v suite="$suite" '
+        /^Suites:/ { if ($2 ~ /-security$/) { skip = 1 } else { $0 = "Suites: " suite } }
+        /^$/ { if (!skip) printf "%s", block; block = ""; skip = 0; next }
+        { block = block $0 "\n" }
+        END { if (!skip) printf "%s", block }
+    ' "$sources" >"$state/parts/header.sources"
+else
+    # One-line sources (debootstrap writes them, as docker/make_base.sh's base has): the first main entry's mirror,
+    # its [options] dropped, with Debian's archive keyring, which holds the next release's keys too.
+    mirror=""
+    [ -f "$list" ] && mirror=$(sed -E 's/\[[^]]*\]//' "$list" | awk '$1 == "deb" && $3 !~ /-security$/ { print $2; exit }')
+    [ -n "$mirror" ] || { echo "no Debian entry in $sources or $list: not a Debian host" >&2; exit 1; }
+    printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+        "$mirror" "$suite" /usr/share/keyrings/debian-archive-keyring.gpg >"$state/parts/header.sources"
+fi
 apt_private=(-q -o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$state/parts"
     -o "Dir::State::Lists=$state/lists" -o "Dir::Cache=$state/cache" -o APT::Sandbox::User=root)
 apt-get "${apt_private[@]}" update >/dev/null

@@ -280,10 +280,11 @@ def test_verbs_come_from_their_environment(cpu_image, containers):
 
 
 def test_source_is_not_in_the_image(cpu_image, containers):
-    script = (
-        "for p in /src /tmp/wheel /opt/bit-trt/deps /opt/bit-trt/src; do test -e $p && echo $p; done; ls /opt/bit-trt"
-    )
-    assert run_in(cpu_image, containers, "sh", "-c", script).stdout.split() == ["bin", "serve-venv", "venv"]
+    # nor what built the kernels (docker/ort_kernels.sh): their wheel, venv, script and ONNX Runtime's header
+    paths = "/src /tmp/wheel /opt/bit-trt/deps /opt/bit-trt/src /tmp/kernels /tmp/kernels-venv /tmp/onnxruntime-dev"
+    script = f"for p in {paths}; do test -e $p && echo $p; done; ls /opt/bit-trt"
+    listed = run_in(cpu_image, containers, "sh", "-c", script).stdout.split()
+    assert listed == ["bin", "ort-kernels", "serve-venv", "venv"]
 
 
 # ---- export, classify, serve ----------------------------------------------------------------------------------
@@ -313,6 +314,27 @@ def test_classify_in_the_container(cpu_image, containers, bundle, data_dir):
     assert [label for _, label in rows] == [label for label, _ in host]
     for (percent, _), (_, probability) in zip(rows, host):
         assert abs(float(percent) - 100 * probability) <= 0.011
+
+
+def test_int8_on_ort_runs_the_images_prebuilt_kernel(cpu_image, containers, data_dir):
+    """The image has no compiler and no ONNX Runtime header: INT8 on ort-cpu runs the kernel prebuilt in it for this
+    CPU's level (docker/Dockerfile.cpu), through the accuracy gate against TF, as the image's user."""
+    volumes = [f"{data_dir}:/data"]
+    assert run_in(cpu_image, containers, "sh", "-c", "command -v cc gcc clang || echo none").stdout.split() == ["none"]
+    export = run_in(
+        cpu_image, containers, "bit-export", *TINY_ARGS, "--precision", "int8", "--calib-synthetic",
+        "--engine", "none", "--out", "/data/tiny-int8", volumes=volumes,
+    )  # fmt: skip
+    assert "PASS" in export.stdout, export.stdout
+    proc = run_in(
+        cpu_image, containers, "bit-classify", "/data/tiny-int8", "/data/image.png", "--backend", "ort-cpu",
+        "--precision", "int8", volumes=volumes,
+    )  # fmt: skip
+    run_in(cpu_image, containers, "chmod", "-R", "a+rwX", "/data/tiny-int8", volumes=volumes)
+    said = re.search(r"^backend: ort-cpu: .*$", proc.stderr, re.M)
+    kernel = r"GroupNorm on bit-trt's kernel \(\d+ fused, build \S+-[0-9a-f]{24}\)"
+    assert said and re.search(kernel, said[0]) and "own ops" not in said[0], proc.stderr
+    assert len(re.findall(r"^\s+([\d.]+)%\s+(.+?)\s*$", proc.stdout, re.M)) == 5, proc.stdout
 
 
 def _http_json(url: str, body: dict | None = None, timeout: float = 30):
@@ -432,6 +454,7 @@ def ray_token(tmp_path_factory) -> list[str]:
 RAY_INSTALL_CHECK = r"""
 import importlib.metadata as md, importlib.util, json, os, sys
 import ray, bit_trt.scale, bit_trt.engine, onnxruntime, openvino
+from bit_trt.engine import ort_kernel_library
 direct = json.loads(md.distribution("bit-trt").read_text("direct_url.json") or "{}")
 print(json.dumps({
     "user": os.getuid(),
@@ -441,6 +464,7 @@ print(json.dumps({
     "tensorflow": importlib.util.find_spec("tensorflow") is not None,
     "providers": onnxruntime.get_available_providers(),
     "prefix": sys.prefix,
+    "kernel": ort_kernel_library.library(),
 }))
 """
 
@@ -458,8 +482,9 @@ def test_ray_image_environment(ray_image, containers):
     assert info["scale"].startswith("/opt/bit-trt/venv/lib/python3.11/site-packages/bit_trt/scale/"), info
     assert not info["tensorflow"], "the Ray image has no TensorFlow"
     assert "CPUExecutionProvider" in info["providers"], info
+    assert re.fullmatch(r"/opt/bit-trt/ort-kernels/\S+-[0-9a-f]{24}/libbit_trt_ort_kernels\.so", info["kernel"]), info
     script = "for p in /src /tmp/wheel /opt/bit-trt/deps; do test -e $p && echo $p; done; ls /opt/bit-trt"
-    assert run_in(ray_image, containers, "sh", "-c", script).stdout.split() == ["venv"]
+    assert run_in(ray_image, containers, "sh", "-c", script).stdout.split() == ["ort-kernels", "venv"]
     config = json.loads(_docker("image", "inspect", "-f", "{{json .Config}}", ray_image).stdout)
     assert config["User"] == "10001:10001" and config["Entrypoint"] == ["/usr/bin/tini", "--"], config
     assert set(config["ExposedPorts"]) == {"8000/tcp", "6379/tcp", "8265/tcp"}
