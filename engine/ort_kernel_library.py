@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -244,9 +245,13 @@ def prebuilt(folder: str, cpu: CpuHost | None = None) -> str:
         if built and built[-1] in X86_64_LEVELS:
             lacks = f": this CPU lacks {', '.join(cpu.lacks_for(built[-1]))}"
         raise BitError(f"{where} has no build this CPU runs (it has {', '.join(builds) or 'none'}){lacks}")
-    path = os.path.join(folder, builds[runs[0]], LIBRARY_NAME)
+    name = builds[runs[0]]
+    # The folder build_prebuilt names, never a path: what is loaded stays inside the folder vetted above.
+    if not (isinstance(name, str) and re.fullmatch(rf"{re.escape(runs[0])}-[0-9a-f]{{24}}", name)):
+        raise BitError(f"{where}: {PREBUILT_MANIFEST} names {name!r} for {runs[0]}, not a build folder of its own")
+    path = os.path.join(folder, name, LIBRARY_NAME)
     if not os.path.isfile(path):
-        raise BitError(f"{where} names {builds[runs[0]]}/{LIBRARY_NAME}, which is not there; build it again")
+        raise BitError(f"{where} names {name}/{LIBRARY_NAME}, which is not there; build it again")
     return path
 
 

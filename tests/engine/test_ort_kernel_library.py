@@ -3,6 +3,7 @@ where it is missing; one build per source, compiler and CPU; loaded only from a 
 For hosts without a compiler or the header: prebuilt for each x86-64 level, the best one this CPU runs loaded from a
 folder no one but root or this user may write to."""
 
+import json
 import os
 import platform
 import shutil
@@ -154,6 +155,12 @@ def test_a_prebuilt_set_of_another_source_missing_or_unreadable_is_one_line(preb
     empty.mkdir(mode=0o755)
     with pytest.raises(BitError, match="holds no readable kernels.json") as caught:
         ort_kernel_library.prebuilt(str(empty))
+    manifest = json.loads((folder / "kernels.json").read_text())
+    best = next(iter(manifest["builds"]))
+    for name in ("../../elsewhere", f"{best}-{'0' * 23}/..", 7):  # a path out of the vetted folder; not a name
+        (folder / "kernels.json").write_text(json.dumps({**manifest, "builds": {best: name}}))
+        with pytest.raises(BitError, match="not a build folder of its own"):
+            ort_kernel_library.prebuilt(str(folder), _cpu(*X86_64_LEVELS))
     (folder / "kernels.json").write_text('{"schema": 1, "builds": ')  # cut short
     with pytest.raises(BitError, match="holds no readable kernels.json"):
         ort_kernel_library.prebuilt(str(folder))
