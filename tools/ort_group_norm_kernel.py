@@ -1,7 +1,7 @@
 """What bit-trt's GroupNorm kernel does for INT8 on ONNX Runtime's CPU provider, against ORT's own ops and FP32.
 
     python -m tools.ort_group_norm_kernel R50X1_BUNDLE [R50X3_BUNDLE ...] \\
-        --out bench/results/ort_group_norm_kernel_r50x1_r50x3_480.json [--rounds 5 --threads 2]
+        --out bench/results/ort_group_norm_kernel_r50x1_r50x3_480.json [--rounds 5 --threads 2] [--prebuilt DIR]
 
 Each BUNDLE needs model.fp32.onnx, model.int8-ort.onnx and parity_inputs.npz (bit-export --precision int8 or all).
 Issue 20, item 2; docs/cpu.md ("bit-trt's GroupNorm kernel") explains the numbers. Per bundle, in one process:
@@ -14,6 +14,11 @@ Issue 20, item 2; docs/cpu.md ("bit-trt's GroupNorm kernel") explains the number
   own ops;
 - ORT's profile at batch 1, by op type and role (tools/ort_int8_study.py's grouping);
 - latency at batch 1 and 8, every graph interleaved round by round with the others, so machine noise hits all alike.
+
+With --prebuilt DIR (a set from `python -m bit_trt.engine.ort_kernel_library DIR`), the kernel graph runs once more on
+each of its level builds this CPU runs, beside the one built here for this CPU (`-march=native`): their accuracy,
+their logits against the native build's, and their latency in the same rounds (docs/cpu.md, "Prebuilt for an
+image").
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def free_chains(int8_path: str, out_path: str) -> int:
     return len(chains)
 
 
-def study(bundle: str, rounds: int, threads: int, tmp: str, library: str, progress) -> dict:
+def study(bundle: str, rounds: int, threads: int, tmp: str, library: str, levels: dict, progress) -> dict:
     from bit_trt.engine import compare, ort_group_norm
 
     parity = np.load(os.path.join(bundle, "parity_inputs.npz"))
@@ -89,14 +94,21 @@ def study(bundle: str, rounds: int, threads: int, tmp: str, library: str, progre
             free_path,
         ),
     ]
+    built = [
+        variant(f"ort int8-ort kernel {level}", f"the same on the prebuilt {level} build", fused_path, libraries=[lib])
+        for level, lib in levels.items()
+    ]
+    variants += built
     runners, logits = {}, {}
     for v in variants:
         runners[v["name"]] = make_runner(v, threads)
         logits[v["name"]] = np.concatenate([runners[v["name"]](x_all[i : i + 1]) for i in range(len(x_all))])
-    for v in variants[:3]:
+    for v in variants[:3] + built:
         v["vs_tf"] = compare.measure(logits[v["name"]], tf_logits)
     variants[2]["vs_int8_ort"] = compare.measure(logits["ort int8-ort kernel"], logits["ort int8-ort"])
-    for v in variants:
+    for v in built:
+        v["max_abs_vs_native_build"] = float(np.abs(logits[v["name"]] - logits["ort int8-ort kernel"]).max())
+    for v in variants[:4]:
         progress(f"{name}: profiling {v['name']}")
         v["profile_b1"] = profile(v, threads, x_all[:1], 3, tmp)
     x8 = np.concatenate([x_all] * 2)[:8]
@@ -108,7 +120,10 @@ def study(bundle: str, rounds: int, threads: int, tmp: str, library: str, progre
         v["latency_ms"] = {}
         for b in (1, 8):
             fp32, int8 = times[("ort fp32", b)], times[("ort int8-ort", b)]
-            v["latency_ms"][f"b{b}"] = latency_summary(times[(v["name"], b)], ort_fp32=fp32, int8_ort=int8)
+            refs = {"ort_fp32": fp32, "int8_ort": int8}
+            if v in built:
+                refs["native_build"] = times[("ort int8-ort kernel", b)]
+            v["latency_ms"][f"b{b}"] = latency_summary(times[(v["name"], b)], **refs)
         v["path"] = os.path.basename(v["path"]) if v["path"].startswith(bundle) else "(built in a temporary directory)"
     return {
         "bundle": {"variant": name, "resolution": manifest["input"]["resolution"]},
@@ -124,10 +139,11 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(RESULTS, "ort_group_norm_kernel_r50x1_r50x3_480.json"))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prebuilt", help="also time the kernel's builds for each x86-64 level in this prebuilt set")
     args = p.parse_args(argv)
     from bit_trt.engine import ort_kernel_library
     from bit_trt.engine.atomic_write import write_json_atomic
-    from bit_trt.engine.cpu_host import this_host
+    from bit_trt.engine.cpu_host import X86_64_LEVELS, this_host
     from bit_trt.engine.tool_versions import tool_versions
 
     t0 = time.perf_counter()
@@ -135,10 +151,19 @@ def main(argv=None):
     def progress(msg):
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    library = ort_kernel_library.library()
+    library = ort_kernel_library.library({k: v for k, v in os.environ.items() if k != ort_kernel_library.PREBUILT_ENV})
+    levels = {}
+    if args.prebuilt:
+        ort_kernel_library.prebuilt(args.prebuilt)  # vetted as the runner vets it
+        with open(os.path.join(args.prebuilt, ort_kernel_library.PREBUILT_MANIFEST), encoding="utf-8") as f:
+            builds = json.load(f)["builds"]
+        host = this_host()
+        for level, folder in builds.items():
+            if level not in X86_64_LEVELS or not host.lacks_for(level):
+                levels[level] = os.path.join(args.prebuilt, folder, ort_kernel_library.LIBRARY_NAME)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ort-gn-kernel-") as tmp:
-        results = [study(b, args.rounds, args.threads, tmp, library, progress) for b in args.bundles]
+        results = [study(b, args.rounds, args.threads, tmp, library, levels, progress) for b in args.bundles]
     result = {
         "command": "python -m tools.ort_group_norm_kernel " + " ".join(sys.argv[1:] if argv is None else argv),
         "measured": time.strftime("%Y-%m-%d", time.gmtime()),
@@ -148,6 +173,7 @@ def main(argv=None):
         "threads": args.threads,
         "rounds": args.rounds,
         "kernel_build": os.path.basename(os.path.dirname(library)),
+        "prebuilt_builds": {level: os.path.basename(os.path.dirname(lib)) for level, lib in levels.items()},
         "bundles": results,
         "wall_s": round(time.perf_counter() - t0, 1),
         "tools": tool_versions(),

@@ -2,9 +2,13 @@
 profiled as its own ops, its accuracy beside ORT's own ops, and the bound's chains gone. No timing asserts."""
 
 import json
+import platform
 
 import onnx
+import pytest
 
+from bit_trt.engine import ort_kernel_library
+from bit_trt.engine.cpu_host import this_host
 from tests.engine.ort_kernel import kernel_library
 from tools.ort_group_norm_kernel import free_chains, main
 
@@ -40,3 +44,21 @@ def test_the_bound_removes_every_chain(tiny_full_bundle, tmp_path):
     assert free_chains(str(tiny_full_bundle / "model.int8-ort.onnx"), str(out)) == 12
     left = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert left.count("InstanceNormalization") == 1 and "Relu" in left  # only the head's GroupNorm is left
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 levels: an x86-64 host")
+def test_each_prebuilt_level_this_cpu_runs_beside_the_native_build(tiny_full_bundle, tmp_path):
+    kernel_library()
+    kernels = tmp_path / "kernels"
+    manifest = ort_kernel_library.build_prebuilt(str(kernels))
+    out = tmp_path / "kernel.json"
+    main([str(tiny_full_bundle), "--rounds", "1", "--threads", "1", "--prebuilt", str(kernels), "--out", str(out)])
+    result = json.loads(out.read_text())
+    host = this_host()
+    runs = {level: name for level, name in manifest["builds"].items() if not host.lacks_for(level)}
+    assert result["prebuilt_builds"] == runs and runs  # this CPU runs v2 at least
+    levels = result["bundles"][0]["variants"][4:]
+    assert [v["name"] for v in levels] == [f"ort int8-ort kernel {level}" for level in runs]
+    for v in levels:
+        assert v["max_abs_vs_native_build"] == 0.0  # the same arithmetic, whatever the vector width
+        assert v["vs_tf"]["cosine_min"] > 0.98 and "speedup_vs_native_build" in v["latency_ms"]["b1"]
