@@ -11,6 +11,7 @@ here=$(dirname "$0")
 header=/tmp/onnxruntime-dev
 case "${1:-}" in
 toolchain)
+    export DEBIAN_FRONTEND=noninteractive  # the Dockerfile's ARG does not reach this stage
     apt-get update
     apt-get install -y --no-install-recommends gcc libc6-dev
     rm -rf /var/lib/apt/lists/*
