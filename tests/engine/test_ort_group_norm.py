@@ -182,6 +182,13 @@ def test_ort_cpu_int8_runs_a_prebuilt_kernel_where_nothing_can_be_built(tiny_ful
     kept = list((tmp_path / "cache" / "compute-gate").iterdir())
     assert len(kept) == 1 and "build x86-64-v" in kept[0].read_text()  # gated, keyed by the prebuilt build
     assert not (tmp_path / "cache" / "ort-kernels").exists()  # nothing was built
+    # A set that can't be had: ORT's own ops, and the line says why; asked for outright, an error.
+    monkeypatch.setenv(ort_kernel_library.PREBUILT_ENV, str(tmp_path / "none"))
+    with backends.create(bundle, "ort-cpu", "int8") as runner:
+        said = runner.describe()
+        assert "GroupNorm on ORT's own ops: BIT_TRT_ORT_KERNELS=" in said and "none is not a folder" in said, said
+    with pytest.raises(BitError, match="none is not a folder"):
+        backends.create(bundle, "ort-cpu", "int8", group_norm_kernel=True).activate()
 
 
 def test_without_the_header_ort_runs_its_own_ops_and_says_why(tiny_full_bundle, tmp_path, monkeypatch):
