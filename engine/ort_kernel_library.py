@@ -94,10 +94,15 @@ def _digest(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def _compiler_version(cc: str) -> list[str]:
+    """The first line `cc --version` prints (a list of it, empty where it prints nothing)."""
+    return subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[:1]
+
+
 def build_key(cc: str, include: str) -> str:
     """What the built library depends on: the source, the header, the compiler and its flags, and the CPU that
     -march=native compiles for (its identity and every flag)."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[:1]
+    version = _compiler_version(cc)
     cpu = this_host()
     parts = [
         _digest(SOURCE),
@@ -181,7 +186,7 @@ def build_prebuilt(folder: str, chosen: list[str] | None = None, environ=None) -
     parent = os.path.dirname(folder)
     if not os.path.isdir(parent):
         raise BitError(f"no folder {parent} to build {os.path.basename(folder)} in")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout.splitlines()[:1]
+    version = _compiler_version(cc)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}-")
     try:
         builds = {}
@@ -219,6 +224,13 @@ def prebuilt(folder: str, cpu: CpuHost | None = None) -> str:
     """The library in the prebuilt set `folder` (build_prebuilt's) for the best level this CPU runs; raises a
     BitError that says why none may be loaded: not there, not to be trusted, built from another source of the
     kernel, or no level this CPU runs."""
+    level, name = next(iter(runnable_builds(folder, cpu).items()))
+    return build_path(folder, level, name)
+
+
+def runnable_builds(folder: str, cpu: CpuHost | None = None) -> dict[str, str]:
+    """Level -> build folder name of every build in the prebuilt set `folder` that this CPU runs, best first (at
+    least one), once the set is vetted; raises a BitError as prebuilt() says."""
     where = f"{PREBUILT_ENV}={folder}"
     if not os.path.isdir(folder):
         raise BitError(f"{where} is not a folder; build one with {PREBUILD}")
@@ -245,10 +257,16 @@ def prebuilt(folder: str, cpu: CpuHost | None = None) -> str:
         if built and built[-1] in X86_64_LEVELS:
             lacks = f": this CPU lacks {', '.join(cpu.lacks_for(built[-1]))}"
         raise BitError(f"{where} has no build this CPU runs (it has {', '.join(builds) or 'none'}){lacks}")
-    name = builds[runs[0]]
+    return {level: builds[level] for level in runs}
+
+
+def build_path(folder: str, level: str, name) -> str:
+    """The library of the build `name` the manifest of the vetted set `folder` gives for `level`; raises a BitError
+    where that is not a build folder of the set's own, or holds no library."""
+    where = f"{PREBUILT_ENV}={folder}"
     # The folder build_prebuilt names, never a path: what is loaded stays inside the folder vetted above.
-    if not (isinstance(name, str) and re.fullmatch(rf"{re.escape(runs[0])}-[0-9a-f]{{24}}", name)):
-        raise BitError(f"{where}: {PREBUILT_MANIFEST} names {name!r} for {runs[0]}, not a build folder of its own")
+    if not (isinstance(name, str) and re.fullmatch(rf"{re.escape(level)}-[0-9a-f]{{24}}", name)):
+        raise BitError(f"{where}: {PREBUILT_MANIFEST} names {name!r} for {level}, not a build folder of its own")
     path = os.path.join(folder, name, LIBRARY_NAME)
     if not os.path.isfile(path):
         raise BitError(f"{where} names {name}/{LIBRARY_NAME}, which is not there; build it again")

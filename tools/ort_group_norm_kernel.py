@@ -143,7 +143,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from bit_trt.engine import ort_kernel_library
     from bit_trt.engine.atomic_write import write_json_atomic
-    from bit_trt.engine.cpu_host import X86_64_LEVELS, this_host
+    from bit_trt.engine.cpu_host import this_host
     from bit_trt.engine.tool_versions import tool_versions
 
     t0 = time.perf_counter()
@@ -153,14 +153,9 @@ def main(argv=None):
 
     library = ort_kernel_library.library({k: v for k, v in os.environ.items() if k != ort_kernel_library.PREBUILT_ENV})
     levels = {}
-    if args.prebuilt:
-        ort_kernel_library.prebuilt(args.prebuilt)  # vetted as the runner vets it
-        with open(os.path.join(args.prebuilt, ort_kernel_library.PREBUILT_MANIFEST), encoding="utf-8") as f:
-            builds = json.load(f)["builds"]
-        host = this_host()
-        for level, folder in builds.items():
-            if level not in X86_64_LEVELS or not host.lacks_for(level):
-                levels[level] = os.path.join(args.prebuilt, folder, ort_kernel_library.LIBRARY_NAME)
+    if args.prebuilt:  # vetted and chosen as the runner does, every level this CPU runs
+        for level, name in ort_kernel_library.runnable_builds(args.prebuilt).items():
+            levels[level] = ort_kernel_library.build_path(args.prebuilt, level, name)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ort-gn-kernel-") as tmp:
         results = [study(b, args.rounds, args.threads, tmp, library, levels, progress) for b in args.bundles]
