@@ -25,6 +25,7 @@ class Rewrites:
     group_norms: int = 0
     pad_pools: int = 0
     requantized_sums: int = 0
+    sums_written_once: int = 0  # of those, read through one Maximum (engine/openvino_requantized_sum.py)
 
     def describe(self) -> str:
         """What runs differently from the file, as describe() lines say it ("49 GroupNorms on channel statistics,
@@ -40,17 +41,18 @@ class Rewrites:
             parts.append("1 sum of convolutions without their Q/DQ")
         elif self.requantized_sums:
             parts.append(f"{self.requantized_sums} sums of convolutions without their Q/DQ")
+        if self.sums_written_once:
+            parts.append(f"{self.sums_written_once} of them through one reader")
         return ", ".join(parts)
 
 
 def rewrite(model, bf16: bool = False) -> Rewrites:
     """Apply every rewrite to `model` (an ov.Model, changed in place). bf16: the model will be compiled with its
     float layers in bf16, where the requantized sums' rewrite pays (in f32 it does not)."""
-    return Rewrites(
-        group_norms=openvino_group_norm.rewrite(model),
-        pad_pools=openvino_pad_pool.rewrite(model),
-        requantized_sums=openvino_requantized_sum.rewrite(model) if bf16 else 0,
-    )
+    group_norms = openvino_group_norm.rewrite(model)
+    pad_pools = openvino_pad_pool.rewrite(model)
+    fed, once = openvino_requantized_sum.rewrite(model) if bf16 else (0, 0)
+    return Rewrites(group_norms, pad_pools, requantized_sums=fed, sums_written_once=once)
 
 
 def read(core, path: str, bf16: bool = False):

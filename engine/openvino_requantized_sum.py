@@ -18,15 +18,25 @@ tools/openvino_requantized_sum.py on that Xeon (alternating rounds): docs/cpu.md
 OpenVINO". With the float layers in f32 it does not pay (0.92x-1.02x, one-off checks), so the runner applies it only
 where the float layers run in bf16. The files on disk stay as exported: ONNX Runtime needs the quantize to fuse its
 QLinearConvs.
+
+Each sum so fed that has more than one reader is then read through `Maximum(sum, -inf)`, which is the sum itself for
+every number. OpenVINO's low-precision transformations still add a float residual in the convolution's quantized
+domain and scale the sum after it, but they give each reader of the Add a copy of that scale (the next GroupNorm's
+statistics, its centring, the next sum), and OpenVINO's elementwise Subgraph then writes the sum once per copy:
+three passes over the unit's widest activation where one does. Behind the Maximum the scale has one reader and the
+sum is written once (docs/cpu.md, "Each sum written once").
 """
 
 from __future__ import annotations
 
+import numpy as np
 
-def rewrite(model) -> int:
-    """Feed every Add from the convolutions whose dequantized outputs it sums (an ov.Model, changed in place);
-    returns how many Adds."""
-    count = 0
+
+def rewrite(model, write_once: bool = True) -> tuple[int, int]:
+    """Feed every Add from the convolutions whose dequantized outputs it sums, and with `write_once` put each such
+    Add read more than once behind a single reader (an ov.Model, changed in place); returns how many Adds were fed
+    and how many of them were put behind one reader."""
+    fed = once = 0
     for add in [op for op in model.get_ordered_ops() if op.get_type_name() == "Add"]:
         if add.get_input_size() != 2:
             continue
@@ -34,10 +44,27 @@ def rewrite(model) -> int:
         for i, source in enumerate(sources):
             if source is not None:
                 add.input(i).replace_source_output(source)
-        count += any(source is not None for source in sources)
-    if count:
+        if any(source is not None for source in sources):
+            fed += 1
+            once += write_once and _one_reader(add)
+    if fed:
         model.validate_nodes_and_infer_types()
-    return count
+    return fed, once
+
+
+def _one_reader(add) -> bool:
+    """Put the Add's readers, if more than one, behind Maximum(add, -inf): the same numbers, one reader. Whether it
+    did."""
+    readers = list(add.output(0).get_target_inputs())
+    if len(readers) < 2:
+        return False
+    import openvino.opset13 as ops
+
+    lowest = ops.constant(np.array(-np.inf, dtype=add.get_output_element_type(0).to_dtype()))
+    same = ops.maximum(add.output(0), lowest, name=f"{add.get_friendly_name()}/written_once")
+    for reader in readers:
+        reader.replace_source_output(same.output(0))
+    return True
 
 
 def _quantized_convolution(value):

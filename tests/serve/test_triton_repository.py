@@ -152,8 +152,9 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
     (line,) = [x for x in readme.splitlines() if x.startswith(f"- `bit_tiny_openvino_{precision}`:")]
     rewritten = f"{norms} GroupNorms on channel statistics, 1 zero Pad in its MaxPool"
     if precision == "int8":  # and its residual sums from the convolutions' float outputs
-        assert rewrites.requantized_sums > 0
+        assert rewrites.requantized_sums > 0 and rewrites.sums_written_once > 0
         rewritten += f", {rewrites.requantized_sums} sums of convolutions without their Q/DQ"
+        rewritten += f", {rewrites.sums_written_once} of them through one reader"
         assert "FakeQuantize" in kinds  # its convolutions' inputs stay quantized
     assert f"OpenVINO IR of {os.path.basename(bundle.artifact_path(variant))}, {rewritten}" in line
     assert "bf16" in line  # what Triton's OpenVINO computes in is said, since its backend can't pin f32

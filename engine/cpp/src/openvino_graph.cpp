@@ -20,6 +20,7 @@ std::string Rewrites::describe() const {
     text += requantized_sums == 1 ? std::string("1 sum of convolutions without their Q/DQ")
                                   : std::to_string(requantized_sums) + " sums of convolutions without their Q/DQ";
   }
+  if (sums_written_once) text += ", " + std::to_string(sums_written_once) + " of them through one reader";
   return text;
 }
 
@@ -28,7 +29,11 @@ std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& pat
   Rewrites done;
   done.group_norms = rewrite_group_norms(model);
   done.pad_pools = rewrite_pad_pools(model);
-  if (bf16) done.requantized_sums = rewrite_requantized_sums(model);
+  if (bf16) {
+    const RequantizedSums sums = rewrite_requantized_sums(model);
+    done.requantized_sums = sums.fed;
+    done.sums_written_once = sums.written_once;
+  }
   if (rewrites) *rewrites = done;
   return model;
 }

@@ -4,6 +4,8 @@
 #include "bit/requantized_sum.hpp"
 
 #include <array>
+#include <limits>
+#include <vector>
 
 #include <openvino/op/ops.hpp>
 
@@ -46,10 +48,23 @@ ov::Output<Node> quantized_convolution(const ov::Output<Node>& value) {
   return ov::is_type<op::v1::Convolution>(source.get_node_shared_ptr()) ? source : ov::Output<Node>();
 }
 
+// Put the Add's readers, if more than one, behind Maximum(add, -inf): the same numbers, one reader. Whether it did
+// (_one_reader).
+bool one_reader(const std::shared_ptr<Node>& add) {
+  const auto readers = add->output(0).get_target_inputs();
+  if (readers.size() < 2) return false;
+  auto lowest = op::v0::Constant::create(add->get_output_element_type(0), ov::Shape{},
+                                         std::vector<float>{-std::numeric_limits<float>::infinity()});
+  auto same = std::make_shared<op::v1::Maximum>(add->output(0), lowest);
+  same->set_friendly_name(add->get_friendly_name() + "/written_once");
+  for (ov::Input<Node> reader : readers) reader.replace_source_output(same->output(0));
+  return true;
+}
+
 }  // namespace
 
-int rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model) {
-  int count = 0;
+RequantizedSums rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model) {
+  RequantizedSums count;
   for (const std::shared_ptr<Node>& node : model->get_ordered_ops()) {
     if (!ov::is_type<op::v1::Add>(node) || node->get_input_size() != 2) continue;
     const std::array<ov::Output<Node>, 2> sources = {quantized_convolution(node->input_value(0)),
@@ -60,9 +75,12 @@ int rewrite_requantized_sums(const std::shared_ptr<ov::Model>& model) {
       node->input(i).replace_source_output(sources[i]);
       fed = true;
     }
-    count += fed;
+    if (fed) {
+      ++count.fed;
+      count.written_once += one_reader(node);
+    }
   }
-  if (count) model->validate_nodes_and_infer_types();
+  if (count.fed) model->validate_nodes_and_infer_types();
   return count;
 }
 

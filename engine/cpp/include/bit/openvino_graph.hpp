@@ -17,6 +17,7 @@ struct Rewrites {
   int group_norms = 0;
   int pad_pools = 0;
   int requantized_sums = 0;
+  int sums_written_once = 0;  // of those, read through one Maximum (bit/requantized_sum.hpp)
   // "49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool"; empty where nothing was rewritten.
   std::string describe() const;
 };
