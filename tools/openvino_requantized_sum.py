@@ -17,8 +17,6 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 
 from __future__ import annotations
 
-import sys
-
 from bit_trt.engine import openvino_graph
 from tools.openvino_study import paired_main
 
@@ -41,10 +39,8 @@ def _reorders(row: dict) -> str:
 
 
 def main(argv=None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--flavours" or a.startswith("--flavours=") for a in argv):
-        argv += ["--flavours", "int8-ort"]  # the only file with such sums
-    paired_main("openvino_requantized_sum", __doc__, argv, FORMS, "sums_rewritten", _reorders)
+    # the INT8 file unless told: the only file with such sums
+    paired_main("openvino_requantized_sum", __doc__, argv, FORMS, "sums_rewritten", _reorders, flavours="int8-ort")
 
 
 if __name__ == "__main__":

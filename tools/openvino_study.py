@@ -138,10 +138,14 @@ def arguments(doc: str, argv, batches: tuple[str, object]):
     return parser.parse_args(argv)
 
 
-def paired_main(tool: str, doc: str, argv, forms, count_key: str, extra) -> None:
-    """A paired-forms tool's run: every --flavours file at every --batches size through paired_forms, one line
-    printed for each (both forms' times, the ratio and its rounds' range, both forms' rel L2 against TF, then what
-    `extra(row)` adds), then the record written."""
+def paired_main(tool: str, doc: str, argv, forms, count_key: str, extra, flavours: str | None = None) -> None:
+    """A paired-forms tool's run: every --flavours file (`flavours` where the command line names none, and the
+    record's command says so) at every --batches size through paired_forms, one line printed for each (both forms'
+    times, the ratio and its rounds' range, both forms' rel L2 against TF, then what `extra(row)` adds), then the
+    record written."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if flavours and not any(a == "--flavours" or a.startswith("--flavours=") for a in argv):
+        argv += ["--flavours", flavours]
     args = arguments(doc, argv, ("--batches", "1,8"))
     bundle = load_bundle(args.bundle)
     rows = []

@@ -19,8 +19,6 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 
 from __future__ import annotations
 
-import sys
-
 from bit_trt.engine import openvino_graph, openvino_group_norm, openvino_pad_pool, openvino_requantized_sum
 from tools.openvino_study import paired_main
 
@@ -50,10 +48,8 @@ def _subgraphs(row: dict) -> str:
 
 
 def main(argv=None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--flavours" or a.startswith("--flavours=") for a in argv):
-        argv += ["--flavours", "int8-ort"]  # the only file with such sums
-    paired_main("openvino_sum_writes", __doc__, argv, FORMS, "sums", _subgraphs)
+    # the INT8 file unless told: the only file with such sums
+    paired_main("openvino_sum_writes", __doc__, argv, FORMS, "sums", _subgraphs, flavours="int8-ort")
 
 
 if __name__ == "__main__":
