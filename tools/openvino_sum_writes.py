@@ -33,7 +33,8 @@ def _once(model) -> int:  # the graph the runner runs with bf16 float layers (en
     return openvino_graph.rewrite(model, bf16=True).sums_written_once
 
 
-FORMS = (("sums_per_reader", _per_reader), ("sums_once", _once))  # each counts its sums, then those written once
+# the first form counts the sums fed from their convolutions, the second those of them put behind one reader
+FORMS = (("sums_per_reader", _per_reader), ("sums_once", _once))
 
 
 def _subgraphs(row: dict) -> str:
