@@ -354,7 +354,8 @@ def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(bit_serve, d
                 # closed: mid-head, mid-body, or with the answer still to come
         # gRPC: the channel closes while its request runs
         client = _grpc(bit_serve)
-        client.async_infer(MODEL, [_input(grpcclient, "images", inputs["float8"], "FP32")], lambda *_: None)
+        # tritonclient calls back with result= and error=: at once, in this thread, where the call has already ended
+        client.async_infer(MODEL, [_input(grpcclient, "images", inputs["float8"], "FP32")], lambda result, error: None)
         client.close()
     assert bit_serve.proc.poll() is None
     with _http(bit_serve) as client:
