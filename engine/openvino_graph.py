@@ -1,7 +1,8 @@
 """The graph bit-trt's OpenVINO models run: the bundle's file as OpenVINO reads it, then rewritten in memory where
 OpenVINO runs another form of the same arithmetic faster.
 
-- each GroupNorm on per-channel statistics instead of the grouped reshape (engine/openvino_group_norm.py);
+- each GroupNorm on per-channel statistics instead of the grouped reshape, with its gamma and beta in one multiply-add
+  (engine/openvino_group_norm.py);
 - the stem's zero Pad folded into its MaxPool (engine/openvino_pad_pool.py);
 - where the float layers run in bf16, each residual sum of quantized convolutions (INT8) taken from the
   convolutions before their quantize (engine/openvino_requantized_sum.py).
@@ -23,16 +24,19 @@ class Rewrites:
     """How many of each rewrite one model received."""
 
     group_norms: int = 0
+    group_norms_folded: int = 0  # of those, with their gamma and beta in one multiply-add
     pad_pools: int = 0
     requantized_sums: int = 0
     sums_written_once: int = 0  # of those, read through one Maximum (engine/openvino_requantized_sum.py)
 
     def describe(self) -> str:
         """What runs differently from the file, as describe() lines say it ("49 GroupNorms on channel statistics,
-        1 zero Pad in its MaxPool"); empty where nothing was rewritten."""
+        49 with gamma and beta in one multiply-add, 1 zero Pad in its MaxPool"); empty where nothing was rewritten."""
         parts = []
         if self.group_norms:
             parts.append(f"{self.group_norms} GroupNorms on channel statistics")
+        if self.group_norms_folded:
+            parts.append(f"{self.group_norms_folded} with gamma and beta in one multiply-add")
         if self.pad_pools == 1:
             parts.append("1 zero Pad in its MaxPool")
         elif self.pad_pools:
@@ -49,10 +53,10 @@ class Rewrites:
 def rewrite(model, bf16: bool = False) -> Rewrites:
     """Apply every rewrite to `model` (an ov.Model, changed in place). bf16: the model will be compiled with its
     float layers in bf16, where the requantized sums' rewrite pays (in f32 it does not)."""
-    group_norms = openvino_group_norm.rewrite(model)
+    group_norms, folded = openvino_group_norm.rewrite(model)
     pad_pools = openvino_pad_pool.rewrite(model)
     fed, once = openvino_requantized_sum.rewrite(model) if bf16 else (0, 0)
-    return Rewrites(group_norms, pad_pools, requantized_sums=fed, sums_written_once=once)
+    return Rewrites(group_norms, folded, pad_pools, requantized_sums=fed, sums_written_once=once)
 
 
 def read(core, path: str, bf16: bool = False):

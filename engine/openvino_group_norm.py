@@ -13,7 +13,12 @@ after it is read, by the same arithmetic on the [N,C,H,W] tensor as it is: per-c
 and W), averaged over each group's channels on the small [N,C,1,1] tensor, subtracted; the same for the variance
 of the difference (two passes, as MVN computes it, not E[x^2] - E[x]^2, which cancels in bf16); then multiplied
 by 1/sqrt(var + eps). Every op is elementwise or a reduction over H and W, which OpenVINO runs in any layout. The
-gamma and beta after it are untouched. INT8 graphs too: OpenVINO's low-precision transformations still run their
+gamma and beta after it are folded in where they are per-channel constants: the normalization, gamma and beta
+become x*a + b, with a = gamma/sqrt(var + eps) and b = beta - mean*a computed per channel on the small [N,G,C/G]
+statistics. So the pass that normalizes reads x and two per-channel arrays (it read the centred tensor, the
+deviation, gamma and beta, and in INT8 the quantize's scale and zero point as arrays too), and the centred tensor is
+written only as its square, for the variance (docs/cpu.md, "GroupNorm on OpenVINO": 1.06-1.12x on R50x1 at 480 in
+bf16 and INT8). INT8 graphs too: OpenVINO's low-precision transformations still run their
 convolutions in INT8, because no constant is folded here (folding first turned the weights' dequantization into
 float weights, and every convolution ran in f32: 186 against 64 ms per image). The files on disk, their
 checksums and what ONNX Runtime and TensorRT read stay as exported; the rewritten model passes the same parity
@@ -31,17 +36,21 @@ _IDENTITY = {"Multiply": 1.0, "Add": 0.0}
 _RESHAPES = ("Reshape", "Unsqueeze", "Squeeze", "Broadcast")
 
 
-def rewrite(model) -> int:
-    """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many."""
-    count = 0
+def rewrite(model, fold: bool = True) -> tuple[int, int]:
+    """Rewrite every grouped-reshape GroupNorm of `model` (an ov.Model, changed in place); returns how many, and how
+    many of them with their gamma and beta folded in (none without `fold`: the form before the fold, which
+    tools/openvino_group_norm_affine.py measures against it)."""
+    count = folded = 0
     for mvn in [op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"]:
         chain = _chain(mvn)
         if chain is not None:
-            _replace(*chain)
+            affine = _affine(*chain) if fold else None
+            _replace(*chain, affine)
             count += 1
+            folded += affine is not None
     if count:
         model.validate_nodes_and_infer_types()
-    return count
+    return count, folded
 
 
 def _chain(mvn):
@@ -109,8 +118,42 @@ def _same_static(a, b) -> bool:
     return all(p.is_dynamic or q.is_dynamic or p.get_length() == q.get_length() for p, q in zip(a, b))
 
 
-def _replace(x, groups: int, eps: float, inside_sqrt: bool, back) -> None:
-    """Put (x - group mean) / sqrt(group variance + eps), computed on x's own shape, where `back`'s output was."""
+def _affine(x, groups, eps, inside_sqrt, back):
+    """(gamma, beta, the Add of beta) where `back` is read only by a Multiply by gamma, read only by an Add of beta,
+    each a constant with one value per channel (maybe converted or reshaped); else None."""
+    channels = x.get_partial_shape()[1].get_length()
+    values = []
+    node = back
+    for kind in ("Multiply", "Add"):
+        readers = list(node.output(0).get_target_inputs())
+        if len(readers) != 1 or readers[0].get_node().get_type_name() != kind:
+            return None
+        node = readers[0].get_node()
+        value = node.input_value(1 - readers[0].get_index())
+        if not _per_channel_constant(value, channels):
+            return None
+        values.append(value)
+    return values[0], values[1], node
+
+
+def _per_channel_constant(value, channels: int) -> bool:
+    """Whether `value` is a constant (maybe converted or reshaped) holding one value per channel of an [N,C,H,W]
+    tensor: shape [C], [C,1,1] or [1,C,1,1]."""
+    shape = value.get_partial_shape()
+    if shape.is_dynamic or int(np.prod(shape.to_shape())) != channels:
+        return False
+    dims = list(shape.to_shape())
+    if len(dims) > 4 or (channels > 1 and dims[len(dims) - 3 if len(dims) >= 3 else 0] != channels):
+        return False
+    node = value.get_node()
+    while node.get_type_name() in _RESHAPES + ("Convert",):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant"
+
+
+def _replace(x, groups: int, eps: float, inside_sqrt: bool, back, affine=None) -> None:
+    """Put (x - group mean) / sqrt(group variance + eps), computed on x's own shape, where `back`'s output was; or,
+    with `affine` (gamma, beta, the Add of beta), that times gamma plus beta as x*a + b where the Add's output was."""
     import openvino.opset13 as ops
 
     channels = x.get_partial_shape()[1].get_length()
@@ -120,20 +163,38 @@ def _replace(x, groups: int, eps: float, inside_sqrt: bool, back) -> None:
     def const(values, kind=np.int64):
         return ops.constant(np.asarray(values, dtype=kind))
 
-    def group_mean(per_channel):  # [N,C,1,1] -> each channel's group mean, [N,C,1,1]
+    def group_mean(per_channel):  # [N,C,1,1] -> each group's mean, [N,G,1]
         split = ops.reshape(per_channel, const([0, groups, per_group]), special_zero=True)
-        mean = ops.reduce_mean(split, const([2]), keep_dims=True)
-        spread = ops.tile(mean, const([1, 1, per_group]))
-        return ops.reshape(spread, const([0, channels, 1, 1]), special_zero=True)
+        return ops.reduce_mean(split, const([2]), keep_dims=True)
+
+    def tiled(group):  # [N,G,1] -> [N,G,C/G]
+        return ops.tile(group, const([1, 1, per_group]))
+
+    def per_channel(grouped):  # [N,G,C/G] -> [N,C,1,1]
+        return ops.reshape(grouped, const([0, channels, 1, 1]), special_zero=True)
 
     hw = const([2, 3])
-    centred = ops.subtract(x, group_mean(ops.reduce_mean(x, hw, keep_dims=True)))
+    mean = group_mean(ops.reduce_mean(x, hw, keep_dims=True))
+    centred = ops.subtract(x, per_channel(tiled(mean)))
     variance = group_mean(ops.reduce_mean(ops.multiply(centred, centred), hw, keep_dims=True))
     epsilon = ops.constant(np.asarray(eps, dtype=dtype))
     if inside_sqrt:
         deviation = ops.sqrt(ops.add(variance, epsilon))
     else:
         deviation = ops.add(ops.sqrt(variance), epsilon)
-    normalized = ops.divide(centred, deviation)
-    normalized.set_friendly_name(back.get_friendly_name())
-    back.output(0).replace(normalized.output(0))
+    if affine is None:
+        out, replaced = ops.divide(centred, per_channel(tiled(deviation))), back
+    else:
+        # a and b on the [N,G,C/G] statistics, before the Reshape to [N,C,1,1]: OpenVINO fuses elementwise ops on
+        # small tensors into the pass over x that reads them, and would compute them once per pixel there
+        gamma, beta, replaced = affine
+
+        def grouped(value):
+            return ops.reshape(ops.convert(value, dtype), const([1, groups, per_group]), special_zero=False)
+
+        one = ops.constant(np.asarray(1, dtype=dtype))
+        a = ops.multiply(tiled(ops.divide(one, deviation)), grouped(gamma))
+        b = ops.subtract(grouped(beta), ops.multiply(tiled(mean), a))
+        out = ops.add(ops.multiply(x, per_channel(a)), per_channel(b))
+    out.set_friendly_name(replaced.get_friendly_name())
+    replaced.output(0).replace(out.output(0))

@@ -21,12 +21,12 @@ from bit_trt.engine import openvino_graph, openvino_group_norm
 from tools.openvino_study import paired_main
 
 
-def _as_read(model) -> int:  # the runner's graph before the fold: the GroupNorms rewritten, no Pad folded
+def _as_read(model, bf16: bool) -> int:  # the runner's graph before the fold: the GroupNorms rewritten, no Pad folded
     openvino_group_norm.rewrite(model)
     return 0
 
 
-def _folded(model) -> int:  # the graph the runner runs (engine/openvino_graph.py)
+def _folded(model, bf16: bool) -> int:  # the graph the runner runs (engine/openvino_graph.py)
     return openvino_graph.rewrite(model).pad_pools
 
 

@@ -21,12 +21,12 @@ from bit_trt.engine import openvino_graph
 from tools.openvino_study import paired_main
 
 
-def _as_read(model) -> int:  # the runner's graph without this rewrite
+def _as_read(model, bf16: bool) -> int:  # the runner's graph without this rewrite
     openvino_graph.rewrite(model, bf16=False)
     return 0
 
 
-def _rewritten(model) -> int:  # the graph the runner runs with bf16 float layers (engine/openvino_graph.py)
+def _rewritten(model, bf16: bool) -> int:  # the graph the runner runs with bf16 float layers (engine/openvino_graph.py)
     return openvino_graph.rewrite(model, bf16=True).requantized_sums
 
 

@@ -25,10 +25,11 @@ from bit_trt.engine.preprocess import scale_uint8
 
 def compiled(core, path: str, shape: list[int], precision: str, threads: int, edit=None, profile: bool = False):
     """The file at `path` compiled for `shape` (LATENCY hint, `threads`, INFERENCE_PRECISION_HINT `precision`);
-    `edit`, if given, changes the read ov.Model first; `profile` turns OpenVINO's performance counters on."""
+    `edit`, if given, changes the read ov.Model first (called as edit(model, bf16): whether `precision` is bf16, for
+    edits that rewrite as the runner does for that arithmetic); `profile` turns OpenVINO's performance counters on."""
     model = core.read_model(path)
     if edit is not None:
-        edit(model)
+        edit(model, precision == "bf16")
     model.reshape(shape)
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
     if profile:
@@ -87,8 +88,9 @@ def paired_forms(
     for name, edit in forms:
         counts = []
 
-        def edit_counted(model, edit=edit, counts=counts):  # the first call's count: the file is not read to count
-            counts.append(edit(model))
+        # the first call's count: the file is not read to count
+        def edit_counted(model, bf16, edit=edit, counts=counts):
+            counts.append(edit(model, bf16))
 
         counted = edit_counted if edit is not None else None
         requests[name] = compiled(core, path, shape, precision, threads, counted).create_infer_request()

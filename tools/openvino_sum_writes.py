@@ -23,12 +23,13 @@ from bit_trt.engine import openvino_graph, openvino_requantized_sum
 from tools.openvino_study import paired_main
 
 
-def _per_reader(model) -> int:  # the runner's graph before this step: its other rewrites, then the sums fed alone
+# the runner's graph before this step: its other rewrites, then the sums fed alone
+def _per_reader(model, bf16: bool) -> int:
     openvino_graph.rewrite(model, bf16=False)
     return openvino_requantized_sum.rewrite(model, write_once=False)[0]
 
 
-def _once(model) -> int:  # the graph the runner runs with bf16 float layers (engine/openvino_graph.py)
+def _once(model, bf16: bool) -> int:  # the graph the runner runs with bf16 float layers (engine/openvino_graph.py)
     return openvino_graph.rewrite(model, bf16=True).sums_written_once
 
 

@@ -1,11 +1,14 @@
 """tools/openvino_group_norm.py on the tiny bundle: both forms timed in alternating rounds, the ratios those rounds',
-the rewrite done on every GroupNorm and gone from the Reorders it caused, both forms close to TF. No timing asserts."""
+the rewrite done on every GroupNorm and gone from the Reorders it caused, both forms close to TF; and
+tools/openvino_group_norm_affine.py: every GroupNorm's gamma and beta after it against folded, both forms close to TF.
+No timing asserts."""
 
 import json
 import statistics
 
 import onnx
 
+from tools import openvino_group_norm_affine
 from tools.openvino_group_norm import main
 
 
@@ -59,3 +62,24 @@ def test_fp16_in_sets_the_fp16_files_arithmetic_and_leaves_the_others(tiny_bundl
         main([*argv, "--fp16-in", forced, "--json", str(out)])
         rows = json.loads(out.read_text())["rows"]
         assert [(r["flavour"], r["inference_precision"]) for r in rows] == [("fp32", "f32"), ("fp16", forced)]
+
+
+def test_gamma_and_beta_after_against_folded_in_alternating_rounds(tiny_full_bundle, tmp_path):
+    out = tmp_path / "affine.json"
+    argv = [str(tiny_full_bundle), "--flavours", "fp32,int8-ort", "--batches", "2", "--rounds", "2", "--threads", "1"]
+    openvino_group_norm_affine.main([*argv, "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["command"] == "python -m tools.openvino_group_norm_affine " + " ".join([*argv, "--json", str(out)])
+    graph = onnx.load(f"{tiny_full_bundle}/model.fp32.onnx").graph
+    norms = sum(n.op_type == "InstanceNormalization" for n in graph.node)
+    rows = result["rows"]
+    assert [row["flavour"] for row in rows] == ["fp32", "int8-ort"]
+    for row in rows:
+        after, folded = row["gamma_beta_after"], row["folded"]
+        assert after["group_norms"] == folded["group_norms"] == norms > 0  # every GroupNorm rewritten, every one folded
+        ratios = [round(a / b, 3) for a, b in zip(after["ms_per_image"], folded["ms_per_image"], strict=True)]
+        assert row["gamma_beta_after_over_folded"] == ratios and row["median_ratio"] == statistics.median(ratios)
+    fp32, int8 = rows
+    for form in ("gamma_beta_after", "folded"):
+        assert fp32[form]["vs_tf"]["rel_l2"] < 1e-4, fp32[form]["vs_tf"]  # f32: the fold moves nothing that matters
+        assert int8[form]["vs_tf"]["cosine_min"] > 0.95, int8[form]["vs_tf"]

@@ -150,7 +150,8 @@ def test_openvino_models_are_the_rewritten_ir(repository, tiny_full_bundle, prec
         assert measure(logits, tf_logits)["rel_l2"] < 1e-4
     readme = (repository / "README.md").read_text(encoding="utf-8")
     (line,) = [x for x in readme.splitlines() if x.startswith(f"- `bit_tiny_openvino_{precision}`:")]
-    rewritten = f"{norms} GroupNorms on channel statistics, 1 zero Pad in its MaxPool"
+    rewritten = f"{norms} GroupNorms on channel statistics, {norms} with gamma and beta in one multiply-add"
+    rewritten += ", 1 zero Pad in its MaxPool"
     if precision == "int8":  # and its residual sums from the convolutions' float outputs
         assert rewrites.requantized_sums > 0 and rewrites.sums_written_once > 0
         rewritten += f", {rewrites.requantized_sums} sums of convolutions without their Q/DQ"

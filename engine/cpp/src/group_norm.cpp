@@ -87,46 +87,114 @@ std::shared_ptr<op::v0::Constant> i64(const std::vector<std::int64_t>& values) {
   return op::v0::Constant::create(ov::element::i64, ov::Shape{values.size()}, values);
 }
 
-// (x - group mean) / sqrt(group variance + eps), on x's own shape, where the chain's Reshape back was (_replace).
-void replace(const Chain& chain) {
+// Whether `value` is a constant (maybe converted or reshaped) holding one value per channel of an [N,C,H,W] tensor:
+// shape [C], [C,1,1] or [1,C,1,1] (_per_channel_constant).
+bool per_channel_constant(const Output<Node>& value, std::int64_t channels) {
+  const ov::PartialShape shape = value.get_partial_shape();
+  if (shape.is_dynamic()) return false;
+  const ov::Shape dims = shape.to_shape();
+  if (static_cast<std::int64_t>(ov::shape_size(dims)) != channels || dims.size() > 4) return false;
+  if (channels > 1 && static_cast<std::int64_t>(dims[dims.size() >= 3 ? dims.size() - 3 : 0]) != channels)
+    return false;
+  std::shared_ptr<Node> node = value.get_node_shared_ptr();
+  while (reshapes(node) || ov::is_type<op::v0::Convert>(node)) node = node->get_input_node_shared_ptr(0);
+  return ov::is_type<op::v0::Constant>(node);
+}
+
+struct Affine {
+  Output<Node> gamma, beta;
+  std::shared_ptr<Node> add;  // the Add of beta, whose output the rewrite replaces
+};
+
+// The chain's Reshape back read only by a Multiply by gamma, read only by an Add of beta, each a per-channel
+// constant (_affine); false where it is anything else.
+bool affine_of(const Chain& chain, Affine& affine) {
+  const std::int64_t channels = chain.x.get_partial_shape()[1].get_length();
+  std::shared_ptr<Node> node = chain.back;
+  Output<Node> values[2];
+  for (int step = 0; step < 2; ++step) {
+    const auto readers = node->output(0).get_target_inputs();
+    if (readers.size() != 1) return false;
+    const ov::Input<Node> reader = *readers.begin();
+    std::shared_ptr<Node> next = reader.get_node()->shared_from_this();
+    if (step == 0 ? !ov::is_type<op::v1::Multiply>(next) : !ov::is_type<op::v1::Add>(next)) return false;
+    values[step] = next->input_value(1 - reader.get_index());
+    if (!per_channel_constant(values[step], channels)) return false;
+    node = next;
+  }
+  affine.gamma = values[0];
+  affine.beta = values[1];
+  affine.add = node;
+  return true;
+}
+
+// (x - group mean) / sqrt(group variance + eps), on x's own shape, where the chain's Reshape back was; or, with
+// `affine`, that times gamma plus beta as x*a + b where the Add of beta was (_replace).
+void replace(const Chain& chain, const Affine* affine) {
   const std::int64_t channels = chain.x.get_partial_shape()[1].get_length();
   const std::int64_t per_group = channels / chain.groups;
-  const auto group_mean = [&](const Output<Node>& per_channel) -> Output<Node> {  // [N,C,1,1] -> [N,C,1,1]
+  const ov::element::Type type = chain.x.get_element_type();
+  const auto group_mean = [&](const Output<Node>& per_channel) -> Output<Node> {  // [N,C,1,1] -> [N,G,1]
     auto split = std::make_shared<op::v1::Reshape>(per_channel, i64({0, chain.groups, per_group}), true);
-    auto mean = std::make_shared<op::v1::ReduceMean>(split, i64({2}), true);
-    auto spread = std::make_shared<op::v0::Tile>(mean, i64({1, 1, per_group}));
-    return std::make_shared<op::v1::Reshape>(spread, i64({0, channels, 1, 1}), true);
+    return std::make_shared<op::v1::ReduceMean>(split, i64({2}), true);
+  };
+  const auto tiled = [&](const Output<Node>& group) -> Output<Node> {  // [N,G,1] -> [N,G,C/G]
+    return std::make_shared<op::v0::Tile>(group, i64({1, 1, per_group}));
+  };
+  const auto per_channel = [&](const Output<Node>& grouped) -> Output<Node> {  // [N,G,C/G] -> [N,C,1,1]
+    return std::make_shared<op::v1::Reshape>(grouped, i64({0, channels, 1, 1}), true);
   };
   const auto hw = i64({2, 3});
-  auto centred = std::make_shared<op::v1::Subtract>(
-      chain.x, group_mean(std::make_shared<op::v1::ReduceMean>(chain.x, hw, true)));
-  auto variance = group_mean(std::make_shared<op::v1::ReduceMean>(
+  Output<Node> mean = group_mean(std::make_shared<op::v1::ReduceMean>(chain.x, hw, true));
+  auto centred = std::make_shared<op::v1::Subtract>(chain.x, per_channel(tiled(mean)));
+  Output<Node> variance = group_mean(std::make_shared<op::v1::ReduceMean>(
       std::make_shared<op::v1::Multiply>(centred, centred), hw, true));
-  auto epsilon = op::v0::Constant::create(chain.x.get_element_type(), ov::Shape{}, std::vector<float>{chain.eps});
+  auto epsilon = op::v0::Constant::create(type, ov::Shape{}, std::vector<float>{chain.eps});
   Output<Node> deviation;
   if (chain.inside_sqrt)
     deviation = std::make_shared<op::v0::Sqrt>(std::make_shared<op::v1::Add>(variance, epsilon));
   else
     deviation = std::make_shared<op::v1::Add>(std::make_shared<op::v0::Sqrt>(variance), epsilon);
-  auto normalized = std::make_shared<op::v1::Divide>(centred, deviation);
-  normalized->set_friendly_name(chain.back->get_friendly_name());
-  chain.back->output(0).replace(normalized->output(0));
+  std::shared_ptr<Node> out, replaced;
+  if (!affine) {
+    out = std::make_shared<op::v1::Divide>(centred, per_channel(tiled(deviation)));
+    replaced = chain.back;
+  } else {
+    // a and b on the [N,G,C/G] statistics, before the Reshape to [N,C,1,1]: OpenVINO fuses elementwise ops on
+    // small tensors into the pass over x that reads them, and would compute them once per pixel there
+    const auto grouped = [&](const Output<Node>& value) -> Output<Node> {
+      return std::make_shared<op::v1::Reshape>(std::make_shared<op::v0::Convert>(value, type),
+                                               i64({1, chain.groups, per_group}), false);
+    };
+    auto one = op::v0::Constant::create(type, ov::Shape{}, std::vector<float>{1.0f});
+    auto a = std::make_shared<op::v1::Multiply>(tiled(std::make_shared<op::v1::Divide>(one, deviation)),
+                                                grouped(affine->gamma));
+    auto b = std::make_shared<op::v1::Subtract>(grouped(affine->beta),
+                                                std::make_shared<op::v1::Multiply>(tiled(mean), a));
+    out = std::make_shared<op::v1::Add>(std::make_shared<op::v1::Multiply>(chain.x, per_channel(a)), per_channel(b));
+    replaced = affine->add;
+  }
+  out->set_friendly_name(replaced->get_friendly_name());
+  replaced->output(0).replace(out->output(0));
 }
 
 }  // namespace
 
-int rewrite_group_norms(const std::shared_ptr<ov::Model>& model) {
-  int count = 0;
+GroupNorms rewrite_group_norms(const std::shared_ptr<ov::Model>& model) {
+  GroupNorms done;
   for (const auto& node : model->get_ordered_ops()) {
     auto mvn = ov::as_type_ptr<op::v6::MVN>(node);
     Chain chain;
     if (mvn && chain_of(mvn, chain)) {
-      replace(chain);
-      ++count;
+      Affine affine;
+      const bool folded = affine_of(chain, affine);
+      replace(chain, folded ? &affine : nullptr);
+      ++done.rewritten;
+      done.folded += folded;
     }
   }
-  if (count) model->validate_nodes_and_infer_types();
-  return count;
+  if (done.rewritten) model->validate_nodes_and_infer_types();
+  return done;
 }
 
 }  // namespace bit

@@ -10,6 +10,8 @@ namespace bit {
 std::string Rewrites::describe() const {
   std::string text;
   if (group_norms) text = std::to_string(group_norms) + " GroupNorms on channel statistics";
+  if (group_norms_folded)
+    text += ", " + std::to_string(group_norms_folded) + " with gamma and beta in one multiply-add";
   if (pad_pools) {
     if (!text.empty()) text += ", ";
     text += pad_pools == 1 ? std::string("1 zero Pad in its MaxPool")
@@ -27,7 +29,9 @@ std::string Rewrites::describe() const {
 std::shared_ptr<ov::Model> read_rewritten(ov::Core& core, const std::string& path, bool bf16, Rewrites* rewrites) {
   std::shared_ptr<ov::Model> model = core.read_model(path);
   Rewrites done;
-  done.group_norms = rewrite_group_norms(model);
+  const GroupNorms norms = rewrite_group_norms(model);
+  done.group_norms = norms.rewritten;
+  done.group_norms_folded = norms.folded;
   done.pad_pools = rewrite_pad_pools(model);
   if (bf16) {
     const RequantizedSums sums = rewrite_requantized_sums(model);

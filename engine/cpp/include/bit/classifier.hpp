@@ -51,7 +51,8 @@ class Classifier {
 
   const Bundle& bundle() const;
   const Artifact& artifact() const;
-  // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, 1 zero Pad in its MaxPool, f32)"
+  // "openvino 2026.4.1 CPU (latency, 49 GroupNorms on channel statistics, 49 with gamma and beta in one multiply-add,
+  // 1 zero Pad in its MaxPool, f32)"
   std::string describe() const;
   // What OpenVINO compiled: "f32" or "bf16" (read back from the compiled model; for INT8, its float layers').
   const std::string& compute() const;
