@@ -19,7 +19,7 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 from __future__ import annotations
 
 from bit_trt.engine import openvino_graph, openvino_group_norm
-from tools.openvino_study import paired_main
+from tools.openvino_study import elementwise_line, paired_main
 
 
 def _after(model, bf16: bool) -> int:  # the GroupNorms rewritten unfolded, then the runner's other rewrites
@@ -36,19 +36,9 @@ def _folded(model, bf16: bool) -> int:  # the graph the runner runs (engine/open
 FORMS = (("gamma_beta_after", _after), ("folded", _folded))
 
 
-def _elementwise(row: dict) -> str:
-    shares = [
-        sum(share for kind, share in row[form]["share_by_layer_type"].items() if kind.startswith("Subgraph "))
-        for form, _ in FORMS
-    ]
-    return (
-        f"elementwise Subgraphs {shares[0]:.1%} -> {shares[1]:.1%} of the time, "
-        f"{row['folded']['group_norms']} of {row['gamma_beta_after']['group_norms']} GroupNorms folded"
-    )
-
-
 def main(argv=None) -> None:
-    paired_main("openvino_group_norm_affine", __doc__, argv, FORMS, "group_norms", _elementwise)
+    extra = elementwise_line(FORMS, "group_norms", "GroupNorms folded")
+    paired_main("openvino_group_norm_affine", __doc__, argv, FORMS, "group_norms", extra)
 
 
 if __name__ == "__main__":

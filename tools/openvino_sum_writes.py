@@ -20,7 +20,7 @@ Maintainers' measurement, not part of the installed package: it is the evidence 
 from __future__ import annotations
 
 from bit_trt.engine import openvino_graph, openvino_requantized_sum
-from tools.openvino_study import paired_main
+from tools.openvino_study import elementwise_line, paired_main
 
 
 # the runner's graph before this step: its other rewrites, then the sums fed alone
@@ -37,20 +37,10 @@ def _once(model, bf16: bool) -> int:  # the graph the runner runs with bf16 floa
 FORMS = (("sums_per_reader", _per_reader), ("sums_once", _once))
 
 
-def _subgraphs(row: dict) -> str:
-    shares = [
-        sum(share for kind, share in row[form]["share_by_layer_type"].items() if kind.startswith("Subgraph "))
-        for form, _ in FORMS
-    ]
-    return (
-        f"elementwise Subgraphs {shares[0]:.1%} -> {shares[1]:.1%} of the time, "
-        f"{row['sums_once']['sums']} of {row['sums_per_reader']['sums']} sums through one reader"
-    )
-
-
 def main(argv=None) -> None:
     # the INT8 file unless told: the only file with such sums
-    paired_main("openvino_sum_writes", __doc__, argv, FORMS, "sums", _subgraphs, flavours="int8-ort")
+    extra = elementwise_line(FORMS, "sums", "sums through one reader")
+    paired_main("openvino_sum_writes", __doc__, argv, FORMS, "sums", extra, flavours="int8-ort")
 
 
 if __name__ == "__main__":
