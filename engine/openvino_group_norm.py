@@ -138,12 +138,13 @@ def _affine(x, groups, eps, inside_sqrt, back):
 
 def _per_channel_constant(value, channels: int) -> bool:
     """Whether `value` is a constant (maybe converted or reshaped) holding one value per channel of an [N,C,H,W]
-    tensor: shape [C], [C,1,1] or [1,C,1,1]."""
+    tensor: shape [C,1,1] or [1,C,1,1] (a [C] would broadcast along W), or one value for all."""
     shape = value.get_partial_shape()
-    if shape.is_dynamic or int(np.prod(shape.to_shape())) != channels:
+    if shape.is_dynamic:
         return False
     dims = list(shape.to_shape())
-    if len(dims) > 4 or (channels > 1 and dims[len(dims) - 3 if len(dims) >= 3 else 0] != channels):
+    size = int(np.prod(dims))
+    if size != 1 and (size != channels or len(dims) not in (3, 4) or dims[-3:] != [channels, 1, 1]):
         return False
     node = value.get_node()
     while node.get_type_name() in _RESHAPES + ("Convert",):
@@ -189,8 +190,9 @@ def _replace(x, groups: int, eps: float, inside_sqrt: bool, back, affine=None) -
         # small tensors into the pass over x that reads them, and would compute them once per pixel there
         gamma, beta, replaced = affine
 
-        def grouped(value):
-            return ops.reshape(ops.convert(value, dtype), const([1, groups, per_group]), special_zero=False)
+        def grouped(value):  # per channel as [1,G,C/G]; one value for all as [1,1,1]
+            shape = [1, groups, per_group] if int(np.prod(list(value.get_shape()))) == channels else [1, 1, 1]
+            return ops.reshape(ops.convert(value, dtype), const(shape), special_zero=False)
 
         one = ops.constant(np.asarray(1, dtype=dtype))
         a = ops.multiply(tiled(ops.divide(one, deviation)), grouped(gamma))

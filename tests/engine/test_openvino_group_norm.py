@@ -103,19 +103,24 @@ def test_gamma_and_beta_fold_into_one_multiply_add_of_x(tmp_path):
     assert readers == {"Multiply"} and len(centred.output(0).get_target_inputs()) == 2  # centred * centred
 
 
-@pytest.mark.parametrize("kind", ["scalar_beta", "gamma_input"])
-def test_gamma_and_beta_that_are_not_per_channel_constants_stay_as_read(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["beta_for_all", "beta_along_w", "gamma_input"])
+def test_gamma_and_beta_fold_only_where_they_are_constants_per_channel_or_for_all(tmp_path, kind):
+    """One beta for every channel folds too; a beta of shape [W] (ONNX broadcasts it along W, not C) or a gamma that
+    is an input stays after the normalization. The answers are the grouped form's either way."""
+    shape = {"beta_for_all": (1,), "beta_along_w": (3,)}.get(kind)
     gamma, beta = grouped_norm_model(
-        tmp_path / "gn.onnx", beta_shape=(1,) if kind == "scalar_beta" else None, gamma_input=kind == "gamma_input"
+        tmp_path / "gn.onnx", channels=3, groups=1, beta_shape=shape, gamma_input=kind == "gamma_input"
     )
     model = ov.Core().read_model(str(tmp_path / "gn.onnx"))
-    x = (np.random.default_rng(3).standard_normal((2, 8, 5, 3)) * 3 + 5).astype(np.float32)
+    x = (np.random.default_rng(3).standard_normal((2, 3, 5, 3)) * 3 + 5).astype(np.float32)
     inputs = (x, gamma) if kind == "gamma_input" else (x,)
-    assert rewrite(model) == (1, 0)  # the normalization alone is rewritten; gamma and beta are left after it
-    add = model.get_results()[0].input_value(0).get_node()  # beta's Add, then gamma's Multiply, of the normalized x
-    multiply = next(v.get_node() for v in add.input_values() if v.get_node().get_type_name() == "Multiply")
-    assert any(v.get_node().get_type_name() == "Divide" for v in multiply.input_values())
-    np.testing.assert_allclose(run(model, *inputs), numpy_group_norm(x, 2, gamma, beta), rtol=1e-4, atol=1e-4)
+    folds = kind == "beta_for_all"
+    assert rewrite(model) == (1, int(folds))
+    if not folds:  # the normalization alone is rewritten: beta's Add, then gamma's Multiply, of the normalized x
+        add = model.get_results()[0].input_value(0).get_node()
+        multiply = next(v.get_node() for v in add.input_values() if v.get_node().get_type_name() == "Multiply")
+        assert any(v.get_node().get_type_name() == "Divide" for v in multiply.input_values())
+    np.testing.assert_allclose(run(model, *inputs), numpy_group_norm(x, 1, gamma, beta), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("scale, grouped", [(2.0, True), (1.0, False)])

@@ -88,14 +88,17 @@ std::shared_ptr<op::v0::Constant> i64(const std::vector<std::int64_t>& values) {
 }
 
 // Whether `value` is a constant (maybe converted or reshaped) holding one value per channel of an [N,C,H,W] tensor:
-// shape [C], [C,1,1] or [1,C,1,1] (_per_channel_constant).
+// shape [C,1,1] or [1,C,1,1] (a [C] would broadcast along W), or one value for all (_per_channel_constant).
 bool per_channel_constant(const Output<Node>& value, std::int64_t channels) {
   const ov::PartialShape shape = value.get_partial_shape();
   if (shape.is_dynamic()) return false;
   const ov::Shape dims = shape.to_shape();
-  if (static_cast<std::int64_t>(ov::shape_size(dims)) != channels || dims.size() > 4) return false;
-  if (channels > 1 && static_cast<std::int64_t>(dims[dims.size() >= 3 ? dims.size() - 3 : 0]) != channels)
-    return false;
+  const auto size = static_cast<std::int64_t>(ov::shape_size(dims));
+  const std::size_t rank = dims.size();
+  const bool per_channel = size == channels && (rank == 3 || rank == 4) &&
+                           static_cast<std::int64_t>(dims[rank - 3]) == channels && dims[rank - 2] == 1 &&
+                           dims[rank - 1] == 1;
+  if (size != 1 && !per_channel) return false;
   std::shared_ptr<Node> node = value.get_node_shared_ptr();
   while (reshapes(node) || ov::is_type<op::v0::Convert>(node)) node = node->get_input_node_shared_ptr(0);
   return ov::is_type<op::v0::Constant>(node);
@@ -162,9 +165,11 @@ void replace(const Chain& chain, const Affine* affine) {
   } else {
     // a and b on the [N,G,C/G] statistics, before the Reshape to [N,C,1,1]: OpenVINO fuses elementwise ops on
     // small tensors into the pass over x that reads them, and would compute them once per pixel there
-    const auto grouped = [&](const Output<Node>& value) -> Output<Node> {
+    const auto grouped = [&](const Output<Node>& value) -> Output<Node> {  // [1,G,C/G]; one for all as [1,1,1]
+      const bool per_channel = static_cast<std::int64_t>(ov::shape_size(value.get_shape())) == channels;
       return std::make_shared<op::v1::Reshape>(std::make_shared<op::v0::Convert>(value, type),
-                                               i64({1, chain.groups, per_group}), false);
+                                               per_channel ? i64({1, chain.groups, per_group}) : i64({1, 1, 1}),
+                                               false);
     };
     auto one = op::v0::Constant::create(type, ov::Shape{}, std::vector<float>{1.0f});
     auto a = std::make_shared<op::v1::Multiply>(tiled(std::make_shared<op::v1::Divide>(one, deviation)),
