@@ -34,6 +34,9 @@ def runner(request, tiny_full_bundle):
 
 
 def test_bad_batches_are_refused_and_the_runner_stays_usable(runner):
+    # on openvino a shape's second call compiles a model for it (engine/openvino_runner.py, static shapes), whose
+    # float rounding differs from the dynamic model's: the answer compared is that model's
+    runner.infer(GOOD)
     expected = runner.infer(GOOD)
     for batch, message in BAD:
         with pytest.raises(BitError, match=message):
