@@ -13,7 +13,7 @@ by layer type and precision, and its agreement with TF on the bundle's parity se
         [--threads 2] [--json OUT]
 
 Maintainers' measurement, not part of the installed package: it is the evidence for the fold (docs/cpu.md,
-"GroupNorm on OpenVINO"), to be rerun on other hosts.
+"Gamma and beta in one multiply-add"), to be rerun on other hosts.
 """
 
 from __future__ import annotations
